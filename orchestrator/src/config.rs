@@ -1,0 +1,84 @@
+//! The project config, `cartflow.yaml` in the project folder (optional).
+//!
+//! ```yaml
+//! dags: dags              # where DAG files live
+//! state: .cartflow/state.db
+//! pools:                  # name -> slots, shared by every run of one process
+//!   aws_glue: 2
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::yaml;
+
+/// The project config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The DAGs folder, relative to the project folder.
+    #[serde(default = "default_dags")]
+    pub dags: PathBuf,
+    /// The run store, relative to the project folder.
+    #[serde(default = "default_state")]
+    pub state: PathBuf,
+    /// Pools: name → number of slots.
+    #[serde(default)]
+    pub pools: BTreeMap<String, u32>,
+}
+
+fn default_dags() -> PathBuf {
+    PathBuf::from("dags")
+}
+
+fn default_state() -> PathBuf {
+    PathBuf::from(".cartflow/state.db")
+}
+
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new() }
+    }
+}
+
+/// A problem with `cartflow.yaml`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: error: {message}{}", hint.as_ref().map(|h| format!("\n  = hint: {h}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// Column.
+    pub column: u32,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub hint: Option<String>,
+}
+
+impl ProjectConfig {
+    /// Reads `cartflow.yaml` from `dir`, or the defaults when there is none.
+    pub fn load(dir: &Path) -> Result<ProjectConfig, ConfigError> {
+        let file = dir.join("cartflow.yaml");
+        let Ok(src) = std::fs::read_to_string(&file) else { return Ok(ProjectConfig::default()) };
+        let err = |line, column, message, hint| ConfigError { file: file.display().to_string(), line, column, message, hint };
+        let node = yaml::parse(&src).map_err(|e| {
+            let p = e.pos.unwrap_or_default();
+            err(p.line, p.column, format!("invalid YAML: {}", e.message), None)
+        })?;
+        if node.value == yaml::Value::Null {
+            return Ok(ProjectConfig::default());
+        }
+        let cfg: ProjectConfig = yaml::from_node(&node).map_err(|e| {
+            let p = e.pos.unwrap_or_default();
+            err(p.line, p.column, e.message, e.hint)
+        })?;
+        if let Some((name, _)) = cfg.pools.iter().find(|(_, v)| **v == 0) {
+            return Err(err(1, 1, format!("pool `{name}` has 0 slots"), Some("give every pool at least 1 slot".into())));
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,305 @@
+//! The DAG model: what a compiled DAG file is.
+//!
+//! DAG files are loaded and checked by [`compile`]; the result is a [`Dag`] whose tasks are in
+//! a topological order (declaration order where the dependencies allow) with their upstream
+//! and downstream indices precomputed for the executor.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::CompiledTask;
+use crate::schedule::Schedule;
+use crate::yaml::Pos;
+
+pub mod compile;
+
+pub use compile::{Diagnostic, DagSet, compile_dir, compile_file, compile_source};
+
+/// A compiled DAG.
+#[derive(Debug)]
+pub struct Dag {
+    /// Unique id.
+    pub id: String,
+    /// What it is for.
+    pub description: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// The timezone of the schedule and of `{{ ds }}`.
+    pub timezone: Tz,
+    /// The first interval starts at or after this instant.
+    pub start_date: Option<DateTime<Utc>>,
+    /// No interval starts at or after this instant.
+    pub end_date: Option<DateTime<Utc>>,
+    /// Whether the scheduler creates runs for every missed interval.
+    pub catchup: bool,
+    /// How many runs of this DAG may be active at once.
+    pub max_active_runs: u32,
+    /// How many tasks of one run may run at once.
+    pub max_active_tasks: u32,
+    /// Parameters, usable as `{{ params.NAME }}`.
+    pub params: BTreeMap<String, String>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Tasks in topological order.
+    pub tasks: Vec<Task>,
+}
+
+impl Dag {
+    /// The index of a task.
+    pub fn task_index(&self, id: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// The tasks `ids` and, with `downstream`, everything downstream of them.
+    pub fn select(&self, ids: &[String], downstream: bool) -> Result<Vec<bool>, String> {
+        let mut selected = vec![false; self.tasks.len()];
+        for id in ids {
+            let i = self.task_index(id).ok_or_else(|| {
+                let hint = crate::yaml::did_you_mean(id, self.tasks.iter().map(|t| t.id.as_str()))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                format!("DAG `{}` has no task `{id}`{hint}", self.id)
+            })?;
+            selected[i] = true;
+        }
+        if downstream {
+            // Tasks are in topological order: one forward pass closes the set.
+            for i in 0..self.tasks.len() {
+                if selected[i] {
+                    for &d in &self.tasks[i].downstream {
+                        selected[d] = true;
+                    }
+                }
+            }
+        }
+        Ok(selected)
+    }
+}
+
+/// One task of a DAG.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Unique id within the DAG.
+    pub id: String,
+    /// The kind's compiled config.
+    pub config: Arc<dyn CompiledTask>,
+    /// Indices of the tasks this one depends on.
+    pub upstream: Vec<usize>,
+    /// Indices of the tasks that depend on this one.
+    pub downstream: Vec<usize>,
+    /// When the task may run, given its upstream states.
+    pub trigger_rule: TriggerRule,
+    /// Retries and backoff.
+    pub retry: RetryPolicy,
+    /// Per-attempt time limit.
+    pub timeout: Option<Duration>,
+    /// The pool whose slots the task takes.
+    pub pool: Option<String>,
+    /// Where the task is declared.
+    pub pos: Pos,
+}
+
+impl Task {
+    /// The kind's name.
+    pub fn kind(&self) -> &'static str {
+        self.config.kind()
+    }
+}
+
+/// When a task may run, given the states of its upstream tasks (Airflow's trigger rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    /// Every upstream succeeded (default). A failed upstream makes the task
+    /// `upstream_failed`; a skipped one makes it `skipped`.
+    #[default]
+    AllSuccess,
+    /// Every upstream is finished, whatever its state.
+    AllDone,
+    /// Every upstream failed (or is upstream_failed); otherwise `skipped`.
+    AllFailed,
+    /// At least one upstream succeeded: runs as soon as one does; `upstream_failed` if none did.
+    OneSuccess,
+    /// At least one upstream failed: runs as soon as one does; `skipped` if none did.
+    OneFailed,
+    /// No upstream failed (success or skipped); otherwise `upstream_failed`.
+    NoneFailed,
+}
+
+impl fmt::Display for TriggerRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            TriggerRule::AllSuccess => "all_success",
+            TriggerRule::AllDone => "all_done",
+            TriggerRule::AllFailed => "all_failed",
+            TriggerRule::OneSuccess => "one_success",
+            TriggerRule::OneFailed => "one_failed",
+            TriggerRule::NoneFailed => "none_failed",
+        };
+        f.write_str(s)
+    }
+}
+
+/// How the delay grows between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// The same delay every time.
+    Constant,
+    /// `retry_delay * 2^(n-1)` before retry n, capped at `max_retry_delay`.
+    #[default]
+    Exponential,
+}
+
+/// Retries of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// How many times a failed attempt is retried.
+    pub retries: u32,
+    /// The delay before the first retry.
+    pub delay: Duration,
+    /// How the delay grows.
+    pub backoff: Backoff,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// Whether to randomize delays ("equal jitter": half fixed, half random).
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 0,
+            delay: Duration::from_secs(10),
+            backoff: Backoff::Exponential,
+            max_delay: Duration::from_secs(600),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `n` (1-based), before jitter.
+    pub fn base_delay(&self, n: u32) -> Duration {
+        let d = match self.backoff {
+            Backoff::Constant => self.delay,
+            Backoff::Exponential => {
+                let factor = 2u32.saturating_pow(n.saturating_sub(1).min(30));
+                self.delay.saturating_mul(factor)
+            }
+        };
+        d.min(self.max_delay.max(self.delay))
+    }
+
+    /// The delay before retry number `n`, with jitter applied when enabled: a value in
+    /// `[base/2, base]`, so that retries of many tasks spread out but never come early by
+    /// more than half.
+    pub fn delay_for(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+        let base = self.base_delay(n);
+        if !self.jitter || base.is_zero() {
+            return base;
+        }
+        let half = base / 2;
+        let extra = rng.u64(0..=half.as_millis().min(u64::MAX as u128) as u64);
+        half + Duration::from_millis(extra)
+    }
+}
+
+/// A duration in a DAG file: `30s`, `5m`, `1h30m`, `250ms`, `2d`, or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `1h30m`-style text.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty duration".into());
+        }
+        if let Ok(secs) = s.parse::<u64>() {
+            return Ok(Duration::from_secs(secs));
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!("invalid duration `{s}`: expected a number at `{rest}`"));
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration `{s}`"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let d = match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.saturating_mul(60)),
+                "h" => Duration::from_secs(n.saturating_mul(3600)),
+                "d" => Duration::from_secs(n.saturating_mul(86400)),
+                "" => return Err(format!("invalid duration `{s}`: a unit is missing after {n} (ms, s, m, h, d)")),
+                other => return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h, d)")),
+            };
+            total = total.saturating_add(d);
+        }
+        Ok(total)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(HumanDuration::parse("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(HumanDuration::parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(HumanDuration::parse("250ms"), Ok(Duration::from_millis(250)));
+        assert!(HumanDuration::parse("5 minutes").is_err());
+        assert!(HumanDuration::parse("5x").expect_err("unit").contains("unknown unit"));
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_and_caps() {
+        let p = RetryPolicy {
+            retries: 5,
+            delay: Duration::from_secs(1),
+            backoff: Backoff::Exponential,
+            max_delay: Duration::from_secs(5),
+            jitter: false,
+        };
+        let delays: Vec<u64> = (1..=5).map(|n| p.base_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 5, 5]);
+        let c = RetryPolicy { backoff: Backoff::Constant, ..p };
+        assert_eq!(c.base_delay(4), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_full() {
+        let p = RetryPolicy { delay: Duration::from_secs(8), jitter: true, ..RetryPolicy::default() };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = p.delay_for(1, &mut rng);
+            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            seen.insert(d.as_millis());
+        }
+        assert!(seen.len() > 50, "jitter must actually vary the delay");
+    }
+}

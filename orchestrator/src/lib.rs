@@ -1,0 +1,15 @@
+//! cartflow: a YAML DAG orchestrator for batch ETL, built for the eCommerce analytics lake
+//! house. Load → compile → run: [`dag`] turns YAML files into checked DAGs, [`schedule`]
+//! gives them data intervals, [`executor`] runs one interval against the [`store`], and
+//! [`kinds`] holds one module per task kind with both of its implementations.
+
+pub mod config;
+pub mod dag;
+pub mod executor;
+pub mod kinds;
+pub mod process;
+pub mod schedule;
+pub mod state;
+pub mod store;
+pub mod template;
+pub mod yaml;

@@ -1,0 +1,306 @@
+//! Schedules and data intervals.
+//!
+//! A DAG's `schedule` is a five-field Unix cron expression (or an alias such as `@daily`)
+//! evaluated in the DAG's `timezone`. Consecutive ticks bound the data intervals
+//! `[start, end)`; a run for an interval is due at its end, and `{{ ds }}` is the interval's
+//! start date in the DAG's timezone (Airflow's model).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// A problem with a `schedule:` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ScheduleError {
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub hint: Option<String>,
+}
+
+/// When a DAG runs.
+#[derive(Clone)]
+pub enum Schedule {
+    /// Only when triggered by hand or by a backfill; intervals are calendar days.
+    Manual,
+    /// A cron expression.
+    Cron {
+        /// The expression as the user wrote it (or the alias).
+        expr: String,
+        /// The parsed form, in the `cron` crate's notation.
+        parsed: Box<cron::Schedule>,
+    },
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Manual => f.write_str("Manual"),
+            Schedule::Cron { expr, .. } => write!(f, "Cron({expr})"),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Manual => f.write_str("manual"),
+            Schedule::Cron { expr, .. } => f.write_str(expr),
+        }
+    }
+}
+
+const ALIASES: &[(&str, &str)] = &[
+    ("@hourly", "0 * * * *"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@monthly", "0 0 1 * *"),
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+];
+
+impl Schedule {
+    /// Parses a schedule: a five-field cron expression, an alias, or `none`/`manual`.
+    pub fn parse(s: &str) -> Result<Schedule, ScheduleError> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("manual") {
+            return Ok(Schedule::Manual);
+        }
+        let five = if s.starts_with('@') {
+            ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(s)).map(|(_, e)| *e).ok_or_else(|| ScheduleError {
+                message: format!("unknown schedule alias `{s}`"),
+                hint: Some(format!(
+                    "use one of {} or a five-field cron expression",
+                    ALIASES.iter().map(|(a, _)| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                )),
+            })?
+        } else {
+            s
+        };
+        let fields: Vec<&str> = five.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(ScheduleError {
+                message: format!("invalid cron expression `{s}`: expected 5 fields, found {}", fields.len()),
+                hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
+            });
+        }
+        let dow = translate_day_of_week(fields[4]).map_err(|m| ScheduleError {
+            message: format!("invalid cron expression `{s}`: {m}"),
+            hint: Some("day-of-week is 0-7 (0 and 7 are Sunday) or SUN-SAT".into()),
+        })?;
+        let expr6 = format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
+        let parsed = cron::Schedule::from_str(&expr6).map_err(|e| ScheduleError {
+            message: format!("invalid cron expression `{s}`: {e}"),
+            hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
+        })?;
+        Ok(Schedule::Cron { expr: s.to_string(), parsed: Box::new(parsed) })
+    }
+
+    /// The first tick at or after `t`.
+    pub fn tick_at_or_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Manual => {
+                let local = t.with_timezone(&tz);
+                let midnight = local_midnight(local.date_naive(), tz);
+                if midnight == t { Some(t) } else { Some(local_midnight(local.date_naive().succ_opt()?, tz)) }
+            }
+            Schedule::Cron { parsed, .. } => {
+                let from = (t - Duration::seconds(1)).with_timezone(&tz);
+                parsed.after(&from).next().map(|d| d.with_timezone(&Utc))
+            }
+        }
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn tick_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        self.tick_at_or_after(t + Duration::seconds(1), tz)
+    }
+
+    /// The data interval that starts at the first tick on or after the start of `date` in `tz`
+    /// (for `cartflow run DAG --date D`).
+    pub fn interval_for_date(&self, date: NaiveDate, tz: Tz) -> Option<DataInterval> {
+        self.interval_starting_at_or_after(local_midnight(date, tz), tz)
+    }
+
+    /// The data interval starting at the first tick at or after `t`.
+    pub fn interval_starting_at_or_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DataInterval> {
+        let start = self.tick_at_or_after(t, tz)?;
+        let end = self.tick_after(start, tz)?;
+        Some(DataInterval { start, end, tz })
+    }
+}
+
+/// Translates a Unix day-of-week field (0-7, Sunday = 0 or 7) into the `cron` crate's
+/// numbering (1-7, Sunday = 1), expanding ranges and steps into an explicit list.
+fn translate_day_of_week(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok(field.to_string());
+    }
+    let mut days = [false; 7]; // Unix numbering 0..=6
+    let mut names = Vec::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step `{s}` in day-of-week"))?),
+            None => (item, 1),
+        };
+        if step == 0 {
+            return Err("a step of 0 in day-of-week".into());
+        }
+        let num = |s: &str| -> Result<Option<usize>, String> {
+            if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                let n: usize = s.parse().map_err(|_| format!("bad day-of-week `{s}`"))?;
+                if n > 7 {
+                    return Err(format!("day-of-week {n} is out of range 0-7"));
+                }
+                Ok(Some(n))
+            } else {
+                Ok(None)
+            }
+        };
+        let (lo, hi) = if range == "*" {
+            (0, 6)
+        } else if let Some((a, b)) = range.split_once('-') {
+            match (num(a)?, num(b)?) {
+                (Some(a), Some(b)) if a <= b => (a, b),
+                (Some(a), Some(b)) => return Err(format!("range {a}-{b} in day-of-week runs backwards")),
+                _ => {
+                    names.push(item.to_string());
+                    continue;
+                }
+            }
+        } else {
+            match num(range)? {
+                Some(n) => (n, if item.contains('/') { 6 } else { n }),
+                None => {
+                    names.push(item.to_string());
+                    continue;
+                }
+            }
+        };
+        let mut d = lo;
+        while d <= hi {
+            days[d % 7] = true;
+            d += step;
+        }
+    }
+    let mut parts: Vec<String> = days.iter().enumerate().filter(|(_, on)| **on).map(|(d, _)| (d + 1).to_string()).collect();
+    parts.extend(names);
+    Ok(parts.join(","))
+}
+
+/// The instant of local midnight of `date` in `tz` (the earliest valid instant of that day
+/// when midnight itself falls in a DST gap).
+pub fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let mut t = NaiveDateTime::new(date, NaiveTime::MIN);
+    for _ in 0..(24 * 4) {
+        if let Some(dt) = tz.from_local_datetime(&t).earliest() {
+            return dt.with_timezone(&Utc);
+        }
+        t += Duration::minutes(15);
+    }
+    Utc.from_utc_datetime(&NaiveDateTime::new(date, NaiveTime::MIN))
+}
+
+/// A data interval `[start, end)` of a DAG, with the DAG's timezone for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataInterval {
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Exclusive end.
+    pub end: DateTime<Utc>,
+    /// The DAG's timezone.
+    pub tz: Tz,
+}
+
+impl DataInterval {
+    /// A UTC calendar day (tests and manual DAGs).
+    pub fn daily_utc(date: NaiveDate) -> Self {
+        let start = Utc.from_utc_datetime(&NaiveDateTime::new(date, NaiveTime::MIN));
+        DataInterval { start, end: start + Duration::days(1), tz: Tz::UTC }
+    }
+
+    /// `{{ ds }}`: the start date in the DAG's timezone.
+    pub fn ds(&self) -> String {
+        self.start.with_timezone(&self.tz).format("%Y-%m-%d").to_string()
+    }
+
+    /// The start in the DAG's timezone, RFC 3339.
+    pub fn start_rfc3339(&self) -> String {
+        self.start.with_timezone(&self.tz).to_rfc3339()
+    }
+
+    /// The end in the DAG's timezone, RFC 3339.
+    pub fn end_rfc3339(&self) -> String {
+        self.end.with_timezone(&self.tz).to_rfc3339()
+    }
+}
+
+/// Parses `--date`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (local to the DAG's timezone) or
+/// RFC 3339 with an offset.
+pub fn parse_date_arg(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(local_midnight(d, tz));
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Ok(dt.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|d| d.with_timezone(&Utc))
+                .ok_or_else(|| format!("{s} does not exist in {tz} (DST gap)"));
+        }
+    }
+    Err(format!("cannot read `{s}` as a date: use YYYY-MM-DD, YYYY-MM-DDTHH:MM or RFC 3339"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn daily_interval_for_a_date() {
+        let s = Schedule::parse("@daily").expect("alias");
+        let i = s.interval_for_date(NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"), Tz::UTC).expect("interval");
+        assert_eq!((i.start, i.end), (utc("2019-10-01T00:00:00Z"), utc("2019-10-02T00:00:00Z")));
+        assert_eq!(i.ds(), "2019-10-01");
+    }
+
+    #[test]
+    fn weekdays_use_unix_numbering() {
+        // 2026-11-27 is a Friday; `1-5` is Monday to Friday in Unix cron.
+        let s = Schedule::parse("0 2 * * 1-5").expect("parses");
+        let fri = utc("2026-11-27T00:00:00Z");
+        assert_eq!(s.tick_at_or_after(fri, Tz::UTC), Some(utc("2026-11-27T02:00:00Z")));
+        assert_eq!(s.tick_after(utc("2026-11-27T02:00:00Z"), Tz::UTC), Some(utc("2026-11-30T02:00:00Z")));
+        let sun = Schedule::parse("0 0 * * 7").expect("7 is Sunday");
+        assert_eq!(sun.tick_at_or_after(fri, Tz::UTC), Some(utc("2026-11-29T00:00:00Z")));
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        assert!(Schedule::parse("0 2 * *").expect_err("4 fields").message.contains("expected 5 fields"));
+        assert!(Schedule::parse("@fortnightly").expect_err("alias").message.contains("unknown schedule alias"));
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert!(Schedule::parse("0 0 * * 8").expect_err("dow").message.contains("out of range"));
+    }
+
+    #[test]
+    fn berlin_day_has_23_hours_in_spring() {
+        let tz: Tz = "Europe/Berlin".parse().expect("tz");
+        let s = Schedule::parse("@daily").expect("alias");
+        let i = s.interval_for_date(NaiveDate::from_ymd_opt(2026, 3, 29).expect("date"), tz).expect("interval");
+        assert_eq!(i.end - i.start, Duration::hours(23));
+        assert_eq!(i.ds(), "2026-03-29");
+    }
+}

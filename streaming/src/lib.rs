@@ -1,0 +1,1 @@
+//! The real-time branch: event model, local stream, window engine, alerts.
