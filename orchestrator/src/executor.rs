@@ -81,7 +81,8 @@ pub struct ExecOptions {
     pub project_dir: PathBuf,
     /// Parameter overrides (`--param k=v`) on top of the DAG's params.
     pub params: BTreeMap<String, String>,
-    /// Run only these tasks (and, with `downstream`, what depends on them).
+    /// Run only these tasks (and, with `downstream`, what depends on them), even if they
+    /// succeeded before.
     pub tasks: Vec<String>,
     /// With `tasks`: also everything downstream.
     pub downstream: bool,
@@ -274,7 +275,8 @@ pub async fn execute(
         interval,
         trigger: opts.trigger,
         tasks: &task_sel,
-        rerun: opts.rerun,
+        // Naming tasks explicitly means "run these", even if they succeeded before.
+        rerun: opts.rerun || !opts.tasks.is_empty(),
         require_existing: opts.require_existing,
     })?;
     let run_id = claimed.run_id.clone();
@@ -662,6 +664,10 @@ pub fn humanize(d: Duration) -> String {
         format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
     }
 }
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod run_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,1 +1,21 @@
-fn main() {}
+//! The `cartflow` binary: parse, resolve, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() -> ExitCode {
+    cartflow::process::restore_sigpipe();
+    let args = cli::Cli::parse();
+    cli::init_logging(&args.global);
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = cli::exit_code_for(&e);
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}

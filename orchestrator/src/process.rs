@@ -91,3 +91,12 @@ pub fn process_token(pid: i32) -> Option<String> {
         None => None,
     }
 }
+
+/// Restores the default SIGPIPE action, so that `cartflow runs | head` ends quietly instead
+/// of failing to print.
+pub fn restore_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_DFL at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

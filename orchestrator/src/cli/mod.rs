@@ -1,0 +1,601 @@
+//! Command-line interface: argument definitions and one function per command.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use cartflow::config::ProjectConfig;
+use cartflow::dag::compile::{CompileOptions, compile_dir, compile_files, summary};
+use cartflow::dag::{Dag, DagSet};
+use cartflow::executor::{self, Event, ExecOptions, Pools, RunReport};
+use cartflow::kinds::{Backend, REGISTRY};
+use cartflow::schedule;
+use cartflow::state::{RunState, TaskState, Trigger};
+use cartflow::store::RunStore;
+use cartflow::template;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+mod table;
+
+const EXAMPLES: &str = "\
+Examples:
+  cartflow validate                          check every DAG under dags/
+  cartflow plan example_etl --date 2019-10-01
+  cartflow run example_etl --date 2019-10-01
+  cartflow run example_etl --date 2019-10-01 --task transform --downstream
+  cartflow runs example_etl
+  cartflow tasks example_etl@2019-10-01T00:00:00Z
+  cartflow logs example_etl@2019-10-01T00:00:00Z extract";
+
+/// cartflow: YAML DAGs for batch ETL, on your laptop or on AWS.
+#[derive(Debug, Parser)]
+#[command(name = "cartflow", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The DAGs folder [default: `dags` from cartflow.yaml, else ./dags].
+    #[arg(long, global = true, env = "CARTFLOW_DAGS")]
+    pub dags: Option<PathBuf>,
+    /// The run store (SQLite) [default: .cartflow/state.db].
+    #[arg(long, global = true, env = "CARTFLOW_STATE")]
+    pub state: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logs (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Fewer logs (warnings and errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compile DAG files and report every problem (exit 2 if there are any).
+    Validate {
+        /// Files or folders [default: the DAGs folder].
+        paths: Vec<PathBuf>,
+    },
+    /// Show the tasks of one interval in order, with their rendered configs; runs nothing.
+    Plan {
+        /// DAG id (or the path of its file).
+        dag: String,
+        /// The logical date: YYYY-MM-DD, YYYY-MM-DDTHH:MM, or RFC 3339.
+        #[arg(long)]
+        date: String,
+        /// Override a param: NAME=VALUE (repeatable).
+        #[arg(short = 'p', long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+    },
+    /// Run one interval of a DAG (resuming it if it ran before).
+    Run(RunArgs),
+    /// List DAG runs, newest first.
+    Runs {
+        /// Only this DAG.
+        dag: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show the task instances of a run.
+    Tasks {
+        /// The run id (see `cartflow runs`).
+        run_id: String,
+    },
+    /// Print the log of a task attempt.
+    Logs {
+        /// The run id.
+        run_id: String,
+        /// The task.
+        task: String,
+        /// The attempt [default: the last].
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// List the task kinds.
+    Kinds,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// DAG id (or the path of its file).
+    dag: String,
+    /// The logical date: YYYY-MM-DD, YYYY-MM-DDTHH:MM, or RFC 3339.
+    #[arg(long)]
+    date: String,
+    /// Run only these tasks (repeatable).
+    #[arg(long = "task")]
+    tasks: Vec<String>,
+    /// With --task: also run everything downstream of them.
+    #[arg(long, requires = "tasks")]
+    downstream: bool,
+    /// Require an earlier run of this interval to resume (error if there is none).
+    #[arg(long, conflicts_with = "rerun")]
+    resume: bool,
+    /// Run again tasks that already succeeded.
+    #[arg(long)]
+    rerun: bool,
+    /// Where tasks run.
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// Override a param: NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected NAME=VALUE, got `{s}`"))
+}
+
+/// A usage or config error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// Exit code for an error that ended a command.
+pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<cartflow::config::ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Sets up tracing on stderr.
+pub fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = if g.quiet {
+        "warn"
+    } else {
+        match g.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("CARTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).compact().init(),
+    }
+}
+
+struct Project {
+    dir: PathBuf,
+    config: ProjectConfig,
+    dags_dir: PathBuf,
+    state: PathBuf,
+}
+
+impl Project {
+    fn resolve(g: &Global) -> anyhow::Result<Project> {
+        let dir = std::env::current_dir().context("reading the current folder")?;
+        let config = ProjectConfig::load(&dir)?;
+        let dags_dir = g.dags.clone().unwrap_or_else(|| config.dags.clone());
+        let state = g.state.clone().unwrap_or_else(|| config.state.clone());
+        Ok(Project { dir, config, dags_dir, state })
+    }
+
+    fn compile_options(&self) -> CompileOptions {
+        CompileOptions { pools: Some(self.config.pools.keys().cloned().collect()) }
+    }
+
+    fn load(&self) -> anyhow::Result<DagSet> {
+        if !self.dags_dir.is_dir() {
+            return Err(usage(format!(
+                "DAGs folder {} does not exist (use --dags DIR or set `dags:` in cartflow.yaml)",
+                self.dags_dir.display()
+            )));
+        }
+        compile_dir(&self.dags_dir, &self.compile_options()).with_context(|| format!("reading {}", self.dags_dir.display()))
+    }
+
+    /// Loads the DAGs and picks one; its own compile errors are fatal, others are a warning.
+    fn dag(&self, name: &str) -> anyhow::Result<Arc<Dag>> {
+        let as_file = Path::new(name);
+        let set = if as_file.is_file() {
+            compile_files(&[as_file.to_path_buf()], &self.compile_options())
+        } else {
+            self.load()?
+        };
+        if let Some(dag) = set.get(name) {
+            let others = set.diagnostics.iter().filter(|d| d.file != dag.file).count();
+            if others > 0 {
+                eprintln!("warning: {others} problem(s) in other DAG files (see `cartflow validate`)");
+            }
+            return Ok(dag.clone());
+        }
+        if let Some(file) = set.failed_ids.get(name).cloned().or_else(|| as_file.is_file().then(|| as_file.to_path_buf())) {
+            for d in set.diagnostics.iter().filter(|d| d.file == file) {
+                eprintln!("{d}");
+            }
+            return Err(usage(format!("DAG `{name}` does not compile ({})", file.display())));
+        }
+        let hint = cartflow::yaml::did_you_mean(name, set.dags.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Err(usage(format!("no DAG `{name}` in {}{hint}", self.dags_dir.display())))
+    }
+}
+
+/// Runs a command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let project = Project::resolve(&cli.global)?;
+    match cli.command {
+        Command::Validate { paths } => validate(&project, &paths),
+        Command::Plan { dag, date, params } => plan(&project, &dag, &date, params),
+        Command::Run(args) => run(&project, args, &cli.global),
+        Command::Runs { dag, limit } => runs(&project, dag.as_deref(), limit),
+        Command::Tasks { run_id } => tasks(&project, &run_id),
+        Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
+        Command::Kinds => {
+            for k in REGISTRY {
+                println!("{:<14} {}", k.name, k.about);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(p: &Project, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let set = if paths.is_empty() {
+        p.load()?
+    } else {
+        let mut files = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let s = compile_dir(path, &CompileOptions::default())?;
+                files.extend(s.files);
+            } else if path.exists() {
+                files.push(path.clone());
+            } else {
+                return Err(usage(format!("{} does not exist", path.display())));
+            }
+        }
+        compile_files(&files, &p.compile_options())
+    };
+    for d in &set.diagnostics {
+        eprintln!("{d}");
+    }
+    if set.diagnostics.is_empty() {
+        println!("ok: {}", summary(&set));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("failed: {}", summary(&set));
+        Ok(ExitCode::from(2))
+    }
+}
+
+fn interval_for(dag: &Dag, date: &str) -> anyhow::Result<schedule::DataInterval> {
+    let t = schedule::parse_date_arg(date, dag.timezone).map_err(usage)?;
+    dag.schedule
+        .interval_starting_at_or_after(t, dag.timezone)
+        .ok_or_else(|| usage(format!("schedule `{}` of DAG `{}` has no interval at or after {date}", dag.schedule, dag.id)))
+}
+
+fn merged_params(dag: &Dag, overrides: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut params = dag.params.clone();
+    for (k, v) in overrides {
+        if !dag.params.contains_key(&k) {
+            let hint = cartflow::yaml::did_you_mean(&k, dag.params.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(usage(format!("DAG `{}` declares no param `{k}`{hint}", dag.id)));
+        }
+        params.insert(k, v);
+    }
+    Ok(params)
+}
+
+fn plan(p: &Project, name: &str, date: &str, overrides: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
+    let dag = p.dag(name)?;
+    let interval = interval_for(&dag, date)?;
+    let params = merged_params(&dag, overrides)?;
+    let run_id = cartflow::store::run_id(&dag.id, interval.start);
+    let ctx = template::Context::new(&dag.id, &run_id, &interval, &params);
+    println!("DAG {} ({} tasks) · schedule {} · timezone {}", dag.id, dag.tasks.len(), dag.schedule, dag.timezone);
+    println!("interval [{}, {}) · ds {} · run {}", interval.start_rfc3339(), interval.end_rfc3339(), interval.ds(), run_id);
+    for (n, t) in dag.tasks.iter().enumerate() {
+        let ups: Vec<&str> = t.upstream.iter().map(|&u| dag.tasks[u].id.as_str()).collect();
+        println!();
+        println!(
+            "{}. {} [{}] after: {} · trigger: {} · retries: {} · timeout: {} · pool: {}",
+            n + 1,
+            t.id,
+            t.kind(),
+            if ups.is_empty() { "-".to_string() } else { ups.join(", ") },
+            t.trigger_rule,
+            t.retry.retries,
+            t.timeout.map(executor::humanize).unwrap_or_else(|| "-".into()),
+            t.pool.as_deref().unwrap_or("-"),
+        );
+        match t.config.render_json(&ctx.for_task(&t.id)) {
+            Ok(v) => {
+                let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                for line in text.lines() {
+                    println!("   {line}");
+                }
+            }
+            Err(e) => println!("   cannot render: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
+    let dag = p.dag(&args.dag)?;
+    let interval = interval_for(&dag, &args.date)?;
+    let params = merged_params(&dag, args.params)?;
+    if let Some(bad) = args.tasks.iter().find(|t| dag.task_index(t).is_none()) {
+        let hint = cartflow::yaml::did_you_mean(bad, dag.tasks.iter().map(|t| t.id.as_str()))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        return Err(usage(format!("DAG `{}` has no task `{bad}`{hint}", dag.id)));
+    }
+    let opts = ExecOptions {
+        backend: args.backend,
+        project_dir: p.dir.clone(),
+        params,
+        tasks: args.tasks,
+        downstream: args.downstream,
+        rerun: args.rerun,
+        require_existing: args.resume,
+        trigger: Trigger::Manual,
+    };
+    let pools = Arc::new(Pools::new(&p.config.pools));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let report = rt.block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let mut progress = Progress::new(&dag, g);
+        let r = executor::execute(dag.clone(), interval, &p.state, pools, &opts, cancel, &mut |e| progress.event(e)).await;
+        progress.finish();
+        r
+    })?;
+    print_report(&report);
+    Ok(match report.state {
+        RunState::Success => ExitCode::SUCCESS,
+        RunState::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// First Ctrl-C / SIGTERM: cancel the run. Second: kill every process group and exit.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => { if r.is_err() { return; } }
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("cancelling: no new tasks start, running tasks are stopped (press Ctrl-C again to exit at once)");
+                cancel.cancel();
+            } else {
+                cartflow::process::kill_all_groups();
+                eprintln!("exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+struct Progress {
+    bar: indicatif::ProgressBar,
+    done: u64,
+    running: i64,
+    failed: u64,
+}
+
+impl Progress {
+    fn new(dag: &Dag, g: &Global) -> Self {
+        let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
+            let b = indicatif::ProgressBar::new(dag.tasks.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(dag.id.clone());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Progress { bar, done: 0, running: 0, failed: 0 }
+    }
+
+    fn event(&mut self, e: Event<'_>) {
+        match e {
+            Event::Claimed { total, already_done, interrupted, run_id } => {
+                self.bar.set_length(total as u64);
+                self.done = already_done as u64;
+                if already_done > 0 || !interrupted.is_empty() {
+                    let msg = format!(
+                        "resuming {run_id}: {already_done} task(s) already succeeded, {} interrupted attempt(s) will run again",
+                        interrupted.len()
+                    );
+                    if self.bar.is_hidden() { eprintln!("{msg}") } else { self.bar.println(msg) }
+                }
+            }
+            Event::Task { state, .. } => match state {
+                TaskState::Running { .. } => self.running += 1,
+                TaskState::UpForRetry { .. } => self.running -= 1,
+                TaskState::Success { .. } | TaskState::Skipped => {
+                    self.running -= 1;
+                    self.done += 1;
+                }
+                TaskState::Failed { .. } => {
+                    self.running -= 1;
+                    self.done += 1;
+                    self.failed += 1;
+                }
+                TaskState::Cancelled { attempt } => {
+                    if attempt.is_some() {
+                        self.running -= 1;
+                    }
+                    self.done += 1;
+                }
+                TaskState::UpstreamFailed => {
+                    self.done += 1;
+                    self.failed += 1;
+                }
+                TaskState::Queued => {}
+            },
+        }
+        self.running = self.running.max(0);
+        self.bar.set_position(self.done);
+        self.bar.set_message(format!("running {} · failed {}", self.running, self.failed));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn print_report(r: &RunReport) {
+    let mut t = table::new(&["task", "state", "attempts", "error"]);
+    for task in r.tasks.iter().filter(|t| t.selected) {
+        t.add_row(vec![
+            task.task_id.clone(),
+            task.state.name().to_string(),
+            task.attempts.to_string(),
+            task.error.as_deref().map(|e| table::clip(e, 80)).unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    let reused = if r.reused > 0 { format!(" · {} task(s) reused from an earlier execution", r.reused) } else { String::new() };
+    println!("run {} {} in {}{}", r.run_id, r.state, executor::humanize(r.elapsed), reused);
+}
+
+fn open_store(p: &Project) -> anyhow::Result<RunStore> {
+    if !p.state.exists() {
+        return Err(usage(format!("no run store at {} yet: nothing has run here (use --state PATH)", p.state.display())));
+    }
+    Ok(RunStore::open(&p.state)?)
+}
+
+fn fmt_ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+}
+
+fn fmt_dur(a: Option<chrono::DateTime<chrono::Utc>>, b: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => executor::humanize((b - a).to_std().unwrap_or_default()),
+        _ => String::new(),
+    }
+}
+
+fn runs(p: &Project, dag: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {
+    let store = open_store(p)?;
+    let rows = store.runs(dag, limit)?;
+    if rows.is_empty() {
+        println!("no runs{}", dag.map(|d| format!(" of {d}")).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table::new(&["run id", "dag", "interval start", "state", "trigger", "started", "duration"]);
+    for r in rows {
+        t.add_row(vec![
+            r.run_id,
+            r.dag_id,
+            fmt_ts(Some(r.interval_start)),
+            r.state.to_string(),
+            r.trigger,
+            fmt_ts(r.started_at),
+            fmt_dur(r.started_at, r.ended_at),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tasks(p: &Project, run_id: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(p)?;
+    let run = store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
+    let attempts = store.attempts(run_id, None)?;
+    let mut t = table::new(&["task", "state", "attempts", "started", "duration", "exit", "error"]);
+    for task in store.tasks(run_id)? {
+        let last = attempts.iter().filter(|a| a.task_id == task.task_id).last();
+        t.add_row(vec![
+            task.task_id.clone(),
+            task.state.name().to_string(),
+            task.attempts.to_string(),
+            fmt_ts(last.map(|a| a.started_at)),
+            fmt_dur(last.map(|a| a.started_at), last.and_then(|a| a.ended_at)),
+            last.and_then(|a| a.exit_code).map(|c| c.to_string()).unwrap_or_default(),
+            last.and_then(|a| a.error.as_deref()).map(|e| table::clip(e, 80)).unwrap_or_default(),
+        ]);
+    }
+    println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(p: &Project, run_id: &str, task: &str, attempt: Option<u32>) -> anyhow::Result<ExitCode> {
+    let store = open_store(p)?;
+    store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
+    let attempts = store.attempts(run_id, Some(task))?;
+    if attempts.is_empty() {
+        let known: Vec<String> = store.tasks(run_id)?.into_iter().map(|t| t.task_id).collect();
+        if !known.iter().any(|k| k == task) {
+            let hint = cartflow::yaml::did_you_mean(task, known.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!(UsageError(format!("run `{run_id}` has no task `{task}`{hint}")));
+        }
+        println!("task `{task}` has not started an attempt in run {run_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a = match attempt {
+        Some(n) => attempts
+            .iter()
+            .find(|a| a.attempt == n)
+            .ok_or_else(|| usage(format!("task `{task}` has attempts 1..={}, not {n}", attempts.len())))?,
+        None => attempts.last().ok_or_else(|| anyhow!("no attempts"))?,
+    };
+    println!("# {run_id} {task} attempt {} · {} · started {}", a.attempt, a.state, fmt_ts(Some(a.started_at)));
+    match &a.log_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the log {path}"))?;
+            print!("{text}");
+        }
+        None => println!("(this attempt wrote no log)"),
+    }
+    if let Some(e) = &a.error {
+        println!("# error: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,304 @@
+//! Executor tests: real DAGs of `command` and `noop` tasks through the real run store.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::dag::compile::{CompileOptions, compile_source};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn dag(&self, yaml: &str) -> Arc<Dag> {
+        let src = yaml.replace("$DIR", &self.path().display().to_string());
+        match compile_source(Path::new("test.yaml"), &src, &CompileOptions::default()) {
+            Ok(d) => Arc::new(d),
+            Err((_, diags)) => panic!("does not compile: {diags:#?}"),
+        }
+    }
+
+    async fn run_with(&self, dag: &Arc<Dag>, pools: &BTreeMap<String, u32>, opts: ExecOptions, cancel: CancellationToken) -> RunReport {
+        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+        let opts = ExecOptions { project_dir: self.path().to_path_buf(), ..opts };
+        execute(dag.clone(), interval, &self.path().join("state.db"), Arc::new(Pools::new(pools)), &opts, cancel, &mut |_| {})
+            .await
+            .expect("execute")
+    }
+
+    async fn run(&self, dag: &Arc<Dag>) -> RunReport {
+        self.run_with(dag, &BTreeMap::new(), ExecOptions::default(), CancellationToken::new()).await
+    }
+}
+
+fn state_of<'a>(r: &'a RunReport, task: &str) -> &'a TaskState {
+    &r.tasks.iter().find(|t| t.task_id == task).expect("task in report").state
+}
+
+fn sh(id: &str, deps: &str, script: &str) -> String {
+    format!("  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n")
+}
+
+#[tokio::test]
+async fn tasks_run_in_dependency_order_and_succeed() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}{}",
+        sh("a", "", "echo a >> $DIR/order"),
+        sh("b", "a", "echo b >> $DIR/order"),
+        sh("c", "b", "echo c >> $DIR/order")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\n");
+}
+
+#[tokio::test]
+async fn a_task_starts_as_soon_as_its_own_upstream_is_done() {
+    // slow and fast are independent roots; after_fast depends only on fast and must start
+    // (and finish) while slow is still running — no level-by-level barrier.
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}{}",
+        sh("slow", "", "sleep 1.5; echo slow >> $DIR/order"),
+        sh("fast", "", "echo fast >> $DIR/order"),
+        sh("after_fast", "fast", "echo after_fast >> $DIR/order")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "fast\nafter_fast\nslow\n");
+}
+
+#[tokio::test]
+async fn trigger_rules_decide_what_runs_after_a_failure() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}{}{}{}{}{}",
+        sh("ok", "", "true"),
+        sh("bad", "", "exit 3"),
+        sh("needs_all", "ok, bad", "true"),
+        sh("after_needs_all", "needs_all", "true"),
+        "  - id: cleanup\n    kind: noop\n    depends_on: [ok, bad]\n    trigger_rule: all_done\n",
+        "  - id: alert\n    kind: noop\n    depends_on: [ok, bad]\n    trigger_rule: one_failed\n",
+        "  - id: all_bad\n    kind: noop\n    depends_on: [ok, bad]\n    trigger_rule: all_failed\n",
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Failed);
+    assert!(matches!(state_of(&r, "bad"), TaskState::Failed { .. }));
+    assert_eq!(state_of(&r, "needs_all"), &TaskState::UpstreamFailed);
+    assert_eq!(state_of(&r, "after_needs_all"), &TaskState::UpstreamFailed, "propagates transitively");
+    assert!(matches!(state_of(&r, "cleanup"), TaskState::Success { .. }));
+    assert!(matches!(state_of(&r, "alert"), TaskState::Success { .. }));
+    assert_eq!(state_of(&r, "all_bad"), &TaskState::Skipped);
+    let bad = r.tasks.iter().find(|t| t.task_id == "bad").expect("bad");
+    assert_eq!(bad.error.as_deref(), Some("`sh` exited with code 3"));
+}
+
+#[tokio::test]
+async fn skip_exit_code_skips_and_downstream_follows_its_rule() {
+    let f = Fixture::new();
+    let dag = f.dag(
+        "id: d\ntasks:\n  - id: maybe\n    kind: command\n    program: sh\n    args: [-c, 'exit 99']\n    skip_exit_code: 99\n\
+         \x20 - id: strict\n    kind: noop\n    depends_on: maybe\n\
+         \x20 - id: lenient\n    kind: noop\n    depends_on: maybe\n    trigger_rule: none_failed\n",
+    );
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(state_of(&r, "maybe"), &TaskState::Skipped);
+    assert_eq!(state_of(&r, "strict"), &TaskState::Skipped);
+    assert!(matches!(state_of(&r, "lenient"), TaskState::Success { .. }));
+}
+
+#[tokio::test]
+async fn retries_back_off_exponentially_then_succeed() {
+    let f = Fixture::new();
+    // Fails on attempts 1 and 2, succeeds on 3; records when each attempt started.
+    let script = "date +%s.%N >> $DIR/starts; n=$(wc -l < $DIR/starts); [ $n -ge 3 ]";
+    let dag = f.dag(&format!(
+        "id: d\ndefaults:\n  retries: 3\n  retry_delay: 300ms\n  retry_backoff: exponential\n  retry_jitter: false\ntasks:\n{}",
+        sh("flaky", "", script)
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    let t = r.tasks.iter().find(|t| t.task_id == "flaky").expect("flaky");
+    assert_eq!(t.attempts, 3);
+    let starts: Vec<f64> = std::fs::read_to_string(f.path().join("starts"))
+        .expect("starts")
+        .lines()
+        .map(|l| l.trim().parse().expect("timestamp"))
+        .collect();
+    assert_eq!(starts.len(), 3);
+    let (gap1, gap2) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert!(gap1 >= 0.3, "first retry waits retry_delay: {gap1}");
+    assert!(gap2 >= 0.6, "second retry waits twice as long: {gap2}");
+    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let attempts = store.attempts(&r.run_id, Some("flaky")).expect("attempts");
+    let states: Vec<&str> = attempts.iter().map(|a| a.state.as_str()).collect();
+    assert_eq!(states, vec!["failed", "failed", "success"]);
+}
+
+#[tokio::test]
+async fn retries_run_out_and_the_run_fails() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ndefaults:\n  retries: 2\n  retry_delay: 10ms\ntasks:\n{}{}",
+        sh("bad", "", "echo try >> $DIR/tries; exit 1"),
+        sh("after", "bad", "true")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Failed);
+    assert_eq!(std::fs::read_to_string(f.path().join("tries")).expect("tries").lines().count(), 3);
+    assert!(matches!(state_of(&r, "bad"), TaskState::Failed { attempt: 3, .. }));
+    assert_eq!(state_of(&r, "after"), &TaskState::UpstreamFailed);
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_tree() {
+    let f = Fixture::new();
+    // The task starts a background sleeper (a grandchild) and then waits; both must die.
+    let dag = f.dag(&format!(
+        "id: d\ndefaults:\n  timeout: 500ms\ntasks:\n{}",
+        sh("hang", "", "sleep 60 & echo $! > $DIR/child.pid; wait")
+    ));
+    let started = Instant::now();
+    let r = f.run(&dag).await;
+    assert!(started.elapsed() < Duration::from_secs(20), "the timeout must stop the task");
+    assert_eq!(r.state, RunState::Failed);
+    let t = r.tasks.iter().find(|t| t.task_id == "hang").expect("hang");
+    assert_eq!(t.error.as_deref(), Some("timed out after 0.5s"));
+    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid")).expect("pid").trim().parse().expect("pid");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "background child {pid} must be killed");
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+#[tokio::test]
+async fn cancel_stops_running_tasks_and_records_them() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}",
+        sh("long", "", "sleep 60 & echo $! > $DIR/child.pid; wait"),
+        sh("after", "long", "true")
+    ));
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c2.cancel();
+    });
+    let started = Instant::now();
+    let r = f.run_with(&dag, &BTreeMap::new(), ExecOptions::default(), cancel).await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(r.state, RunState::Cancelled);
+    assert_eq!(state_of(&r, "long"), &TaskState::Cancelled { attempt: Some(1) });
+    assert_eq!(state_of(&r, "after"), &TaskState::Cancelled { attempt: None });
+    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid")).expect("pid").trim().parse().expect("pid");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "child {pid} must be killed");
+    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    assert_eq!(store.run(&r.run_id).expect("run").expect("exists").state, RunState::Cancelled);
+    // Running it again (here with a quicker `long`) finishes the same run.
+    let quick = f.dag(&format!("id: d\ntasks:\n{}{}", sh("long", "", "true"), sh("after", "long", "true")));
+    let r2 = f.run(&quick).await;
+    assert_eq!((r2.run_id.as_str(), r2.state), (r.run_id.as_str(), RunState::Success));
+}
+
+#[tokio::test]
+async fn pools_limit_concurrency_across_tasks() {
+    let f = Fixture::new();
+    // Four independent tasks in a one-slot pool: a task that finds the lock taken fails.
+    let body = "mkdir $DIR/lock || exit 7; sleep 0.2; rmdir $DIR/lock";
+    let mut yaml = String::from("id: d\nmax_active_tasks: 8\ndefaults:\n  pool: single\ntasks:\n");
+    for i in 0..4 {
+        yaml.push_str(&sh(&format!("t{i}"), "", body));
+    }
+    let dag = f.dag(&yaml);
+    let pools: BTreeMap<String, u32> = [("single".to_string(), 1)].into();
+    let r = f.run_with(&dag, &pools, ExecOptions::default(), CancellationToken::new()).await;
+    assert_eq!(r.state, RunState::Success, "{:#?}", r.tasks);
+
+    // Without the pool the same DAG collides.
+    let f2 = Fixture::new();
+    let dag2 = f2.dag(&yaml.replace("defaults:\n  pool: single\n", ""));
+    let r2 = f2.run(&dag2).await;
+    assert_eq!(r2.state, RunState::Failed, "without a pool the tasks overlap");
+}
+
+#[tokio::test]
+async fn max_active_tasks_bounds_concurrency() {
+    let f = Fixture::new();
+    let body = "mkdir $DIR/lock || exit 7; sleep 0.1; rmdir $DIR/lock";
+    let mut yaml = String::from("id: d\nmax_active_tasks: 1\ntasks:\n");
+    for i in 0..3 {
+        yaml.push_str(&sh(&format!("t{i}"), "", body));
+    }
+    let r = f.run(&f.dag(&yaml)).await;
+    assert_eq!(r.state, RunState::Success, "{:#?}", r.tasks);
+}
+
+#[tokio::test]
+async fn a_selection_runs_only_those_tasks_and_downstream() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}{}",
+        sh("a", "", "echo a >> $DIR/order"),
+        sh("b", "a", "echo b >> $DIR/order"),
+        sh("c", "b", "echo c >> $DIR/order")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    let opts = ExecOptions { tasks: vec!["b".into()], downstream: true, ..ExecOptions::default() };
+    let r = f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\nb\nc\n");
+    let opts = ExecOptions { tasks: vec!["b".into()], ..ExecOptions::default() };
+    f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\nb\nc\nb\n");
+}
+
+#[tokio::test]
+async fn rerunning_a_failed_run_keeps_what_succeeded() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}",
+        sh("a", "", "echo a >> $DIR/count"),
+        sh("b", "a", "test -f $DIR/fixed")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Failed);
+    std::fs::write(f.path().join("fixed"), "").expect("fix");
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(r.reused, 1);
+    assert_eq!(std::fs::read_to_string(f.path().join("count")).expect("count"), "a\n", "a ran once");
+}
+
+#[tokio::test]
+async fn templates_reach_the_program() {
+    let f = Fixture::new();
+    let dag = f.dag(
+        "id: tpl\nparams:\n  name: world\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    \
+         args: [-c, 'echo \"$1 $2 $3 $CARTFLOW_DS\" > $DIR/out', '-', '{{ ds_nodash }}', '{{ params.name }}', '{{ task.id }}']\n",
+    );
+    let opts = ExecOptions { params: [("name".to_string(), "cartflow".to_string())].into(), ..ExecOptions::default() };
+    let r = f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(std::fs::read_to_string(f.path().join("out")).expect("out"), "20191001 cartflow t 2019-10-01\n");
+}
