@@ -94,7 +94,11 @@ impl Schedule {
         })?;
         let expr6 = format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
         let parsed = cron::Schedule::from_str(&expr6).map_err(|e| ScheduleError {
-            message: format!("invalid cron expression `{s}`: {e}"),
+            // The crate's message quotes its own six-field form; keep only its verdict.
+            message: format!(
+                "invalid cron expression `{s}`: {}",
+                e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).last().unwrap_or("not a valid expression")
+            ),
             hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
         })?;
         Ok(Schedule::Cron { expr: s.to_string(), parsed: Box::new(parsed) })

@@ -88,17 +88,21 @@ pub fn check(s: &str, params: &BTreeMap<String, String>) -> Result<(), TemplateE
         if let Piece::Var { name, offset } = piece {
             let known = VARIABLES.contains(&name) || name.strip_prefix("params.").is_some_and(|p| params.contains_key(p));
             if !known {
-                let candidates: Vec<String> = VARIABLES
-                    .iter()
-                    .map(|v| v.to_string())
-                    .chain(params.keys().map(|k| format!("params.{k}")))
-                    .collect();
-                let hint = crate::yaml::did_you_mean(name, candidates.iter().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .or_else(|| {
-                        name.strip_prefix("params.")
-                            .map(|p| format!("`{p}` is not declared under `params:` of this DAG"))
-                    });
+                let hint = match name.strip_prefix("params.") {
+                    Some(p) => Some(match crate::yaml::did_you_mean(p, params.keys().map(String::as_str)) {
+                        Some(s) => format!("did you mean `params.{s}`?"),
+                        None => format!("`{p}` is not declared under `params:` of this DAG"),
+                    }),
+                    None => {
+                        let candidates: Vec<String> = VARIABLES
+                            .iter()
+                            .map(|v| v.to_string())
+                            .chain(params.keys().map(|k| format!("params.{k}")))
+                            .collect();
+                        crate::yaml::did_you_mean(name, candidates.iter().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?"))
+                    }
+                };
                 return Err(TemplateError::UnknownVariable { name: name.to_string(), offset, hint });
             }
         }

@@ -129,14 +129,20 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
     }
 }
 
-/// Strips the "at line X column Y" the parser appends: we print positions ourselves.
+/// Strips the "at line X column Y" the parser appends (we print positions ourselves) and
+/// rewords what is worded for Rust programmers.
 fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first.find(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
+    let first = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(", set DuplicateKeyPolicy").next().unwrap_or(key);
+        return format!("duplicate key `{key}` (each key may appear once in a mapping)");
     }
+    first.to_string()
 }
 
 fn from_spanned(s: Spanned<RawValue>) -> Node {
@@ -280,6 +286,17 @@ fn list(expected: &[&str]) -> String {
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         DeError { message: msg.to_string(), pos: None, hint: None }
+    }
+
+    fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        let expected = exp.to_string();
+        let expected = match expected.as_str() {
+            "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer".to_string(),
+            "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".to_string(),
+            "f32" | "f64" => "a number".to_string(),
+            _ => expected,
+        };
+        DeError { message: format!("invalid type: {unexp}, expected {expected}"), pos: None, hint: None }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {

@@ -454,6 +454,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     }
 
     if !cx.diags.is_empty() {
+        cx.diags.sort_by_key(|d| d.pos);
         return Err((id, cx.diags));
     }
     let Some(id) = id else { return Err((None, cx.diags)) };
@@ -744,3 +745,7 @@ pub fn summary(set: &DagSet) -> String {
     )
 }
 
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;
