@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// A problem with a `schedule:` value.
@@ -105,16 +105,28 @@ impl Schedule {
     }
 
     /// The first tick at or after `t`.
+    ///
+    /// Cron expressions are evaluated on the wall clock of `tz`, then each local tick is
+    /// mapped to an instant with the DST policy: a local time that does not exist (spring
+    /// forward) runs at the end of the gap, the next valid instant; a local time that exists
+    /// twice (fall back) runs once, at its first occurrence.
     pub fn tick_at_or_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Manual => {
                 let local = t.with_timezone(&tz);
                 let midnight = local_midnight(local.date_naive(), tz);
-                if midnight == t { Some(t) } else { Some(local_midnight(local.date_naive().succ_opt()?, tz)) }
+                if midnight >= t { Some(midnight) } else { Some(local_midnight(local.date_naive().succ_opt()?, tz)) }
             }
             Schedule::Cron { parsed, .. } => {
-                let from = (t - Duration::seconds(1)).with_timezone(&tz);
-                parsed.after(&from).next().map(|d| d.with_timezone(&Utc))
+                // Search the wall clock from a little before t (a gap can map an earlier
+                // local tick onto or after t), keep the first tick whose instant is >= t.
+                let from = t.with_timezone(&tz).naive_local() - Duration::hours(4);
+                let naive_clock = Utc.from_utc_datetime(&from);
+                parsed
+                    .after(&naive_clock)
+                    .take(100_000)
+                    .map(|tick| resolve_local(tick.naive_utc(), tz))
+                    .find(|instant| *instant >= t)
             }
         }
     }
@@ -196,17 +208,32 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
     Ok(parts.join(","))
 }
 
-/// The instant of local midnight of `date` in `tz` (the earliest valid instant of that day
-/// when midnight itself falls in a DST gap).
+/// The instant of local midnight of `date` in `tz` (with the DST policy of
+/// [`resolve_local`] when midnight falls in a gap or repeats).
 pub fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    let mut t = NaiveDateTime::new(date, NaiveTime::MIN);
-    for _ in 0..(24 * 4) {
-        if let Some(dt) = tz.from_local_datetime(&t).earliest() {
-            return dt.with_timezone(&Utc);
+    resolve_local(NaiveDateTime::new(date, NaiveTime::MIN), tz)
+}
+
+/// Maps a wall-clock time of `tz` to an instant: the earliest occurrence of a repeated time,
+/// and the end of the gap (the first valid instant after it) for a time that does not exist.
+pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    use chrono::LocalResult;
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(d) => d.with_timezone(&Utc),
+        LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
+        LocalResult::None => {
+            // Walk forward minute by minute (gaps are at most a few hours) to the first
+            // wall-clock time that exists: that is the instant the gap ends.
+            let mut m = naive.with_second(0).unwrap_or(naive).with_nanosecond(0).unwrap_or(naive);
+            for _ in 0..(26 * 60) {
+                m += Duration::minutes(1);
+                if let Some(d) = tz.from_local_datetime(&m).earliest() {
+                    return d.with_timezone(&Utc);
+                }
+            }
+            Utc.from_utc_datetime(&naive)
         }
-        t += Duration::minutes(15);
     }
-    Utc.from_utc_datetime(&NaiveDateTime::new(date, NaiveTime::MIN))
 }
 
 /// A data interval `[start, end)` of a DAG, with the DAG's timezone for display.
@@ -297,6 +324,62 @@ mod tests {
         assert!(Schedule::parse("@fortnightly").expect_err("alias").message.contains("unknown schedule alias"));
         assert!(Schedule::parse("61 * * * *").is_err());
         assert!(Schedule::parse("0 0 * * 8").expect_err("dow").message.contains("out of range"));
+    }
+
+    fn days(expr: &str, tz: &str, from: &str, n: usize) -> Vec<DataInterval> {
+        let tz: Tz = tz.parse().expect("tz");
+        let s = Schedule::parse(expr).expect("expr");
+        let mut t = parse_date_arg(from, tz).expect("from");
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let i = s.interval_starting_at_or_after(t, tz).expect("interval");
+            t = i.end;
+            out.push(i);
+        }
+        out
+    }
+
+    #[test]
+    fn dst_gap_runs_once_at_the_next_valid_instant() {
+        // Berlin springs forward on 2026-03-29 at 02:00 -> 03:00.
+        let i = days("0 2 * * *", "Europe/Berlin", "2026-03-28", 3);
+        let starts: Vec<String> = i.iter().map(|i| i.start_rfc3339()).collect();
+        assert_eq!(starts, vec!["2026-03-28T02:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"]);
+        let ds: Vec<String> = i.iter().map(DataInterval::ds).collect();
+        assert_eq!(ds, vec!["2026-03-28", "2026-03-29", "2026-03-30"], "no day skipped or doubled");
+        assert_eq!(i[0].end - i[0].start, Duration::hours(24), "the gap moved the next start by 1 h");
+        assert_eq!(i[1].end - i[1].start, Duration::hours(23));
+        // New York springs forward on 2026-03-08 at 02:00 -> 03:00.
+        let ny = days("30 2 * * *", "America/New_York", "2026-03-07", 3);
+        assert_eq!(ny[1].start_rfc3339(), "2026-03-08T03:00:00-04:00");
+        assert_eq!(ny.iter().map(DataInterval::ds).collect::<Vec<_>>(), vec!["2026-03-07", "2026-03-08", "2026-03-09"]);
+    }
+
+    #[test]
+    fn dst_repeated_hour_runs_once() {
+        // Berlin falls back on 2026-10-25 at 03:00 -> 02:00: 02:30 happens twice.
+        let i = days("30 2 * * *", "Europe/Berlin", "2026-10-24", 3);
+        let starts: Vec<String> = i.iter().map(|i| i.start_rfc3339()).collect();
+        assert_eq!(starts, vec!["2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]);
+        assert_eq!(i[1].end - i[1].start, Duration::hours(25));
+        // Midnight-aligned days in New York (falls back 2026-11-01): 25 h, then 24 h.
+        let ny = days("@daily", "America/New_York", "2026-10-31", 3);
+        let lengths: Vec<i64> = ny.iter().map(|i| (i.end - i.start).num_hours()).collect();
+        assert_eq!(lengths, vec![24, 25, 24]);
+        // Hourly across the fall-back: the repeated hour is one 2-hour interval, not two runs.
+        let h = days("@hourly", "Europe/Berlin", "2026-10-25T01:00", 3);
+        let lengths: Vec<i64> = h.iter().map(|i| (i.end - i.start).num_hours()).collect();
+        assert_eq!(lengths, vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn hourly_across_the_gap_never_repeats_an_instant() {
+        let h = days("@hourly", "Europe/Berlin", "2026-03-29T00:00", 4);
+        let starts: Vec<String> = h.iter().map(|i| i.start_rfc3339()).collect();
+        assert_eq!(
+            starts,
+            vec!["2026-03-29T00:00:00+01:00", "2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00"]
+        );
     }
 
     #[test]
