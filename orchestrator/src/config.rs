@@ -39,7 +39,11 @@ fn default_state() -> PathBuf {
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new() }
+        ProjectConfig {
+            dags: default_dags(),
+            state: default_state(),
+            pools: BTreeMap::new(),
+        }
     }
 }
 
@@ -63,11 +67,24 @@ impl ProjectConfig {
     /// Reads `cartflow.yaml` from `dir`, or the defaults when there is none.
     pub fn load(dir: &Path) -> Result<ProjectConfig, ConfigError> {
         let file = dir.join("cartflow.yaml");
-        let Ok(src) = std::fs::read_to_string(&file) else { return Ok(ProjectConfig::default()) };
-        let err = |line, column, message, hint| ConfigError { file: file.display().to_string(), line, column, message, hint };
+        let Ok(src) = std::fs::read_to_string(&file) else {
+            return Ok(ProjectConfig::default());
+        };
+        let err = |line, column, message, hint| ConfigError {
+            file: file.display().to_string(),
+            line,
+            column,
+            message,
+            hint,
+        };
         let node = yaml::parse(&src).map_err(|e| {
             let p = e.pos.unwrap_or_default();
-            err(p.line, p.column, format!("invalid YAML: {}", e.message), None)
+            err(
+                p.line,
+                p.column,
+                format!("invalid YAML: {}", e.message),
+                None,
+            )
         })?;
         if node.value == yaml::Value::Null {
             return Ok(ProjectConfig::default());
@@ -77,7 +94,12 @@ impl ProjectConfig {
             err(p.line, p.column, e.message, e.hint)
         })?;
         if let Some((name, _)) = cfg.pools.iter().find(|(_, v)| **v == 0) {
-            return Err(err(1, 1, format!("pool `{name}` has 0 slots"), Some("give every pool at least 1 slot".into())));
+            return Err(err(
+                1,
+                1,
+                format!("pool `{name}` has 0 slots"),
+                Some("give every pool at least 1 slot".into()),
+            ));
         }
         Ok(cfg)
     }

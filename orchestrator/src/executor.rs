@@ -41,7 +41,9 @@ pub enum ExecError {
     #[error("{0}")]
     Selection(String),
     /// A pool a task needs is not defined.
-    #[error("task `{task}` uses pool `{pool}`, which is not defined (define it under `pools:` in cartflow.yaml)")]
+    #[error(
+        "task `{task}` uses pool `{pool}`, which is not defined (define it under `pools:` in cartflow.yaml)"
+    )]
     UnknownPool {
         /// The task.
         task: String,
@@ -59,7 +61,12 @@ pub struct Pools {
 impl Pools {
     /// Pools from `name → slots`.
     pub fn new(defs: &BTreeMap<String, u32>) -> Self {
-        Pools { pools: defs.iter().map(|(k, v)| (k.clone(), (*v, Arc::new(Semaphore::new(*v as usize))))).collect() }
+        Pools {
+            pools: defs
+                .iter()
+                .map(|(k, v)| (k.clone(), (*v, Arc::new(Semaphore::new(*v as usize)))))
+                .collect(),
+        }
     }
 
     /// The names of the pools.
@@ -258,18 +265,27 @@ pub async fn execute(
     let selected = if opts.tasks.is_empty() {
         vec![true; dag.tasks.len()]
     } else {
-        dag.select(&opts.tasks, opts.downstream).map_err(ExecError::Selection)?
+        dag.select(&opts.tasks, opts.downstream)
+            .map_err(ExecError::Selection)?
     };
     for t in &dag.tasks {
-        if let Some(p) = &t.pool {
-            if pools.semaphore(p).is_none() {
-                return Err(ExecError::UnknownPool { task: t.id.clone(), pool: p.clone() });
-            }
+        if let Some(p) = &t.pool
+            && pools.semaphore(p).is_none()
+        {
+            return Err(ExecError::UnknownPool {
+                task: t.id.clone(),
+                pool: p.clone(),
+            });
         }
     }
     let mut store = RunStore::open(state_path)?;
     let logs_dir = store.logs_dir();
-    let task_sel: Vec<(&str, bool)> = dag.tasks.iter().zip(&selected).map(|(t, s)| (t.id.as_str(), *s)).collect();
+    let task_sel: Vec<(&str, bool)> = dag
+        .tasks
+        .iter()
+        .zip(&selected)
+        .map(|(t, s)| (t.id.as_str(), *s))
+        .collect();
     let claimed = store.claim(&Claim {
         dag_id: &dag.id,
         interval,
@@ -290,14 +306,29 @@ pub async fn execute(
         .iter()
         .zip(&selected)
         .map(|(t, &sel)| {
-            let (state, attempts) = claimed.tasks.get(&t.id).cloned().unwrap_or((TaskState::Queued, 0));
-            Slot { state, attempts, failures: 0, tally: Tally::default(), selected: sel, decided: false, last_error: None }
+            let (state, attempts) = claimed
+                .tasks
+                .get(&t.id)
+                .cloned()
+                .unwrap_or((TaskState::Queued, 0));
+            Slot {
+                state,
+                attempts,
+                failures: 0,
+                tally: Tally::default(),
+                selected: sel,
+                decided: false,
+                last_error: None,
+            }
         })
         .collect();
     for (i, t) in dag.tasks.iter().enumerate() {
         slots[i].tally.total = t.upstream.iter().filter(|&&u| selected[u]).count() as u32;
     }
-    let reused = slots.iter().filter(|s| s.selected && matches!(s.state, TaskState::Success { .. })).count();
+    let reused = slots
+        .iter()
+        .filter(|s| s.selected && matches!(s.state, TaskState::Success { .. }))
+        .count();
     observer(Event::Claimed {
         run_id: &run_id,
         total: selected.iter().filter(|s| **s).count(),
@@ -316,12 +347,9 @@ pub async fn execute(
 
     // Tasks that are already finished (succeeded earlier) feed their downstream tallies;
     // then every undecided task is evaluated once.
-    let mut work: Vec<usize> = Vec::new();
-    for i in 0..n {
-        if slots[i].selected && slots[i].state.is_terminal() {
-            work.push(i);
-        }
-    }
+    let mut work: Vec<usize> = (0..n)
+        .filter(|&i| slots[i].selected && slots[i].state.is_terminal())
+        .collect();
     propagate(&dag, &mut slots, &mut work, &mut ops, &mut ready, observer);
     for i in 0..n {
         if slots[i].selected && !slots[i].decided && slots[i].state == TaskState::Queued {
@@ -362,8 +390,16 @@ pub async fn execute(
                     Ok(s) => {
                         slot.state = s;
                         slot.attempts = attempt;
-                        ops.push(Op::AttemptStarted { task_id: dag.tasks[i].id.clone(), attempt, started_at: now });
-                        ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: slot.state.clone(), attempts: attempt });
+                        ops.push(Op::AttemptStarted {
+                            task_id: dag.tasks[i].id.clone(),
+                            attempt,
+                            started_at: now,
+                        });
+                        ops.push(Op::Task {
+                            task_id: dag.tasks[i].id.clone(),
+                            state: slot.state.clone(),
+                            attempts: attempt,
+                        });
                         to_spawn.push((i, permit));
                     }
                     Err(e) => warn!(task = %dag.tasks[i].id, error = %e, "not started"),
@@ -377,10 +413,17 @@ pub async fn execute(
         store.apply(&run_id, &std::mem::take(&mut ops))?;
         for (i, permit) in to_spawn {
             let task = &dag.tasks[i];
-            observer(Event::Task { task: &task.id, state: &slots[i].state });
+            observer(Event::Task {
+                task: &task.id,
+                state: &slots[i].state,
+            });
             info!(dag = %dag.id, run = %run_id, task = %task.id, attempt = slots[i].attempts, "task started");
             let log = Arc::new(TaskLog::new(
-                logs_dir.join(&dag.id).join(&run_id).join(&task.id).join(format!("attempt-{}.log", slots[i].attempts)),
+                logs_dir
+                    .join(&dag.id)
+                    .join(&run_id)
+                    .join(&task.id)
+                    .join(format!("attempt-{}.log", slots[i].attempts)),
             ));
             let token = cancel.child_token();
             let ctx = TaskContext {
@@ -422,7 +465,11 @@ pub async fn execute(
                 };
                 drop(fut);
                 drop(permit);
-                let _ = tx.send(Completion { idx: i, outcome, log });
+                let _ = tx.send(Completion {
+                    idx: i,
+                    outcome,
+                    log,
+                });
             });
         }
 
@@ -456,15 +503,13 @@ pub async fn execute(
             () = cancel.cancelled(), if !cancelling => {
                 cancelling = true;
                 warn!(dag = %dag.id, run = %run_id, running, "cancelling: no new tasks start; running tasks are being stopped");
-                for i in 0..n {
-                    let s = &mut slots[i];
-                    if s.selected && matches!(s.state, TaskState::Queued | TaskState::UpForRetry { .. }) {
-                        if let Ok(c) = s.state.cancel() {
+                for (i, s) in slots.iter_mut().enumerate() {
+                    if s.selected && matches!(s.state, TaskState::Queued | TaskState::UpForRetry { .. })
+                        && let Ok(c) = s.state.cancel() {
                             s.state = c;
                             ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: s.state.clone(), attempts: s.attempts });
                             observer(Event::Task { task: &dag.tasks[i].id, state: &s.state });
                         }
-                    }
                 }
                 ready.clear();
                 retries.clear();
@@ -479,7 +524,10 @@ pub async fn execute(
 
     let state = if cancelling {
         RunState::Cancelled
-    } else if slots.iter().any(|s| s.selected && s.state.counts_as_failed()) {
+    } else if slots
+        .iter()
+        .any(|s| s.selected && s.state.counts_as_failed())
+    {
         RunState::Failed
     } else {
         RunState::Success
@@ -501,7 +549,15 @@ pub async fn execute(
             selected: s.selected,
         })
         .collect();
-    Ok(RunReport { run_id, dag_id: dag.id.clone(), interval, state, tasks, elapsed: started.elapsed(), reused })
+    Ok(RunReport {
+        run_id,
+        dag_id: dag.id.clone(),
+        interval,
+        state,
+        tasks,
+        elapsed: started.elapsed(),
+        reused,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -529,20 +585,43 @@ fn complete(
     let (next, outcome, error): (TaskState, &'static str, Option<String>) = match c.outcome {
         Outcome::Done(Ok(out)) if out.skipped => {
             exit_code = out.exit_code;
-            (slot.state.skip_self().unwrap_or(TaskState::Skipped), "skipped", None)
+            (
+                slot.state.skip_self().unwrap_or(TaskState::Skipped),
+                "skipped",
+                None,
+            )
         }
         Outcome::Done(Ok(out)) => {
             exit_code = out.exit_code;
             summary = out.summary;
-            (slot.state.succeed(now).unwrap_or(TaskState::Queued), "success", None)
+            (
+                slot.state.succeed(now).unwrap_or(TaskState::Queued),
+                "success",
+                None,
+            )
         }
-        Outcome::Cancelled => (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None),
-        Outcome::Done(Err(_)) if cancelling => {
-            (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None)
-        }
+        Outcome::Cancelled => (
+            slot.state.cancel().unwrap_or(TaskState::Cancelled {
+                attempt: Some(attempt),
+            }),
+            "cancelled",
+            None,
+        ),
+        Outcome::Done(Err(_)) if cancelling => (
+            slot.state.cancel().unwrap_or(TaskState::Cancelled {
+                attempt: Some(attempt),
+            }),
+            "cancelled",
+            None,
+        ),
         other => {
             let (message, retryable, code, outcome) = match other {
-                Outcome::TimedOut(t) => (format!("timed out after {}", humanize(t)), true, None, "timed_out"),
+                Outcome::TimedOut(t) => (
+                    format!("timed out after {}", humanize(t)),
+                    true,
+                    None,
+                    "timed_out",
+                ),
                 Outcome::Done(Err(f)) => (f.message, f.retryable, f.exit_code, "failed"),
                 _ => unreachable_outcome(),
             };
@@ -553,13 +632,21 @@ fn complete(
             c.log.line(format_args!(
                 "attempt {attempt} {outcome}: {message}{}",
                 match retry_at {
-                    Some(d) => format!("; retry {}/{} in {}", slot.failures, task.retry.retries, humanize(d)),
+                    Some(d) => format!(
+                        "; retry {}/{} in {}",
+                        slot.failures,
+                        task.retry.retries,
+                        humanize(d)
+                    ),
                     None if !retryable => "; not retryable".to_string(),
                     None => String::new(),
                 }
             ));
             let at = retry_at.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
-            let next = slot.state.fail(message.clone(), now, at).unwrap_or(TaskState::Queued);
+            let next = slot
+                .state
+                .fail(message.clone(), now, at)
+                .unwrap_or(TaskState::Queued);
             if let Some(d) = retry_at {
                 warn!(dag = %dag.id, task = %task.id, attempt, error = %message, retry_in = %humanize(d), "task failed; will retry");
                 retries.push(Reverse((Instant::now() + d, i)));
@@ -584,8 +671,15 @@ fn complete(
         summary,
         log_path: c.log.exists().then(|| c.log.path().display().to_string()),
     });
-    ops.push(Op::Task { task_id: task.id.clone(), state: slot.state.clone(), attempts: slot.attempts });
-    observer(Event::Task { task: &task.id, state: &slot.state });
+    ops.push(Op::Task {
+        task_id: task.id.clone(),
+        state: slot.state.clone(),
+        attempts: slot.attempts,
+    });
+    observer(Event::Task {
+        task: &task.id,
+        state: &slot.state,
+    });
     if slot.state.is_terminal() {
         work.push(i);
     }
@@ -647,8 +741,15 @@ fn evaluate(
     if let Ok(s) = next {
         slot.decided = true;
         slot.state = s;
-        ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: slot.state.clone(), attempts: slot.attempts });
-        observer(Event::Task { task: &dag.tasks[i].id, state: &slot.state });
+        ops.push(Op::Task {
+            task_id: dag.tasks[i].id.clone(),
+            state: slot.state.clone(),
+            attempts: slot.attempts,
+        });
+        observer(Event::Task {
+            task: &dag.tasks[i].id,
+            state: &slot.state,
+        });
         work.push(i);
     }
 }
@@ -661,7 +762,11 @@ pub fn humanize(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -674,7 +779,12 @@ mod tests {
     use super::*;
 
     fn t(total: u32, success: u32, failed: u32, skipped: u32) -> Tally {
-        Tally { total, success, failed, skipped }
+        Tally {
+            total,
+            success,
+            failed,
+            skipped,
+        }
     }
 
     #[test]
@@ -682,9 +792,17 @@ mod tests {
         let r = TriggerRule::AllSuccess;
         assert_eq!(decide(r, t(2, 1, 0, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 2, 0, 0)), Decision::Run);
-        assert_eq!(decide(r, t(2, 0, 1, 0)), Decision::UpstreamFailed, "fails fast");
+        assert_eq!(
+            decide(r, t(2, 0, 1, 0)),
+            Decision::UpstreamFailed,
+            "fails fast"
+        );
         assert_eq!(decide(r, t(2, 1, 0, 1)), Decision::Skip);
-        assert_eq!(decide(r, t(0, 0, 0, 0)), Decision::Run, "root tasks always run");
+        assert_eq!(
+            decide(r, t(0, 0, 0, 0)),
+            Decision::Run,
+            "root tasks always run"
+        );
     }
 
     #[test]
@@ -705,7 +823,11 @@ mod tests {
     #[test]
     fn one_success() {
         let r = TriggerRule::OneSuccess;
-        assert_eq!(decide(r, t(3, 1, 0, 0)), Decision::Run, "fires as soon as one succeeds");
+        assert_eq!(
+            decide(r, t(3, 1, 0, 0)),
+            Decision::Run,
+            "fires as soon as one succeeds"
+        );
         assert_eq!(decide(r, t(2, 0, 1, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 0, 2, 0)), Decision::UpstreamFailed);
         assert_eq!(decide(r, t(2, 0, 0, 2)), Decision::Skip);
@@ -714,7 +836,11 @@ mod tests {
     #[test]
     fn one_failed() {
         let r = TriggerRule::OneFailed;
-        assert_eq!(decide(r, t(3, 0, 1, 0)), Decision::Run, "fires as soon as one fails");
+        assert_eq!(
+            decide(r, t(3, 0, 1, 0)),
+            Decision::Run,
+            "fires as soon as one fails"
+        );
         assert_eq!(decide(r, t(2, 1, 0, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 2, 0, 0)), Decision::Skip);
     }

@@ -5,7 +5,9 @@ use comfy_table::{ContentArrangement, Table, presets};
 /// A table with these headers.
 pub fn new(headers: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(presets::ASCII_BORDERS_ONLY_CONDENSED).set_content_arrangement(ContentArrangement::Disabled).set_header(headers.to_vec());
+    t.load_preset(presets::ASCII_BORDERS_ONLY_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.to_vec());
     t
 }
 
