@@ -3,12 +3,15 @@
 //! gives them data intervals, [`executor`] runs one interval against the [`store`], and
 //! [`kinds`] holds one module per task kind with both of its implementations.
 
+pub mod backfill;
+pub mod clock;
 pub mod config;
 pub mod dag;
 pub mod executor;
 pub mod kinds;
 pub mod process;
 pub mod schedule;
+pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod template;

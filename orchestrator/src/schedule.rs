@@ -160,6 +160,94 @@ impl Schedule {
         }
     }
 
+    /// Every tick in `[from, to)`, in order, computed in one pass (for planning many
+    /// intervals at once).
+    pub fn ticks_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tz: Tz,
+    ) -> Vec<DateTime<Utc>> {
+        let mut out: Vec<DateTime<Utc>> = Vec::new();
+        if from >= to {
+            return out;
+        }
+        match self {
+            Schedule::Manual => {
+                let mut day = from.with_timezone(&tz).date_naive();
+                loop {
+                    let t = local_midnight(day, tz);
+                    if t >= to {
+                        break;
+                    }
+                    if t >= from && out.last() != Some(&t) {
+                        out.push(t);
+                    }
+                    match day.succ_opt() {
+                        Some(d) => day = d,
+                        None => break,
+                    }
+                }
+            }
+            Schedule::Cron { parsed, .. } => {
+                let start = from.with_timezone(&tz).naive_local() - Duration::hours(4);
+                for tick in parsed.after(&Utc.from_utc_datetime(&start)) {
+                    let t = resolve_local(tick.naive_utc(), tz);
+                    if t >= to {
+                        break;
+                    }
+                    if t >= from && out.last().is_none_or(|last| *last < t) {
+                        out.push(t);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The complete intervals whose start is in `[from, to)`, in order.
+    pub fn intervals_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tz: Tz,
+    ) -> Vec<DataInterval> {
+        let mut ticks = self.ticks_between(from, to, tz);
+        if let Some(last) = ticks.last().copied() {
+            match self.tick_after(last, tz) {
+                Some(end) => ticks.push(end),
+                None => return Vec::new(),
+            }
+        }
+        ticks
+            .windows(2)
+            .map(|w| DataInterval {
+                start: w[0],
+                end: w[1],
+                tz,
+            })
+            .collect()
+    }
+
+    /// The latest interval that is complete at `now` (its end is at or before `now`).
+    pub fn latest_complete_interval(&self, now: DateTime<Utc>, tz: Tz) -> Option<DataInterval> {
+        // Look back far enough to find two ticks: a day covers most schedules, a few years
+        // covers `@yearly` and sparse expressions.
+        for days in [2, 35, 400, 3000] {
+            let ticks =
+                self.ticks_between(now - Duration::days(days), now + Duration::seconds(1), tz);
+            if ticks.len() >= 2 {
+                let end = ticks[ticks.len() - 1];
+                return Some(DataInterval {
+                    start: ticks[ticks.len() - 2],
+                    end,
+                    tz,
+                });
+            }
+        }
+        None
+    }
+
     /// The first tick strictly after `t`.
     pub fn tick_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         self.tick_at_or_after(t + Duration::seconds(1), tz)
@@ -499,6 +587,88 @@ mod tests {
                 "2026-03-29T04:00:00+02:00"
             ]
         );
+    }
+
+    #[test]
+    fn intervals_between_match_one_at_a_time_stepping() {
+        for (expr, tz) in [
+            ("@daily", "Europe/Berlin"),
+            ("0 2 * * 1-5", "America/New_York"),
+            ("@hourly", "Europe/Berlin"),
+            ("@monthly", "UTC"),
+            ("none", "Europe/Berlin"),
+        ] {
+            let tzv: Tz = tz.parse().expect("tz");
+            let s = Schedule::parse(expr).expect("expr");
+            let from = utc("2026-01-01T00:00:00Z");
+            let to = if expr == "@hourly" {
+                utc("2026-01-20T00:00:00Z")
+            } else {
+                utc("2027-01-01T00:00:00Z")
+            };
+            let batch = s.intervals_between(from, to, tzv);
+            let mut stepped = Vec::new();
+            let mut t = from;
+            while let Some(i) = s.interval_starting_at_or_after(t, tzv) {
+                if i.start >= to {
+                    break;
+                }
+                t = i.end;
+                stepped.push(i);
+            }
+            assert_eq!(batch, stepped, "{expr} in {tz}");
+            assert!(
+                batch.windows(2).all(|w| w[0].end == w[1].start),
+                "contiguous: {expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn weekly_and_monthly_intervals() {
+        let w = days("0 2 * * 1-5", "UTC", "2026-11-27", 2);
+        assert_eq!(w[0].end - w[0].start, Duration::days(3), "Friday to Monday");
+        let m = Schedule::parse("@monthly").expect("m").intervals_between(
+            utc("2026-01-01T00:00:00Z"),
+            utc("2026-04-01T00:00:00Z"),
+            Tz::UTC,
+        );
+        let lengths: Vec<i64> = m.iter().map(|i| (i.end - i.start).num_days()).collect();
+        assert_eq!(lengths, vec![31, 28, 31]);
+        let wk = Schedule::parse("@weekly").expect("w").intervals_between(
+            utc("2026-11-01T00:00:00Z"),
+            utc("2026-11-16T00:00:00Z"),
+            Tz::UTC,
+        );
+        assert_eq!(
+            wk.iter().map(DataInterval::ds).collect::<Vec<_>>(),
+            vec!["2026-11-01", "2026-11-08", "2026-11-15"]
+        );
+    }
+
+    #[test]
+    fn latest_complete_interval() {
+        let s = Schedule::parse("0 2 * * *").expect("daily");
+        let i = s
+            .latest_complete_interval(utc("2026-11-25T01:00:00Z"), Tz::UTC)
+            .expect("some");
+        assert_eq!(
+            (i.start, i.end),
+            (utc("2026-11-23T02:00:00Z"), utc("2026-11-24T02:00:00Z"))
+        );
+        let i = s
+            .latest_complete_interval(utc("2026-11-25T02:00:00Z"), Tz::UTC)
+            .expect("some");
+        assert_eq!(
+            i.end,
+            utc("2026-11-25T02:00:00Z"),
+            "an interval ending exactly now is complete"
+        );
+        let y = Schedule::parse("@yearly")
+            .expect("y")
+            .latest_complete_interval(utc("2026-11-25T00:00:00Z"), Tz::UTC)
+            .expect("y");
+        assert_eq!(y.ds(), "2025-01-01");
     }
 
     #[test]

@@ -131,6 +131,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, task_id, key)
     );
     "#,
+    // v3: backfill jobs, so that re-running a backfill command after a crash continues the
+    // same job instead of starting over.
+    r#"
+    CREATE TABLE backfills (
+        backfill_id TEXT PRIMARY KEY,
+        dag_id      TEXT NOT NULL,
+        request     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX backfills_open ON backfills (request) WHERE finished_at IS NULL;
+    CREATE TABLE backfill_runs (
+        backfill_id TEXT NOT NULL REFERENCES backfills (backfill_id) ON DELETE CASCADE,
+        run_id      TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        action      TEXT NOT NULL,
+        state       TEXT,
+        PRIMARY KEY (backfill_id, run_id)
+    );
+    "#,
 ];
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -642,6 +662,169 @@ impl RunStore {
                 |r| r.get(0),
             )
             .optional()
+            .map_err(self.sql())
+    }
+
+    /// The runs of `dag_id` whose interval starts in `[from, to)`, with whether a live
+    /// process owns them.
+    pub fn runs_between(
+        &self,
+        dag_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(RunRow, bool)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, dag_id, interval_start, interval_end, state, run_trigger, started_at, ended_at, owner, heartbeat_at FROM dag_runs
+                 WHERE dag_id = ?1 AND interval_start >= ?2 AND interval_start < ?3 ORDER BY interval_start",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![dag_id, ts(from), ts(to)], |r| {
+                let row = self.run_row(r)?;
+                let owner: Option<String> = r.get(8)?;
+                let hb: Option<String> = r.get(9)?;
+                Ok((row, owner, hb))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, owner, hb) = row.map_err(self.sql())?;
+            let live = row.state == RunState::Running
+                && owner.is_some_and(|o| {
+                    o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))
+                });
+            out.push((row, live));
+        }
+        Ok(out)
+    }
+
+    /// The latest interval start of any run of `dag_id`.
+    pub fn last_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT max(interval_start) FROM dag_runs WHERE dag_id = ?1",
+                [dag_id],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())?;
+        Ok(s.as_deref().and_then(parse_ts))
+    }
+
+    /// Runs of `dag_id` in state `running` whose owner is alive (another process, or us).
+    pub fn live_runs(&self, dag_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT run_id, owner, heartbeat_at FROM dag_runs WHERE dag_id = ?1 AND state = 'running'")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([dag_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run_id, owner, hb) = row.map_err(self.sql())?;
+            if owner.is_some_and(|o| {
+                o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))
+            }) {
+                out.push(run_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The unfinished backfill job for `request`, if any, with its runs in order:
+    /// (run id, planned action, final state if it finished).
+    pub fn open_backfill(
+        &self,
+        request: &str,
+    ) -> Result<Option<(String, Vec<(String, String, Option<String>)>)>, StoreError> {
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT backfill_id FROM backfills WHERE request = ?1 AND finished_at IS NULL",
+                [request],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        let Some(id) = id else { return Ok(None) };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run_id, action, state FROM backfill_runs WHERE backfill_id = ?1 ORDER BY position")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.sql())?;
+        let runs = rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())?;
+        Ok(Some((id, runs)))
+    }
+
+    /// Records a new backfill job and its planned runs.
+    pub fn create_backfill(
+        &mut self,
+        dag_id: &str,
+        request: &str,
+        runs: &[(String, &str)],
+    ) -> Result<String, StoreError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let now = Utc::now();
+        let id = format!("{dag_id}:{}", now.format("%Y%m%dT%H%M%S%.6fZ"));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        tx.execute(
+            "INSERT INTO backfills (backfill_id, dag_id, request, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, dag_id, request, ts(now)],
+        )
+        .map_err(&e)?;
+        for (pos, (run_id, action)) in runs.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO backfill_runs (backfill_id, run_id, position, action) VALUES (?1, ?2, ?3, ?4)",
+                params![id, run_id, pos as i64, action],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(id)
+    }
+
+    /// Records how one run of a backfill job ended.
+    pub fn backfill_run_done(
+        &self,
+        backfill_id: &str,
+        run_id: &str,
+        state: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE backfill_runs SET state = ?3 WHERE backfill_id = ?1 AND run_id = ?2",
+                params![backfill_id, run_id, state],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+
+    /// Closes a backfill job: the same command later plans afresh.
+    pub fn finish_backfill(&self, backfill_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE backfills SET finished_at = ?2 WHERE backfill_id = ?1",
+                params![backfill_id, ts(Utc::now())],
+            )
+            .map(|_| ())
             .map_err(self.sql())
     }
 

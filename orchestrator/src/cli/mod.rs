@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use cartflow::backfill::{self, Reprocess};
 use cartflow::config::ProjectConfig;
 use cartflow::dag::compile::{CompileOptions, compile_dir, compile_files, summary};
 use cartflow::dag::{Dag, DagSet};
@@ -28,6 +29,9 @@ Examples:
   cartflow plan example_etl --date 2019-10-01
   cartflow run example_etl --date 2019-10-01
   cartflow run example_etl --date 2019-10-01 --task transform --downstream
+  cartflow backfill example_etl --from 2019-10-01 --to 2019-10-07 --max-active-runs 2
+  cartflow backfill example_etl --from 2019-10-01 --to 2019-10-07 --reprocess failed --dry-run
+  cartflow scheduler --once                  run what is due now, then exit (cron, EventBridge)
   cartflow runs example_etl
   cartflow tasks example_etl@2019-10-01T00:00:00Z
   cartflow logs example_etl@2019-10-01T00:00:00Z extract";
@@ -91,6 +95,20 @@ pub enum Command {
     },
     /// Run one interval of a DAG (resuming it if it ran before).
     Run(RunArgs),
+    /// Run every complete interval of a date range (one run per interval).
+    Backfill(BackfillArgs),
+    /// Create and run the due runs of every scheduled DAG (until Ctrl-C, or once).
+    Scheduler {
+        /// Run what is due now, wait for it, and exit (for cron or an EventBridge target).
+        #[arg(long)]
+        once: bool,
+        /// Where tasks run.
+        #[arg(long, value_enum, default_value_t = Backend::Local)]
+        backend: Backend,
+        /// How often to look for due runs and changed DAG files.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        tick: Duration,
+    },
     /// List DAG runs, newest first.
     Runs {
         /// Only this DAG.
@@ -143,6 +161,46 @@ pub struct RunArgs {
     /// Override a param: NAME=VALUE (repeatable).
     #[arg(short = 'p', long = "param", value_parser = parse_kv)]
     params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// DAG id (or the path of its file).
+    dag: String,
+    /// First date (or date-time) of the range, in the DAG's timezone.
+    #[arg(long)]
+    from: String,
+    /// Last date of the range, inclusive (a date-time is inclusive too).
+    #[arg(long)]
+    to: String,
+    /// Which intervals that already have a run are run again.
+    #[arg(long, value_enum, default_value_t = Reprocess::None)]
+    reprocess: Reprocess,
+    /// Runs at once [default: the DAG's max_active_runs].
+    #[arg(long)]
+    max_active_runs: Option<usize>,
+    /// Newest interval first.
+    #[arg(long)]
+    reverse: bool,
+    /// Print the plan and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run only these tasks in each interval (repeatable).
+    #[arg(long = "task")]
+    tasks: Vec<String>,
+    /// With --task: also everything downstream of them.
+    #[arg(long, requires = "tasks")]
+    downstream: bool,
+    /// Where tasks run.
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// Override a param: NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    cartflow::dag::HumanDuration::parse(s)
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -288,6 +346,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { paths } => validate(&project, &paths),
         Command::Plan { dag, date, params } => plan(&project, &dag, &date, params),
         Command::Run(args) => run(&project, args, &cli.global),
+        Command::Backfill(args) => backfill(&project, args, &cli.global),
+        Command::Scheduler {
+            once,
+            backend,
+            tick,
+        } => scheduler(&project, once, backend, tick),
         Command::Runs { dag, limit } => runs(&project, dag.as_deref(), limit),
         Command::Tasks { run_id } => tasks(&project, &run_id),
         Command::Logs {
@@ -427,16 +491,236 @@ fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
-    let dag = p.dag(&args.dag)?;
-    let interval = interval_for(&dag, &args.date)?;
-    let params = merged_params(&dag, args.params)?;
-    if let Some(bad) = args.tasks.iter().find(|t| dag.task_index(t).is_none()) {
+fn check_tasks(dag: &Dag, tasks: &[String]) -> anyhow::Result<()> {
+    if let Some(bad) = tasks.iter().find(|t| dag.task_index(t).is_none()) {
         let hint = cartflow::yaml::did_you_mean(bad, dag.tasks.iter().map(|t| t.id.as_str()))
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
         return Err(usage(format!("DAG `{}` has no task `{bad}`{hint}", dag.id)));
     }
+    Ok(())
+}
+
+/// `--to`: a date means the whole day (exclusive bound at the next local midnight); a
+/// date-time is inclusive.
+fn range_end(arg: &str, dag: &Dag) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(arg, "%Y-%m-%d") {
+        let next = d
+            .succ_opt()
+            .ok_or_else(|| usage(format!("--to {arg} is out of range")))?;
+        return Ok(schedule::local_midnight(next, dag.timezone));
+    }
+    Ok(schedule::parse_date_arg(arg, dag.timezone).map_err(usage)? + chrono::Duration::seconds(1))
+}
+
+fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode> {
+    let dag = p.dag(&a.dag)?;
+    check_tasks(&dag, &a.tasks)?;
+    let params = merged_params(&dag, a.params)?;
+    let from = schedule::parse_date_arg(&a.from, dag.timezone).map_err(usage)?;
+    let to = range_end(&a.to, &dag)?;
+    if to <= from {
+        return Err(usage(format!("--to {} is before --from {}", a.to, a.from)));
+    }
+    let req = backfill::Request {
+        dag: &dag,
+        from,
+        to,
+        mode: a.reprocess,
+        tasks: &a.tasks,
+        downstream: a.downstream,
+    };
+    let store = RunStore::open(&p.state)?;
+    let plan = backfill::plan_request(&store, &req, cartflow::clock::now(), a.reverse)?;
+    drop(store);
+    let to_run = plan.items.iter().filter(|i| i.action.runs()).count();
+    println!(
+        "backfill {} from {} to {} (reprocess: {}): {} interval(s), {} to run, {} skipped{}",
+        dag.id,
+        a.from,
+        a.to,
+        a.reprocess,
+        plan.items.len(),
+        to_run,
+        plan.items.len() - to_run,
+        if plan.incomplete > 0 {
+            format!(", {} not complete yet (not planned)", plan.incomplete)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(job) = &plan.continues {
+        println!("continuing backfill job {job}, which did not finish");
+    }
+    if a.dry_run {
+        let mut t = table::new(&["ds", "interval start", "run id", "action"]);
+        for i in &plan.items {
+            t.add_row(vec![
+                i.interval.ds(),
+                i.interval.start_rfc3339(),
+                i.run_id.clone(),
+                i.action.name(),
+            ]);
+        }
+        println!("{t}");
+        println!("dry run: nothing was run");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let max_active = a
+        .max_active_runs
+        .unwrap_or(dag.max_active_runs as usize)
+        .max(1);
+    let opts = ExecOptions {
+        backend: a.backend,
+        project_dir: p.dir.clone(),
+        params,
+        tasks: a.tasks.clone(),
+        downstream: a.downstream,
+        rerun: false,
+        require_existing: false,
+        trigger: Trigger::Backfill,
+    };
+    let pools = Arc::new(Pools::new(&p.config.pools));
+    let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
+        let b = indicatif::ProgressBar::new(to_run as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} intervals {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_prefix(dag.id.clone());
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut failed = 0u64;
+    let outcomes = rt.block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        backfill::execute(
+            dag.clone(),
+            &req,
+            plan,
+            &p.state,
+            pools,
+            opts,
+            max_active,
+            cancel,
+            &mut |o| {
+                if o.planned.action.runs() {
+                    bar.inc(1);
+                    if o.state != Some(RunState::Success) {
+                        failed += 1;
+                    }
+                    bar.set_message(format!("· failed {failed}"));
+                }
+            },
+        )
+        .await
+    })?;
+    bar.finish_and_clear();
+    let mut t = table::new(&["ds", "action", "state", "duration", "failed tasks"]);
+    let mut bad = 0;
+    for o in &outcomes {
+        let state = match (&o.state, &o.error) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(e)) => table::clip(e, 60),
+            (None, None) => "-".into(),
+        };
+        if o.planned.action.runs() && o.state != Some(RunState::Success) {
+            bad += 1;
+        }
+        t.add_row(vec![
+            o.planned.interval.ds(),
+            o.planned.action.name(),
+            state,
+            o.elapsed.map(executor::humanize).unwrap_or_default(),
+            o.failed_tasks.join(", "),
+        ]);
+    }
+    println!("{t}");
+    let ran = outcomes.iter().filter(|o| o.planned.action.runs()).count();
+    println!(
+        "backfill {}: {} run(s), {} succeeded, {} not successful",
+        dag.id,
+        ran,
+        ran - bad,
+        bad
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn scheduler(
+    p: &Project,
+    once: bool,
+    backend: Backend,
+    tick: Duration,
+) -> anyhow::Result<ExitCode> {
+    if !p.dags_dir.is_dir() {
+        return Err(usage(format!(
+            "DAGs folder {} does not exist",
+            p.dags_dir.display()
+        )));
+    }
+    let cfg = cartflow::scheduler::Config {
+        dags_dir: p.dags_dir.clone(),
+        state_path: p.state.clone(),
+        exec: ExecOptions {
+            backend,
+            project_dir: p.dir.clone(),
+            ..ExecOptions::default()
+        },
+        compile: p.compile_options(),
+        pools: Arc::new(Pools::new(&p.config.pools)),
+        tick,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = rt.block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        cartflow::scheduler::run(cfg, once, cancel).await
+    })?;
+    if once {
+        let mut t = table::new(&["run id", "state"]);
+        for (run, state) in &summary.runs {
+            t.add_row(vec![run.clone(), state.to_string()]);
+        }
+        for (run, e) in &summary.errors {
+            t.add_row(vec![run.clone(), table::clip(e, 80)]);
+        }
+        if summary.runs.is_empty() && summary.errors.is_empty() {
+            println!("nothing is due");
+        } else {
+            println!("{t}");
+        }
+    }
+    let ok = summary.errors.is_empty() && summary.runs.iter().all(|(_, s)| *s == RunState::Success);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
+    let dag = p.dag(&args.dag)?;
+    let interval = interval_for(&dag, &args.date)?;
+    let params = merged_params(&dag, args.params)?;
+    check_tasks(&dag, &args.tasks)?;
     let opts = ExecOptions {
         backend: args.backend,
         project_dir: p.dir.clone(),
