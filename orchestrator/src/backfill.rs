@@ -119,12 +119,7 @@ pub struct Planned {
 pub type Existing = HashMap<DateTime<Utc>, (RunState, bool)>;
 
 /// Plans a backfill over `intervals` given the runs that exist.
-pub fn plan(
-    dag_id: &str,
-    intervals: &[DataInterval],
-    existing: &Existing,
-    mode: Reprocess,
-) -> Vec<Planned> {
+pub fn plan(dag_id: &str, intervals: &[DataInterval], existing: &Existing, mode: Reprocess) -> Vec<Planned> {
     intervals
         .iter()
         .map(|i| {
@@ -142,33 +137,18 @@ pub fn plan(
                     Reprocess::Completed => Action::Rerun,
                 },
             };
-            Planned {
-                interval: *i,
-                run_id: store::run_id(dag_id, i.start),
-                action,
-            }
+            Planned { interval: *i, run_id: store::run_id(dag_id, i.start), action }
         })
         .collect()
 }
 
 /// The existing runs of `dag` in the span of `intervals`.
-pub fn existing_runs(
-    store: &RunStore,
-    dag_id: &str,
-    intervals: &[DataInterval],
-) -> Result<Existing, StoreError> {
+pub fn existing_runs(store: &RunStore, dag_id: &str, intervals: &[DataInterval]) -> Result<Existing, StoreError> {
     let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
         return Ok(Existing::new());
     };
-    let (from, to) = (
-        first.start.min(last.start),
-        first.start.max(last.start) + chrono::Duration::seconds(1),
-    );
-    Ok(store
-        .runs_between(dag_id, from, to)?
-        .into_iter()
-        .map(|(r, live)| (r.interval_start, (r.state, live)))
-        .collect())
+    let (from, to) = (first.start.min(last.start), first.start.max(last.start) + chrono::Duration::seconds(1));
+    Ok(store.runs_between(dag_id, from, to)?.into_iter().map(|(r, live)| (r.interval_start, (r.state, live))).collect())
 }
 
 /// A request to backfill, as the user typed it (its identity across a crash).
@@ -220,39 +200,25 @@ pub fn plan_request(
     now: DateTime<Utc>,
     reverse: bool,
 ) -> Result<BackfillPlan, StoreError> {
-    let all = req
-        .dag
-        .schedule
-        .intervals_between(req.from, req.to, req.dag.timezone);
+    let all = req.dag.schedule.intervals_between(req.from, req.to, req.dag.timezone);
     let complete: Vec<DataInterval> = all.iter().copied().filter(|i| i.end <= now).collect();
     let incomplete = all.len() - complete.len();
     let existing = existing_runs(store, &req.dag.id, &complete)?;
     let (mut items, continues) = match store.open_backfill(&req.key())? {
         Some((id, runs)) => {
-            let by_run: HashMap<String, DataInterval> = complete
-                .iter()
-                .map(|i| (store::run_id(&req.dag.id, i.start), *i))
-                .collect();
+            let by_run: HashMap<String, DataInterval> =
+                complete.iter().map(|i| (store::run_id(&req.dag.id, i.start), *i)).collect();
             let items = runs
                 .into_iter()
                 .filter_map(|(run_id, action, state)| {
                     let interval = *by_run.get(&run_id)?;
-                    let action = match (
-                        state.as_deref().and_then(RunState::parse),
-                        existing.get(&interval.start),
-                    ) {
+                    let action = match (state.as_deref().and_then(RunState::parse), existing.get(&interval.start)) {
                         (Some(s), _) => Action::Skip(SkipReason::DoneInThisBackfill(s)),
-                        (None, Some((RunState::Running, true))) => {
-                            Action::Skip(SkipReason::InFlight)
-                        }
+                        (None, Some((RunState::Running, true))) => Action::Skip(SkipReason::InFlight),
                         (None, Some((RunState::Running, false))) => Action::Resume,
                         (None, _) => Action::parse_stored(&action),
                     };
-                    Some(Planned {
-                        interval,
-                        run_id,
-                        action,
-                    })
+                    Some(Planned { interval, run_id, action })
                 })
                 .collect();
             (items, Some(id))
@@ -262,11 +228,7 @@ pub fn plan_request(
     if continues.is_none() && reverse {
         items.reverse();
     }
-    Ok(BackfillPlan {
-        items,
-        incomplete,
-        continues,
-    })
+    Ok(BackfillPlan { items, incomplete, continues })
 }
 
 /// How one interval of a backfill ended.
@@ -302,14 +264,9 @@ pub async fn execute(
     let job = match &plan.continues {
         Some(id) => id.clone(),
         None => {
-            let runs: Vec<(String, String)> = plan
-                .items
-                .iter()
-                .filter(|p| p.action.runs())
-                .map(|p| (p.run_id.clone(), p.action.name()))
-                .collect();
-            let refs: Vec<(String, &str)> =
-                runs.iter().map(|(r, a)| (r.clone(), a.as_str())).collect();
+            let runs: Vec<(String, String)> =
+                plan.items.iter().filter(|p| p.action.runs()).map(|p| (p.run_id.clone(), p.action.name())).collect();
+            let refs: Vec<(String, &str)> = runs.iter().map(|(r, a)| (r.clone(), a.as_str())).collect();
             store.create_backfill(&dag.id, &req_key_source.key(), &refs)?
         }
     };
@@ -318,13 +275,7 @@ pub async fn execute(
     let mut outcomes = Vec::new();
     for p in plan.items {
         if !p.action.runs() {
-            let o = Outcome {
-                planned: p,
-                state: None,
-                elapsed: None,
-                failed_tasks: Vec::new(),
-                error: None,
-            };
+            let o = Outcome { planned: p, state: None, elapsed: None, failed_tasks: Vec::new(), error: None };
             on_done(&o);
             outcomes.push(o);
             continue;
@@ -336,7 +287,6 @@ pub async fn execute(
         // Collect what finished while we waited.
         while let Some(done) = set.try_join_next() {
             if let Ok(o) = done {
-                record(&store, &job, &o);
                 on_done(&o);
                 outcomes.push(o);
             }
@@ -353,29 +303,20 @@ pub async fn execute(
             outcomes.push(o);
             continue;
         };
-        let opts = ExecOptions {
-            trigger: Trigger::Backfill,
-            rerun: p.action == Action::Rerun,
-            ..base.clone()
-        };
-        let (dag, pools, cancel, state_path) = (
-            dag.clone(),
-            pools.clone(),
-            cancel.clone(),
-            state_path.to_path_buf(),
-        );
+        let opts = ExecOptions { trigger: Trigger::Backfill, rerun: p.action == Action::Rerun, ..base.clone() };
+        let (dag, pools, cancel, state_path, job) =
+            (dag.clone(), pools.clone(), cancel.clone(), state_path.to_path_buf(), job.clone());
         set.spawn(async move {
             let started = std::time::Instant::now();
-            let r = executor::execute(
-                dag,
-                p.interval,
-                &state_path,
-                pools,
-                &opts,
-                cancel,
-                &mut |_| {},
-            )
-            .await;
+            let r = executor::execute(dag, p.interval, &state_path, pools, &opts, cancel, &mut |_| {}).await;
+            // Record the outcome in the job before the next run may start, so that a crash
+            // after this point never runs this interval again.
+            if let Ok(report) = &r {
+                match RunStore::open(&state_path) {
+                    Ok(store) => record(&store, &job, &p.run_id, report.state),
+                    Err(e) => tracing::warn!(error = %e, "recording a backfill run"),
+                }
+            }
             drop(permit);
             match r {
                 Ok(report) => Outcome {
@@ -402,14 +343,13 @@ pub async fn execute(
     }
     while let Some(done) = set.join_next().await {
         if let Ok(o) = done {
-            record(&store, &job, &o);
             on_done(&o);
             outcomes.push(o);
         }
     }
-    let unfinished = outcomes.iter().any(|o| {
-        o.planned.action.runs() && !matches!(o.state, Some(RunState::Success | RunState::Failed))
-    });
+    let unfinished = outcomes
+        .iter()
+        .any(|o| o.planned.action.runs() && !matches!(o.state, Some(RunState::Success | RunState::Failed)));
     if !unfinished {
         store.finish_backfill(&job)?;
     }
@@ -417,14 +357,13 @@ pub async fn execute(
     Ok(outcomes)
 }
 
-fn record(store: &RunStore, job: &str, o: &Outcome) {
-    if let Some(s) = o
-        .state
-        .filter(|s| matches!(s, RunState::Success | RunState::Failed))
+/// Records a finished run in its job (success or failure; a cancelled run stays open so
+/// that the same command resumes it).
+fn record(store: &RunStore, job: &str, run_id: &str, state: RunState) {
+    if matches!(state, RunState::Success | RunState::Failed)
+        && let Err(e) = store.backfill_run_done(job, run_id, state.name())
     {
-        if let Err(e) = store.backfill_run_done(job, &o.planned.run_id, s.name()) {
-            tracing::warn!(error = %e, "recording a backfill run");
-        }
+        tracing::warn!(error = %e, "recording a backfill run");
     }
 }
 
@@ -436,9 +375,7 @@ mod tests {
 
     fn days(n: usize) -> Vec<DataInterval> {
         let s = Schedule::parse("@daily").expect("daily");
-        let from = DateTime::parse_from_rfc3339("2019-10-01T00:00:00Z")
-            .expect("ts")
-            .with_timezone(&Utc);
+        let from = DateTime::parse_from_rfc3339("2019-10-01T00:00:00Z").expect("ts").with_timezone(&Utc);
         s.intervals_between(from, from + chrono::Duration::days(n as i64), Tz::UTC)
     }
 
@@ -463,14 +400,7 @@ mod tests {
         let p = plan("d", &i, &existing(&i), Reprocess::None);
         assert_eq!(
             actions(&p),
-            vec![
-                "skip (success)",
-                "skip (failed)",
-                "skip (cancelled)",
-                "skip (in flight)",
-                "resume",
-                "create"
-            ]
+            vec!["skip (success)", "skip (failed)", "skip (cancelled)", "skip (in flight)", "resume", "create"]
         );
         assert_eq!(p[5].run_id, "d@2019-10-06T00:00:00Z");
     }
@@ -481,14 +411,7 @@ mod tests {
         let p = plan("d", &i, &existing(&i), Reprocess::Failed);
         assert_eq!(
             actions(&p),
-            vec![
-                "skip (success)",
-                "retry failed",
-                "retry failed",
-                "skip (in flight)",
-                "resume",
-                "create"
-            ]
+            vec!["skip (success)", "retry failed", "retry failed", "skip (in flight)", "resume", "create"]
         );
     }
 
@@ -496,16 +419,6 @@ mod tests {
     fn mode_completed_reruns_everything_finished_but_never_in_flight_runs() {
         let i = days(6);
         let p = plan("d", &i, &existing(&i), Reprocess::Completed);
-        assert_eq!(
-            actions(&p),
-            vec![
-                "rerun",
-                "rerun",
-                "rerun",
-                "skip (in flight)",
-                "resume",
-                "create"
-            ]
-        );
+        assert_eq!(actions(&p), vec!["rerun", "rerun", "rerun", "skip (in flight)", "resume", "create"]);
     }
 }

@@ -39,11 +39,7 @@ fn default_state() -> PathBuf {
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        ProjectConfig {
-            dags: default_dags(),
-            state: default_state(),
-            pools: BTreeMap::new(),
-        }
+        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new() }
     }
 }
 
@@ -70,21 +66,11 @@ impl ProjectConfig {
         let Ok(src) = std::fs::read_to_string(&file) else {
             return Ok(ProjectConfig::default());
         };
-        let err = |line, column, message, hint| ConfigError {
-            file: file.display().to_string(),
-            line,
-            column,
-            message,
-            hint,
-        };
+        let err =
+            |line, column, message, hint| ConfigError { file: file.display().to_string(), line, column, message, hint };
         let node = yaml::parse(&src).map_err(|e| {
             let p = e.pos.unwrap_or_default();
-            err(
-                p.line,
-                p.column,
-                format!("invalid YAML: {}", e.message),
-                None,
-            )
+            err(p.line, p.column, format!("invalid YAML: {}", e.message), None)
         })?;
         if node.value == yaml::Value::Null {
             return Ok(ProjectConfig::default());

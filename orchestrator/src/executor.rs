@@ -41,9 +41,7 @@ pub enum ExecError {
     #[error("{0}")]
     Selection(String),
     /// A pool a task needs is not defined.
-    #[error(
-        "task `{task}` uses pool `{pool}`, which is not defined (define it under `pools:` in cartflow.yaml)"
-    )]
+    #[error("task `{task}` uses pool `{pool}`, which is not defined (define it under `pools:` in cartflow.yaml)")]
     UnknownPool {
         /// The task.
         task: String,
@@ -61,12 +59,7 @@ pub struct Pools {
 impl Pools {
     /// Pools from `name → slots`.
     pub fn new(defs: &BTreeMap<String, u32>) -> Self {
-        Pools {
-            pools: defs
-                .iter()
-                .map(|(k, v)| (k.clone(), (*v, Arc::new(Semaphore::new(*v as usize)))))
-                .collect(),
-        }
+        Pools { pools: defs.iter().map(|(k, v)| (k.clone(), (*v, Arc::new(Semaphore::new(*v as usize))))).collect() }
     }
 
     /// The names of the pools.
@@ -265,27 +258,18 @@ pub async fn execute(
     let selected = if opts.tasks.is_empty() {
         vec![true; dag.tasks.len()]
     } else {
-        dag.select(&opts.tasks, opts.downstream)
-            .map_err(ExecError::Selection)?
+        dag.select(&opts.tasks, opts.downstream).map_err(ExecError::Selection)?
     };
     for t in &dag.tasks {
         if let Some(p) = &t.pool
             && pools.semaphore(p).is_none()
         {
-            return Err(ExecError::UnknownPool {
-                task: t.id.clone(),
-                pool: p.clone(),
-            });
+            return Err(ExecError::UnknownPool { task: t.id.clone(), pool: p.clone() });
         }
     }
     let mut store = RunStore::open(state_path)?;
     let logs_dir = store.logs_dir();
-    let task_sel: Vec<(&str, bool)> = dag
-        .tasks
-        .iter()
-        .zip(&selected)
-        .map(|(t, s)| (t.id.as_str(), *s))
-        .collect();
+    let task_sel: Vec<(&str, bool)> = dag.tasks.iter().zip(&selected).map(|(t, s)| (t.id.as_str(), *s)).collect();
     let claimed = store.claim(&Claim {
         dag_id: &dag.id,
         interval,
@@ -306,11 +290,7 @@ pub async fn execute(
         .iter()
         .zip(&selected)
         .map(|(t, &sel)| {
-            let (state, attempts) = claimed
-                .tasks
-                .get(&t.id)
-                .cloned()
-                .unwrap_or((TaskState::Queued, 0));
+            let (state, attempts) = claimed.tasks.get(&t.id).cloned().unwrap_or((TaskState::Queued, 0));
             Slot {
                 state,
                 attempts,
@@ -325,10 +305,7 @@ pub async fn execute(
     for (i, t) in dag.tasks.iter().enumerate() {
         slots[i].tally.total = t.upstream.iter().filter(|&&u| selected[u]).count() as u32;
     }
-    let reused = slots
-        .iter()
-        .filter(|s| s.selected && matches!(s.state, TaskState::Success { .. }))
-        .count();
+    let reused = slots.iter().filter(|s| s.selected && matches!(s.state, TaskState::Success { .. })).count();
     observer(Event::Claimed {
         run_id: &run_id,
         total: selected.iter().filter(|s| **s).count(),
@@ -347,9 +324,7 @@ pub async fn execute(
 
     // Tasks that are already finished (succeeded earlier) feed their downstream tallies;
     // then every undecided task is evaluated once.
-    let mut work: Vec<usize> = (0..n)
-        .filter(|&i| slots[i].selected && slots[i].state.is_terminal())
-        .collect();
+    let mut work: Vec<usize> = (0..n).filter(|&i| slots[i].selected && slots[i].state.is_terminal()).collect();
     propagate(&dag, &mut slots, &mut work, &mut ops, &mut ready, observer);
     for i in 0..n {
         if slots[i].selected && !slots[i].decided && slots[i].state == TaskState::Queued {
@@ -390,11 +365,7 @@ pub async fn execute(
                     Ok(s) => {
                         slot.state = s;
                         slot.attempts = attempt;
-                        ops.push(Op::AttemptStarted {
-                            task_id: dag.tasks[i].id.clone(),
-                            attempt,
-                            started_at: now,
-                        });
+                        ops.push(Op::AttemptStarted { task_id: dag.tasks[i].id.clone(), attempt, started_at: now });
                         ops.push(Op::Task {
                             task_id: dag.tasks[i].id.clone(),
                             state: slot.state.clone(),
@@ -413,17 +384,10 @@ pub async fn execute(
         store.apply(&run_id, &std::mem::take(&mut ops))?;
         for (i, permit) in to_spawn {
             let task = &dag.tasks[i];
-            observer(Event::Task {
-                task: &task.id,
-                state: &slots[i].state,
-            });
+            observer(Event::Task { task: &task.id, state: &slots[i].state });
             info!(dag = %dag.id, run = %run_id, task = %task.id, attempt = slots[i].attempts, "task started");
             let log = Arc::new(TaskLog::new(
-                logs_dir
-                    .join(&dag.id)
-                    .join(&run_id)
-                    .join(&task.id)
-                    .join(format!("attempt-{}.log", slots[i].attempts)),
+                logs_dir.join(&dag.id).join(&run_id).join(&task.id).join(format!("attempt-{}.log", slots[i].attempts)),
             ));
             let token = cancel.child_token();
             let ctx = TaskContext {
@@ -465,11 +429,7 @@ pub async fn execute(
                 };
                 drop(fut);
                 drop(permit);
-                let _ = tx.send(Completion {
-                    idx: i,
-                    outcome,
-                    log,
-                });
+                let _ = tx.send(Completion { idx: i, outcome, log });
             });
         }
 
@@ -524,10 +484,7 @@ pub async fn execute(
 
     let state = if cancelling {
         RunState::Cancelled
-    } else if slots
-        .iter()
-        .any(|s| s.selected && s.state.counts_as_failed())
-    {
+    } else if slots.iter().any(|s| s.selected && s.state.counts_as_failed()) {
         RunState::Failed
     } else {
         RunState::Success
@@ -549,15 +506,7 @@ pub async fn execute(
             selected: s.selected,
         })
         .collect();
-    Ok(RunReport {
-        run_id,
-        dag_id: dag.id.clone(),
-        interval,
-        state,
-        tasks,
-        elapsed: started.elapsed(),
-        reused,
-    })
+    Ok(RunReport { run_id, dag_id: dag.id.clone(), interval, state, tasks, elapsed: started.elapsed(), reused })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -585,43 +534,22 @@ fn complete(
     let (next, outcome, error): (TaskState, &'static str, Option<String>) = match c.outcome {
         Outcome::Done(Ok(out)) if out.skipped => {
             exit_code = out.exit_code;
-            (
-                slot.state.skip_self().unwrap_or(TaskState::Skipped),
-                "skipped",
-                None,
-            )
+            (slot.state.skip_self().unwrap_or(TaskState::Skipped), "skipped", None)
         }
         Outcome::Done(Ok(out)) => {
             exit_code = out.exit_code;
             summary = out.summary;
-            (
-                slot.state.succeed(now).unwrap_or(TaskState::Queued),
-                "success",
-                None,
-            )
+            (slot.state.succeed(now).unwrap_or(TaskState::Queued), "success", None)
         }
-        Outcome::Cancelled => (
-            slot.state.cancel().unwrap_or(TaskState::Cancelled {
-                attempt: Some(attempt),
-            }),
-            "cancelled",
-            None,
-        ),
-        Outcome::Done(Err(_)) if cancelling => (
-            slot.state.cancel().unwrap_or(TaskState::Cancelled {
-                attempt: Some(attempt),
-            }),
-            "cancelled",
-            None,
-        ),
+        Outcome::Cancelled => {
+            (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None)
+        }
+        Outcome::Done(Err(_)) if cancelling => {
+            (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None)
+        }
         other => {
             let (message, retryable, code, outcome) = match other {
-                Outcome::TimedOut(t) => (
-                    format!("timed out after {}", humanize(t)),
-                    true,
-                    None,
-                    "timed_out",
-                ),
+                Outcome::TimedOut(t) => (format!("timed out after {}", humanize(t)), true, None, "timed_out"),
                 Outcome::Done(Err(f)) => (f.message, f.retryable, f.exit_code, "failed"),
                 _ => unreachable_outcome(),
             };
@@ -632,21 +560,13 @@ fn complete(
             c.log.line(format_args!(
                 "attempt {attempt} {outcome}: {message}{}",
                 match retry_at {
-                    Some(d) => format!(
-                        "; retry {}/{} in {}",
-                        slot.failures,
-                        task.retry.retries,
-                        humanize(d)
-                    ),
+                    Some(d) => format!("; retry {}/{} in {}", slot.failures, task.retry.retries, humanize(d)),
                     None if !retryable => "; not retryable".to_string(),
                     None => String::new(),
                 }
             ));
             let at = retry_at.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
-            let next = slot
-                .state
-                .fail(message.clone(), now, at)
-                .unwrap_or(TaskState::Queued);
+            let next = slot.state.fail(message.clone(), now, at).unwrap_or(TaskState::Queued);
             if let Some(d) = retry_at {
                 warn!(dag = %dag.id, task = %task.id, attempt, error = %message, retry_in = %humanize(d), "task failed; will retry");
                 retries.push(Reverse((Instant::now() + d, i)));
@@ -671,15 +591,8 @@ fn complete(
         summary,
         log_path: c.log.exists().then(|| c.log.path().display().to_string()),
     });
-    ops.push(Op::Task {
-        task_id: task.id.clone(),
-        state: slot.state.clone(),
-        attempts: slot.attempts,
-    });
-    observer(Event::Task {
-        task: &task.id,
-        state: &slot.state,
-    });
+    ops.push(Op::Task { task_id: task.id.clone(), state: slot.state.clone(), attempts: slot.attempts });
+    observer(Event::Task { task: &task.id, state: &slot.state });
     if slot.state.is_terminal() {
         work.push(i);
     }
@@ -741,15 +654,8 @@ fn evaluate(
     if let Ok(s) = next {
         slot.decided = true;
         slot.state = s;
-        ops.push(Op::Task {
-            task_id: dag.tasks[i].id.clone(),
-            state: slot.state.clone(),
-            attempts: slot.attempts,
-        });
-        observer(Event::Task {
-            task: &dag.tasks[i].id,
-            state: &slot.state,
-        });
+        ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: slot.state.clone(), attempts: slot.attempts });
+        observer(Event::Task { task: &dag.tasks[i].id, state: &slot.state });
         work.push(i);
     }
 }
@@ -762,11 +668,7 @@ pub fn humanize(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
     }
 }
 
@@ -779,12 +681,7 @@ mod tests {
     use super::*;
 
     fn t(total: u32, success: u32, failed: u32, skipped: u32) -> Tally {
-        Tally {
-            total,
-            success,
-            failed,
-            skipped,
-        }
+        Tally { total, success, failed, skipped }
     }
 
     #[test]
@@ -792,17 +689,9 @@ mod tests {
         let r = TriggerRule::AllSuccess;
         assert_eq!(decide(r, t(2, 1, 0, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 2, 0, 0)), Decision::Run);
-        assert_eq!(
-            decide(r, t(2, 0, 1, 0)),
-            Decision::UpstreamFailed,
-            "fails fast"
-        );
+        assert_eq!(decide(r, t(2, 0, 1, 0)), Decision::UpstreamFailed, "fails fast");
         assert_eq!(decide(r, t(2, 1, 0, 1)), Decision::Skip);
-        assert_eq!(
-            decide(r, t(0, 0, 0, 0)),
-            Decision::Run,
-            "root tasks always run"
-        );
+        assert_eq!(decide(r, t(0, 0, 0, 0)), Decision::Run, "root tasks always run");
     }
 
     #[test]
@@ -823,11 +712,7 @@ mod tests {
     #[test]
     fn one_success() {
         let r = TriggerRule::OneSuccess;
-        assert_eq!(
-            decide(r, t(3, 1, 0, 0)),
-            Decision::Run,
-            "fires as soon as one succeeds"
-        );
+        assert_eq!(decide(r, t(3, 1, 0, 0)), Decision::Run, "fires as soon as one succeeds");
         assert_eq!(decide(r, t(2, 0, 1, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 0, 2, 0)), Decision::UpstreamFailed);
         assert_eq!(decide(r, t(2, 0, 0, 2)), Decision::Skip);
@@ -836,11 +721,7 @@ mod tests {
     #[test]
     fn one_failed() {
         let r = TriggerRule::OneFailed;
-        assert_eq!(
-            decide(r, t(3, 0, 1, 0)),
-            Decision::Run,
-            "fires as soon as one fails"
-        );
+        assert_eq!(decide(r, t(3, 0, 1, 0)), Decision::Run, "fires as soon as one fails");
         assert_eq!(decide(r, t(2, 1, 0, 0)), Decision::Wait);
         assert_eq!(decide(r, t(2, 2, 0, 0)), Decision::Skip);
     }

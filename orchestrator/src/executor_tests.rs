@@ -15,9 +15,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        Fixture {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        Fixture { dir: tempfile::tempdir().expect("tempdir") }
     }
 
     fn path(&self) -> &Path {
@@ -39,12 +37,8 @@ impl Fixture {
         opts: ExecOptions,
         cancel: CancellationToken,
     ) -> RunReport {
-        let interval =
-            DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
-        let opts = ExecOptions {
-            project_dir: self.path().to_path_buf(),
-            ..opts
-        };
+        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+        let opts = ExecOptions { project_dir: self.path().to_path_buf(), ..opts };
         execute(
             dag.clone(),
             interval,
@@ -59,28 +53,16 @@ impl Fixture {
     }
 
     async fn run(&self, dag: &Arc<Dag>) -> RunReport {
-        self.run_with(
-            dag,
-            &BTreeMap::new(),
-            ExecOptions::default(),
-            CancellationToken::new(),
-        )
-        .await
+        self.run_with(dag, &BTreeMap::new(), ExecOptions::default(), CancellationToken::new()).await
     }
 }
 
 fn state_of<'a>(r: &'a RunReport, task: &str) -> &'a TaskState {
-    &r.tasks
-        .iter()
-        .find(|t| t.task_id == task)
-        .expect("task in report")
-        .state
+    &r.tasks.iter().find(|t| t.task_id == task).expect("task in report").state
 }
 
 fn sh(id: &str, deps: &str, script: &str) -> String {
-    format!(
-        "  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n"
-    )
+    format!("  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n")
 }
 
 #[tokio::test]
@@ -94,10 +76,7 @@ async fn tasks_run_in_dependency_order_and_succeed() {
     ));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("order")).expect("order"),
-        "a\nb\nc\n"
-    );
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\n");
 }
 
 #[tokio::test]
@@ -113,10 +92,7 @@ async fn a_task_starts_as_soon_as_its_own_upstream_is_done() {
     ));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("order")).expect("order"),
-        "fast\nafter_fast\nslow\n"
-    );
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "fast\nafter_fast\nslow\n");
 }
 
 #[tokio::test]
@@ -136,11 +112,7 @@ async fn trigger_rules_decide_what_runs_after_a_failure() {
     assert_eq!(r.state, RunState::Failed);
     assert!(matches!(state_of(&r, "bad"), TaskState::Failed { .. }));
     assert_eq!(state_of(&r, "needs_all"), &TaskState::UpstreamFailed);
-    assert_eq!(
-        state_of(&r, "after_needs_all"),
-        &TaskState::UpstreamFailed,
-        "propagates transitively"
-    );
+    assert_eq!(state_of(&r, "after_needs_all"), &TaskState::UpstreamFailed, "propagates transitively");
     assert!(matches!(state_of(&r, "cleanup"), TaskState::Success { .. }));
     assert!(matches!(state_of(&r, "alert"), TaskState::Success { .. }));
     assert_eq!(state_of(&r, "all_bad"), &TaskState::Skipped);
@@ -174,11 +146,7 @@ async fn retries_back_off_exponentially_then_succeed() {
     ));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
-    let t = r
-        .tasks
-        .iter()
-        .find(|t| t.task_id == "flaky")
-        .expect("flaky");
+    let t = r.tasks.iter().find(|t| t.task_id == "flaky").expect("flaky");
     assert_eq!(t.attempts, 3);
     let starts: Vec<f64> = std::fs::read_to_string(f.path().join("starts"))
         .expect("starts")
@@ -205,17 +173,8 @@ async fn retries_run_out_and_the_run_fails() {
     ));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Failed);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("tries"))
-            .expect("tries")
-            .lines()
-            .count(),
-        3
-    );
-    assert!(matches!(
-        state_of(&r, "bad"),
-        TaskState::Failed { attempt: 3, .. }
-    ));
+    assert_eq!(std::fs::read_to_string(f.path().join("tries")).expect("tries").lines().count(), 3);
+    assert!(matches!(state_of(&r, "bad"), TaskState::Failed { attempt: 3, .. }));
     assert_eq!(state_of(&r, "after"), &TaskState::UpstreamFailed);
 }
 
@@ -229,32 +188,18 @@ async fn a_timeout_kills_the_whole_process_tree() {
     ));
     let started = Instant::now();
     let r = f.run(&dag).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the timeout must stop the task"
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "the timeout must stop the task");
     assert_eq!(r.state, RunState::Failed);
     let t = r.tasks.iter().find(|t| t.task_id == "hang").expect("hang");
     assert_eq!(t.error.as_deref(), Some("timed out after 0.5s"));
-    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid")).expect("pid").trim().parse().expect("pid");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !crate::process::pid_alive(pid) || is_zombie(pid),
-        "background child {pid} must be killed"
-    );
+    assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "background child {pid} must be killed");
 }
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
         .unwrap_or(true)
 }
 
@@ -273,45 +218,20 @@ async fn cancel_stops_running_tasks_and_records_them() {
         c2.cancel();
     });
     let started = Instant::now();
-    let r = f
-        .run_with(&dag, &BTreeMap::new(), ExecOptions::default(), cancel)
-        .await;
+    let r = f.run_with(&dag, &BTreeMap::new(), ExecOptions::default(), cancel).await;
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(r.state, RunState::Cancelled);
-    assert_eq!(
-        state_of(&r, "long"),
-        &TaskState::Cancelled { attempt: Some(1) }
-    );
-    assert_eq!(
-        state_of(&r, "after"),
-        &TaskState::Cancelled { attempt: None }
-    );
-    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    assert_eq!(state_of(&r, "long"), &TaskState::Cancelled { attempt: Some(1) });
+    assert_eq!(state_of(&r, "after"), &TaskState::Cancelled { attempt: None });
+    let pid: i32 = std::fs::read_to_string(f.path().join("child.pid")).expect("pid").trim().parse().expect("pid");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !crate::process::pid_alive(pid) || is_zombie(pid),
-        "child {pid} must be killed"
-    );
+    assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "child {pid} must be killed");
     let store = RunStore::open(&f.path().join("state.db")).expect("store");
-    assert_eq!(
-        store.run(&r.run_id).expect("run").expect("exists").state,
-        RunState::Cancelled
-    );
+    assert_eq!(store.run(&r.run_id).expect("run").expect("exists").state, RunState::Cancelled);
     // Running it again (here with a quicker `long`) finishes the same run.
-    let quick = f.dag(&format!(
-        "id: d\ntasks:\n{}{}",
-        sh("long", "", "true"),
-        sh("after", "long", "true")
-    ));
+    let quick = f.dag(&format!("id: d\ntasks:\n{}{}", sh("long", "", "true"), sh("after", "long", "true")));
     let r2 = f.run(&quick).await;
-    assert_eq!(
-        (r2.run_id.as_str(), r2.state),
-        (r.run_id.as_str(), RunState::Success)
-    );
+    assert_eq!((r2.run_id.as_str(), r2.state), (r.run_id.as_str(), RunState::Success));
 }
 
 #[tokio::test]
@@ -325,25 +245,14 @@ async fn pools_limit_concurrency_across_tasks() {
     }
     let dag = f.dag(&yaml);
     let pools: BTreeMap<String, u32> = [("single".to_string(), 1)].into();
-    let r = f
-        .run_with(
-            &dag,
-            &pools,
-            ExecOptions::default(),
-            CancellationToken::new(),
-        )
-        .await;
+    let r = f.run_with(&dag, &pools, ExecOptions::default(), CancellationToken::new()).await;
     assert_eq!(r.state, RunState::Success, "{:#?}", r.tasks);
 
     // Without the pool the same DAG collides.
     let f2 = Fixture::new();
     let dag2 = f2.dag(&yaml.replace("defaults:\n  pool: single\n", ""));
     let r2 = f2.run(&dag2).await;
-    assert_eq!(
-        r2.state,
-        RunState::Failed,
-        "without a pool the tasks overlap"
-    );
+    assert_eq!(r2.state, RunState::Failed, "without a pool the tasks overlap");
 }
 
 #[tokio::test]
@@ -369,50 +278,27 @@ async fn a_selection_runs_only_those_tasks_and_downstream() {
     ));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
-    let opts = ExecOptions {
-        tasks: vec!["b".into()],
-        downstream: true,
-        ..ExecOptions::default()
-    };
-    let r = f
-        .run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new())
-        .await;
+    let opts = ExecOptions { tasks: vec!["b".into()], downstream: true, ..ExecOptions::default() };
+    let r = f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
     assert_eq!(r.state, RunState::Success);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("order")).expect("order"),
-        "a\nb\nc\nb\nc\n"
-    );
-    let opts = ExecOptions {
-        tasks: vec!["b".into()],
-        ..ExecOptions::default()
-    };
-    f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new())
-        .await;
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("order")).expect("order"),
-        "a\nb\nc\nb\nc\nb\n"
-    );
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\nb\nc\n");
+    let opts = ExecOptions { tasks: vec!["b".into()], ..ExecOptions::default() };
+    f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
+    assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\nb\nc\nb\n");
 }
 
 #[tokio::test]
 async fn rerunning_a_failed_run_keeps_what_succeeded() {
     let f = Fixture::new();
-    let dag = f.dag(&format!(
-        "id: d\ntasks:\n{}{}",
-        sh("a", "", "echo a >> $DIR/count"),
-        sh("b", "a", "test -f $DIR/fixed")
-    ));
+    let dag =
+        f.dag(&format!("id: d\ntasks:\n{}{}", sh("a", "", "echo a >> $DIR/count"), sh("b", "a", "test -f $DIR/fixed")));
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Failed);
     std::fs::write(f.path().join("fixed"), "").expect("fix");
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
     assert_eq!(r.reused, 1);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("count")).expect("count"),
-        "a\n",
-        "a ran once"
-    );
+    assert_eq!(std::fs::read_to_string(f.path().join("count")).expect("count"), "a\n", "a ran once");
 }
 
 #[tokio::test]
@@ -422,16 +308,8 @@ async fn templates_reach_the_program() {
         "id: tpl\nparams:\n  name: world\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    \
          args: [-c, 'echo \"$1 $2 $3 $CARTFLOW_DS\" > $DIR/out', '-', '{{ ds_nodash }}', '{{ params.name }}', '{{ task.id }}']\n",
     );
-    let opts = ExecOptions {
-        params: [("name".to_string(), "cartflow".to_string())].into(),
-        ..ExecOptions::default()
-    };
-    let r = f
-        .run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new())
-        .await;
+    let opts = ExecOptions { params: [("name".to_string(), "cartflow".to_string())].into(), ..ExecOptions::default() };
+    let r = f.run_with(&dag, &BTreeMap::new(), opts, CancellationToken::new()).await;
     assert_eq!(r.state, RunState::Success);
-    assert_eq!(
-        std::fs::read_to_string(f.path().join("out")).expect("out"),
-        "20191001 cartflow t 2019-10-01\n"
-    );
+    assert_eq!(std::fs::read_to_string(f.path().join("out")).expect("out"), "20191001 cartflow t 2019-10-01\n");
 }

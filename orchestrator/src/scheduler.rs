@@ -30,11 +30,7 @@ use crate::store::{self, RunStore};
 /// - With `catchup: false` (the default), only the latest complete interval, if it is newer
 ///   than the latest existing run: a DAG that is new, or resumed after a pause, does not
 ///   replay the past.
-pub fn due(
-    dag: &Dag,
-    last_run_start: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Vec<DataInterval> {
+pub fn due(dag: &Dag, last_run_start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<DataInterval> {
     if matches!(dag.schedule, Schedule::Manual) {
         return Vec::new();
     }
@@ -42,9 +38,8 @@ pub fn due(
         return Vec::new();
     };
     let newer = |i: &DataInterval| last_run_start.is_none_or(|l| i.start > l);
-    let in_bounds = |i: &DataInterval| {
-        dag.start_date.is_none_or(|s| i.start >= s) && dag.end_date.is_none_or(|e| i.start < e)
-    };
+    let in_bounds =
+        |i: &DataInterval| dag.start_date.is_none_or(|s| i.start >= s) && dag.end_date.is_none_or(|e| i.start < e);
     let candidates = if dag.catchup {
         let from = match (last_run_start, dag.start_date) {
             (Some(l), _) => Some(l + chrono::Duration::seconds(1)),
@@ -52,18 +47,13 @@ pub fn due(
             (None, None) => None,
         };
         match from {
-            Some(from) => dag
-                .schedule
-                .intervals_between(from, latest.end, dag.timezone),
+            Some(from) => dag.schedule.intervals_between(from, latest.end, dag.timezone),
             None => vec![latest],
         }
     } else {
         vec![latest]
     };
-    candidates
-        .into_iter()
-        .filter(|i| i.end <= now && newer(i) && in_bounds(i))
-        .collect()
+    candidates.into_iter().filter(|i| i.end <= now && newer(i) && in_bounds(i)).collect()
 }
 
 /// Where the scheduler finds DAGs and state.
@@ -107,10 +97,10 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                if let Ok(m) = e.metadata() {
-                    out.push((p, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-                }
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && let Ok(m) = e.metadata()
+            {
+                out.push((p, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
             }
         }
     }
@@ -138,12 +128,7 @@ impl Loaded {
         };
         let mut next: BTreeMap<PathBuf, Arc<Dag>> = BTreeMap::new();
         for dag in set.dags.values() {
-            if !first
-                && self
-                    .by_file
-                    .get(&dag.file)
-                    .is_none_or(|old| !Arc::ptr_eq(old, dag))
-            {
+            if !first && self.by_file.get(&dag.file).is_none_or(|old| !Arc::ptr_eq(old, dag)) {
                 info!(dag = %dag.id, file = %dag.file.display(), "DAG loaded");
             }
             next.insert(dag.file.clone(), dag.clone());
@@ -186,11 +171,8 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
         let mut created = 0;
         if !cancel.is_cancelled() {
             for dag in loaded.by_file.values() {
-                let ours: HashSet<String> = launched
-                    .iter()
-                    .filter(|(_, d)| **d == dag.id)
-                    .map(|(r, _)| r.clone())
-                    .collect();
+                let ours: HashSet<String> =
+                    launched.iter().filter(|(_, d)| **d == dag.id).map(|(r, _)| r.clone()).collect();
                 let live: HashSet<String> = store.live_runs(&dag.id)?.into_iter().collect();
                 let active = live.len() + ours.iter().filter(|r| !live.contains(*r)).count();
                 let slots = (dag.max_active_runs as usize).saturating_sub(active);
@@ -209,25 +191,13 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
                     created += 1;
                     let (dag, opts, state, pools, cancel) = (
                         dag.clone(),
-                        ExecOptions {
-                            trigger: Trigger::Scheduled,
-                            ..cfg.exec.clone()
-                        },
+                        ExecOptions { trigger: Trigger::Scheduled, ..cfg.exec.clone() },
                         cfg.state_path.clone(),
                         cfg.pools.clone(),
                         cancel.clone(),
                     );
                     set.spawn(async move {
-                        let r = executor::execute(
-                            dag,
-                            interval,
-                            &state,
-                            pools,
-                            &opts,
-                            cancel,
-                            &mut |_| {},
-                        )
-                        .await;
+                        let r = executor::execute(dag, interval, &state, pools, &opts, cancel, &mut |_| {}).await;
                         (run_id, r)
                     });
                 }
@@ -277,9 +247,7 @@ mod tests {
     }
 
     fn ts(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("ts")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s).expect("ts").with_timezone(&Utc)
     }
 
     fn ds(v: &[DataInterval]) -> Vec<String> {
@@ -290,88 +258,39 @@ mod tests {
 
     #[test]
     fn without_catchup_only_the_latest_complete_interval_is_due() {
-        let d = dag(&format!(
-            "id: d\nschedule: '@daily'\nstart_date: 2026-11-01\n{TASKS}"
-        ));
+        let d = dag(&format!("id: d\nschedule: '@daily'\nstart_date: 2026-11-01\n{TASKS}"));
         let now = ts("2026-11-25T10:00:00Z");
-        assert_eq!(
-            ds(&due(&d, None, now)),
-            vec!["2026-11-24"],
-            "first scheduled: the latest only"
-        );
-        assert_eq!(
-            ds(&due(&d, Some(ts("2026-11-20T00:00:00Z")), now)),
-            vec!["2026-11-24"],
-            "resumed after a pause"
-        );
-        assert!(
-            due(&d, Some(ts("2026-11-24T00:00:00Z")), now).is_empty(),
-            "already ran"
-        );
+        assert_eq!(ds(&due(&d, None, now)), vec!["2026-11-24"], "first scheduled: the latest only");
+        assert_eq!(ds(&due(&d, Some(ts("2026-11-20T00:00:00Z")), now)), vec!["2026-11-24"], "resumed after a pause");
+        assert!(due(&d, Some(ts("2026-11-24T00:00:00Z")), now).is_empty(), "already ran");
     }
 
     #[test]
     fn catchup_runs_every_missed_interval_from_start_date_or_the_last_run() {
-        let d = dag(&format!(
-            "id: d\nschedule: '@daily'\nstart_date: 2026-11-20\ncatchup: true\n{TASKS}"
-        ));
+        let d = dag(&format!("id: d\nschedule: '@daily'\nstart_date: 2026-11-20\ncatchup: true\n{TASKS}"));
         let now = ts("2026-11-25T10:00:00Z");
-        assert_eq!(
-            ds(&due(&d, None, now)),
-            vec![
-                "2026-11-20",
-                "2026-11-21",
-                "2026-11-22",
-                "2026-11-23",
-                "2026-11-24"
-            ]
-        );
-        assert_eq!(
-            ds(&due(&d, Some(ts("2026-11-22T00:00:00Z")), now)),
-            vec!["2026-11-23", "2026-11-24"]
-        );
+        assert_eq!(ds(&due(&d, None, now)), vec!["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]);
+        assert_eq!(ds(&due(&d, Some(ts("2026-11-22T00:00:00Z")), now)), vec!["2026-11-23", "2026-11-24"]);
     }
 
     #[test]
     fn start_and_end_dates_bound_what_is_due() {
-        let future = dag(&format!(
-            "id: d\nschedule: '@daily'\nstart_date: 2027-01-01\n{TASKS}"
-        ));
+        let future = dag(&format!("id: d\nschedule: '@daily'\nstart_date: 2027-01-01\n{TASKS}"));
         assert!(due(&future, None, ts("2026-11-25T10:00:00Z")).is_empty());
         let ended = dag(&format!(
             "id: d\nschedule: '@daily'\nstart_date: 2026-11-01\nend_date: 2026-11-23\ncatchup: true\n{TASKS}"
         ));
-        let v = due(
-            &ended,
-            Some(ts("2026-11-20T00:00:00Z")),
-            ts("2026-11-25T10:00:00Z"),
-        );
+        let v = due(&ended, Some(ts("2026-11-20T00:00:00Z")), ts("2026-11-25T10:00:00Z"));
         assert_eq!(ds(&v), vec!["2026-11-21", "2026-11-22"]);
         let manual = dag(&format!("id: d\n{TASKS}"));
-        assert!(
-            due(&manual, None, ts("2026-11-25T10:00:00Z")).is_empty(),
-            "manual DAGs are never due"
-        );
+        assert!(due(&manual, None, ts("2026-11-25T10:00:00Z")).is_empty(), "manual DAGs are never due");
     }
 
     #[test]
     fn a_run_is_due_exactly_at_its_interval_end() {
-        let d = dag(&format!(
-            "id: d\nschedule: '0 2 * * *'\ntimezone: Europe/Berlin\n{TASKS}"
-        ));
-        let before = due(
-            &d,
-            Some(ts("2026-11-23T01:00:00Z")),
-            ts("2026-11-25T00:59:59Z"),
-        );
+        let d = dag(&format!("id: d\nschedule: '0 2 * * *'\ntimezone: Europe/Berlin\n{TASKS}"));
+        let before = due(&d, Some(ts("2026-11-23T01:00:00Z")), ts("2026-11-25T00:59:59Z"));
         assert!(before.is_empty(), "{:?}", ds(&before));
-        assert_eq!(
-            ds(&due(
-                &d,
-                Some(ts("2026-11-23T01:00:00Z")),
-                ts("2026-11-25T01:00:00Z")
-            )),
-            vec!["2026-11-24"]
-        );
+        assert_eq!(ds(&due(&d, Some(ts("2026-11-23T01:00:00Z")), ts("2026-11-25T01:00:00Z"))), vec!["2026-11-24"]);
     }
 }

@@ -99,26 +99,17 @@ impl TaskState {
 
     /// Whether the task counts as failed for its downstream tasks.
     pub fn counts_as_failed(&self) -> bool {
-        matches!(
-            self,
-            TaskState::Failed { .. } | TaskState::UpstreamFailed | TaskState::Cancelled { .. }
-        )
+        matches!(self, TaskState::Failed { .. } | TaskState::UpstreamFailed | TaskState::Cancelled { .. })
     }
 
     fn illegal<T>(&self, action: &'static str) -> Result<T, IllegalTransition> {
-        Err(IllegalTransition {
-            from: self.name(),
-            action,
-        })
+        Err(IllegalTransition { from: self.name(), action })
     }
 
     /// Starts attempt `attempt`: from `queued` or `up_for_retry`.
     pub fn start(&self, attempt: u32, now: DateTime<Utc>) -> Result<TaskState, IllegalTransition> {
         match self {
-            TaskState::Queued | TaskState::UpForRetry { .. } => Ok(TaskState::Running {
-                attempt,
-                started_at: now,
-            }),
+            TaskState::Queued | TaskState::UpForRetry { .. } => Ok(TaskState::Running { attempt, started_at: now }),
             _ => self.illegal("start"),
         }
     }
@@ -126,14 +117,9 @@ impl TaskState {
     /// The running attempt succeeded.
     pub fn succeed(&self, now: DateTime<Utc>) -> Result<TaskState, IllegalTransition> {
         match self {
-            TaskState::Running {
-                attempt,
-                started_at,
-            } => Ok(TaskState::Success {
-                attempt: *attempt,
-                started_at: *started_at,
-                ended_at: now,
-            }),
+            TaskState::Running { attempt, started_at } => {
+                Ok(TaskState::Success { attempt: *attempt, started_at: *started_at, ended_at: now })
+            }
             _ => self.illegal("succeed"),
         }
     }
@@ -154,16 +140,12 @@ impl TaskState {
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<TaskState, IllegalTransition> {
         match (self, retry_at) {
-            (TaskState::Running { attempt, .. }, Some(retry_at)) => Ok(TaskState::UpForRetry {
-                attempt: *attempt,
-                retry_at,
-                error,
-            }),
-            (TaskState::Running { attempt, .. }, None) => Ok(TaskState::Failed {
-                attempt: *attempt,
-                ended_at: now,
-                error,
-            }),
+            (TaskState::Running { attempt, .. }, Some(retry_at)) => {
+                Ok(TaskState::UpForRetry { attempt: *attempt, retry_at, error })
+            }
+            (TaskState::Running { attempt, .. }, None) => {
+                Ok(TaskState::Failed { attempt: *attempt, ended_at: now, error })
+            }
             _ => self.illegal("fail"),
         }
     }
@@ -187,12 +169,8 @@ impl TaskState {
     /// The run is being cancelled.
     pub fn cancel(&self) -> Result<TaskState, IllegalTransition> {
         match self {
-            TaskState::Queued | TaskState::UpForRetry { .. } => {
-                Ok(TaskState::Cancelled { attempt: None })
-            }
-            TaskState::Running { attempt, .. } => Ok(TaskState::Cancelled {
-                attempt: Some(*attempt),
-            }),
+            TaskState::Queued | TaskState::UpForRetry { .. } => Ok(TaskState::Cancelled { attempt: None }),
+            TaskState::Running { attempt, .. } => Ok(TaskState::Cancelled { attempt: Some(*attempt) }),
             _ => self.illegal("cancel"),
         }
     }
@@ -300,13 +278,7 @@ mod tests {
     fn happy_path() {
         let q = TaskState::Queued;
         let r = q.start(1, now()).expect("start");
-        assert_eq!(
-            r,
-            TaskState::Running {
-                attempt: 1,
-                started_at: now()
-            }
-        );
+        assert_eq!(r, TaskState::Running { attempt: 1, started_at: now() });
         let s = r.succeed(now()).expect("succeed");
         assert!(matches!(s, TaskState::Success { attempt: 1, .. }));
         assert!(s.is_terminal());
@@ -327,13 +299,7 @@ mod tests {
     #[test]
     fn illegal_moves_are_refused() {
         let q = TaskState::Queued;
-        assert_eq!(
-            q.succeed(now()),
-            Err(IllegalTransition {
-                from: "queued",
-                action: "succeed"
-            })
-        );
+        assert_eq!(q.succeed(now()), Err(IllegalTransition { from: "queued", action: "succeed" }));
         assert!(q.fail("x".into(), now(), None).is_err());
         let s = TaskState::Skipped;
         assert!(s.start(1, now()).is_err());
@@ -352,10 +318,7 @@ mod tests {
     fn cancel_and_interrupt() {
         let r = TaskState::Queued.start(3, now()).expect("start");
         assert_eq!(r.cancel(), Ok(TaskState::Cancelled { attempt: Some(3) }));
-        assert_eq!(
-            TaskState::Queued.cancel(),
-            Ok(TaskState::Cancelled { attempt: None })
-        );
+        assert_eq!(TaskState::Queued.cancel(), Ok(TaskState::Cancelled { attempt: None }));
         assert_eq!(r.interrupt(), Ok(TaskState::Queued));
         let c = r.cancel().expect("cancel");
         assert_eq!(c.clear(), Ok(TaskState::Queued));
@@ -365,20 +328,9 @@ mod tests {
     fn states_round_trip_through_json() {
         for s in [
             TaskState::Queued,
-            TaskState::Running {
-                attempt: 2,
-                started_at: now(),
-            },
-            TaskState::UpForRetry {
-                attempt: 1,
-                retry_at: now(),
-                error: "e".into(),
-            },
-            TaskState::Failed {
-                attempt: 1,
-                ended_at: now(),
-                error: "e".into(),
-            },
+            TaskState::Running { attempt: 2, started_at: now() },
+            TaskState::UpForRetry { attempt: 1, retry_at: now(), error: "e".into() },
+            TaskState::Failed { attempt: 1, ended_at: now(), error: "e".into() },
             TaskState::Cancelled { attempt: None },
         ] {
             let j = serde_json::to_string(&s).expect("json");

@@ -158,9 +158,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
 
 /// The id of the run of `dag_id` for the interval starting at `start`.
@@ -178,11 +176,7 @@ pub fn my_token() -> &'static str {
 }
 
 fn owner_alive(token: &str, heartbeat: Option<DateTime<Utc>>) -> bool {
-    let pid: i32 = token
-        .split(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pid: i32 = token.split(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
     match process::process_token(pid) {
         Some(live) if live == token => true,
         Some(live) if live.ends_with(":?") || token.ends_with(":?") => {
@@ -191,6 +185,9 @@ fn owner_alive(token: &str, heartbeat: Option<DateTime<Utc>>) -> bool {
         _ => false,
     }
 }
+
+/// A run of a backfill job: (run id, planned action, final state once it finished).
+pub type BackfillRunRow = (String, String, Option<String>);
 
 /// One change to persist.
 #[derive(Debug, Clone)]
@@ -330,19 +327,10 @@ impl RunStore {
     /// Opens (creating and migrating) the store at `path`.
     pub fn open(path: &Path) -> Result<RunStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut store = RunStore {
-            conn,
-            path: path.to_path_buf(),
-        };
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut store = RunStore { conn, path: path.to_path_buf() };
         store.init()?;
         Ok(store)
     }
@@ -354,86 +342,49 @@ impl RunStore {
 
     /// The folder for task logs, beside the database.
     pub fn logs_dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(|p| p.join("logs"))
-            .unwrap_or_else(|| PathBuf::from("logs"))
+        self.path.parent().map(|p| p.join("logs")).unwrap_or_else(|| PathBuf::from("logs"))
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        move |source| StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     fn init(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        self.conn
-            .busy_timeout(Duration::from_secs(30))
-            .map_err(&e)?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(&e)?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(&e)?;
-        self.conn
-            .pragma_update(None, "foreign_keys", "ON")
-            .map_err(&e)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(&e)?;
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        self.conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+        self.conn.pragma_update(None, "journal_mode", "WAL").map_err(&e)?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(&e)?;
+        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&e)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: version,
-                known,
-            });
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(m).map_err(&e)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(&e)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(&e)?;
         }
         tx.commit().map_err(&e)
     }
 
     /// The schema version.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.sql())
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.sql())
     }
 
     /// Claims a run for this process: creates it, or takes over an existing one (resume).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimedRun, StoreError> {
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
         let now = Utc::now();
         let run_id = run_id(c.dag_id, c.interval.start);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         let existing: Option<(Option<String>, Option<String>)> = tx
-            .query_row(
-                "SELECT owner, heartbeat_at FROM dag_runs WHERE run_id = ?1",
-                [&run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT owner, heartbeat_at FROM dag_runs WHERE run_id = ?1", [&run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(&e)?;
         let existed = existing.is_some();
@@ -463,27 +414,17 @@ impl RunStore {
         }
         let mut stored: HashMap<String, (TaskState, u32)> = HashMap::new();
         {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT task_id, state_json, attempts FROM task_instances WHERE run_id = ?1",
-                )
-                .map_err(&e)?;
+            let mut stmt =
+                tx.prepare("SELECT task_id, state_json, attempts FROM task_instances WHERE run_id = ?1").map_err(&e)?;
             let rows = stmt
-                .query_map([&run_id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u32>(2)?,
-                    ))
-                })
+                .query_map([&run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
                 .map_err(&e)?;
             for row in rows {
                 let (task, json, attempts) = row.map_err(&e)?;
-                let state: TaskState =
-                    serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        what: format!("task {task} of {run_id}: {err}"),
-                    })?;
+                let state: TaskState = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("task {task} of {run_id}: {err}"),
+                })?;
                 stored.insert(task, (state, attempts));
             }
         }
@@ -518,12 +459,7 @@ impl RunStore {
             out.insert(task.to_string(), (new_state, attempts));
         }
         tx.commit().map_err(&e)?;
-        Ok(ClaimedRun {
-            run_id,
-            existed,
-            tasks: out,
-            interrupted,
-        })
+        Ok(ClaimedRun { run_id, existed, tasks: out, interrupted })
     }
 
     /// Persists a batch of changes of one run in one transaction.
@@ -532,15 +468,9 @@ impl RunStore {
             return Ok(());
         }
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
         let now = ts(Utc::now());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         {
             let mut task = tx
                 .prepare_cached(
@@ -560,34 +490,14 @@ impl RunStore {
                 .map_err(&e)?;
             for op in ops {
                 match op {
-                    Op::Task {
-                        task_id,
-                        state,
-                        attempts,
-                    } => {
+                    Op::Task { task_id, state, attempts } => {
                         let json = serde_json::to_string(state).unwrap_or_default();
-                        task.execute(params![run_id, task_id, state.name(), json, attempts, now])
-                            .map_err(&e)?;
+                        task.execute(params![run_id, task_id, state.name(), json, attempts, now]).map_err(&e)?;
                     }
-                    Op::AttemptStarted {
-                        task_id,
-                        attempt,
-                        started_at,
-                    } => {
-                        started
-                            .execute(params![run_id, task_id, attempt, ts(*started_at)])
-                            .map_err(&e)?;
+                    Op::AttemptStarted { task_id, attempt, started_at } => {
+                        started.execute(params![run_id, task_id, attempt, ts(*started_at)]).map_err(&e)?;
                     }
-                    Op::AttemptEnded {
-                        task_id,
-                        attempt,
-                        outcome,
-                        ended_at,
-                        error,
-                        exit_code,
-                        summary,
-                        log_path,
-                    } => {
+                    Op::AttemptEnded { task_id, attempt, outcome, ended_at, error, exit_code, summary, log_path } => {
                         ended
                             .execute(params![
                                 run_id,
@@ -631,13 +541,7 @@ impl RunStore {
     }
 
     /// Saves a fact about a task (overwriting the previous value of `key`).
-    pub fn set_fact(
-        &self,
-        run_id: &str,
-        task_id: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<(), StoreError> {
+    pub fn set_fact(&self, run_id: &str, task_id: &str, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, ?2, ?3, ?4)
@@ -649,12 +553,7 @@ impl RunStore {
     }
 
     /// Reads a fact saved by [`RunStore::set_fact`].
-    pub fn fact(
-        &self,
-        run_id: &str,
-        task_id: &str,
-        key: &str,
-    ) -> Result<Option<String>, StoreError> {
+    pub fn fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
                 "SELECT value FROM task_facts WHERE run_id = ?1 AND task_id = ?2 AND key = ?3",
@@ -692,9 +591,7 @@ impl RunStore {
         for row in rows {
             let (row, owner, hb) = row.map_err(self.sql())?;
             let live = row.state == RunState::Running
-                && owner.is_some_and(|o| {
-                    o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))
-                });
+                && owner.is_some_and(|o| o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts)));
             out.push((row, live));
         }
         Ok(out)
@@ -704,11 +601,7 @@ impl RunStore {
     pub fn last_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let s: Option<String> = self
             .conn
-            .query_row(
-                "SELECT max(interval_start) FROM dag_runs WHERE dag_id = ?1",
-                [dag_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT max(interval_start) FROM dag_runs WHERE dag_id = ?1", [dag_id], |r| r.get(0))
             .map_err(self.sql())?;
         Ok(s.as_deref().and_then(parse_ts))
     }
@@ -721,19 +614,13 @@ impl RunStore {
             .map_err(self.sql())?;
         let rows = stmt
             .query_map([dag_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
             })
             .map_err(self.sql())?;
         let mut out = Vec::new();
         for row in rows {
             let (run_id, owner, hb) = row.map_err(self.sql())?;
-            if owner.is_some_and(|o| {
-                o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))
-            }) {
+            if owner.is_some_and(|o| o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))) {
                 out.push(run_id);
             }
         }
@@ -742,17 +629,12 @@ impl RunStore {
 
     /// The unfinished backfill job for `request`, if any, with its runs in order:
     /// (run id, planned action, final state if it finished).
-    pub fn open_backfill(
-        &self,
-        request: &str,
-    ) -> Result<Option<(String, Vec<(String, String, Option<String>)>)>, StoreError> {
+    pub fn open_backfill(&self, request: &str) -> Result<Option<(String, Vec<BackfillRunRow>)>, StoreError> {
         let id: Option<String> = self
             .conn
-            .query_row(
-                "SELECT backfill_id FROM backfills WHERE request = ?1 AND finished_at IS NULL",
-                [request],
-                |r| r.get(0),
-            )
+            .query_row("SELECT backfill_id FROM backfills WHERE request = ?1 AND finished_at IS NULL", [request], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.sql())?;
         let Some(id) = id else { return Ok(None) };
@@ -760,9 +642,7 @@ impl RunStore {
             .conn
             .prepare("SELECT run_id, action, state FROM backfill_runs WHERE backfill_id = ?1 ORDER BY position")
             .map_err(self.sql())?;
-        let rows = stmt
-            .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(self.sql())?;
+        let rows = stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(self.sql())?;
         let runs = rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())?;
         Ok(Some((id, runs)))
     }
@@ -775,16 +655,10 @@ impl RunStore {
         runs: &[(String, &str)],
     ) -> Result<String, StoreError> {
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
         let now = Utc::now();
         let id = format!("{dag_id}:{}", now.format("%Y%m%dT%H%M%S%.6fZ"));
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         tx.execute(
             "INSERT INTO backfills (backfill_id, dag_id, request, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![id, dag_id, request, ts(now)],
@@ -802,12 +676,7 @@ impl RunStore {
     }
 
     /// Records how one run of a backfill job ended.
-    pub fn backfill_run_done(
-        &self,
-        backfill_id: &str,
-        run_id: &str,
-        state: &str,
-    ) -> Result<(), StoreError> {
+    pub fn backfill_run_done(&self, backfill_id: &str, run_id: &str, state: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE backfill_runs SET state = ?3 WHERE backfill_id = ?1 AND run_id = ?2",
@@ -853,9 +722,7 @@ impl RunStore {
                  WHERE (?1 IS NULL OR dag_id = ?1) ORDER BY interval_start DESC, dag_id LIMIT ?2",
             )
             .map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![dag_id, limit as i64], |r| self.run_row(r))
-            .map_err(self.sql())?;
+        let rows = stmt.query_map(params![dag_id, limit as i64], |r| self.run_row(r)).map_err(self.sql())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
@@ -878,36 +745,20 @@ impl RunStore {
             .prepare("SELECT task_id, state_json, attempts FROM task_instances WHERE run_id = ?1 ORDER BY rowid")
             .map_err(self.sql())?;
         let rows = stmt
-            .query_map([run_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                ))
-            })
+            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
             .map_err(self.sql())?;
         let mut out = Vec::new();
         for row in rows {
             let (task_id, json, attempts) = row.map_err(self.sql())?;
-            let state = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("{task_id}: {err}"),
-            })?;
-            out.push(TaskRow {
-                task_id,
-                state,
-                attempts,
-            });
+            let state = serde_json::from_str(&json)
+                .map_err(|err| StoreError::Corrupt { path: self.path.clone(), what: format!("{task_id}: {err}") })?;
+            out.push(TaskRow { task_id, state, attempts });
         }
         Ok(out)
     }
 
     /// The attempts of a run (all tasks, or one).
-    pub fn attempts(
-        &self,
-        run_id: &str,
-        task_id: Option<&str>,
-    ) -> Result<Vec<AttemptRow>, StoreError> {
+    pub fn attempts(&self, run_id: &str, task_id: Option<&str>) -> Result<Vec<AttemptRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -921,9 +772,7 @@ impl RunStore {
                     task_id: r.get(0)?,
                     attempt: r.get(1)?,
                     state: r.get(2)?,
-                    started_at: r
-                        .get::<_, String>(3)
-                        .map(|s| parse_ts(&s).unwrap_or_default())?,
+                    started_at: r.get::<_, String>(3).map(|s| parse_ts(&s).unwrap_or_default())?,
                     ended_at: r.get::<_, Option<String>>(4)?.as_deref().and_then(parse_ts),
                     error: r.get(5)?,
                     exit_code: r.get(6)?,
@@ -953,14 +802,9 @@ mod tests {
         drop(s);
         let s = RunStore::open(&p).expect("reopen");
         assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
-        s.conn
-            .pragma_update(None, "user_version", 99)
-            .expect("bump");
+        s.conn.pragma_update(None, "user_version", 99).expect("bump");
         drop(s);
-        assert!(matches!(
-            RunStore::open(&p),
-            Err(StoreError::TooNew { found: 99, .. })
-        ));
+        assert!(matches!(RunStore::open(&p), Err(StoreError::TooNew { found: 99, .. })));
     }
 
     #[test]
@@ -982,39 +826,15 @@ mod tests {
         let now = Utc::now();
         let running = TaskState::Queued.start(1, now).expect("start");
         let ok = running.succeed(now).expect("ok");
-        let failed = TaskState::Queued
-            .start(1, now)
-            .expect("start")
-            .fail("x".into(), now, None)
-            .expect("fail");
+        let failed = TaskState::Queued.start(1, now).expect("start").fail("x".into(), now, None).expect("fail");
         s.apply(
             &c.run_id,
             &[
-                Op::AttemptStarted {
-                    task_id: "a".into(),
-                    attempt: 1,
-                    started_at: now,
-                },
-                Op::Task {
-                    task_id: "a".into(),
-                    state: ok,
-                    attempts: 1,
-                },
-                Op::AttemptStarted {
-                    task_id: "b".into(),
-                    attempt: 1,
-                    started_at: now,
-                },
-                Op::Task {
-                    task_id: "b".into(),
-                    state: running,
-                    attempts: 1,
-                },
-                Op::Task {
-                    task_id: "c".into(),
-                    state: failed,
-                    attempts: 1,
-                },
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: ok, attempts: 1 },
+                Op::AttemptStarted { task_id: "b".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "b".into(), state: running, attempts: 1 },
+                Op::Task { task_id: "c".into(), state: failed, attempts: 1 },
             ],
         )
         .expect("apply");
@@ -1028,12 +848,7 @@ mod tests {
         let attempts = s.attempts(&c.run_id, Some("b")).expect("attempts");
         assert_eq!(attempts[0].state, "interrupted");
         // A rerun clears successes too.
-        let c3 = s
-            .claim(&Claim {
-                rerun: true,
-                ..claim.clone()
-            })
-            .expect("rerun");
+        let c3 = s.claim(&Claim { rerun: true, ..claim.clone() }).expect("rerun");
         assert_eq!(c3.tasks["a"].0, TaskState::Queued);
         assert_eq!(c3.tasks["a"].1, 1, "attempt numbers keep counting");
     }
@@ -1055,23 +870,15 @@ mod tests {
         // Pretend pid 1 (always alive: init) owns it.
         let init = process::process_token(1).unwrap_or_else(|| "1:?".into());
         s.conn
-            .execute(
-                "UPDATE dag_runs SET owner = ?1, heartbeat_at = ?2",
-                params![init, ts(Utc::now())],
-            )
+            .execute("UPDATE dag_runs SET owner = ?1, heartbeat_at = ?2", params![init, ts(Utc::now())])
             .expect("owner");
         let err = s.claim(&claim).expect_err("busy");
         assert!(matches!(err, StoreError::RunBusy { .. }), "{err}");
         // A dead owner is taken over.
-        s.conn
-            .execute("UPDATE dag_runs SET owner = '999999999:1'", [])
-            .expect("owner");
+        s.conn.execute("UPDATE dag_runs SET owner = '999999999:1'", []).expect("owner");
         s.claim(&claim).expect("takeover");
         s.finish(&c.run_id, RunState::Success).expect("finish");
-        assert_eq!(
-            s.run(&c.run_id).expect("run").expect("exists").state,
-            RunState::Success
-        );
+        assert_eq!(s.run(&c.run_id).expect("run").expect("exists").state, RunState::Success);
     }
 
     #[test]
@@ -1095,12 +902,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let s = RunStore::open(&dir.path().join("state.db")).expect("open");
         s.set_fact("r", "t", "job_run_id", "jr_1").expect("set");
-        s.set_fact("r", "t", "job_run_id", "jr_2")
-            .expect("overwrite");
-        assert_eq!(
-            s.fact("r", "t", "job_run_id").expect("get").as_deref(),
-            Some("jr_2")
-        );
+        s.set_fact("r", "t", "job_run_id", "jr_2").expect("overwrite");
+        assert_eq!(s.fact("r", "t", "job_run_id").expect("get").as_deref(), Some("jr_2"));
         assert_eq!(s.fact("r", "t", "nope").expect("get"), None);
     }
 }

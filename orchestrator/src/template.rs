@@ -12,16 +12,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The fixed variables every task can use (besides `params.NAME`).
-pub const VARIABLES: &[&str] = &[
-    "ds",
-    "ds_nodash",
-    "data_interval_start",
-    "data_interval_end",
-    "dag.id",
-    "task.id",
-    "run_id",
-    "logical_date",
-];
+pub const VARIABLES: &[&str] =
+    &["ds", "ds_nodash", "data_interval_start", "data_interval_end", "dag.id", "task.id", "run_id", "logical_date"];
 
 /// A template string from a DAG file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -54,19 +46,10 @@ pub enum TemplateError {
     BadName { text: String, offset: usize },
     /// A variable the context does not define.
     #[error("unknown template variable `{name}`")]
-    UnknownVariable {
-        name: String,
-        offset: usize,
-        hint: Option<String>,
-    },
+    UnknownVariable { name: String, offset: usize, hint: Option<String> },
     /// A value that may not be placed where it was asked to go.
     #[error("value {value:?} of `{name}` cannot be used in a {context}: {why}")]
-    Unsafe {
-        name: String,
-        value: String,
-        context: &'static str,
-        why: &'static str,
-    },
+    Unsafe { name: String, value: String, context: &'static str, why: &'static str },
 }
 
 /// Splits a template into text and placeholders.
@@ -79,26 +62,16 @@ pub fn parse(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
             out.push(Piece::Text(&rest[..start]));
         }
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or(TemplateError::Unclosed {
-            offset: base + start,
-        })?;
+        let end = after.find("}}").ok_or(TemplateError::Unclosed { offset: base + start })?;
         let name = after[..end].trim();
         let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             && !name.starts_with('.')
             && !name.ends_with('.');
         if !valid {
-            return Err(TemplateError::BadName {
-                text: name.to_string(),
-                offset: base + start,
-            });
+            return Err(TemplateError::BadName { text: name.to_string(), offset: base + start });
         }
-        out.push(Piece::Var {
-            name,
-            offset: base + start,
-        });
+        out.push(Piece::Var { name, offset: base + start });
         let consumed = start + 2 + end + 2;
         base += consumed;
         rest = &rest[consumed..];
@@ -113,18 +86,14 @@ pub fn parse(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 pub fn check(s: &str, params: &BTreeMap<String, String>) -> Result<(), TemplateError> {
     for piece in parse(s)? {
         if let Piece::Var { name, offset } = piece {
-            let known = VARIABLES.contains(&name)
-                || name
-                    .strip_prefix("params.")
-                    .is_some_and(|p| params.contains_key(p));
+            let known =
+                VARIABLES.contains(&name) || name.strip_prefix("params.").is_some_and(|p| params.contains_key(p));
             if !known {
                 let hint = match name.strip_prefix("params.") {
-                    Some(p) => Some(
-                        match crate::yaml::did_you_mean(p, params.keys().map(String::as_str)) {
-                            Some(s) => format!("did you mean `params.{s}`?"),
-                            None => format!("`{p}` is not declared under `params:` of this DAG"),
-                        },
-                    ),
+                    Some(p) => Some(match crate::yaml::did_you_mean(p, params.keys().map(String::as_str)) {
+                        Some(s) => format!("did you mean `params.{s}`?"),
+                        None => format!("`{p}` is not declared under `params:` of this DAG"),
+                    }),
                     None => {
                         let candidates: Vec<String> = VARIABLES
                             .iter()
@@ -135,11 +104,7 @@ pub fn check(s: &str, params: &BTreeMap<String, String>) -> Result<(), TemplateE
                             .map(|s| format!("did you mean `{s}`?"))
                     }
                 };
-                return Err(TemplateError::UnknownVariable {
-                    name: name.to_string(),
-                    offset,
-                    hint,
-                });
+                return Err(TemplateError::UnknownVariable { name: name.to_string(), offset, hint });
             }
         }
     }
@@ -206,13 +171,11 @@ impl Context {
             match piece {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Var { name, offset } => {
-                    let value = self
-                        .get(name)
-                        .ok_or_else(|| TemplateError::UnknownVariable {
-                            name: name.to_string(),
-                            offset,
-                            hint: None,
-                        })?;
+                    let value = self.get(name).ok_or_else(|| TemplateError::UnknownVariable {
+                        name: name.to_string(),
+                        offset,
+                        hint: None,
+                    })?;
                     validate(name, value, escaping)?;
                     out.push_str(value);
                 }
@@ -223,14 +186,8 @@ impl Context {
 }
 
 fn validate(name: &str, value: &str, escaping: Escaping) -> Result<(), TemplateError> {
-    let unsafe_ = |context, why| {
-        Err(TemplateError::Unsafe {
-            name: name.to_string(),
-            value: value.to_string(),
-            context,
-            why,
-        })
-    };
+    let unsafe_ =
+        |context, why| Err(TemplateError::Unsafe { name: name.to_string(), value: value.to_string(), context, why });
     match escaping {
         Escaping::None => Ok(()),
         Escaping::Path => {
@@ -249,14 +206,8 @@ fn validate(name: &str, value: &str, escaping: Escaping) -> Result<(), TemplateE
             if value.chars().any(char::is_control) {
                 return unsafe_("SQL literal", "control characters");
             }
-            if value.contains(['\'', '"', ';', '`', '\\'])
-                || value.contains("--")
-                || value.contains("/*")
-            {
-                return unsafe_(
-                    "SQL literal",
-                    "quotes, `;`, backslashes and comments are not allowed",
-                );
+            if value.contains(['\'', '"', ';', '`', '\\']) || value.contains("--") || value.contains("/*") {
+                return unsafe_("SQL literal", "quotes, `;`, backslashes and comments are not allowed");
             }
             Ok(())
         }
@@ -274,9 +225,8 @@ mod tests {
     use super::*;
 
     fn ctx() -> Context {
-        let interval = crate::schedule::DataInterval::daily_utc(
-            chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"),
-        );
+        let interval =
+            crate::schedule::DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
         let mut params = BTreeMap::new();
         params.insert("bucket".to_string(), "lake".to_string());
         params.insert("evil".to_string(), "x'; DROP TABLE t; --".to_string());
@@ -300,48 +250,24 @@ mod tests {
         let mut params = BTreeMap::new();
         params.insert("bucket".to_string(), "x".to_string());
         assert_eq!(check("a {{ ds }} b {{params.bucket}}", &params), Ok(()));
-        let Err(TemplateError::UnknownVariable { name, offset, hint }) =
-            check("x {{ dss }}", &params)
-        else {
+        let Err(TemplateError::UnknownVariable { name, offset, hint }) = check("x {{ dss }}", &params) else {
             panic!("expected unknown variable")
         };
-        assert_eq!(
-            (name.as_str(), offset, hint.as_deref()),
-            ("dss", 2, Some("did you mean `ds`?"))
-        );
-        assert!(matches!(
-            check("{{ params.buckt }}", &params),
-            Err(TemplateError::UnknownVariable { .. })
-        ));
-        assert!(matches!(
-            check("{{ ds", &params),
-            Err(TemplateError::Unclosed { offset: 0 })
-        ));
-        assert!(matches!(
-            check("{{ a b }}", &params),
-            Err(TemplateError::BadName { .. })
-        ));
+        assert_eq!((name.as_str(), offset, hint.as_deref()), ("dss", 2, Some("did you mean `ds`?")));
+        assert!(matches!(check("{{ params.buckt }}", &params), Err(TemplateError::UnknownVariable { .. })));
+        assert!(matches!(check("{{ ds", &params), Err(TemplateError::Unclosed { offset: 0 })));
+        assert!(matches!(check("{{ a b }}", &params), Err(TemplateError::BadName { .. })));
     }
 
     #[test]
     fn unsafe_values_are_refused_where_they_matter() {
         let c = ctx();
-        assert!(
-            c.render(&"{{ params.evil }}".into(), Escaping::None)
-                .is_ok()
-        );
+        assert!(c.render(&"{{ params.evil }}".into(), Escaping::None).is_ok());
         assert!(matches!(
             c.render(&"select '{{ params.evil }}'".into(), Escaping::SqlLiteral),
             Err(TemplateError::Unsafe { .. })
         ));
-        assert!(matches!(
-            c.render(&"raw/{{ params.up }}".into(), Escaping::Path),
-            Err(TemplateError::Unsafe { .. })
-        ));
-        assert_eq!(
-            c.render(&"raw/dt={{ ds }}".into(), Escaping::Path)
-                .expect("safe"),
-            "raw/dt=2019-10-01"
-        );
+        assert!(matches!(c.render(&"raw/{{ params.up }}".into(), Escaping::Path), Err(TemplateError::Unsafe { .. })));
+        assert_eq!(c.render(&"raw/dt={{ ds }}".into(), Escaping::Path).expect("safe"), "raw/dt=2019-10-01");
     }
 }

@@ -113,23 +113,16 @@ pub struct SyntaxError {
 
 /// Parses one YAML document into a node tree. An empty document is `Null` at 1:1.
 pub fn parse(src: &str) -> Result<Node, SyntaxError> {
-    if src.trim().is_empty()
-        || src
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        return Ok(Node {
-            pos: Pos { line: 1, column: 1 },
-            value: Value::Null,
-        });
+    if src.trim().is_empty() || src.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Ok(Node { pos: Pos { line: 1, column: 1 }, value: Value::Null });
     }
     match serde_saphyr::from_str::<Spanned<RawValue>>(src) {
         Ok(spanned) => Ok(from_spanned(spanned)),
         Err(err) => {
-            let pos = err.location().filter(|l| l.line() > 0).map(|l| Pos {
-                line: l.line() as u32,
-                column: l.column() as u32,
-            });
+            let pos = err
+                .location()
+                .filter(|l| l.line() > 0)
+                .map(|l| Pos { line: l.line() as u32, column: l.column() as u32 });
             let message = clean_message(&err.without_snippet().to_string());
             Err(SyntaxError { message, pos })
         }
@@ -153,10 +146,7 @@ fn clean_message(msg: &str) -> String {
 }
 
 fn from_spanned(s: Spanned<RawValue>) -> Node {
-    let pos = Pos {
-        line: s.referenced.line() as u32,
-        column: s.referenced.column() as u32,
-    };
+    let pos = Pos { line: s.referenced.line() as u32, column: s.referenced.column() as u32 };
     let value = match s.value {
         RawValue::Null => Value::Null,
         RawValue::Bool(b) => Value::Bool(b),
@@ -165,12 +155,9 @@ fn from_spanned(s: Spanned<RawValue>) -> Node {
         RawValue::Float(f) => Value::Float(f),
         RawValue::Str(s) => Value::Str(s),
         RawValue::Seq(items) => Value::Seq(items.into_iter().map(from_spanned).collect()),
-        RawValue::Map(entries) => Value::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (from_spanned(k), from_spanned(v)))
-                .collect(),
-        ),
+        RawValue::Map(entries) => {
+            Value::Map(entries.into_iter().map(|(k, v)| (from_spanned(k), from_spanned(v))).collect())
+        }
     };
     Node { pos, value }
 }
@@ -217,14 +204,10 @@ impl<'de> de::Deserialize<'de> for RawValue {
                     .map_err(|_| E::custom("integer out of range"))
             }
             fn visit_u64<E>(self, u: u64) -> Result<RawValue, E> {
-                Ok(i64::try_from(u)
-                    .map(RawValue::Int)
-                    .unwrap_or(RawValue::UInt(u)))
+                Ok(i64::try_from(u).map(RawValue::Int).unwrap_or(RawValue::UInt(u)))
             }
             fn visit_u128<E: de::Error>(self, u: u128) -> Result<RawValue, E> {
-                u64::try_from(u)
-                    .map(|u| self.visit_u64::<E>(u))
-                    .map_err(|_| E::custom("integer out of range"))?
+                u64::try_from(u).map(|u| self.visit_u64::<E>(u)).map_err(|_| E::custom("integer out of range"))?
             }
             fn visit_f64<E>(self, f: f64) -> Result<RawValue, E> {
                 Ok(RawValue::Float(f))
@@ -289,10 +272,7 @@ impl fmt::Display for DeError {
 impl std::error::Error for DeError {}
 
 /// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -302,20 +282,12 @@ pub fn did_you_mean<'a>(
 }
 
 fn list(expected: &[&str]) -> String {
-    expected
-        .iter()
-        .map(|e| format!("`{e}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
 }
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            message: msg.to_string(),
-            pos: None,
-            hint: None,
-        }
+        DeError { message: msg.to_string(), pos: None, hint: None }
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
@@ -326,11 +298,7 @@ impl de::Error for DeError {
             "f32" | "f64" => "a number".to_string(),
             _ => expected,
         };
-        DeError {
-            message: format!("invalid type: {unexp}, expected {expected}"),
-            pos: None,
-            hint: None,
-        }
+        DeError { message: format!("invalid type: {unexp}, expected {expected}"), pos: None, hint: None }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -339,11 +307,7 @@ impl de::Error for DeError {
             None if expected.is_empty() => "this kind takes no keys".to_string(),
             None => format!("valid keys are {}", list(expected)),
         };
-        DeError {
-            message: format!("unknown key `{field}`"),
-            pos: None,
-            hint: Some(hint),
-        }
+        DeError { message: format!("unknown key `{field}`"), pos: None, hint: Some(hint) }
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
@@ -351,11 +315,7 @@ impl de::Error for DeError {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("expected one of {}", list(expected)),
         };
-        DeError {
-            message: format!("unknown value `{variant}`"),
-            pos: None,
-            hint: Some(hint),
-        }
+        DeError { message: format!("unknown value `{variant}`"), pos: None, hint: Some(hint) }
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -389,10 +349,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             Value::Float(f) => v.visit_f64(*f),
             Value::Str(s) => v.visit_str(s),
             Value::Seq(items) => v.visit_seq(SeqDe { iter: items.iter() }),
-            Value::Map(entries) => v.visit_map(MapDe {
-                iter: entries.iter(),
-                value: None,
-            }),
+            Value::Map(entries) => v.visit_map(MapDe { iter: entries.iter(), value: None }),
         };
         r.map_err(|e| e.at(node.pos))
     }
@@ -407,9 +364,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         // Scalars are accepted where text is expected: `port: 8080` in an env map is "8080".
         match self.0.scalar_text() {
-            Some(text) if !matches!(self.0.value, Value::Str(_)) => v
-                .visit_string::<DeError>(text)
-                .map_err(|e| e.at(self.0.pos)),
+            Some(text) if !matches!(self.0.value, Value::Str(_)) => {
+                v.visit_string::<DeError>(text).map_err(|e| e.at(self.0.pos))
+            }
             _ => self.deserialize_any(v),
         }
     }
@@ -418,11 +375,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         self.deserialize_str(v)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        v: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, v: V) -> Result<V::Value, DeError> {
         v.visit_newtype_struct(self)
     }
 
@@ -440,10 +393,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                 v.visit_enum(EnumDe { key: k, value: val })
             }
             other => Err(DeError {
-                message: format!(
-                    "expected a name or a single-key mapping, found {}",
-                    other.type_name()
-                ),
+                message: format!("expected a name or a single-key mapping, found {}", other.type_name()),
                 pos: None,
                 hint: None,
             }),
@@ -464,15 +414,9 @@ struct SeqDe<'a> {
 
 impl<'de> de::SeqAccess<'de> for SeqDe<'_> {
     type Error = DeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(n) => seed
-                .deserialize(NodeDe(n))
-                .map(Some)
-                .map_err(|e| e.at(n.pos)),
+            Some(n) => seed.deserialize(NodeDe(n)).map(Some).map_err(|e| e.at(n.pos)),
             None => Ok(None),
         }
     }
@@ -485,25 +429,17 @@ struct MapDe<'a> {
 
 impl<'de> de::MapAccess<'de> for MapDe<'_> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
-                seed.deserialize(NodeDe(k))
-                    .map(Some)
-                    .map_err(|e| e.at(k.pos))
+                seed.deserialize(NodeDe(k)).map(Some).map_err(|e| e.at(k.pos))
             }
             None => Ok(None),
         }
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let v = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("value requested before key"))?;
+        let v = self.value.take().ok_or_else(|| de::Error::custom("value requested before key"))?;
         seed.deserialize(NodeDe(v)).map_err(|e| e.at(v.pos))
     }
 }
@@ -516,13 +452,8 @@ struct EnumDe<'a> {
 impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
-    fn variant_seed<V: DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
-        let v = seed
-            .deserialize(NodeDe(self.key))
-            .map_err(|e| e.at(self.key.pos))?;
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
+        let v = seed.deserialize(NodeDe(self.key)).map_err(|e| e.at(self.key.pos))?;
         Ok((v, NodeDe(self.value)))
     }
 }
@@ -532,11 +463,7 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'_> {
     fn unit_variant(self) -> Result<(), DeError> {
         match self.0.value {
             Value::Null => Ok(()),
-            _ => Err(DeError {
-                message: "this variant takes no value".into(),
-                pos: Some(self.0.pos),
-                hint: None,
-            }),
+            _ => Err(DeError { message: "this variant takes no value".into(), pos: Some(self.0.pos), hint: None }),
         }
     }
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
@@ -545,11 +472,7 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'_> {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_seq(self, v)
     }
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        v: V,
-    ) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_map(self, v)
     }
 }
@@ -572,14 +495,10 @@ mod tests {
     #[test]
     fn nodes_carry_positions() {
         let n = parse("a: 1\nb:\n  - x\n  - y: 2\n").expect("parses");
-        let Value::Map(entries) = &n.value else {
-            panic!("not a map")
-        };
+        let Value::Map(entries) = &n.value else { panic!("not a map") };
         assert_eq!(entries[0].0.pos, Pos { line: 1, column: 1 });
         assert_eq!(entries[0].1.pos, Pos { line: 1, column: 4 });
-        let Value::Seq(items) = &entries[1].1.value else {
-            panic!("not a seq")
-        };
+        let Value::Seq(items) = &entries[1].1.value else { panic!("not a seq") };
         assert_eq!(items[0].pos, Pos { line: 3, column: 5 });
         assert_eq!(items[1].pos.line, 4);
     }

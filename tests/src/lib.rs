@@ -12,10 +12,7 @@ pub fn cartflow_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/e2e-<hash> -> target/<profile>/cartflow
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
         let bin = profile_dir.join("cartflow");
         if !bin.exists() {
             let status = Command::new(env!("CARGO"))
@@ -55,10 +52,7 @@ impl Project {
 
     /// Writes `dags/<name>`, replacing `$DIR` with the project folder.
     pub fn dag(&self, name: &str, yaml: &str) -> &Self {
-        self.write(
-            &format!("dags/{name}"),
-            &yaml.replace("$DIR", &self.path().display().to_string()),
-        );
+        self.write(&format!("dags/{name}"), &yaml.replace("$DIR", &self.path().display().to_string()));
         self
     }
 
@@ -96,21 +90,14 @@ impl Project {
 
     /// Starts `cartflow ARGS` in the background.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cartflow")
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cartflow")
     }
 
     /// Waits until `rel` exists and has at least `lines` lines.
     pub fn wait_for_lines(&self, rel: &str, lines: usize, timeout: Duration) {
         let until = Instant::now() + timeout;
         while self.read(rel).lines().count() < lines {
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for {lines} line(s) in {rel}"
-            );
+            assert!(Instant::now() < until, "timed out waiting for {lines} line(s) in {rel}");
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -159,21 +146,14 @@ impl Run {
 
 /// Sends a signal with the `kill` program.
 pub fn kill(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("kill")
-        .success();
+    let ok = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().expect("kill").success();
     assert!(ok, "kill -{signal} {pid}");
 }
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use cartflow_e2e::{Project, alive, kill};
 
 fn sh(id: &str, deps: &str, script: &str) -> String {
-    format!(
-        "  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n"
-    )
+    format!("  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n")
 }
 
 #[test]
@@ -18,70 +16,30 @@ fn a_dag_of_commands_runs_and_is_recorded() {
         "etl.yaml",
         &format!(
             "id: etl\nschedule: '@daily'\nparams:\n  who: cartflow\ntasks:\n{}{}{}",
-            sh(
-                "extract",
-                "",
-                "echo extract {{ ds }} >> $DIR/trace; echo hello from {{ params.who }}"
-            ),
-            sh(
-                "transform",
-                "extract",
-                "echo transform {{ ds_nodash }} >> $DIR/trace"
-            ),
-            sh(
-                "load",
-                "transform",
-                "echo load {{ run_id }} >> $DIR/trace; echo to stderr >&2"
-            ),
+            sh("extract", "", "echo extract {{ ds }} >> $DIR/trace; echo hello from {{ params.who }}"),
+            sh("transform", "extract", "echo transform {{ ds_nodash }} >> $DIR/trace"),
+            sh("load", "transform", "echo load {{ run_id }} >> $DIR/trace; echo to stderr >&2"),
         ),
     );
     let r = p.run(&["run", "etl", "--date", "2019-10-01"]);
     r.expect_code(0);
-    assert!(
-        r.stdout.contains("run etl@2019-10-01T00:00:00Z success"),
-        "{}",
-        r.stdout
-    );
-    assert_eq!(
-        p.read("trace"),
-        "extract 2019-10-01\ntransform 20191001\nload etl@2019-10-01T00:00:00Z\n"
-    );
+    assert!(r.stdout.contains("run etl@2019-10-01T00:00:00Z success"), "{}", r.stdout);
+    assert_eq!(p.read("trace"), "extract 2019-10-01\ntransform 20191001\nload etl@2019-10-01T00:00:00Z\n");
 
     let runs = p.run(&["runs"]);
     runs.expect_code(0);
-    assert!(
-        runs.stdout.contains("etl@2019-10-01T00:00:00Z") && runs.stdout.contains("success"),
-        "{}",
-        runs.stdout
-    );
+    assert!(runs.stdout.contains("etl@2019-10-01T00:00:00Z") && runs.stdout.contains("success"), "{}", runs.stdout);
     let tasks = p.run(&["tasks", "etl@2019-10-01T00:00:00Z"]);
-    assert_eq!(
-        tasks.stdout.matches("success").count(),
-        4,
-        "run line + 3 tasks\n{}",
-        tasks.stdout
-    );
+    assert_eq!(tasks.stdout.matches("success").count(), 4, "run line + 3 tasks\n{}", tasks.stdout);
 
     let logs = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "extract"]);
     logs.expect_code(0);
-    assert!(
-        logs.stdout.contains("hello from cartflow"),
-        "{}",
-        logs.stdout
-    );
+    assert!(logs.stdout.contains("hello from cartflow"), "{}", logs.stdout);
     let logs = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "load"]);
-    assert!(
-        logs.stdout.contains("to stderr"),
-        "stderr is captured too: {}",
-        logs.stdout
-    );
+    assert!(logs.stdout.contains("to stderr"), "stderr is captured too: {}", logs.stdout);
     let bad = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "lod"]);
     bad.expect_code(2);
-    assert!(
-        bad.stderr.contains("did you mean `load`?"),
-        "{}",
-        bad.stderr
-    );
+    assert!(bad.stderr.contains("did you mean `load`?"), "{}", bad.stderr);
 }
 
 #[test]
@@ -91,11 +49,7 @@ fn a_failing_task_retries_then_fails_the_run_with_exit_1() {
         "f.yaml",
         &format!(
             "id: f\ndefaults:\n  retries: 2\n  retry_delay: 100ms\ntasks:\n{}{}",
-            sh(
-                "flaky",
-                "",
-                "echo attempt $CARTFLOW_ATTEMPT >> $DIR/attempts; echo broken >&2; exit 4"
-            ),
+            sh("flaky", "", "echo attempt $CARTFLOW_ATTEMPT >> $DIR/attempts; echo broken >&2; exit 4"),
             sh("after", "flaky", "touch $DIR/after_ran"),
         ),
     );
@@ -103,36 +57,21 @@ fn a_failing_task_retries_then_fails_the_run_with_exit_1() {
     r.expect_code(1);
     assert_eq!(p.read("attempts"), "attempt 1\nattempt 2\nattempt 3\n");
     assert!(!p.path().join("after_ran").exists());
-    assert!(
-        r.stdout.contains("failed") && r.stdout.contains("upstream_failed"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("failed") && r.stdout.contains("upstream_failed"), "{}", r.stdout);
     assert!(r.stdout.contains("`sh` exited with code 4"), "{}", r.stdout);
     let attempts: Vec<(u32, String, Option<i32>)> = {
         let db = p.store();
         let mut s = db
             .prepare("SELECT attempt, state, exit_code FROM task_attempts WHERE task_id = 'flaky' ORDER BY attempt")
             .expect("query");
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .expect("rows")
-            .map(|r| r.expect("row"))
-            .collect()
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("rows").map(|r| r.expect("row")).collect()
     };
     assert_eq!(
         attempts,
-        vec![
-            (1, "failed".into(), Some(4)),
-            (2, "failed".into(), Some(4)),
-            (3, "failed".into(), Some(4))
-        ]
+        vec![(1, "failed".into(), Some(4)), (2, "failed".into(), Some(4)), (3, "failed".into(), Some(4))]
     );
     let logs = p.run(&["logs", "f@2019-10-01T00:00:00Z", "flaky", "--attempt", "2"]);
-    assert!(
-        logs.stdout.contains("broken") && logs.stdout.contains("retry 2/2"),
-        "{}",
-        logs.stdout
-    );
+    assert!(logs.stdout.contains("broken") && logs.stdout.contains("retry 2/2"), "{}", logs.stdout);
 }
 
 #[test]
@@ -145,7 +84,11 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
             "id: k\ntasks:\n{}{}{}{}",
             sh("first", "", "echo first >> $DIR/counter"),
             sh("side", "first", "echo side >> $DIR/counter"),
-            sh("slow", "first", "echo slow >> $DIR/counter; echo $$ > $DIR/slow.pid; while [ ! -f $DIR/release ]; do sleep 0.05; done"),
+            sh(
+                "slow",
+                "first",
+                "echo slow >> $DIR/counter; echo $$ > $DIR/slow.pid; while [ ! -f $DIR/release ]; do sleep 0.05; done"
+            ),
             sh("last", "slow, side", "echo last >> $DIR/counter"),
         ),
     );
@@ -163,9 +106,7 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     let r = p.run(&["run", "k", "--date", "2019-10-01"]);
     r.expect_code(0);
     assert!(
-        r.stderr.contains(
-            "resuming k@2019-10-01T00:00:00Z: 2 task(s) already succeeded, 1 interrupted"
-        ),
+        r.stderr.contains("resuming k@2019-10-01T00:00:00Z: 2 task(s) already succeeded, 1 interrupted"),
         "{}",
         r.stderr
     );
@@ -173,17 +114,9 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     for line in p.read("counter").lines() {
         *counts.entry(line.to_string()).or_insert(0) += 1;
     }
-    assert_eq!(
-        counts.get("first"),
-        Some(&1),
-        "finished tasks do not run again: {counts:?}"
-    );
+    assert_eq!(counts.get("first"), Some(&1), "finished tasks do not run again: {counts:?}");
     assert_eq!(counts.get("side"), Some(&1), "{counts:?}");
-    assert_eq!(
-        counts.get("slow"),
-        Some(&2),
-        "the interrupted task runs again: {counts:?}"
-    );
+    assert_eq!(counts.get("slow"), Some(&2), "the interrupted task runs again: {counts:?}");
     assert_eq!(counts.get("last"), Some(&1), "{counts:?}");
     let db = p.store();
     let states: Vec<String> = db
@@ -194,9 +127,7 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
         .map(|r| r.expect("row"))
         .collect();
     assert_eq!(states, vec!["interrupted", "success"]);
-    let run_state: String = db
-        .query_row("SELECT state FROM dag_runs", [], |r| r.get(0))
-        .expect("run");
+    let run_state: String = db.query_row("SELECT state FROM dag_runs", [], |r| r.get(0)).expect("run");
     assert_eq!(run_state, "success");
 }
 
@@ -207,11 +138,7 @@ fn a_second_process_cannot_run_the_same_interval() {
         "busy.yaml",
         &format!(
             "id: busy\ntasks:\n{}",
-            sh(
-                "wait",
-                "",
-                "touch $DIR/started; while [ ! -f $DIR/release ]; do sleep 0.05; done"
-            )
+            sh("wait", "", "touch $DIR/started; while [ ! -f $DIR/release ]; do sleep 0.05; done")
         ),
     );
     let first = p.spawn(&["run", "busy", "--date", "2019-10-01"]);
@@ -223,24 +150,12 @@ fn a_second_process_cannot_run_the_same_interval() {
     }
     let second = p.run(&["run", "busy", "--date", "2019-10-01"]);
     second.expect_code(1);
-    assert!(
-        second
-            .stderr
-            .contains("is being executed by another cartflow process (pid"),
-        "{}",
-        second.stderr
-    );
+    assert!(second.stderr.contains("is being executed by another cartflow process (pid"), "{}", second.stderr);
     // Another interval of the same DAG is not blocked.
     std::fs::write(p.path().join("release"), "").expect("release");
-    p.run(&["run", "busy", "--date", "2019-10-02"])
-        .expect_code(0);
+    p.run(&["run", "busy", "--date", "2019-10-02"]).expect_code(0);
     let out = first.wait_with_output().expect("first");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -266,9 +181,7 @@ fn ctrl_c_cancels_the_run_and_kills_its_processes() {
     assert!(!alive(sleeper), "the task's process tree is killed");
     assert!(!p.path().join("next_ran").exists());
     let db = p.store();
-    let run_state: String = db
-        .query_row("SELECT state FROM dag_runs", [], |r| r.get(0))
-        .expect("run");
+    let run_state: String = db.query_row("SELECT state FROM dag_runs", [], |r| r.get(0)).expect("run");
     assert_eq!(run_state, "cancelled");
     let task_states: Vec<(String, String)> = db
         .prepare("SELECT task_id, state FROM task_instances ORDER BY task_id")
@@ -277,13 +190,7 @@ fn ctrl_c_cancels_the_run_and_kills_its_processes() {
         .expect("rows")
         .map(|r| r.expect("row"))
         .collect();
-    assert_eq!(
-        task_states,
-        vec![
-            ("long".into(), "cancelled".into()),
-            ("next".into(), "cancelled".into())
-        ]
-    );
+    assert_eq!(task_states, vec![("long".into(), "cancelled".into()), ("next".into(), "cancelled".into())]);
 }
 
 #[test]
@@ -291,10 +198,7 @@ fn validate_reports_every_problem_of_every_file() {
     let p = Project::new();
     p.dag("good.yaml", "id: good\ntasks:\n  - id: a\n    kind: noop\n");
     p.dag("bad_one.yaml", "id: bad_one\nschedule: '0 2 * *'\ntasks:\n  - id: a\n    kind: noop\n    depends_on: [b]\n");
-    p.dag(
-        "bad_two.yml",
-        "id: bad_two\ntasks:\n  - id: a\n    kind: comand\n  - id: a\n    kind: noop\n",
-    );
+    p.dag("bad_two.yml", "id: bad_two\ntasks:\n  - id: a\n    kind: comand\n  - id: a\n    kind: noop\n");
     p.dag("broken.yaml", "id: broken\ntasks: [\n");
     let r = p.run(&["validate"]);
     r.expect_code(2);
@@ -302,20 +206,11 @@ fn validate_reports_every_problem_of_every_file() {
     // The good DAG still runs: one bad file never hides the others.
     let run = p.run(&["run", "good", "--date", "2019-10-01"]);
     run.expect_code(0);
-    assert!(
-        run.stderr
-            .contains("warning: 5 problem(s) in other DAG files"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("warning: 5 problem(s) in other DAG files"), "{}", run.stderr);
     // A DAG that does not compile cannot run, and says why.
     let bad = p.run(&["run", "bad_two", "--date", "2019-10-01"]);
     bad.expect_code(2);
-    assert!(
-        bad.stderr.contains("unknown task kind `comand`"),
-        "{}",
-        bad.stderr
-    );
+    assert!(bad.stderr.contains("unknown task kind `comand`"), "{}", bad.stderr);
 }
 
 #[test]
@@ -327,28 +222,15 @@ fn plan_prints_rendered_configs_in_order_and_runs_nothing() {
     );
     let r = p.run(&["plan", "plan", "--date", "2026-03-29", "-p", "bucket=other"]);
     r.expect_code(0);
-    assert!(
-        r.stdout
-            .contains("interval [2026-03-29T03:00:00+02:00, 2026-03-30T02:00:00+02:00)"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("interval [2026-03-29T03:00:00+02:00, 2026-03-30T02:00:00+02:00)"), "{}", r.stdout);
     let extract = r.stdout.find("1. extract").expect("extract first");
     let load = r.stdout.find("2. load").expect("load second");
     assert!(extract < load);
-    assert!(
-        r.stdout.contains("s3://other/dt=2026-03-29/"),
-        "{}",
-        r.stdout
-    );
+    assert!(r.stdout.contains("s3://other/dt=2026-03-29/"), "{}", r.stdout);
     assert!(!p.path().join("ran").exists(), "plan runs nothing");
     let bad = p.run(&["plan", "plan", "--date", "2026-03-29", "-p", "buckt=x"]);
     bad.expect_code(2);
-    assert!(
-        bad.stderr.contains("did you mean `bucket`?"),
-        "{}",
-        bad.stderr
-    );
+    assert!(bad.stderr.contains("did you mean `bucket`?"), "{}", bad.stderr);
 }
 
 #[test]
@@ -363,35 +245,18 @@ fn task_selection_and_rerun_from_the_cli() {
             sh("c", "b", "echo c >> $DIR/order"),
         ),
     );
-    p.run(&["run", "sel", "--date", "2019-10-01"])
-        .expect_code(0);
-    p.run(&["run", "sel", "--date", "2019-10-01"])
-        .expect_code(0);
+    p.run(&["run", "sel", "--date", "2019-10-01"]).expect_code(0);
+    p.run(&["run", "sel", "--date", "2019-10-01"]).expect_code(0);
     assert_eq!(p.read("order"), "a\nb\nc\n", "a finished run is not redone");
-    p.run(&[
-        "run",
-        "sel",
-        "--date",
-        "2019-10-01",
-        "--task",
-        "b",
-        "--downstream",
-    ])
-    .expect_code(0);
+    p.run(&["run", "sel", "--date", "2019-10-01", "--task", "b", "--downstream"]).expect_code(0);
     assert_eq!(p.read("order"), "a\nb\nc\nb\nc\n");
-    p.run(&["run", "sel", "--date", "2019-10-01", "--rerun"])
-        .expect_code(0);
+    p.run(&["run", "sel", "--date", "2019-10-01", "--rerun"]).expect_code(0);
     assert_eq!(p.read("order"), "a\nb\nc\nb\nc\na\nb\nc\n");
     let r = p.run(&["run", "sel", "--date", "2019-10-01", "--task", "x"]);
     r.expect_code(2);
     let r = p.run(&["run", "sel", "--date", "2019-10-05", "--resume"]);
     r.expect_code(1);
-    assert!(
-        r.stderr
-            .contains("there is no run sel@2019-10-05T00:00:00Z to resume"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("there is no run sel@2019-10-05T00:00:00Z to resume"), "{}", r.stderr);
 }
 
 #[test]
@@ -400,23 +265,10 @@ fn json_logs_are_one_object_per_line() {
     p.dag("j.yaml", "id: j\ntasks:\n  - id: a\n    kind: noop\n");
     let r = p.run(&["--log-format", "json", "run", "j", "--date", "2019-10-01"]);
     r.expect_code(0);
-    let lines: Vec<serde_json::Value> = r
-        .stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect();
-    assert!(
-        lines
-            .iter()
-            .any(|v| v["message"] == "task started" && v["task"] == "a" && v["dag"] == "j"),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|v| v["message"] == "run finished" && v["state"] == "success"),
-        "{lines:?}"
-    );
+    let lines: Vec<serde_json::Value> =
+        r.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    assert!(lines.iter().any(|v| v["message"] == "task started" && v["task"] == "a" && v["dag"] == "j"), "{lines:?}");
+    assert!(lines.iter().any(|v| v["message"] == "run finished" && v["state"] == "success"), "{lines:?}");
 }
 
 #[test]
@@ -424,36 +276,270 @@ fn state_location_is_configurable() {
     let p = Project::new();
     p.dag("s.yaml", "id: s\ntasks:\n  - id: a\n    kind: noop\n");
     let custom = p.path().join("elsewhere/state.sqlite");
-    let r = p
-        .command(&["run", "s", "--date", "2019-10-01"])
-        .env("CARTFLOW_STATE", &custom)
-        .output()
-        .expect("run");
+    let r = p.command(&["run", "s", "--date", "2019-10-01"]).env("CARTFLOW_STATE", &custom).output().expect("run");
     assert_eq!(r.status.code(), Some(0));
     assert!(custom.exists());
     assert!(!p.path().join(".cartflow/state.db").exists());
     let runs = p.run(&["--state", custom.to_str().expect("utf8"), "runs"]);
-    assert!(
-        runs.stdout.contains("s@2019-10-01T00:00:00Z"),
-        "{}",
-        runs.stdout
-    );
+    assert!(runs.stdout.contains("s@2019-10-01T00:00:00Z"), "{}", runs.stdout);
 }
 
 #[test]
 fn the_example_dag_of_the_repository_runs() {
     let p = Project::new();
-    let src = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../dags/example_etl.yaml"
-    ))
-    .expect("example");
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dags/example_etl.yaml")).expect("example");
     p.dag("example_etl.yaml", &src);
     let r = p.run(&["run", "example_etl", "--date", "2019-10-01"]);
     r.expect_code(0);
-    assert!(
-        p.read(".cartflow/example/latest.txt").contains("3 view"),
-        "{}",
-        p.read(".cartflow/example/latest.txt")
-    );
+    assert!(p.read(".cartflow/example/latest.txt").contains("3 view"), "{}", p.read(".cartflow/example/latest.txt"));
+}
+
+mod time {
+    //! Backfills and the scheduler.
+
+    use super::*;
+
+    fn counts(text: &str) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for l in text.lines() {
+            *m.entry(l.to_string()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    const DAILY: &str = "id: daily\nschedule: '@daily'\nstart_date: 2019-10-01\nmax_active_runs: 2\ntasks:\n";
+
+    #[test]
+    fn backfill_runs_each_complete_interval_once_and_skips_what_ran() {
+        let p = Project::new();
+        p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "echo {{ ds }} >> $DIR/ran; [ ! -f $DIR/fail_{{ ds }} ]")));
+        p.write("fail_2019-10-03", "");
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]);
+        r.expect_code(1);
+        assert!(r.stdout.contains("5 run(s), 4 succeeded, 1 not successful"), "{}", r.stdout);
+        assert!(r.stdout.contains("2019-10-03   create   failed"), "{}", r.stdout);
+        assert_eq!(counts(&p.read("ran")).values().sum::<usize>(), 5);
+
+        // none: everything has a run -> nothing runs.
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]);
+        r.expect_code(0);
+        assert!(r.stdout.contains("5 interval(s), 0 to run, 5 skipped"), "{}", r.stdout);
+
+        // failed: only the failed interval runs again.
+        std::fs::remove_file(p.path().join("fail_2019-10-03")).expect("fix");
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05", "--reprocess", "failed"]);
+        r.expect_code(0);
+        assert!(r.stdout.contains("1 to run, 4 skipped"), "{}", r.stdout);
+        assert_eq!(counts(&p.read("ran")).get("2019-10-03"), Some(&2));
+
+        // completed: everything runs again.
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05", "--reprocess", "completed"]);
+        r.expect_code(0);
+        assert!(r.stdout.contains("5 to run, 0 skipped"), "{}", r.stdout);
+        assert_eq!(p.read("ran").lines().count(), 11);
+        let triggers: Vec<String> = p
+            .store()
+            .prepare("SELECT DISTINCT run_trigger FROM dag_runs")
+            .expect("q")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert_eq!(triggers, vec!["backfill"]);
+    }
+
+    #[test]
+    fn backfill_dry_run_prints_the_plan_and_runs_nothing() {
+        let p = Project::new();
+        p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "echo {{ ds }} >> $DIR/ran")));
+        p.run(&["run", "daily", "--date", "2019-10-02"]).expect_code(0);
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-03", "--dry-run", "--reverse"]);
+        r.expect_code(0);
+        let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("| 2019")).collect();
+        assert_eq!(lines.len(), 3, "{}", r.stdout);
+        assert!(lines[0].contains("2019-10-03") && lines[0].contains("create"), "newest first: {}", r.stdout);
+        assert!(lines[1].contains("2019-10-02") && lines[1].contains("skip (success)"), "{}", r.stdout);
+        assert!(lines[2].contains("2019-10-01") && lines[2].contains("create"), "{}", r.stdout);
+        assert!(r.stdout.contains("dry run: nothing was run"));
+        assert_eq!(p.read("ran"), "2019-10-02\n", "only the manual run ran");
+    }
+
+    #[test]
+    fn backfill_only_plans_complete_intervals() {
+        let p = Project::new();
+        p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "true")));
+        let r = p
+            .command(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-10", "--dry-run"])
+            .env("CARTFLOW_NOW", "2019-10-04T12:00:00Z")
+            .output()
+            .expect("run");
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(out.contains("3 interval(s), 3 to run, 0 skipped, 7 not complete yet"), "{out}");
+    }
+
+    #[test]
+    fn a_backfill_killed_midway_continues_where_it_stopped() {
+        let p = Project::new();
+        // Day 3 blocks until released; one run at a time.
+        p.dag(
+            "d.yaml",
+            &format!(
+                "{DAILY}{}",
+                sh("a", "", "echo {{ ds }} >> $DIR/ran; if [ {{ ds }} = 2019-10-03 ]; then while [ ! -f $DIR/release ]; do sleep 0.05; done; fi")
+            ),
+        );
+        // A first, complete backfill; then a `completed` reprocess that we kill on day 3.
+        std::fs::write(p.path().join("release"), "").expect("release");
+        p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]).expect_code(0);
+        std::fs::remove_file(p.path().join("release")).expect("block");
+        std::fs::write(p.path().join("ran"), "").expect("reset");
+        let args = [
+            "backfill",
+            "daily",
+            "--from",
+            "2019-10-01",
+            "--to",
+            "2019-10-05",
+            "--reprocess",
+            "completed",
+            "--max-active-runs",
+            "1",
+        ];
+        let mut child = p.spawn(&args);
+        p.wait_for_lines("ran", 3, Duration::from_secs(30));
+        kill(child.id(), "KILL");
+        child.wait().expect("wait");
+        std::fs::write(p.path().join("release"), "").expect("release");
+        let r = p.run(&args);
+        r.expect_code(0);
+        assert!(r.stdout.contains("continuing backfill job"), "{}", r.stdout);
+        let c = counts(&p.read("ran"));
+        assert_eq!(c.get("2019-10-01"), Some(&1), "finished intervals are not redone: {c:?}");
+        assert_eq!(c.get("2019-10-02"), Some(&1), "{c:?}");
+        assert_eq!(c.get("2019-10-03"), Some(&2), "the interrupted interval resumes: {c:?}");
+        assert_eq!(c.get("2019-10-04"), Some(&1), "{c:?}");
+        assert_eq!(c.get("2019-10-05"), Some(&1), "{c:?}");
+        // The job is finished: the same command now plans afresh (and reruns everything).
+        let r = p.run(&[
+            "backfill",
+            "daily",
+            "--from",
+            "2019-10-01",
+            "--to",
+            "2019-10-05",
+            "--reprocess",
+            "completed",
+            "--max-active-runs",
+            "1",
+            "--dry-run",
+        ]);
+        assert!(!r.stdout.contains("continuing"), "{}", r.stdout);
+        assert!(r.stdout.contains("5 to run"), "{}", r.stdout);
+    }
+
+    #[test]
+    fn backfill_respects_max_active_runs() {
+        let p = Project::new();
+        // Each run holds one of two lock dirs; a third concurrent run would find both taken.
+        let body =
+            "mkdir $DIR/l1 2>/dev/null && L=l1 || { mkdir $DIR/l2 && L=l2; } || exit 9; sleep 0.3; rmdir $DIR/$L";
+        p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", body)));
+        let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-06"]);
+        r.expect_code(0);
+        let r = p.run(&[
+            "backfill",
+            "daily",
+            "--from",
+            "2019-10-01",
+            "--to",
+            "2019-10-06",
+            "--reprocess",
+            "completed",
+            "--max-active-runs",
+            "3",
+        ]);
+        r.expect_code(1);
+    }
+
+    #[test]
+    fn scheduler_once_runs_what_is_due_and_a_restart_neither_misses_nor_doubles() {
+        let p = Project::new();
+        p.dag(
+            "catchup.yaml",
+            &format!(
+                "id: catchup\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\nmax_active_runs: 2\ntasks:\n{}",
+                sh("a", "", "echo catchup {{ ds }} >> $DIR/ran")
+            ),
+        );
+        p.dag(
+            "latest.yaml",
+            &format!(
+                "id: latest\nschedule: '0 6 * * *'\nstart_date: 2019-09-01\ntasks:\n{}",
+                sh("a", "", "echo latest {{ ds }} >> $DIR/ran")
+            ),
+        );
+        p.dag("manual.yaml", &format!("id: manual\ntasks:\n{}", sh("a", "", "echo manual >> $DIR/ran")));
+        let once = |now: &str| {
+            let o = p.command(&["scheduler", "--once"]).env("CARTFLOW_NOW", now).output().expect("scheduler");
+            (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let (code, out) = once("2019-10-04T07:00:00Z");
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(
+            counts(&p.read("ran")).keys().cloned().collect::<Vec<_>>(),
+            vec!["catchup 2019-10-01", "catchup 2019-10-02", "catchup 2019-10-03", "latest 2019-10-03"],
+            "catchup replays from start_date; without catchup only the latest interval runs; manual DAGs never"
+        );
+        // Restart at the same instant: nothing is due.
+        let (_, out) = once("2019-10-04T07:00:00Z");
+        assert!(out.contains("nothing is due"), "{out}");
+        // Two days later: both DAGs pick up exactly what became due.
+        once("2019-10-06T07:00:00Z");
+        let c = counts(&p.read("ran"));
+        assert!(c.values().all(|n| *n == 1), "no run twice: {c:?}");
+        assert_eq!(c.len(), 4 + 2 + 1, "{c:?}");
+        assert!(c.contains_key("latest 2019-10-05") && !c.contains_key("latest 2019-10-04"), "{c:?}");
+    }
+
+    #[test]
+    fn the_scheduler_reloads_dags_and_keeps_the_last_good_version() {
+        let p = Project::new();
+        let good = format!(
+            "id: live\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\ntasks:\n{}",
+            sh("a", "", "echo live {{ ds }} >> $DIR/ran")
+        );
+        p.dag("live.yaml", &good);
+        let mut child = p
+            .command(&["scheduler", "--tick", "100ms"])
+            .env("CARTFLOW_NOW", "2019-10-03T01:00:00Z")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("scheduler");
+        p.wait_for_lines("ran", 2, Duration::from_secs(30));
+        // A new DAG file is picked up.
+        p.dag(
+            "added.yaml",
+            &format!(
+                "id: added\nschedule: '@daily'\nstart_date: 2019-10-02\ncatchup: true\ntasks:\n{}",
+                sh("a", "", "echo added {{ ds }} >> $DIR/ran")
+            ),
+        );
+        p.wait_for_lines("ran", 3, Duration::from_secs(30));
+        // Breaking a file keeps its last good version loaded (and logs the error).
+        p.dag("live.yaml", "id: live\ntasks: [\n");
+        std::thread::sleep(Duration::from_millis(500));
+        kill(child.id(), "TERM");
+        let status = child.wait().expect("wait");
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+        assert_eq!(status.code(), Some(0), "{err}");
+        assert!(err.contains("no longer compiles; keeping its last good version"), "{err}");
+        assert!(err.contains("live.yaml:2:8: error: invalid YAML"), "{err}");
+        let c = counts(&p.read("ran"));
+        assert_eq!(
+            c.keys().cloned().collect::<Vec<_>>(),
+            vec!["added 2019-10-02", "live 2019-10-01", "live 2019-10-02"]
+        );
+    }
 }

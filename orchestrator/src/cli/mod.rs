@@ -216,9 +216,7 @@ pub struct UsageError(String);
 
 /// Exit code for an error that ended a command.
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    if e.downcast_ref::<UsageError>().is_some()
-        || e.downcast_ref::<cartflow::config::ConfigError>().is_some()
-    {
+    if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<cartflow::config::ConfigError>().is_some() {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
@@ -241,18 +239,11 @@ pub fn init_logging(g: &Global) {
             _ => "trace",
         }
     };
-    let filter =
-        EnvFilter::try_from_env("CARTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("CARTFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match g.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .compact()
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).compact().init(),
     }
 }
 
@@ -269,18 +260,11 @@ impl Project {
         let config = ProjectConfig::load(&dir)?;
         let dags_dir = g.dags.clone().unwrap_or_else(|| config.dags.clone());
         let state = g.state.clone().unwrap_or_else(|| config.state.clone());
-        Ok(Project {
-            dir,
-            config,
-            dags_dir,
-            state,
-        })
+        Ok(Project { dir, config, dags_dir, state })
     }
 
     fn compile_options(&self) -> CompileOptions {
-        CompileOptions {
-            pools: Some(self.config.pools.keys().cloned().collect()),
-        }
+        CompileOptions { pools: Some(self.config.pools.keys().cloned().collect()) }
     }
 
     fn load(&self) -> anyhow::Result<DagSet> {
@@ -303,39 +287,24 @@ impl Project {
             self.load()?
         };
         if let Some(dag) = set.get(name) {
-            let others = set
-                .diagnostics
-                .iter()
-                .filter(|d| d.file != dag.file)
-                .count();
+            let others = set.diagnostics.iter().filter(|d| d.file != dag.file).count();
             if others > 0 {
-                eprintln!(
-                    "warning: {others} problem(s) in other DAG files (see `cartflow validate`)"
-                );
+                eprintln!("warning: {others} problem(s) in other DAG files (see `cartflow validate`)");
             }
             return Ok(dag.clone());
         }
-        if let Some(file) = set
-            .failed_ids
-            .get(name)
-            .cloned()
-            .or_else(|| as_file.is_file().then(|| as_file.to_path_buf()))
+        if let Some(file) =
+            set.failed_ids.get(name).cloned().or_else(|| as_file.is_file().then(|| as_file.to_path_buf()))
         {
             for d in set.diagnostics.iter().filter(|d| d.file == file) {
                 eprintln!("{d}");
             }
-            return Err(usage(format!(
-                "DAG `{name}` does not compile ({})",
-                file.display()
-            )));
+            return Err(usage(format!("DAG `{name}` does not compile ({})", file.display())));
         }
         let hint = cartflow::yaml::did_you_mean(name, set.dags.keys().map(String::as_str))
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
-        Err(usage(format!(
-            "no DAG `{name}` in {}{hint}",
-            self.dags_dir.display()
-        )))
+        Err(usage(format!("no DAG `{name}` in {}{hint}", self.dags_dir.display())))
     }
 }
 
@@ -347,18 +316,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan { dag, date, params } => plan(&project, &dag, &date, params),
         Command::Run(args) => run(&project, args, &cli.global),
         Command::Backfill(args) => backfill(&project, args, &cli.global),
-        Command::Scheduler {
-            once,
-            backend,
-            tick,
-        } => scheduler(&project, once, backend, tick),
+        Command::Scheduler { once, backend, tick } => scheduler(&project, once, backend, tick),
         Command::Runs { dag, limit } => runs(&project, dag.as_deref(), limit),
         Command::Tasks { run_id } => tasks(&project, &run_id),
-        Command::Logs {
-            run_id,
-            task,
-            attempt,
-        } => logs(&project, &run_id, &task, attempt),
+        Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
         Command::Kinds => {
             for k in REGISTRY {
                 println!("{:<14} {}", k.name, k.about);
@@ -399,54 +360,32 @@ fn validate(p: &Project, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
 
 fn interval_for(dag: &Dag, date: &str) -> anyhow::Result<schedule::DataInterval> {
     let t = schedule::parse_date_arg(date, dag.timezone).map_err(usage)?;
-    dag.schedule
-        .interval_starting_at_or_after(t, dag.timezone)
-        .ok_or_else(|| {
-            usage(format!(
-                "schedule `{}` of DAG `{}` has no interval at or after {date}",
-                dag.schedule, dag.id
-            ))
-        })
+    dag.schedule.interval_starting_at_or_after(t, dag.timezone).ok_or_else(|| {
+        usage(format!("schedule `{}` of DAG `{}` has no interval at or after {date}", dag.schedule, dag.id))
+    })
 }
 
-fn merged_params(
-    dag: &Dag,
-    overrides: Vec<(String, String)>,
-) -> anyhow::Result<BTreeMap<String, String>> {
+fn merged_params(dag: &Dag, overrides: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
     let mut params = dag.params.clone();
     for (k, v) in overrides {
         if !dag.params.contains_key(&k) {
             let hint = cartflow::yaml::did_you_mean(&k, dag.params.keys().map(String::as_str))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            return Err(usage(format!(
-                "DAG `{}` declares no param `{k}`{hint}",
-                dag.id
-            )));
+            return Err(usage(format!("DAG `{}` declares no param `{k}`{hint}", dag.id)));
         }
         params.insert(k, v);
     }
     Ok(params)
 }
 
-fn plan(
-    p: &Project,
-    name: &str,
-    date: &str,
-    overrides: Vec<(String, String)>,
-) -> anyhow::Result<ExitCode> {
+fn plan(p: &Project, name: &str, date: &str, overrides: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let dag = p.dag(name)?;
     let interval = interval_for(&dag, date)?;
     let params = merged_params(&dag, overrides)?;
     let run_id = cartflow::store::run_id(&dag.id, interval.start);
     let ctx = template::Context::new(&dag.id, &run_id, &interval, &params);
-    println!(
-        "DAG {} ({} tasks) · schedule {} · timezone {}",
-        dag.id,
-        dag.tasks.len(),
-        dag.schedule,
-        dag.timezone
-    );
+    println!("DAG {} ({} tasks) · schedule {} · timezone {}", dag.id, dag.tasks.len(), dag.schedule, dag.timezone);
     println!(
         "interval [{}, {}) · ds {} · run {}",
         interval.start_rfc3339(),
@@ -455,27 +394,17 @@ fn plan(
         run_id
     );
     for (n, t) in dag.tasks.iter().enumerate() {
-        let ups: Vec<&str> = t
-            .upstream
-            .iter()
-            .map(|&u| dag.tasks[u].id.as_str())
-            .collect();
+        let ups: Vec<&str> = t.upstream.iter().map(|&u| dag.tasks[u].id.as_str()).collect();
         println!();
         println!(
             "{}. {} [{}] after: {} · trigger: {} · retries: {} · timeout: {} · pool: {}",
             n + 1,
             t.id,
             t.kind(),
-            if ups.is_empty() {
-                "-".to_string()
-            } else {
-                ups.join(", ")
-            },
+            if ups.is_empty() { "-".to_string() } else { ups.join(", ") },
             t.trigger_rule,
             t.retry.retries,
-            t.timeout
-                .map(executor::humanize)
-                .unwrap_or_else(|| "-".into()),
+            t.timeout.map(executor::humanize).unwrap_or_else(|| "-".into()),
             t.pool.as_deref().unwrap_or("-"),
         );
         match t.config.render_json(&ctx.for_task(&t.id)) {
@@ -505,9 +434,7 @@ fn check_tasks(dag: &Dag, tasks: &[String]) -> anyhow::Result<()> {
 /// date-time is inclusive.
 fn range_end(arg: &str, dag: &Dag) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(arg, "%Y-%m-%d") {
-        let next = d
-            .succ_opt()
-            .ok_or_else(|| usage(format!("--to {arg} is out of range")))?;
+        let next = d.succ_opt().ok_or_else(|| usage(format!("--to {arg} is out of range")))?;
         return Ok(schedule::local_midnight(next, dag.timezone));
     }
     Ok(schedule::parse_date_arg(arg, dag.timezone).map_err(usage)? + chrono::Duration::seconds(1))
@@ -522,14 +449,7 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     if to <= from {
         return Err(usage(format!("--to {} is before --from {}", a.to, a.from)));
     }
-    let req = backfill::Request {
-        dag: &dag,
-        from,
-        to,
-        mode: a.reprocess,
-        tasks: &a.tasks,
-        downstream: a.downstream,
-    };
+    let req = backfill::Request { dag: &dag, from, to, mode: a.reprocess, tasks: &a.tasks, downstream: a.downstream };
     let store = RunStore::open(&p.state)?;
     let plan = backfill::plan_request(&store, &req, cartflow::clock::now(), a.reverse)?;
     drop(store);
@@ -555,21 +475,13 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     if a.dry_run {
         let mut t = table::new(&["ds", "interval start", "run id", "action"]);
         for i in &plan.items {
-            t.add_row(vec![
-                i.interval.ds(),
-                i.interval.start_rfc3339(),
-                i.run_id.clone(),
-                i.action.name(),
-            ]);
+            t.add_row(vec![i.interval.ds(), i.interval.start_rfc3339(), i.run_id.clone(), i.action.name()]);
         }
         println!("{t}");
         println!("dry run: nothing was run");
         return Ok(ExitCode::SUCCESS);
     }
-    let max_active = a
-        .max_active_runs
-        .unwrap_or(dag.max_active_runs as usize)
-        .max(1);
+    let max_active = a.max_active_runs.unwrap_or(dag.max_active_runs as usize).max(1);
     let opts = ExecOptions {
         backend: a.backend,
         project_dir: p.dir.clone(),
@@ -596,33 +508,20 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let mut failed = 0u64;
     let outcomes = rt.block_on(async {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        backfill::execute(
-            dag.clone(),
-            &req,
-            plan,
-            &p.state,
-            pools,
-            opts,
-            max_active,
-            cancel,
-            &mut |o| {
-                if o.planned.action.runs() {
-                    bar.inc(1);
-                    if o.state != Some(RunState::Success) {
-                        failed += 1;
-                    }
-                    bar.set_message(format!("· failed {failed}"));
+        backfill::execute(dag.clone(), &req, plan, &p.state, pools, opts, max_active, cancel, &mut |o| {
+            if o.planned.action.runs() {
+                bar.inc(1);
+                if o.state != Some(RunState::Success) {
+                    failed += 1;
                 }
-            },
-        )
+                bar.set_message(format!("· failed {failed}"));
+            }
+        })
         .await
     })?;
     bar.finish_and_clear();
@@ -647,48 +546,23 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     }
     println!("{t}");
     let ran = outcomes.iter().filter(|o| o.planned.action.runs()).count();
-    println!(
-        "backfill {}: {} run(s), {} succeeded, {} not successful",
-        dag.id,
-        ran,
-        ran - bad,
-        bad
-    );
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    println!("backfill {}: {} run(s), {} succeeded, {} not successful", dag.id, ran, ran - bad, bad);
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn scheduler(
-    p: &Project,
-    once: bool,
-    backend: Backend,
-    tick: Duration,
-) -> anyhow::Result<ExitCode> {
+fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration) -> anyhow::Result<ExitCode> {
     if !p.dags_dir.is_dir() {
-        return Err(usage(format!(
-            "DAGs folder {} does not exist",
-            p.dags_dir.display()
-        )));
+        return Err(usage(format!("DAGs folder {} does not exist", p.dags_dir.display())));
     }
     let cfg = cartflow::scheduler::Config {
         dags_dir: p.dags_dir.clone(),
         state_path: p.state.clone(),
-        exec: ExecOptions {
-            backend,
-            project_dir: p.dir.clone(),
-            ..ExecOptions::default()
-        },
+        exec: ExecOptions { backend, project_dir: p.dir.clone(), ..ExecOptions::default() },
         compile: p.compile_options(),
         pools: Arc::new(Pools::new(&p.config.pools)),
         tick,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let summary = rt.block_on(async {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
@@ -709,11 +583,7 @@ fn scheduler(
         }
     }
     let ok = summary.errors.is_empty() && summary.runs.iter().all(|(_, s)| *s == RunState::Success);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
@@ -732,24 +602,13 @@ fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
         trigger: Trigger::Manual,
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let report = rt.block_on(async {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         let mut progress = Progress::new(&dag, g);
-        let r = executor::execute(
-            dag.clone(),
-            interval,
-            &p.state,
-            pools,
-            &opts,
-            cancel,
-            &mut |e| progress.event(e),
-        )
-        .await;
+        let r =
+            executor::execute(dag.clone(), interval, &p.state, pools, &opts, cancel, &mut |e| progress.event(e)).await;
         progress.finish();
         r
     })?;
@@ -764,11 +623,10 @@ fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
 /// First Ctrl-C / SIGTERM: cancel the run. Second: kill every process group and exit.
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
         let mut count = 0;
         loop {
             tokio::select! {
@@ -799,15 +657,12 @@ struct Progress {
 
 impl Progress {
     fn new(dag: &Dag, g: &Global) -> Self {
-        let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text
-        {
+        let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
             let b = indicatif::ProgressBar::new(dag.tasks.len() as u64);
             b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             b.set_prefix(dag.id.clone());
             b.enable_steady_tick(Duration::from_millis(120));
@@ -815,22 +670,12 @@ impl Progress {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        Progress {
-            bar,
-            done: 0,
-            running: 0,
-            failed: 0,
-        }
+        Progress { bar, done: 0, running: 0, failed: 0 }
     }
 
     fn event(&mut self, e: Event<'_>) {
         match e {
-            Event::Claimed {
-                total,
-                already_done,
-                interrupted,
-                run_id,
-            } => {
+            Event::Claimed { total, already_done, interrupted, run_id } => {
                 self.bar.set_length(total as u64);
                 self.done = already_done as u64;
                 if already_done > 0 || !interrupted.is_empty() {
@@ -838,11 +683,7 @@ impl Progress {
                         "resuming {run_id}: {already_done} task(s) already succeeded, {} interrupted attempt(s) will run again",
                         interrupted.len()
                     );
-                    if self.bar.is_hidden() {
-                        eprintln!("{msg}")
-                    } else {
-                        self.bar.println(msg)
-                    }
+                    if self.bar.is_hidden() { eprintln!("{msg}") } else { self.bar.println(msg) }
                 }
             }
             Event::Task { state, .. } => match state {
@@ -872,8 +713,7 @@ impl Progress {
         }
         self.running = self.running.max(0);
         self.bar.set_position(self.done);
-        self.bar
-            .set_message(format!("running {} · failed {}", self.running, self.failed));
+        self.bar.set_message(format!("running {} · failed {}", self.running, self.failed));
     }
 
     fn finish(&self) {
@@ -888,25 +728,13 @@ fn print_report(r: &RunReport) {
             task.task_id.clone(),
             task.state.name().to_string(),
             task.attempts.to_string(),
-            task.error
-                .as_deref()
-                .map(|e| table::clip(e, 80))
-                .unwrap_or_default(),
+            task.error.as_deref().map(|e| table::clip(e, 80)).unwrap_or_default(),
         ]);
     }
     println!("{t}");
-    let reused = if r.reused > 0 {
-        format!(" · {} task(s) reused from an earlier execution", r.reused)
-    } else {
-        String::new()
-    };
-    println!(
-        "run {} {} in {}{}",
-        r.run_id,
-        r.state,
-        executor::humanize(r.elapsed),
-        reused
-    );
+    let reused =
+        if r.reused > 0 { format!(" · {} task(s) reused from an earlier execution", r.reused) } else { String::new() };
+    println!("run {} {} in {}{}", r.run_id, r.state, executor::humanize(r.elapsed), reused);
 }
 
 fn open_store(p: &Project) -> anyhow::Result<RunStore> {
@@ -920,14 +748,10 @@ fn open_store(p: &Project) -> anyhow::Result<RunStore> {
 }
 
 fn fmt_ts(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
 }
 
-fn fmt_dur(
-    a: Option<chrono::DateTime<chrono::Utc>>,
-    b: Option<chrono::DateTime<chrono::Utc>>,
-) -> String {
+fn fmt_dur(a: Option<chrono::DateTime<chrono::Utc>>, b: Option<chrono::DateTime<chrono::Utc>>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => executor::humanize((b - a).to_std().unwrap_or_default()),
         _ => String::new(),
@@ -938,21 +762,10 @@ fn runs(p: &Project, dag: Option<&str>, limit: usize) -> anyhow::Result<ExitCode
     let store = open_store(p)?;
     let rows = store.runs(dag, limit)?;
     if rows.is_empty() {
-        println!(
-            "no runs{}",
-            dag.map(|d| format!(" of {d}")).unwrap_or_default()
-        );
+        println!("no runs{}", dag.map(|d| format!(" of {d}")).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table::new(&[
-        "run id",
-        "dag",
-        "interval start",
-        "state",
-        "trigger",
-        "started",
-        "duration",
-    ]);
+    let mut t = table::new(&["run id", "dag", "interval start", "state", "trigger", "started", "duration"]);
     for r in rows {
         t.add_row(vec![
             r.run_id,
@@ -970,13 +783,9 @@ fn runs(p: &Project, dag: Option<&str>, limit: usize) -> anyhow::Result<ExitCode
 
 fn tasks(p: &Project, run_id: &str) -> anyhow::Result<ExitCode> {
     let store = open_store(p)?;
-    let run = store
-        .run(run_id)?
-        .ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
+    let run = store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
     let attempts = store.attempts(run_id, None)?;
-    let mut t = table::new(&[
-        "task", "state", "attempts", "started", "duration", "exit", "error",
-    ]);
+    let mut t = table::new(&["task", "state", "attempts", "started", "duration", "exit", "error"]);
     for task in store.tasks(run_id)? {
         let last = attempts.iter().rfind(|a| a.task_id == task.task_id);
         t.add_row(vec![
@@ -985,66 +794,41 @@ fn tasks(p: &Project, run_id: &str) -> anyhow::Result<ExitCode> {
             task.attempts.to_string(),
             fmt_ts(last.map(|a| a.started_at)),
             fmt_dur(last.map(|a| a.started_at), last.and_then(|a| a.ended_at)),
-            last.and_then(|a| a.exit_code)
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            last.and_then(|a| a.error.as_deref())
-                .map(|e| table::clip(e, 80))
-                .unwrap_or_default(),
+            last.and_then(|a| a.exit_code).map(|c| c.to_string()).unwrap_or_default(),
+            last.and_then(|a| a.error.as_deref()).map(|e| table::clip(e, 80)).unwrap_or_default(),
         ]);
     }
-    println!(
-        "run {} · {} · interval start {}",
-        run.run_id,
-        run.state,
-        fmt_ts(Some(run.interval_start))
-    );
+    println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
     println!("{t}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn logs(p: &Project, run_id: &str, task: &str, attempt: Option<u32>) -> anyhow::Result<ExitCode> {
     let store = open_store(p)?;
-    store
-        .run(run_id)?
-        .ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
+    store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
     let attempts = store.attempts(run_id, Some(task))?;
     if attempts.is_empty() {
-        let known: Vec<String> = store
-            .tasks(run_id)?
-            .into_iter()
-            .map(|t| t.task_id)
-            .collect();
+        let known: Vec<String> = store.tasks(run_id)?.into_iter().map(|t| t.task_id).collect();
         if !known.iter().any(|k| k == task) {
             let hint = cartflow::yaml::did_you_mean(task, known.iter().map(String::as_str))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            bail!(UsageError(format!(
-                "run `{run_id}` has no task `{task}`{hint}"
-            )));
+            bail!(UsageError(format!("run `{run_id}` has no task `{task}`{hint}")));
         }
         println!("task `{task}` has not started an attempt in run {run_id}");
         return Ok(ExitCode::SUCCESS);
     }
     let a = match attempt {
-        Some(n) => attempts.iter().find(|a| a.attempt == n).ok_or_else(|| {
-            usage(format!(
-                "task `{task}` has attempts 1..={}, not {n}",
-                attempts.len()
-            ))
-        })?,
+        Some(n) => attempts
+            .iter()
+            .find(|a| a.attempt == n)
+            .ok_or_else(|| usage(format!("task `{task}` has attempts 1..={}, not {n}", attempts.len())))?,
         None => attempts.last().ok_or_else(|| anyhow!("no attempts"))?,
     };
-    println!(
-        "# {run_id} {task} attempt {} · {} · started {}",
-        a.attempt,
-        a.state,
-        fmt_ts(Some(a.started_at))
-    );
+    println!("# {run_id} {task} attempt {} · {} · started {}", a.attempt, a.state, fmt_ts(Some(a.started_at)));
     match &a.log_path {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("reading the log {path}"))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the log {path}"))?;
             print!("{text}");
         }
         None => println!("(this attempt wrote no log)"),

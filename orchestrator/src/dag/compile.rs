@@ -35,13 +35,7 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: error: {}",
-            self.file.display(),
-            self.pos,
-            self.message
-        )?;
+        write!(f, "{}:{}: error: {}", self.file.display(), self.pos, self.message)?;
         if let Some(h) = &self.hint {
             write!(f, "\n  = hint: {h}")?;
         }
@@ -67,9 +61,7 @@ impl DagSet {
     pub fn get(&self, name: &str) -> Option<&Arc<Dag>> {
         self.dags.get(name).or_else(|| {
             let p = Path::new(name);
-            self.dags
-                .values()
-                .find(|d| d.file == p || d.file.file_stem().is_some_and(|s| s == name))
+            self.dags.values().find(|d| d.file == p || d.file.file_stem().is_some_and(|s| s == name))
         })
     }
 }
@@ -103,10 +95,7 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Compiles a list of files; DAG ids must be unique across them.
 pub fn compile_files(files: &[PathBuf], opts: &CompileOptions) -> DagSet {
-    let mut set = DagSet {
-        files: files.to_vec(),
-        ..DagSet::default()
-    };
+    let mut set = DagSet { files: files.to_vec(), ..DagSet::default() };
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
         match compile_file(file, opts) {
@@ -116,11 +105,7 @@ pub fn compile_files(files: &[PathBuf], opts: &CompileOptions) -> DagSet {
                         file: file.clone(),
                         pos: Pos { line: 1, column: 1 },
                         message: format!("duplicate DAG id `{}`", dag.id),
-                        hint: Some(format!(
-                            "`{}` is already defined in {}",
-                            dag.id,
-                            first.display()
-                        )),
+                        hint: Some(format!("`{}` is already defined in {}", dag.id, first.display())),
                     });
                     continue;
                 }
@@ -139,10 +124,7 @@ pub fn compile_files(files: &[PathBuf], opts: &CompileOptions) -> DagSet {
 }
 
 /// Compiles one file.
-pub fn compile_file(
-    file: &Path,
-    opts: &CompileOptions,
-) -> Result<Dag, (Option<String>, Vec<Diagnostic>)> {
+pub fn compile_file(file: &Path, opts: &CompileOptions) -> Result<Dag, (Option<String>, Vec<Diagnostic>)> {
     match std::fs::read_to_string(file) {
         Ok(src) => compile_source(file, &src, opts),
         Err(e) => Err((
@@ -177,15 +159,8 @@ const DAG_KEYS: &[&str] = &[
 const TASK_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "trigger_rule"];
 
 /// Keys that `defaults:` sets and each task may override.
-const OVERRIDE_KEYS: &[&str] = &[
-    "retries",
-    "retry_delay",
-    "retry_backoff",
-    "max_retry_delay",
-    "retry_jitter",
-    "timeout",
-    "pool",
-];
+const OVERRIDE_KEYS: &[&str] =
+    &["retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter", "timeout", "pool"];
 
 /// `defaults:` of a DAG, and the overrides of a task.
 #[derive(Debug, Default, Deserialize)]
@@ -245,20 +220,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
-        self.diags.push(Diagnostic {
-            file: self.file.to_path_buf(),
-            pos,
-            message: message.into(),
-            hint,
-        });
+        self.diags.push(Diagnostic { file: self.file.to_path_buf(), pos, message: message.into(), hint });
     }
 
     fn de(&mut self, what: &str, e: DeError, fallback: Pos) {
-        let message = if what.is_empty() {
-            e.message
-        } else {
-            format!("{what}: {}", e.message)
-        };
+        let message = if what.is_empty() { e.message } else { format!("{what}: {}", e.message) };
         self.err(e.pos.unwrap_or(fallback), message, e.hint);
     }
 
@@ -276,13 +242,11 @@ impl Ctx<'_> {
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !s.starts_with('.')
 }
 
-const ID_HINT: &str =
-    "ids may use letters, digits, `_`, `-` and `.` (they name folders and run ids)";
+const ID_HINT: &str = "ids may use letters, digits, `_`, `-` and `.` (they name folders and run ids)";
 
 struct RawTask {
     id: String,
@@ -296,37 +260,19 @@ struct RawTask {
 }
 
 /// Compiles DAG source text (`file` is only used in messages).
-pub fn compile_source(
-    file: &Path,
-    src: &str,
-    opts: &CompileOptions,
-) -> Result<Dag, (Option<String>, Vec<Diagnostic>)> {
-    let mut cx = Ctx {
-        file,
-        diags: Vec::new(),
-    };
+pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<Dag, (Option<String>, Vec<Diagnostic>)> {
+    let mut cx = Ctx { file, diags: Vec::new() };
     let root = match yaml::parse(src) {
         Ok(n) => n,
         Err(e) => {
-            cx.err(
-                e.pos.unwrap_or(Pos { line: 1, column: 1 }),
-                format!("invalid YAML: {}", e.message),
-                None,
-            );
+            cx.err(e.pos.unwrap_or(Pos { line: 1, column: 1 }), format!("invalid YAML: {}", e.message), None);
             return Err((None, cx.diags));
         }
     };
     let Value::Map(entries) = &root.value else {
-        let found = if root.value == Value::Null {
-            "an empty file".to_string()
-        } else {
-            root.value.type_name().to_string()
-        };
-        cx.err(
-            root.pos,
-            format!("a DAG file must be a mapping with `id` and `tasks`, found {found}"),
-            None,
-        );
+        let found =
+            if root.value == Value::Null { "an empty file".to_string() } else { root.value.type_name().to_string() };
+        cx.err(root.pos, format!("a DAG file must be a mapping with `id` and `tasks`, found {found}"), None);
         return Err((None, cx.diags));
     };
 
@@ -348,11 +294,7 @@ pub fn compile_source(
                     .or_else(|| {
                         Some(format!(
                             "a DAG has {}",
-                            DAG_KEYS
-                                .iter()
-                                .map(|k| format!("`{k}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            DAG_KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
                         ))
                     });
                 cx.err(k.pos, format!("unknown key `{name}` in DAG"), hint);
@@ -362,30 +304,20 @@ pub fn compile_source(
 
     let id = match fields.get("id") {
         None => {
-            cx.err(
-                root.pos,
-                "missing required key `id`",
-                Some("add `id: my_dag` at the top of the file".into()),
-            );
+            cx.err(root.pos, "missing required key `id`", Some("add `id: my_dag` at the top of the file".into()));
             None
         }
         Some(n) => match cx.typed::<String>("`id`", n) {
             Some(id) if valid_id(&id) => Some(id),
             Some(id) => {
-                cx.err(
-                    n.pos,
-                    format!("invalid DAG id `{id}`"),
-                    Some(ID_HINT.into()),
-                );
+                cx.err(n.pos, format!("invalid DAG id `{id}`"), Some(ID_HINT.into()));
                 None
             }
             None => None,
         },
     };
-    let description = fields
-        .get("description")
-        .and_then(|n| cx.typed::<String>("`description`", n))
-        .unwrap_or_default();
+    let description =
+        fields.get("description").and_then(|n| cx.typed::<String>("`description`", n)).unwrap_or_default();
 
     let timezone: Tz = match fields.get("timezone") {
         None => Tz::UTC,
@@ -395,7 +327,9 @@ pub fn compile_source(
                 Err(_) => {
                     let hint = did_you_mean(&s, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
                         .map(|s| format!("did you mean `{s}`?"))
-                        .or_else(|| Some("use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into()));
+                        .or_else(|| {
+                            Some("use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into())
+                        });
                     cx.err(n.pos, format!("invalid timezone `{s}`"), hint);
                     Tz::UTC
                 }
@@ -438,10 +372,7 @@ pub fn compile_source(
         let pos = key_pos.get("end_date").copied().unwrap_or(root.pos);
         cx.err(pos, "`end_date` is not after `start_date`", None);
     }
-    let catchup = fields
-        .get("catchup")
-        .and_then(|n| cx.typed::<bool>("`catchup`", n))
-        .unwrap_or(false);
+    let catchup = fields.get("catchup").and_then(|n| cx.typed::<bool>("`catchup`", n)).unwrap_or(false);
     let positive = |cx: &mut Ctx, key: &str, default: u32| -> u32 {
         match fields.get(key) {
             None => default,
@@ -461,36 +392,22 @@ pub fn compile_source(
         .get("params")
         .and_then(|n| match &n.value {
             Value::Null => Some(BTreeMap::new()),
-            _ => cx.typed::<BTreeMap<String, String>>(
-                "`params` (a mapping of names to scalar values)",
-                n,
-            ),
+            _ => cx.typed::<BTreeMap<String, String>>("`params` (a mapping of names to scalar values)", n),
         })
         .unwrap_or_default();
-    let tags: Vec<String> = fields
-        .get("tags")
-        .and_then(|n| cx.typed::<Vec<String>>("`tags`", n))
-        .unwrap_or_default();
-    let defaults: Overrides = fields
-        .get("defaults")
-        .and_then(|n| cx.typed::<Overrides>("`defaults`", n))
-        .unwrap_or_default();
+    let tags: Vec<String> = fields.get("tags").and_then(|n| cx.typed::<Vec<String>>("`tags`", n)).unwrap_or_default();
+    let defaults: Overrides =
+        fields.get("defaults").and_then(|n| cx.typed::<Overrides>("`defaults`", n)).unwrap_or_default();
     let base = defaults.apply(&(RetryPolicy::default(), None, None));
 
     // Tasks.
     let mut raw: Vec<RawTask> = Vec::new();
     match fields.get("tasks") {
-        None => cx.err(
-            root.pos,
-            "missing required key `tasks`",
-            Some("add `tasks:` with a list of tasks".into()),
-        ),
+        None => cx.err(root.pos, "missing required key `tasks`", Some("add `tasks:` with a list of tasks".into())),
         Some(n) => match &n.value {
-            Value::Seq(items) if items.is_empty() => cx.err(
-                n.pos,
-                "`tasks` is empty",
-                Some("a DAG needs at least one task".into()),
-            ),
+            Value::Seq(items) if items.is_empty() => {
+                cx.err(n.pos, "`tasks` is empty", Some("a DAG needs at least one task".into()))
+            }
             Value::Seq(items) => {
                 for item in items {
                     if let Some(t) = read_task(&mut cx, item, &params) {
@@ -498,14 +415,7 @@ pub fn compile_source(
                     }
                 }
             }
-            other => cx.err(
-                n.pos,
-                format!(
-                    "`tasks` must be a list of tasks, found {}",
-                    other.type_name()
-                ),
-                None,
-            ),
+            other => cx.err(n.pos, format!("`tasks` must be a list of tasks, found {}", other.type_name()), None),
         },
     }
 
@@ -539,32 +449,20 @@ pub fn compile_source(
                         .or_else(|| {
                             Some(format!(
                                 "tasks of this DAG: {}",
-                                raw.iter()
-                                    .map(|t| format!("`{}`", t.id))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                raw.iter().map(|t| format!("`{}`", t.id)).collect::<Vec<_>>().join(", ")
                             ))
                         });
-                    cx.err(
-                        *pos,
-                        format!("task `{}` depends on unknown task `{up}`", t.id),
-                        hint,
-                    );
+                    cx.err(*pos, format!("task `{}` depends on unknown task `{up}`", t.id), hint);
                 }
             }
         }
-        if let (Some(pools), Some(pool)) =
-            (&opts.pools, &t.overrides.pool.clone().or(base.2.clone()))
+        if let (Some(pools), Some(pool)) = (&opts.pools, &t.overrides.pool.clone().or(base.2.clone()))
             && !pools.contains(pool)
         {
             let hint = did_you_mean(pool, pools.iter().map(String::as_str))
                 .map(|s| format!("did you mean `{s}`?"))
                 .or_else(|| Some("define it under `pools:` in cartflow.yaml".into()));
-            cx.err(
-                t.pos,
-                format!("task `{}` uses unknown pool `{pool}`", t.id),
-                hint,
-            );
+            cx.err(t.pos, format!("task `{}` uses unknown pool `{pool}`", t.id), hint);
         }
     }
 
@@ -653,10 +551,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     let Value::Map(entries) = &node.value else {
         cx.err(
             node.pos,
-            format!(
-                "a task must be a mapping with `id` and `kind`, found {}",
-                node.value.type_name()
-            ),
+            format!("a task must be a mapping with `id` and `kind`, found {}", node.value.type_name()),
             None,
         );
         return None;
@@ -678,11 +573,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
                     if valid_id(&s) {
                         id = Some((s, v.pos));
                     } else {
-                        cx.err(
-                            v.pos,
-                            format!("invalid task id `{s}`"),
-                            Some(ID_HINT.into()),
-                        );
+                        cx.err(v.pos, format!("invalid task id `{s}`"), Some(ID_HINT.into()));
                     }
                 }
             }
@@ -703,10 +594,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
                 }
                 other => cx.err(
                     v.pos,
-                    format!(
-                        "`depends_on` must be a task id or a list of them, found {}",
-                        other.type_name()
-                    ),
+                    format!("`depends_on` must be a task id or a list of them, found {}", other.type_name()),
                     None,
                 ),
             },
@@ -721,30 +609,16 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     }
     let Some((id, id_pos)) = id else {
         if !entries.iter().any(|(k, _)| k.as_str() == Some("id")) {
-            cx.err(
-                node.pos,
-                "task is missing required key `id`",
-                Some("add `id: my_task`".into()),
-            );
+            cx.err(node.pos, "task is missing required key `id`", Some("add `id: my_task`".into()));
         }
         return None;
     };
     let overrides = cx
-        .typed::<Overrides>(
-            &format!("task `{id}`"),
-            &Node {
-                pos: node.pos,
-                value: Value::Map(override_entries),
-            },
-        )
+        .typed::<Overrides>(&format!("task `{id}`"), &Node { pos: node.pos, value: Value::Map(override_entries) })
         .unwrap_or_default();
     let kind = match kind_node {
         None => {
-            cx.err(
-                node.pos,
-                format!("task `{id}` is missing required key `kind`"),
-                Some(kinds_hint()),
-            );
+            cx.err(node.pos, format!("task `{id}` is missing required key `kind`"), Some(kinds_hint()));
             None
         }
         Some(n) => match n.as_str() {
@@ -759,27 +633,16 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
                 }
             },
             None => {
-                cx.err(
-                    n.pos,
-                    format!("`kind` must be a name, found {}", n.value.type_name()),
-                    Some(kinds_hint()),
-                );
+                cx.err(n.pos, format!("`kind` must be a name, found {}", n.value.type_name()), Some(kinds_hint()));
                 None
             }
         },
     };
-    let config = Node {
-        pos: node.pos,
-        value: Value::Map(config_entries),
-    };
+    let config = Node { pos: node.pos, value: Value::Map(config_entries) };
     if let Some(entry) = kind
         && let Err(mut e) = (entry.compile)(&config)
     {
-        if let Some(field) = e
-            .message
-            .strip_prefix("unknown key `")
-            .and_then(|s| s.strip_suffix('`'))
-        {
+        if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
             let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
             if let Some(s) = did_you_mean(field, all) {
                 e.hint = Some(format!("did you mean `{s}`?"));
@@ -796,37 +659,18 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     });
     for (e, pos) in template_errors {
         let hint = match &e {
-            template::TemplateError::UnknownVariable { hint, .. } => hint.clone().or_else(|| {
-                Some(format!(
-                    "available: {}, params.NAME",
-                    template::VARIABLES.join(", ")
-                ))
-            }),
+            template::TemplateError::UnknownVariable { hint, .. } => {
+                hint.clone().or_else(|| Some(format!("available: {}, params.NAME", template::VARIABLES.join(", "))))
+            }
             _ => None,
         };
         cx.err(pos, format!("task `{id}`: {e}"), hint);
     }
-    Some(RawTask {
-        id,
-        pos: node.pos,
-        id_pos,
-        kind,
-        config,
-        depends_on,
-        trigger_rule,
-        overrides,
-    })
+    Some(RawTask { id, pos: node.pos, id_pos, kind, config, depends_on, trigger_rule, overrides })
 }
 
 fn kinds_hint() -> String {
-    format!(
-        "known kinds: {}",
-        kinds::REGISTRY
-            .iter()
-            .map(|k| format!("`{}`", k.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("known kinds: {}", kinds::REGISTRY.iter().map(|k| format!("`{}`", k.name)).collect::<Vec<_>>().join(", "))
 }
 
 /// Kahn's algorithm, taking the lowest declaration index first among ready tasks.
@@ -844,10 +688,7 @@ fn topo_order(upstream: &[Vec<usize>], skip: &[bool]) -> Vec<usize> {
             down[u].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..n)
-        .filter(|&i| !skip[i] && indeg[i] == 0)
-        .map(Reverse)
-        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| !skip[i] && indeg[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);

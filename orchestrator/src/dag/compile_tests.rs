@@ -5,16 +5,10 @@ use std::path::Path;
 use super::*;
 
 fn errors(src: &str) -> String {
-    let opts = CompileOptions {
-        pools: Some(["glue".to_string()].into()),
-    };
+    let opts = CompileOptions { pools: Some(["glue".to_string()].into()) };
     match compile_source(Path::new("dags/t.yaml"), src, &opts) {
         Ok(d) => panic!("expected errors, compiled {}", d.id),
-        Err((_, diags)) => diags
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Err((_, diags)) => diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
     }
 }
 
@@ -27,9 +21,7 @@ fn yaml_syntax_error() {
 
 #[test]
 fn yaml_bad_indentation() {
-    insta::assert_snapshot!(errors(
-        "id: d\ntasks:\n  - id: a\n     kind: noop\n   x: 1\n"
-    ));
+    insta::assert_snapshot!(errors("id: d\ntasks:\n  - id: a\n     kind: noop\n   x: 1\n"));
 }
 
 #[test]
@@ -39,16 +31,12 @@ fn duplicate_yaml_key() {
 
 #[test]
 fn unknown_dag_key_with_suggestion() {
-    insta::assert_snapshot!(errors(&format!(
-        "id: d\nschedul: '@daily'\ntasks:\n{OK_TASK}"
-    )));
+    insta::assert_snapshot!(errors(&format!("id: d\nschedul: '@daily'\ntasks:\n{OK_TASK}")));
 }
 
 #[test]
 fn unknown_kind_key_with_suggestion() {
-    insta::assert_snapshot!(errors(
-        "id: d\ntasks:\n  - id: a\n    kind: command\n    program: sh\n    arg: [x]\n"
-    ));
+    insta::assert_snapshot!(errors("id: d\ntasks:\n  - id: a\n    kind: command\n    program: sh\n    arg: [x]\n"));
 }
 
 #[test]
@@ -96,16 +84,12 @@ fn cycle_is_printed_whole() {
 
 #[test]
 fn invalid_cron() {
-    insta::assert_snapshot!(errors(&format!(
-        "id: d\nschedule: '0 25 * * *'\ntasks:\n{OK_TASK}"
-    )));
+    insta::assert_snapshot!(errors(&format!("id: d\nschedule: '0 25 * * *'\ntasks:\n{OK_TASK}")));
 }
 
 #[test]
 fn cron_with_wrong_field_count() {
-    insta::assert_snapshot!(errors(&format!(
-        "id: d\nschedule: '0 2 * *'\ntasks:\n{OK_TASK}"
-    )));
+    insta::assert_snapshot!(errors(&format!("id: d\nschedule: '0 2 * *'\ntasks:\n{OK_TASK}")));
 }
 
 #[test]
@@ -117,9 +101,7 @@ fn unknown_template_variables() {
 
 #[test]
 fn invalid_timezone() {
-    insta::assert_snapshot!(errors(&format!(
-        "id: d\ntimezone: Europe/Berln\ntasks:\n{OK_TASK}"
-    )));
+    insta::assert_snapshot!(errors(&format!("id: d\ntimezone: Europe/Berln\ntasks:\n{OK_TASK}")));
 }
 
 #[test]
@@ -131,9 +113,7 @@ fn wrong_types_and_values() {
 
 #[test]
 fn unknown_pool() {
-    insta::assert_snapshot!(errors(
-        "id: d\ntasks:\n  - id: a\n    kind: noop\n    pool: glu\n"
-    ));
+    insta::assert_snapshot!(errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    pool: glu\n"));
 }
 
 #[test]
@@ -163,10 +143,7 @@ fn a_good_dag_compiles_in_topological_order() {
     assert_eq!(ids, vec!["extract", "transform", "load"]);
     assert_eq!(dag.tasks[2].retry.retries, 0, "task override wins");
     assert_eq!(dag.tasks[0].retry.retries, 3, "defaults apply");
-    assert_eq!(
-        dag.tasks[0].timeout,
-        Some(std::time::Duration::from_secs(3600))
-    );
+    assert_eq!(dag.tasks[0].timeout, Some(std::time::Duration::from_secs(3600)));
     assert_eq!(dag.tasks[1].upstream, vec![0]);
     assert_eq!(dag.tasks[0].downstream, vec![1]);
 }
@@ -187,13 +164,7 @@ mod fuzz {
     const SEED: &str = "id: d\nschedule: '@daily'\ntimezone: UTC\nparams:\n  p: 1\ndefaults:\n  retries: 2\n  retry_delay: 1s\ntasks:\n  - id: a\n    kind: command\n    program: sh\n    args: [-c, 'echo {{ ds }}']\n    env: {X: '{{ params.p }}'}\n  - id: b\n    kind: noop\n    depends_on: [a]\n    trigger_rule: all_done\n";
 
     fn compile_never_panics(src: &str) {
-        let _ = compile_source(
-            Path::new("fuzz.yaml"),
-            src,
-            &CompileOptions {
-                pools: Some(Default::default()),
-            },
-        );
+        let _ = compile_source(Path::new("fuzz.yaml"), src, &CompileOptions { pools: Some(Default::default()) });
     }
 
     proptest! {
@@ -237,10 +208,7 @@ mod fuzz {
             &format!(
                 "id: d\ntasks:\n{}",
                 (0..300)
-                    .map(|i| format!(
-                        "  - id: t{i}\n    kind: noop\n    depends_on: [t{}]\n",
-                        (i + 1) % 300
-                    ))
+                    .map(|i| format!("  - id: t{i}\n    kind: noop\n    depends_on: [t{}]\n", (i + 1) % 300))
                     .collect::<String>()
             ),
         ] {

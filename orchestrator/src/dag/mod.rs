@@ -231,21 +231,13 @@ impl HumanDuration {
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!(
-                    "invalid duration `{s}`: expected a number at `{rest}`"
-                ));
+                return Err(format!("invalid duration `{s}`: expected a number at `{rest}`"));
             }
-            let n: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("invalid duration `{s}`"))?;
+            let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration `{s}`"))?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let d = match unit {
@@ -255,14 +247,10 @@ impl HumanDuration {
                 "h" => Duration::from_secs(n.saturating_mul(3600)),
                 "d" => Duration::from_secs(n.saturating_mul(86400)),
                 "" => {
-                    return Err(format!(
-                        "invalid duration `{s}`: a unit is missing after {n} (ms, s, m, h, d)"
-                    ));
+                    return Err(format!("invalid duration `{s}`: a unit is missing after {n} (ms, s, m, h, d)"));
                 }
                 other => {
-                    return Err(format!(
-                        "invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h, d)"
-                    ));
+                    return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h, d)"));
                 }
             };
             total = total.saturating_add(d);
@@ -274,9 +262,7 @@ impl HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        HumanDuration::parse(&s)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
+        HumanDuration::parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
     }
 }
 
@@ -288,16 +274,9 @@ mod tests {
     fn durations() {
         assert_eq!(HumanDuration::parse("90"), Ok(Duration::from_secs(90)));
         assert_eq!(HumanDuration::parse("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(
-            HumanDuration::parse("250ms"),
-            Ok(Duration::from_millis(250))
-        );
+        assert_eq!(HumanDuration::parse("250ms"), Ok(Duration::from_millis(250)));
         assert!(HumanDuration::parse("5 minutes").is_err());
-        assert!(
-            HumanDuration::parse("5x")
-                .expect_err("unit")
-                .contains("unknown unit")
-        );
+        assert!(HumanDuration::parse("5x").expect_err("unit").contains("unknown unit"));
     }
 
     #[test]
@@ -311,28 +290,18 @@ mod tests {
         };
         let delays: Vec<u64> = (1..=5).map(|n| p.base_delay(n).as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 5, 5]);
-        let c = RetryPolicy {
-            backoff: Backoff::Constant,
-            ..p
-        };
+        let c = RetryPolicy { backoff: Backoff::Constant, ..p };
         assert_eq!(c.base_delay(4), Duration::from_secs(1));
     }
 
     #[test]
     fn jitter_stays_between_half_and_full() {
-        let p = RetryPolicy {
-            delay: Duration::from_secs(8),
-            jitter: true,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { delay: Duration::from_secs(8), jitter: true, ..RetryPolicy::default() };
         let mut rng = fastrand::Rng::with_seed(7);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
             let d = p.delay_for(1, &mut rng);
-            assert!(
-                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 50, "jitter must actually vary the delay");

@@ -76,8 +76,7 @@ pub struct RenderedCommand {
 
 impl Kind for Command {
     const NAME: &'static str = "command";
-    const ABOUT: &'static str =
-        "runs a program; its output goes to the task log, its exit code decides";
+    const ABOUT: &'static str = "runs a program; its output goes to the task log, its exit code decides";
     type Config = CommandConfig;
     type Rendered = RenderedCommand;
 
@@ -91,27 +90,16 @@ impl Kind for Command {
         Ok(())
     }
 
-    fn render(
-        c: &CommandConfig,
-        ctx: &template::Context,
-    ) -> Result<RenderedCommand, TemplateError> {
+    fn render(c: &CommandConfig, ctx: &template::Context) -> Result<RenderedCommand, TemplateError> {
         Ok(RenderedCommand {
             program: ctx.render(&c.program, Escaping::Path)?,
-            args: c
-                .args
-                .iter()
-                .map(|a| ctx.render(a, Escaping::None))
-                .collect::<Result<_, _>>()?,
+            args: c.args.iter().map(|a| ctx.render(a, Escaping::None)).collect::<Result<_, _>>()?,
             env: c
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), ctx.render(v, Escaping::None)?)))
                 .collect::<Result<_, TemplateError>>()?,
-            working_dir: c
-                .working_dir
-                .as_ref()
-                .map(|w| ctx.render(w, Escaping::Path))
-                .transpose()?,
+            working_dir: c.working_dir.as_ref().map(|w| ctx.render(w, Escaping::Path)).transpose()?,
             clear_env: c.clear_env,
             skip_exit_code: c.skip_exit_code,
         })
@@ -127,28 +115,16 @@ impl Kind for Command {
             Some(w) => ctx.project_dir.join(w),
             None => ctx.project_dir.clone(),
         };
-        let log = ctx.log.file().ok_or_else(|| {
-            TaskFailure::new(format!(
-                "cannot open the task log {}",
-                ctx.log.path().display()
-            ))
-        })?;
-        let out = log
-            .try_clone()
-            .map_err(|e| TaskFailure::new(format!("task log: {e}")))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| TaskFailure::new(format!("task log: {e}")))?;
-        ctx.log
-            .line(format_args!("$ {} {}", r.program, shell_words(&r.args)));
+        let log = ctx
+            .log
+            .file()
+            .ok_or_else(|| TaskFailure::new(format!("cannot open the task log {}", ctx.log.path().display())))?;
+        let out = log.try_clone().map_err(|e| TaskFailure::new(format!("task log: {e}")))?;
+        let err = log.try_clone().map_err(|e| TaskFailure::new(format!("task log: {e}")))?;
+        ctx.log.line(format_args!("$ {} {}", r.program, shell_words(&r.args)));
 
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&r.args)
-            .current_dir(&cwd)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        cmd.args(&r.args).current_dir(&cwd).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         if r.clear_env {
             cmd.env_clear();
             for keep in ["PATH", "HOME"] {
@@ -167,11 +143,7 @@ impl Kind for Command {
         cmd.envs(&r.env);
 
         let mut child = cmd.spawn().map_err(|e| {
-            TaskFailure::permanent(format!(
-                "cannot start `{}` in {}: {e}",
-                program.display(),
-                cwd.display()
-            ))
+            TaskFailure::permanent(format!("cannot start `{}` in {}: {e}", program.display(), cwd.display()))
         })?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
         let guard = GroupGuard::new(pgid);
@@ -190,20 +162,12 @@ impl Kind for Command {
             }
         };
         drop(guard); // kills anything the program left behind in its group
-        let status =
-            status.map_err(|e| TaskFailure::new(format!("waiting for `{}`: {e}", r.program)))?;
+        let status = status.map_err(|e| TaskFailure::new(format!("waiting for `{}`: {e}", r.program)))?;
         match status.code() {
-            Some(0) => Ok(TaskOutput {
-                exit_code: Some(0),
-                ..TaskOutput::default()
-            }),
+            Some(0) => Ok(TaskOutput { exit_code: Some(0), ..TaskOutput::default() }),
             Some(code) if Some(code) == r.skip_exit_code => {
                 ctx.log.line(format_args!("exit code {code}: task skipped"));
-                Ok(TaskOutput {
-                    exit_code: Some(code),
-                    skipped: true,
-                    summary: None,
-                })
+                Ok(TaskOutput { exit_code: Some(code), skipped: true, summary: None })
             }
             Some(code) => Err(TaskFailure {
                 message: format!("`{}` exited with code {code}", r.program),
@@ -213,10 +177,7 @@ impl Kind for Command {
             None => {
                 use std::os::unix::process::ExitStatusExt;
                 let sig = status.signal().unwrap_or(0);
-                Err(TaskFailure::new(format!(
-                    "`{}` was killed by signal {sig}",
-                    r.program
-                )))
+                Err(TaskFailure::new(format!("`{}` was killed by signal {sig}", r.program)))
             }
         }
     }
@@ -225,10 +186,7 @@ impl Kind for Command {
 fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-            {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))

@@ -47,10 +47,7 @@ pub struct TaskLog {
 impl TaskLog {
     /// A log that will live at `path`.
     pub fn new(path: PathBuf) -> Self {
-        TaskLog {
-            path,
-            file: OnceLock::new(),
-        }
+        TaskLog { path, file: OnceLock::new() }
     }
 
     /// Where the log lives.
@@ -70,11 +67,7 @@ impl TaskLog {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir).ok()?;
                 }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .ok()
+                std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok()
             })
             .as_ref()
     }
@@ -82,11 +75,7 @@ impl TaskLog {
     /// Appends one timestamped line.
     pub fn line(&self, msg: impl std::fmt::Display) {
         if let Some(mut f) = self.file() {
-            let _ = writeln!(
-                f,
-                "[{}] {msg}",
-                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            );
+            let _ = writeln!(f, "[{}] {msg}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"));
         }
     }
 }
@@ -142,20 +131,12 @@ pub struct TaskFailure {
 impl TaskFailure {
     /// A retryable failure.
     pub fn new(message: impl Into<String>) -> Self {
-        TaskFailure {
-            message: message.into(),
-            exit_code: None,
-            retryable: true,
-        }
+        TaskFailure { message: message.into(), exit_code: None, retryable: true }
     }
 
     /// A failure that retrying would not fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        TaskFailure {
-            message: message.into(),
-            exit_code: None,
-            retryable: false,
-        }
+        TaskFailure { message: message.into(), exit_code: None, retryable: false }
     }
 }
 
@@ -182,16 +163,10 @@ pub trait Kind: Debug + Send + Sync + 'static {
     }
 
     /// Fills in the templates for one task of one run.
-    fn render(
-        config: &Self::Config,
-        ctx: &template::Context,
-    ) -> Result<Self::Rendered, TemplateError>;
+    fn render(config: &Self::Config, ctx: &template::Context) -> Result<Self::Rendered, TemplateError>;
 
     /// Runs one attempt.
-    fn run(
-        rendered: Self::Rendered,
-        ctx: TaskContext,
-    ) -> impl Future<Output = Result<TaskOutput, TaskFailure>> + Send;
+    fn run(rendered: Self::Rendered, ctx: TaskContext) -> impl Future<Output = Result<TaskOutput, TaskFailure>> + Send;
 }
 
 /// A task's compiled config, with its kind erased.
@@ -232,11 +207,7 @@ impl<K: Kind> CompiledTask for Compiled<K> {
 
 fn compile<K: Kind>(node: &Node) -> Result<Arc<dyn CompiledTask>, DeError> {
     let config: K::Config = yaml::from_node(node)?;
-    K::validate(&config).map_err(|message| DeError {
-        message,
-        pos: Some(node.pos),
-        hint: None,
-    })?;
+    K::validate(&config).map_err(|message| DeError { message, pos: Some(node.pos), hint: None })?;
     Ok(Arc::new(Compiled::<K>(config)))
 }
 
@@ -252,11 +223,7 @@ pub struct KindEntry {
 }
 
 const fn entry<K: Kind>() -> KindEntry {
-    KindEntry {
-        name: K::NAME,
-        about: K::ABOUT,
-        compile: compile::<K>,
-    }
+    KindEntry { name: K::NAME, about: K::ABOUT, compile: compile::<K> }
 }
 
 /// Every task kind cartflow knows.
