@@ -5,6 +5,10 @@
 //! state: .cartflow/state.db
 //! pools:                  # name -> slots, shared by every run of one process
 //!   aws_glue: 2
+//! eventbridge:            # one rule per scheduled DAG (`cartflow schedules sync`)
+//!   rule_prefix: cartflow-
+//!   target:
+//!     arn: arn:aws:lambda:eu-west-1:123456789012:function:cartflow-runner
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +31,9 @@ pub struct ProjectConfig {
     /// Pools: name → number of slots.
     #[serde(default)]
     pub pools: BTreeMap<String, u32>,
+    /// EventBridge rules for scheduled DAGs (`cartflow schedules sync --backend aws`).
+    #[serde(default)]
+    pub eventbridge: Option<crate::schedules_sync::EventBridgeConfig>,
 }
 
 fn default_dags() -> PathBuf {
@@ -39,7 +46,7 @@ fn default_state() -> PathBuf {
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new() }
+        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new(), eventbridge: None }
     }
 }
 

@@ -3,6 +3,7 @@
 //! gives them data intervals, [`executor`] runs one interval against the [`store`], and
 //! [`kinds`] holds one module per task kind with both of its implementations.
 
+pub mod aws;
 pub mod backfill;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod kinds;
 pub mod process;
 pub mod schedule;
 pub mod scheduler;
+pub mod schedules_sync;
 pub mod state;
 pub mod store;
 pub mod template;

@@ -71,6 +71,8 @@ pub struct Config {
     pub pools: Arc<Pools>,
     /// How often to look for due runs and changed files.
     pub tick: Duration,
+    /// Only these DAG ids (empty: all).
+    pub only: Vec<String>,
 }
 
 /// What a scheduler session did.
@@ -170,7 +172,7 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
         loaded.refresh(&cfg);
         let mut created = 0;
         if !cancel.is_cancelled() {
-            for dag in loaded.by_file.values() {
+            for dag in loaded.by_file.values().filter(|d| cfg.only.is_empty() || cfg.only.contains(&d.id)) {
                 let ours: HashSet<String> =
                     launched.iter().filter(|(_, d)| **d == dag.id).map(|(r, _)| r.clone()).collect();
                 let live: HashSet<String> = store.live_runs(&dag.id)?.into_iter().collect();

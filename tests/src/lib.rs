@@ -157,3 +157,111 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether tests run under CI, where a missing tool is a failure, never a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The Python venv with the test tools (moto, ...): `CARTFLOW_VENV`, or the one
+/// `scripts/test` creates.
+pub fn venv() -> PathBuf {
+    std::env::var_os("CARTFLOW_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cartflow/venv"))
+}
+
+/// A tool of the venv, or `None` with a printed reason (a panic under CI).
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let p = venv().join("bin").join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    let msg = format!(
+        "{} not found (run `bash scripts/test`, which installs the test tools into {})",
+        p.display(),
+        venv().display()
+    );
+    assert!(!under_ci(), "{msg}");
+    eprintln!("skipping: {msg}");
+    None
+}
+
+/// moto's AWS emulator, on a free port of 127.0.0.1; stopped on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts the emulator, or returns `None` (with a printed reason) when moto is not
+    /// installed outside CI.
+    pub fn start() -> Option<Moto> {
+        let bin = venv_tool("moto_server")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if moto.get("/moto-api/").is_some_and(|status| status.contains(" 200")) {
+                return Some(moto);
+            }
+            assert!(Instant::now() < until, "moto_server did not come up on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        buf.lines().next().map(str::to_string)
+    }
+
+    /// Points a command at the emulator with dummy credentials (and nothing from the
+    /// developer's own AWS setup).
+    pub fn configure(&self, cmd: &mut Command) {
+        for var in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    }
+
+    /// Runs a Python snippet with boto3 against the emulator (an independent check of what
+    /// cartflow did) and returns its standard output.
+    pub fn boto3(&self, code: &str) -> String {
+        let py = venv().join("bin/python");
+        let mut cmd = Command::new(py);
+        cmd.args(["-c", code]);
+        self.configure(&mut cmd);
+        let out = cmd.output().expect("python");
+        assert!(out.status.success(), "boto3 snippet failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -108,7 +108,13 @@ pub enum Command {
         /// How often to look for due runs and changed DAG files.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         tick: Duration,
+        /// Only these DAGs (repeatable; what an EventBridge rule passes).
+        #[arg(long = "dag")]
+        dags: Vec<String>,
     },
+    /// EventBridge rules for scheduled DAGs.
+    #[command(subcommand)]
+    Schedules(SchedulesCmd),
     /// List DAG runs, newest first.
     Runs {
         /// Only this DAG.
@@ -161,6 +167,19 @@ pub struct RunArgs {
     /// Override a param: NAME=VALUE (repeatable).
     #[arg(short = 'p', long = "param", value_parser = parse_kv)]
     params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCmd {
+    /// Create, update and delete one EventBridge rule per scheduled DAG (idempotent).
+    Sync {
+        /// Must be `aws`: the local backend schedules with `cartflow scheduler`.
+        #[arg(long, value_enum, default_value_t = Backend::Local)]
+        backend: Backend,
+        /// Print the diff and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -316,7 +335,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan { dag, date, params } => plan(&project, &dag, &date, params),
         Command::Run(args) => run(&project, args, &cli.global),
         Command::Backfill(args) => backfill(&project, args, &cli.global),
-        Command::Scheduler { once, backend, tick } => scheduler(&project, once, backend, tick),
+        Command::Scheduler { once, backend, tick, dags } => scheduler(&project, once, backend, tick, dags),
+        Command::Schedules(SchedulesCmd::Sync { backend, dry_run }) => schedules_sync(&project, backend, dry_run),
         Command::Runs { dag, limit } => runs(&project, dag.as_deref(), limit),
         Command::Tasks { run_id } => tasks(&project, &run_id),
         Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
@@ -550,11 +570,69 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration) -> anyhow::Result<ExitCode> {
+fn schedules_sync(p: &Project, backend: Backend, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use cartflow::schedules_sync::{Change, desired_rules, plan_sync};
+    if backend != Backend::Aws {
+        return Err(usage(
+            "EventBridge rules exist only with `--backend aws`; on the local backend, run `cartflow scheduler`",
+        ));
+    }
+    let Some(cfg) = p.config.eventbridge.clone() else {
+        return Err(usage(
+            "cartflow.yaml has no `eventbridge:` section; add one, e.g.\n\neventbridge:\n  rule_prefix: cartflow-\n  target:\n    arn: arn:aws:lambda:REGION:ACCOUNT:function:cartflow-runner",
+        ));
+    };
+    let set = p.load()?;
+    if !set.diagnostics.is_empty() {
+        for d in &set.diagnostics {
+            eprintln!("{d}");
+        }
+        return Err(usage(format!(
+            "{} problem(s) in the DAG files: fix them first (nothing was changed, so that no rule of a broken DAG is deleted)",
+            set.diagnostics.len()
+        )));
+    }
+    let (desired, errors) = desired_rules(set.dags.values().map(|d| d.as_ref()), &cfg);
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        return Err(usage(format!("{} DAG(s) cannot be scheduled by EventBridge; nothing was changed", errors.len())));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let changes = rt.block_on(async {
+        let client = cartflow::aws::eventbridge::client().await;
+        let current = cartflow::aws::eventbridge::list_rules(&client, &cfg).await?;
+        let changes = plan_sync(&desired, &current, &cfg.target);
+        if !dry_run {
+            cartflow::aws::eventbridge::apply(&client, &cfg, &changes).await?;
+        }
+        Ok::<_, cartflow::aws::AwsError>(changes)
+    })?;
+    for c in &changes {
+        println!("{c}");
+    }
+    let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
+    println!(
+        "{}{} to create, {} to update, {} to delete, {} unchanged",
+        if dry_run { "dry run: " } else { "" },
+        count(|c| matches!(c, Change::Create(_))),
+        count(|c| matches!(c, Change::Update(..))),
+        count(|c| matches!(c, Change::Delete(_))),
+        count(|c| matches!(c, Change::Unchanged(_))),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration, only: Vec<String>) -> anyhow::Result<ExitCode> {
     if !p.dags_dir.is_dir() {
         return Err(usage(format!("DAGs folder {} does not exist", p.dags_dir.display())));
     }
+    for id in &only {
+        p.dag(id)?;
+    }
     let cfg = cartflow::scheduler::Config {
+        only,
         dags_dir: p.dags_dir.clone(),
         state_path: p.state.clone(),
         exec: ExecOptions { backend, project_dir: p.dir.clone(), ..ExecOptions::default() },
