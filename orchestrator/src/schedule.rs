@@ -442,6 +442,51 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_year_of_daily_intervals_has_every_day_once() {
+        for (tz, expr, spring, fall) in [
+            ("Europe/Berlin", "@daily", "2026-03-29", "2026-10-25"),
+            ("Europe/Berlin", "30 2 * * *", "2026-03-29", "2026-10-25"),
+            ("America/New_York", "@daily", "2026-03-08", "2026-11-01"),
+            ("America/New_York", "0 2 * * *", "2026-03-08", "2026-11-01"),
+        ] {
+            let tzv: Tz = tz.parse().expect("tz");
+            let s = Schedule::parse(expr).expect("expr");
+            let from = local_midnight(NaiveDate::from_ymd_opt(2026, 1, 1).expect("date"), tzv);
+            let to = local_midnight(NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"), tzv);
+            let v = s.intervals_between(from, to, tzv);
+            let mut day = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
+            for i in &v {
+                assert_eq!(i.ds(), day.to_string(), "{tz} {expr}: no day skipped or doubled");
+                day = day.succ_opt().expect("next");
+            }
+            assert_eq!(v.len(), 365, "{tz} {expr}");
+            let total: i64 = v.iter().map(|i| (i.end - i.start).num_minutes()).sum();
+            assert_eq!(total, 365 * 24 * 60, "{tz} {expr}: the year is covered exactly");
+            // Only intervals touching a transition day differ from 24 h: shorter in spring,
+            // 25 h in the fall.
+            let near = |d: &str, t: &str| {
+                let d = NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("d");
+                let t = NaiveDate::parse_from_str(t, "%Y-%m-%d").expect("t");
+                (t - d).num_days().abs() <= 1
+            };
+            for i in &v {
+                let minutes = (i.end - i.start).num_minutes();
+                if minutes == 24 * 60 {
+                    continue;
+                }
+                let ds = i.ds();
+                if minutes < 24 * 60 {
+                    assert!(near(&ds, spring) && minutes >= 23 * 60, "{tz} {expr} {ds}: {minutes} min");
+                } else {
+                    assert!(near(&ds, fall) && minutes == 25 * 60, "{tz} {expr} {ds}: {minutes} min");
+                }
+            }
+            assert!(v.iter().any(|i| (i.end - i.start).num_minutes() == 25 * 60), "{tz} {expr}: one 25 h interval");
+            assert!(v.iter().any(|i| (i.end - i.start).num_minutes() < 24 * 60), "{tz} {expr}: a short interval");
+        }
+    }
+
+    #[test]
     fn hourly_across_the_gap_never_repeats_an_instant() {
         let h = days("@hourly", "Europe/Berlin", "2026-03-29T00:00", 4);
         let starts: Vec<String> = h.iter().map(|i| i.start_rfc3339()).collect();

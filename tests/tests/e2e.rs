@@ -503,6 +503,23 @@ mod time {
     }
 
     #[test]
+    fn the_scheduler_respects_max_active_runs() {
+        let p = Project::new();
+        // One run at a time: a run that finds the lock taken fails.
+        let body = "mkdir $DIR/lock || exit 9; echo {{ ds }} >> $DIR/ran; sleep 0.2; rmdir $DIR/lock";
+        p.dag(
+            "one.yaml",
+            &format!(
+                "id: one\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\nmax_active_runs: 1\ntasks:\n{}",
+                sh("a", "", body)
+            ),
+        );
+        let o = p.command(&["scheduler", "--once"]).env("CARTFLOW_NOW", "2019-10-05T00:00:00Z").output().expect("run");
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(p.read("ran"), "2019-10-01\n2019-10-02\n2019-10-03\n2019-10-04\n", "oldest first, one at a time");
+    }
+
+    #[test]
     fn the_scheduler_reloads_dags_and_keeps_the_last_good_version() {
         let p = Project::new();
         let good = format!(
