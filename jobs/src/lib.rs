@@ -1,1 +1,7 @@
-//! Data jobs (ingest, compact, crawl, clean, recipes) with no knowledge of the engine.
+//! Data jobs of the lake house, with no knowledge of the engine: the event model, the
+//! synthetic generator, the raw zone (Firehose's layout), and — as they land — compaction,
+//! crawling, cleaning and the DataBrew recipe interpreter.
+
+pub mod event;
+pub mod generate;
+pub mod rawzone;

@@ -21,10 +21,12 @@ use cartflow::template;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod generate;
 mod table;
 
 const EXAMPLES: &str = "\
 Examples:
+  cartflow generate --days 7 --events-per-day 1000000 --format raw --out .cartflow/lake
   cartflow validate                          check every DAG under dags/
   cartflow plan example_etl --date 2019-10-01
   cartflow run example_etl --date 2019-10-01
@@ -140,6 +142,8 @@ pub enum Command {
     },
     /// List the task kinds.
     Kinds,
+    /// Generate realistic synthetic events (Kaggle CSV, or the raw zone as Firehose writes it).
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +344,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { dag, limit } => runs(&project, dag.as_deref(), limit),
         Command::Tasks { run_id } => tasks(&project, &run_id),
         Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
+        Command::Generate(args) => generate::run(args),
         Command::Kinds => {
             for k in REGISTRY {
                 println!("{:<14} {}", k.name, k.about);

@@ -1,0 +1,224 @@
+//! The raw zone: `raw/events/dt=YYYY-MM-DD/hour=HH/<name>-<seq>.json.gz`, gzip JSON lines,
+//! the same layout on disk and on S3.
+//!
+//! [`RawZoneWriter`] writes it the way Kinesis Data Firehose does: records are buffered per
+//! partition and a buffer becomes one object when it reaches a size or an age (in event
+//! time), and at shutdown. An object is written under a dot-name and renamed into place, so a
+//! reader never sees half a file. The partition of a record is its event time, so a replay of
+//! historical data lands in its own dates. The generator and the streaming archiver both use
+//! this writer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::event::civil_from_days;
+
+/// The prefix of the raw events under the lake root.
+pub const RAW_EVENTS: &str = "raw/events";
+
+/// Errors writing the raw zone.
+#[derive(Debug, thiserror::Error)]
+pub enum RawZoneError {
+    /// A file could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The partition folder of an event time, relative to the lake root.
+pub fn partition_dir(event_time: i64) -> PathBuf {
+    let (y, m, d) = civil_from_days(event_time.div_euclid(86_400));
+    let hour = event_time.rem_euclid(86_400) / 3600;
+    PathBuf::from(format!("{RAW_EVENTS}/dt={y:04}-{m:02}-{d:02}/hour={hour:02}"))
+}
+
+/// What a writer wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawZoneStats {
+    /// Records written.
+    pub records: u64,
+    /// Objects (files) written.
+    pub files: u64,
+    /// Uncompressed bytes.
+    pub bytes: u64,
+}
+
+struct Buffer {
+    data: Vec<u8>,
+    records: u64,
+    first_time: i64,
+}
+
+/// Buffers JSON lines per partition and writes them as gzip objects.
+pub struct RawZoneWriter {
+    root: PathBuf,
+    name: String,
+    max_bytes: usize,
+    max_age_secs: i64,
+    level: Compression,
+    seq: u64,
+    buffers: BTreeMap<(i64, i64), Buffer>,
+    stats: RawZoneStats,
+}
+
+impl std::fmt::Debug for RawZoneWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawZoneWriter").field("root", &self.root).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl RawZoneWriter {
+    /// A writer into the lake at `root`, naming its objects `<name>-<seq>.json.gz`; buffers
+    /// flush at `max_bytes` (uncompressed) or `max_age_secs` of event time.
+    pub fn new(root: impl Into<PathBuf>, name: &str, max_bytes: usize, max_age_secs: i64) -> Self {
+        RawZoneWriter {
+            root: root.into(),
+            name: name.to_string(),
+            max_bytes: max_bytes.max(1),
+            max_age_secs: max_age_secs.max(1),
+            level: Compression::fast(),
+            seq: 0,
+            buffers: BTreeMap::new(),
+            stats: RawZoneStats::default(),
+        }
+    }
+
+    /// Appends one JSON line (without its newline) for an event at `event_time`.
+    pub fn append(&mut self, line: &[u8], event_time: i64) -> Result<(), RawZoneError> {
+        let key = (event_time.div_euclid(86_400), event_time.rem_euclid(86_400) / 3600);
+        let stale = self.buffers.get(&key).is_some_and(|b| event_time - b.first_time >= self.max_age_secs);
+        if stale {
+            self.flush_key(key)?;
+        }
+        let buf = self.buffers.entry(key).or_insert_with(|| Buffer {
+            data: Vec::with_capacity(1 << 16),
+            records: 0,
+            first_time: event_time,
+        });
+        buf.data.extend_from_slice(line);
+        buf.data.push(b'\n');
+        buf.records += 1;
+        if buf.data.len() >= self.max_bytes {
+            self.flush_key(key)?;
+        }
+        Ok(())
+    }
+
+    fn flush_key(&mut self, key: (i64, i64)) -> Result<(), RawZoneError> {
+        let Some(buf) = self.buffers.remove(&key) else { return Ok(()) };
+        if buf.records == 0 {
+            return Ok(());
+        }
+        let dir = self.root.join(partition_dir(key.0 * 86_400 + key.1 * 3600));
+        std::fs::create_dir_all(&dir).map_err(|source| RawZoneError::Io { path: dir.clone(), source })?;
+        let final_path = loop {
+            self.seq += 1;
+            let p = dir.join(format!("{}-{:08}.json.gz", self.name, self.seq));
+            if !p.exists() {
+                break p;
+            }
+        };
+        let tmp = dir.join(format!(".{}-{:08}.json.gz.tmp", self.name, self.seq));
+        let io = |source| RawZoneError::Io { path: tmp.clone(), source };
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut gz = GzEncoder::new(std::io::BufWriter::with_capacity(1 << 16, file), self.level);
+        gz.write_all(&buf.data).map_err(io)?;
+        let mut w = gz.finish().map_err(io)?;
+        w.flush().map_err(io)?;
+        drop(w);
+        std::fs::rename(&tmp, &final_path).map_err(|source| RawZoneError::Io { path: final_path.clone(), source })?;
+        self.stats.records += buf.records;
+        self.stats.files += 1;
+        self.stats.bytes += buf.data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes every buffer out (shutdown) and returns what was written in total.
+    pub fn close(mut self) -> Result<RawZoneStats, RawZoneError> {
+        self.flush_all()?;
+        Ok(self.stats)
+    }
+
+    /// Writes every buffer out.
+    pub fn flush_all(&mut self) -> Result<(), RawZoneError> {
+        let keys: Vec<(i64, i64)> = self.buffers.keys().copied().collect();
+        for k in keys {
+            self.flush_key(k)?;
+        }
+        Ok(())
+    }
+
+    /// What was written so far (flushed objects only).
+    pub fn stats(&self) -> RawZoneStats {
+        self.stats
+    }
+
+    /// The lake root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// The objects of one raw partition (`dt=...`, all hours), sorted; dot-files are skipped.
+pub fn list_partition(root: &Path, date: &str) -> std::io::Result<Vec<PathBuf>> {
+    let dir = root.join(RAW_EVENTS).join(format!("dt={date}"));
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for hour in std::fs::read_dir(&dir)? {
+        let hour = hour?.path();
+        if !hour.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&hour)? {
+            let p = f?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.starts_with('.') && name.ends_with(".json.gz") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn buffers_flush_by_size_age_and_close_into_hive_partitions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = RawZoneWriter::new(dir.path(), "t", 64, 60);
+        let t0 = 1_569_888_000; // 2019-10-01 00:00:00
+        for i in 0..10 {
+            w.append(format!("{{\"i\":{i}}}").as_bytes(), t0 + i).expect("append");
+        }
+        w.append(b"{\"late\":1}", t0 + 120).expect("age flush"); // older than 60 s: new object
+        w.append(b"{\"hour\":1}", t0 + 3600).expect("next hour");
+        let stats = w.close().expect("close");
+        assert_eq!(stats.records, 12);
+        let files = list_partition(dir.path(), "2019-10-01").expect("list");
+        assert!(files.len() >= 4, "size, age and hour each cut an object: {files:?}");
+        assert!(files.iter().any(|f| f.to_string_lossy().contains("dt=2019-10-01/hour=01/")));
+        let mut lines = 0;
+        for f in &files {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).expect("open")).read_to_string(&mut s).expect("gunzip");
+            lines += s.lines().count();
+        }
+        assert_eq!(lines, 12, "every record is in exactly one object");
+    }
+}
