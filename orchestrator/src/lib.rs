@@ -7,6 +7,7 @@ pub mod aws;
 pub mod backfill;
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod dag;
 pub mod executor;
 pub mod kinds;

@@ -6,7 +6,6 @@
 //! start date in the DAG's timezone (Airflow's model).
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
@@ -30,8 +29,8 @@ pub enum Schedule {
     Cron {
         /// The expression as the user wrote it (or the alias).
         expr: String,
-        /// The parsed form, in the `cron` crate's notation.
-        parsed: Box<cron::Schedule>,
+        /// The parsed form.
+        parsed: crate::cron::CronExpr,
     },
 }
 
@@ -88,20 +87,14 @@ impl Schedule {
                 hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
             });
         }
-        let dow = translate_day_of_week(fields[4]).map_err(|m| ScheduleError {
+        let parsed = crate::cron::CronExpr::parse(five).map_err(|m| ScheduleError {
             message: format!("invalid cron expression `{s}`: {m}"),
-            hint: Some("day-of-week is 0-7 (0 and 7 are Sunday) or SUN-SAT".into()),
-        })?;
-        let expr6 = format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
-        let parsed = cron::Schedule::from_str(&expr6).map_err(|e| ScheduleError {
-            // The crate's message quotes its own six-field form; keep only its verdict.
-            message: format!(
-                "invalid cron expression `{s}`: {}",
-                e.to_string().lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("not a valid expression")
+            hint: Some(
+                "write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *` (day-of-week 0-7 or SUN-SAT)"
+                    .into(),
             ),
-            hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
         })?;
-        Ok(Schedule::Cron { expr: s.to_string(), parsed: Box::new(parsed) })
+        Ok(Schedule::Cron { expr: s.to_string(), parsed })
     }
 
     /// The first tick at or after `t`.
@@ -121,12 +114,7 @@ impl Schedule {
                 // Search the wall clock from a little before t (a gap can map an earlier
                 // local tick onto or after t), keep the first tick whose instant is >= t.
                 let from = t.with_timezone(&tz).naive_local() - Duration::hours(4);
-                let naive_clock = Utc.from_utc_datetime(&from);
-                parsed
-                    .after(&naive_clock)
-                    .take(100_000)
-                    .map(|tick| resolve_local(tick.naive_utc(), tz))
-                    .find(|instant| *instant >= t)
+                parsed.ticks_from(from).map(|tick| resolve_local(tick, tz)).find(|instant| *instant >= t)
             }
         }
     }
@@ -157,8 +145,8 @@ impl Schedule {
             }
             Schedule::Cron { parsed, .. } => {
                 let start = from.with_timezone(&tz).naive_local() - Duration::hours(4);
-                for tick in parsed.after(&Utc.from_utc_datetime(&start)) {
-                    let t = resolve_local(tick.naive_utc(), tz);
+                for tick in parsed.ticks_from(start) {
+                    let t = resolve_local(tick, tz);
                     if t >= to {
                         break;
                     }
@@ -214,67 +202,6 @@ impl Schedule {
         let end = self.tick_after(start, tz)?;
         Some(DataInterval { start, end, tz })
     }
-}
-
-/// Translates a Unix day-of-week field (0-7, Sunday = 0 or 7) into the `cron` crate's
-/// numbering (1-7, Sunday = 1), expanding ranges and steps into an explicit list.
-fn translate_day_of_week(field: &str) -> Result<String, String> {
-    if field == "*" || field == "?" {
-        return Ok(field.to_string());
-    }
-    let mut days = [false; 7]; // Unix numbering 0..=6
-    let mut names = Vec::new();
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| format!("bad step `{s}` in day-of-week"))?),
-            None => (item, 1),
-        };
-        if step == 0 {
-            return Err("a step of 0 in day-of-week".into());
-        }
-        let num = |s: &str| -> Result<Option<usize>, String> {
-            if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
-                let n: usize = s.parse().map_err(|_| format!("bad day-of-week `{s}`"))?;
-                if n > 7 {
-                    return Err(format!("day-of-week {n} is out of range 0-7"));
-                }
-                Ok(Some(n))
-            } else {
-                Ok(None)
-            }
-        };
-        let (lo, hi) = if range == "*" {
-            (0, 6)
-        } else if let Some((a, b)) = range.split_once('-') {
-            match (num(a)?, num(b)?) {
-                (Some(a), Some(b)) if a <= b => (a, b),
-                (Some(a), Some(b)) => {
-                    return Err(format!("range {a}-{b} in day-of-week runs backwards"));
-                }
-                _ => {
-                    names.push(item.to_string());
-                    continue;
-                }
-            }
-        } else {
-            match num(range)? {
-                Some(n) => (n, if item.contains('/') { 6 } else { n }),
-                None => {
-                    names.push(item.to_string());
-                    continue;
-                }
-            }
-        };
-        let mut d = lo;
-        while d <= hi {
-            days[d % 7] = true;
-            d += step;
-        }
-    }
-    let mut parts: Vec<String> =
-        days.iter().enumerate().filter(|(_, on)| **on).map(|(d, _)| (d + 1).to_string()).collect();
-    parts.extend(names);
-    Ok(parts.join(","))
 }
 
 /// The instant of local midnight of `date` in `tz` (with the DST policy of

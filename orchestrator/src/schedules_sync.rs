@@ -162,35 +162,6 @@ pub struct Unexpressible {
     pub why: String,
 }
 
-fn expand(field: &str, lo: u32, hi: u32, what: &str) -> Result<BTreeSet<u32>, String> {
-    let mut out = BTreeSet::new();
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().map_err(|_| format!("bad step in {what} `{item}`"))?),
-            None => (item, 1),
-        };
-        if step == 0 {
-            return Err(format!("a step of 0 in {what}"));
-        }
-        let num = |s: &str| s.parse::<u32>().map_err(|_| format!("{what} `{s}` is not a number"));
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (num(a)?, num(b)?)
-        } else if item.contains('/') {
-            (num(range)?, hi)
-        } else {
-            let n = num(range)?;
-            (n, n)
-        };
-        if a < lo || b > hi || a > b {
-            return Err(format!("{what} `{item}` is out of range {lo}-{hi}"));
-        }
-        out.extend((a..=b).step_by(step as usize));
-    }
-    Ok(out)
-}
-
 fn list(set: &BTreeSet<u32>, full: usize) -> String {
     if set.len() == full { "*".to_string() } else { set.iter().map(u32::to_string).collect::<Vec<_>>().join(",") }
 }
@@ -208,7 +179,7 @@ fn offsets(tz: Tz) -> BTreeSet<i32> {
 
 /// Translates a DAG's schedule into an EventBridge `cron(...)` expression.
 pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
-    let Schedule::Cron { expr, .. } = &dag.schedule else { return Ok(None) };
+    let Schedule::Cron { expr, parsed } = &dag.schedule else { return Ok(None) };
     let refuse = |why: String| Unexpressible {
         dag: dag.id.clone(),
         schedule: expr.clone(),
@@ -224,14 +195,13 @@ pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
         other => other,
     };
     let f: Vec<&str> = five.split_whitespace().collect();
-    if f.len() != 5 {
+    let (Some(dom), Some(month)) = (f.get(2).copied(), f.get(3).copied()) else {
         return Err(refuse("expected five fields".into()));
-    }
-    let minutes = expand(f[0], 0, 59, "minute").map_err(refuse)?;
-    let hours = expand(f[1], 0, 23, "hour").map_err(refuse)?;
-    let (dom, month, dow) = (f[2], f[3], f[4]);
-    let dom_set = dom != "*" && dom != "?";
-    let dow_set = dow != "*" && dow != "?";
+    };
+    let minutes: BTreeSet<u32> = parsed.minute_set().collect();
+    let hours: BTreeSet<u32> = parsed.hour_set().collect();
+    let dom_set = !parsed.day_of_month_is_star();
+    let dow_set = !parsed.day_of_week_is_star();
     if dom_set && dow_set {
         return Err(refuse(
             "it restricts both day-of-month and day-of-week (cron runs on either; EventBridge needs one of them to be `?`)"
@@ -265,29 +235,12 @@ pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
         )));
     }
     let (dom_out, dow_out) = if dow_set {
-        ("?".to_string(), eventbridge_day_of_week(dow).map_err(refuse)?)
+        // EventBridge counts 1-7 from Sunday.
+        ("?".to_string(), parsed.day_of_week_set().map(|d| (d + 1).to_string()).collect::<Vec<_>>().join(","))
     } else {
         (if dom == "?" { "*".to_string() } else { dom.to_string() }, "?".to_string())
     };
     Ok(Some(format!("cron({} {} {} {} {} *)", list(&um, 60), list(&uh, 24), dom_out, month, dow_out)))
-}
-
-/// Unix day-of-week (0-7, Sunday = 0 or 7) → EventBridge (1-7, Sunday = 1); names pass.
-fn eventbridge_day_of_week(field: &str) -> Result<String, String> {
-    let mut days = BTreeSet::new();
-    let mut names = Vec::new();
-    for item in field.split(',') {
-        if item.chars().any(|c| c.is_ascii_alphabetic()) {
-            names.push(item.to_ascii_uppercase());
-            continue;
-        }
-        for d in expand(item, 0, 7, "day-of-week")? {
-            days.insert(d % 7 + 1);
-        }
-    }
-    let mut parts: Vec<String> = days.iter().map(u32::to_string).collect();
-    parts.extend(names);
-    Ok(parts.join(","))
 }
 
 /// The rules the DAGs should have, and the DAGs that cannot have one.
@@ -417,7 +370,7 @@ mod tests {
         assert_eq!(cron("0 2 * * 1-5", "UTC").expect("ok").as_deref(), Some("cron(0 2 ? * 2,3,4,5,6 *)"));
         assert_eq!(cron("0 0 * * 0", "UTC").expect("ok").as_deref(), Some("cron(0 0 ? * 1 *)"));
         assert_eq!(cron("0 0 * * 7", "UTC").expect("ok").as_deref(), Some("cron(0 0 ? * 1 *)"));
-        assert_eq!(cron("0 0 * * MON,fri", "UTC").expect("ok").as_deref(), Some("cron(0 0 ? * MON,FRI *)"));
+        assert_eq!(cron("0 0 * * MON,fri", "UTC").expect("ok").as_deref(), Some("cron(0 0 ? * 2,6 *)"));
         let e = cron("0 0 1 * 1", "UTC").expect_err("both set");
         assert!(e.to_string().contains("both day-of-month and day-of-week"), "{e}");
     }

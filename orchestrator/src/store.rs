@@ -163,7 +163,33 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
 
 /// The id of the run of `dag_id` for the interval starting at `start`.
 pub fn run_id(dag_id: &str, start: DateTime<Utc>) -> String {
-    format!("{dag_id}@{}", start.format("%Y-%m-%dT%H:%M:%SZ"))
+    use chrono::{Datelike, Timelike};
+    // Hand-rolled: backfill planning formats one id per interval (tens of thousands).
+    fn push(s: &mut String, v: u32, width: usize) {
+        let mut buf = [b'0'; 4];
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        s.extend(buf[..width].iter().map(|b| *b as char));
+    }
+    let mut s = String::with_capacity(dag_id.len() + 21);
+    s.push_str(dag_id);
+    s.push('@');
+    push(&mut s, start.year().clamp(0, 9999) as u32, 4);
+    s.push('-');
+    push(&mut s, start.month(), 2);
+    s.push('-');
+    push(&mut s, start.day(), 2);
+    s.push('T');
+    push(&mut s, start.hour(), 2);
+    s.push(':');
+    push(&mut s, start.minute(), 2);
+    s.push(':');
+    push(&mut s, start.second(), 2);
+    s.push('Z');
+    s
 }
 
 /// This process's owner token.
@@ -895,6 +921,12 @@ mod tests {
             require_existing: true,
         };
         assert!(matches!(s.claim(&claim), Err(StoreError::NoSuchRun { .. })));
+    }
+
+    #[test]
+    fn run_ids_name_the_interval_start_in_utc() {
+        let t = DateTime::parse_from_rfc3339("2019-10-01T02:05:09+02:00").expect("ts").with_timezone(&Utc);
+        assert_eq!(run_id("daily", t), "daily@2019-10-01T00:05:09Z");
     }
 
     #[test]
