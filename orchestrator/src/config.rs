@@ -3,6 +3,8 @@
 //! ```yaml
 //! dags: dags              # where DAG files live
 //! state: .cartflow/state.db
+//! lake: .cartflow/lake         # the lake root of the local backend
+//! catalog: .cartflow/catalog.db
 //! pools:                  # name -> slots, shared by every run of one process
 //!   aws_glue: 2
 //! eventbridge:            # one rule per scheduled DAG (`cartflow schedules sync`)
@@ -28,6 +30,12 @@ pub struct ProjectConfig {
     /// The run store, relative to the project folder.
     #[serde(default = "default_state")]
     pub state: PathBuf,
+    /// The lake root (local backend), relative to the project folder.
+    #[serde(default = "default_lake")]
+    pub lake: PathBuf,
+    /// The catalog database (local backend), relative to the project folder.
+    #[serde(default = "default_catalog")]
+    pub catalog: PathBuf,
     /// Pools: name → number of slots.
     #[serde(default)]
     pub pools: BTreeMap<String, u32>,
@@ -40,13 +48,28 @@ fn default_dags() -> PathBuf {
     PathBuf::from("dags")
 }
 
+fn default_lake() -> PathBuf {
+    PathBuf::from(".cartflow/lake")
+}
+
+fn default_catalog() -> PathBuf {
+    PathBuf::from(".cartflow/catalog.db")
+}
+
 fn default_state() -> PathBuf {
     PathBuf::from(".cartflow/state.db")
 }
 
 impl Default for ProjectConfig {
     fn default() -> Self {
-        ProjectConfig { dags: default_dags(), state: default_state(), pools: BTreeMap::new(), eventbridge: None }
+        ProjectConfig {
+            dags: default_dags(),
+            state: default_state(),
+            lake: default_lake(),
+            catalog: default_catalog(),
+            pools: BTreeMap::new(),
+            eventbridge: None,
+        }
     }
 }
 

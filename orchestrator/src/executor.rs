@@ -92,6 +92,10 @@ pub struct ExecOptions {
     pub require_existing: bool,
     /// How the run came to be.
     pub trigger: Trigger,
+    /// The lake root (local backend).
+    pub lake: PathBuf,
+    /// The catalog database (local backend).
+    pub catalog: PathBuf,
 }
 
 impl Default for ExecOptions {
@@ -105,6 +109,8 @@ impl Default for ExecOptions {
             rerun: false,
             require_existing: false,
             trigger: Trigger::Manual,
+            lake: PathBuf::from(".cartflow/lake"),
+            catalog: PathBuf::from(".cartflow/catalog.db"),
         }
     }
 }
@@ -401,6 +407,8 @@ pub async fn execute(
                 log: log.clone(),
                 cancel: token.clone(),
                 project_dir: opts.project_dir.clone(),
+                lake: opts.project_dir.join(&opts.lake),
+                catalog: opts.project_dir.join(&opts.catalog),
             };
             let fut = task.config.run(ctx);
             let timeout = task.timeout;

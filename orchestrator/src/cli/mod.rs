@@ -117,6 +117,9 @@ pub enum Command {
     /// EventBridge rules for scheduled DAGs.
     #[command(subcommand)]
     Schedules(SchedulesCmd),
+    /// The local catalog (the Glue Data Catalog's twin): tables, schemas, partitions.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
     /// List DAG runs, newest first.
     Runs {
         /// Only this DAG.
@@ -171,6 +174,22 @@ pub struct RunArgs {
     /// Override a param: NAME=VALUE (repeatable).
     #[arg(short = 'p', long = "param", value_parser = parse_kv)]
     params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCmd {
+    /// List the tables.
+    Ls,
+    /// Show a table: location, format, columns with Glue types, partition keys, versions.
+    Show {
+        /// `database.table`, or `table` in the `ecommerce` database.
+        table: String,
+    },
+    /// List the partitions of a table.
+    Partitions {
+        /// `database.table`, or `table` in the `ecommerce` database.
+        table: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +364,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks { run_id } => tasks(&project, &run_id),
         Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
         Command::Generate(args) => generate::run(args),
+        Command::Catalog(cmd) => catalog(&project, cmd),
         Command::Kinds => {
             for k in REGISTRY {
                 println!("{:<14} {}", k.name, k.about);
@@ -516,6 +536,8 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
         rerun: false,
         require_existing: false,
         trigger: Trigger::Backfill,
+        lake: p.config.lake.clone(),
+        catalog: p.config.catalog.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
     let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
@@ -573,6 +595,64 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
     let ran = outcomes.iter().filter(|o| o.planned.action.runs()).count();
     println!("backfill {}: {} run(s), {} succeeded, {} not successful", dag.id, ran, ran - bad, bad);
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The database a bare table name belongs to.
+const DEFAULT_DATABASE: &str = "ecommerce";
+
+fn catalog(p: &Project, cmd: CatalogCmd) -> anyhow::Result<ExitCode> {
+    use cartflow_jobs::catalog::Catalog;
+    let path = p.dir.join(&p.config.catalog);
+    if !path.exists() {
+        return Err(usage(format!("no catalog at {} yet: run a crawler (or the demo) first", path.display())));
+    }
+    let cat = Catalog::open(&path)?;
+    let missing = |t: &str| usage(format!("no table `{t}` in the catalog (see `cartflow catalog ls`)"));
+    match cmd {
+        CatalogCmd::Ls => {
+            let mut t =
+                table::new(&["table", "format", "columns", "partition keys", "partitions", "version", "location"]);
+            for tb in cat.tables()? {
+                let parts = cat.partitions(&tb.qualified(), "")?.len();
+                t.add_row(vec![
+                    tb.qualified(),
+                    tb.format.clone(),
+                    tb.columns.len().to_string(),
+                    tb.partition_keys.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(", "),
+                    parts.to_string(),
+                    tb.version.to_string(),
+                    tb.location.clone(),
+                ]);
+            }
+            println!("{t}");
+        }
+        CatalogCmd::Show { table: name } => {
+            let tb = cat.table(&name, DEFAULT_DATABASE)?.ok_or_else(|| missing(&name))?;
+            println!("table {} · {} · version {} · location {}", tb.qualified(), tb.format, tb.version, tb.location);
+            let mut t = table::new(&["column", "type", "partition key"]);
+            for c in &tb.columns {
+                t.add_row(vec![c.name.clone(), c.glue_type.clone(), String::new()]);
+            }
+            for c in &tb.partition_keys {
+                t.add_row(vec![c.name.clone(), c.glue_type.clone(), "yes".into()]);
+            }
+            println!("{t}");
+            for (k, v) in &tb.parameters {
+                println!("{k} = {v}");
+            }
+            let versions = cat.versions(&name, DEFAULT_DATABASE)?;
+            println!("versions: {}", versions.iter().map(|(v, l)| format!("{v} ({l})")).collect::<Vec<_>>().join(", "));
+        }
+        CatalogCmd::Partitions { table: name } => {
+            let tb = cat.table(&name, DEFAULT_DATABASE)?.ok_or_else(|| missing(&name))?;
+            let mut t = table::new(&["partition", "location"]);
+            for part in cat.partitions(&name, DEFAULT_DATABASE)? {
+                t.add_row(vec![part.spec(&tb.partition_keys), part.location]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn schedules_sync(p: &Project, backend: Backend, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -640,7 +720,13 @@ fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration, only: Ve
         only,
         dags_dir: p.dags_dir.clone(),
         state_path: p.state.clone(),
-        exec: ExecOptions { backend, project_dir: p.dir.clone(), ..ExecOptions::default() },
+        exec: ExecOptions {
+            backend,
+            project_dir: p.dir.clone(),
+            lake: p.config.lake.clone(),
+            catalog: p.config.catalog.clone(),
+            ..ExecOptions::default()
+        },
         compile: p.compile_options(),
         pools: Arc::new(Pools::new(&p.config.pools)),
         tick,
@@ -683,6 +769,8 @@ fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
         rerun: args.rerun,
         require_existing: args.resume,
         trigger: Trigger::Manual,
+        lake: p.config.lake.clone(),
+        catalog: p.config.catalog.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

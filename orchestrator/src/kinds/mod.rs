@@ -21,7 +21,11 @@ use crate::template::{self, TemplateError};
 use crate::yaml::{self, DeError, Node};
 
 pub mod command;
+pub mod glue_crawler;
+pub mod glue_job;
 pub mod noop;
+pub mod polars_job;
+pub mod wait_for_partition;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -103,6 +107,10 @@ pub struct TaskContext {
     pub cancel: CancellationToken,
     /// The project folder (the parent of the DAGs folder); relative paths resolve here.
     pub project_dir: PathBuf,
+    /// The lake root (local backend).
+    pub lake: PathBuf,
+    /// The catalog database (local backend).
+    pub catalog: PathBuf,
 }
 
 /// A successful attempt.
@@ -227,7 +235,14 @@ const fn entry<K: Kind>() -> KindEntry {
 }
 
 /// Every task kind cartflow knows.
-pub const REGISTRY: &[KindEntry] = &[entry::<noop::Noop>(), entry::<command::Command>()];
+pub const REGISTRY: &[KindEntry] = &[
+    entry::<noop::Noop>(),
+    entry::<command::Command>(),
+    entry::<polars_job::PolarsJob>(),
+    entry::<glue_crawler::GlueCrawler>(),
+    entry::<glue_job::GlueJob>(),
+    entry::<wait_for_partition::WaitForPartition>(),
+];
 
 /// Looks a kind up by name.
 pub fn lookup(name: &str) -> Option<&'static KindEntry> {

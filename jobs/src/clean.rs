@@ -1,0 +1,557 @@
+//! `clean_events`: the Glue job's local twin. Staged events (text as it came) become typed,
+//! validated, de-duplicated events; bad rows go to quarantine with a reason.
+//!
+//! The rules, in the order they are checked (the first that fails is the row's reason) —
+//! `glue-scripts/clean_events.py` implements the same:
+//!
+//! 1. every field is trimmed; an empty field is null;
+//! 2. `unparsable_record`: the raw line was not a JSON object;
+//! 3. `missing_event_time`, `bad_event_time` (not `YYYY-MM-DD HH:MM:SS[ UTC]`),
+//!    `implausible_event_time` (not within a day of the partition's date);
+//! 4. `missing_event_type`, `unknown_event_type` (not view, cart, remove_from_cart, purchase);
+//! 5. `missing_product_id`, `bad_product_id`; `missing_category_id`, `bad_category_id`;
+//!    `missing_user_id`, `bad_user_id` (64-bit integers); `missing_user_session`;
+//! 6. `missing_price`, `bad_price` (not a number), `negative_price`.
+//!
+//! Valid rows that are exact duplicates of an earlier valid row (all nine typed fields
+//! equal) are dropped and counted. `rows in = clean + quarantined + duplicates` always holds
+//! and is checked before anything is published.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::compact::STAGED_EVENTS;
+use crate::event::{EventType, days_from_civil, parse_event_time};
+
+/// Where clean events live under the lake root.
+pub const CLEAN_EVENTS: &str = "clean/events";
+/// Where quarantined rows live under the lake root.
+pub const QUARANTINE_EVENTS: &str = "quarantine/events";
+
+/// Why a row was quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The raw line was not a JSON object.
+    UnparsableRecord,
+    /// No event_time.
+    MissingEventTime,
+    /// event_time is not a time.
+    BadEventTime,
+    /// event_time is not within a day of the partition.
+    ImplausibleEventTime,
+    /// No event_type.
+    MissingEventType,
+    /// event_type is not one of the four.
+    UnknownEventType,
+    /// No product_id.
+    MissingProductId,
+    /// product_id is not a 64-bit integer.
+    BadProductId,
+    /// No category_id.
+    MissingCategoryId,
+    /// category_id is not a 64-bit integer.
+    BadCategoryId,
+    /// No user_id.
+    MissingUserId,
+    /// user_id is not a 64-bit integer.
+    BadUserId,
+    /// No user_session.
+    MissingUserSession,
+    /// No price.
+    MissingPrice,
+    /// price is not a number.
+    BadPrice,
+    /// price is below zero.
+    NegativePrice,
+}
+
+impl Reason {
+    /// The snake_case name written in the `reason` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UnparsableRecord => "unparsable_record",
+            Reason::MissingEventTime => "missing_event_time",
+            Reason::BadEventTime => "bad_event_time",
+            Reason::ImplausibleEventTime => "implausible_event_time",
+            Reason::MissingEventType => "missing_event_type",
+            Reason::UnknownEventType => "unknown_event_type",
+            Reason::MissingProductId => "missing_product_id",
+            Reason::BadProductId => "bad_product_id",
+            Reason::MissingCategoryId => "missing_category_id",
+            Reason::BadCategoryId => "bad_category_id",
+            Reason::MissingUserId => "missing_user_id",
+            Reason::BadUserId => "bad_user_id",
+            Reason::MissingUserSession => "missing_user_session",
+            Reason::MissingPrice => "missing_price",
+            Reason::BadPrice => "bad_price",
+            Reason::NegativePrice => "negative_price",
+        }
+    }
+}
+
+/// A row as staged: the nine fields as text (None = null), and the raw line if unparsable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedRow<'a> {
+    /// The nine dataset fields, in `COLUMNS` order.
+    pub fields: [Option<&'a str>; 9],
+    /// The raw line, when it was not a JSON object.
+    pub raw: Option<&'a str>,
+}
+
+/// A valid, typed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanRow<'a> {
+    /// Epoch seconds, UTC.
+    pub event_time: i64,
+    /// The event type.
+    pub event_type: EventType,
+    /// Product.
+    pub product_id: i64,
+    /// Category.
+    pub category_id: i64,
+    /// Category path, if any.
+    pub category_code: Option<&'a str>,
+    /// Brand, if any.
+    pub brand: Option<&'a str>,
+    /// Price.
+    pub price: f64,
+    /// User.
+    pub user_id: i64,
+    /// Session.
+    pub user_session: &'a str,
+}
+
+fn field(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn int64(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Validates and types one staged row. `day` is the partition's date (days since epoch).
+pub fn validate<'a>(row: &StagedRow<'a>, day: i64) -> Result<CleanRow<'a>, Reason> {
+    if row.raw.is_some() {
+        return Err(Reason::UnparsableRecord);
+    }
+    let f: Vec<Option<&str>> = row.fields.iter().map(|v| field(*v)).collect();
+    let time = f[0].ok_or(Reason::MissingEventTime)?;
+    let event_time = parse_event_time(time).ok_or(Reason::BadEventTime)?;
+    if (event_time.div_euclid(86_400) - day).abs() > 1 {
+        return Err(Reason::ImplausibleEventTime);
+    }
+    let event_type = EventType::parse(f[1].ok_or(Reason::MissingEventType)?).ok_or(Reason::UnknownEventType)?;
+    let product_id = int64(f[2].ok_or(Reason::MissingProductId)?).ok_or(Reason::BadProductId)?;
+    let category_id = int64(f[3].ok_or(Reason::MissingCategoryId)?).ok_or(Reason::BadCategoryId)?;
+    let user_id = int64(f[7].ok_or(Reason::MissingUserId)?).ok_or(Reason::BadUserId)?;
+    let user_session = f[8].ok_or(Reason::MissingUserSession)?;
+    let price_text = f[6].ok_or(Reason::MissingPrice)?;
+    let price: f64 = price_text.parse().ok().filter(|p: &f64| p.is_finite()).ok_or(Reason::BadPrice)?;
+    if price < 0.0 {
+        return Err(Reason::NegativePrice);
+    }
+    Ok(CleanRow {
+        event_time,
+        event_type,
+        product_id,
+        category_id,
+        category_code: f[4],
+        brand: f[5],
+        price,
+        user_id,
+        user_session,
+    })
+}
+
+/// What cleaning did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CleanReport {
+    /// Rows read from the staged partition.
+    pub rows_in: u64,
+    /// Valid, unique rows written.
+    pub clean: u64,
+    /// Rows quarantined.
+    pub quarantined: u64,
+    /// Exact duplicates dropped.
+    pub duplicates: u64,
+    /// Quarantined rows per reason.
+    pub reasons: Vec<(String, u64)>,
+    /// Where the clean rows are.
+    pub location: String,
+    /// Where the quarantined rows are.
+    pub quarantine_location: String,
+}
+
+/// Errors of cleaning.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    /// Files.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Polars.
+    #[error("{path}: {source}")]
+    Polars {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: PolarsError,
+    },
+    /// No staged data.
+    #[error("no staged data for dt={0} (run the compaction first)")]
+    Empty(String),
+    /// The date is not a date.
+    #[error("`{0}` is not a date (YYYY-MM-DD)")]
+    BadDate(String),
+    /// The counts do not add up (a bug: nothing is published).
+    #[error(
+        "dt={date}: rows in {rows_in} != clean {clean} + quarantined {quarantined} + duplicates {duplicates}; nothing was published"
+    )]
+    Unbalanced {
+        /// The partition.
+        date: String,
+        /// In.
+        rows_in: u64,
+        /// Clean.
+        clean: u64,
+        /// Quarantined.
+        quarantined: u64,
+        /// Duplicates.
+        duplicates: u64,
+    },
+}
+
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, CleanError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(_) => return Ok(out),
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "parquet") && !e.file_name().to_string_lossy().starts_with(['.', '_']) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<DataFrame, CleanError> {
+    let file = std::fs::File::open(path).map_err(|source| CleanError::Io { path: path.to_path_buf(), source })?;
+    ParquetReader::new(file).finish().map_err(|source| CleanError::Polars { path: path.to_path_buf(), source })
+}
+
+fn str_col<'a>(df: &'a DataFrame, name: &str) -> Option<&'a StringChunked> {
+    df.column(name).ok().and_then(|c| c.str().ok())
+}
+
+/// Writes a frame as the only part of a fresh folder and swaps it into `live`.
+fn publish(df: &mut DataFrame, live: &Path) -> Result<(), CleanError> {
+    let parent = live.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|source| CleanError::Io { path: parent.to_path_buf(), source })?;
+    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let token = format!("{}-{}", std::process::id(), fastrand::u64(..));
+    let fresh = parent.join(format!(".{name}.{token}.tmp"));
+    std::fs::create_dir_all(&fresh).map_err(|source| CleanError::Io { path: fresh.clone(), source })?;
+    let part = fresh.join("part-00000.parquet");
+    let file = std::fs::File::create(&part).map_err(|source| CleanError::Io { path: part.clone(), source })?;
+    ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)
+        .map_err(|source| CleanError::Polars { path: part.clone(), source })?;
+    let old = parent.join(format!(".{name}.{token}.old"));
+    if live.exists() {
+        std::fs::rename(live, &old).map_err(|source| CleanError::Io { path: live.to_path_buf(), source })?;
+    }
+    std::fs::rename(&fresh, live).map_err(|source| CleanError::Io { path: fresh.clone(), source })?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// Cleans one staged partition.
+pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
+    let d = chrono_free_date(date).ok_or_else(|| CleanError::BadDate(date.to_string()))?;
+    let inputs = parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")))?;
+    if inputs.is_empty() {
+        return Err(CleanError::Empty(date.to_string()));
+    }
+    let mut report = CleanReport {
+        location: format!("{CLEAN_EVENTS}/dt={date}"),
+        quarantine_location: format!("{QUARANTINE_EVENTS}/dt={date}"),
+        ..CleanReport::default()
+    };
+    let names = crate::event::COLUMNS;
+    // Typed outputs.
+    let mut times: Vec<i64> = Vec::new();
+    let mut types = StringChunkedBuilder::new("event_type".into(), 1 << 16);
+    let mut products: Vec<i64> = Vec::new();
+    let mut categories: Vec<i64> = Vec::new();
+    let mut codes = StringChunkedBuilder::new("category_code".into(), 1 << 16);
+    let mut brands = StringChunkedBuilder::new("brand".into(), 1 << 16);
+    let mut prices: Vec<f64> = Vec::new();
+    let mut users: Vec<i64> = Vec::new();
+    let mut sessions = StringChunkedBuilder::new("user_session".into(), 1 << 16);
+    // Quarantine: the staged text, its source and the reason.
+    let mut q_cols: Vec<StringChunkedBuilder> =
+        names.iter().map(|n| StringChunkedBuilder::new((*n).into(), 1024)).collect();
+    let mut q_raw = StringChunkedBuilder::new("_raw".into(), 1024);
+    let mut q_source = StringChunkedBuilder::new("_source".into(), 1024);
+    let mut q_reason = StringChunkedBuilder::new("reason".into(), 1024);
+    let mut reasons: std::collections::BTreeMap<Reason, u64> = Default::default();
+    let (h1, h2) = (std::hash::RandomState::new(), std::hash::RandomState::new());
+    let mut seen: HashSet<u128> = HashSet::new();
+    for input in &inputs {
+        let df = read(input)?;
+        let cols: Vec<Option<&StringChunked>> = names.iter().map(|n| str_col(&df, n)).collect();
+        let raw = str_col(&df, "_raw");
+        let source = str_col(&df, "_source");
+        seen.reserve(df.height());
+        for i in 0..df.height() {
+            report.rows_in += 1;
+            let mut row = StagedRow { fields: [None; 9], raw: raw.and_then(|r| r.get(i)) };
+            for (k, c) in cols.iter().enumerate() {
+                row.fields[k] = c.and_then(|c| c.get(i));
+            }
+            match validate(&row, d) {
+                Ok(r) => {
+                    let key = {
+                        let mut a = h1.build_hasher();
+                        let mut b = h2.build_hasher();
+                        for h in [&mut a, &mut b] {
+                            (r.event_time, r.event_type as u8, r.product_id, r.category_id).hash(h);
+                            (r.category_code, r.brand, r.price.to_bits(), r.user_id, r.user_session).hash(h);
+                        }
+                        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+                    };
+                    if !seen.insert(key) {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    times.push(r.event_time * 1_000_000);
+                    types.append_value(r.event_type.as_str());
+                    products.push(r.product_id);
+                    categories.push(r.category_id);
+                    match r.category_code {
+                        Some(c) => codes.append_value(c),
+                        None => codes.append_null(),
+                    }
+                    match r.brand {
+                        Some(b) => brands.append_value(b),
+                        None => brands.append_null(),
+                    }
+                    prices.push(r.price);
+                    users.push(r.user_id);
+                    sessions.append_value(r.user_session);
+                }
+                Err(reason) => {
+                    *reasons.entry(reason).or_default() += 1;
+                    for (b, v) in q_cols.iter_mut().zip(row.fields) {
+                        match v {
+                            Some(v) => b.append_value(v),
+                            None => b.append_null(),
+                        }
+                    }
+                    match row.raw {
+                        Some(v) => q_raw.append_value(v),
+                        None => q_raw.append_null(),
+                    }
+                    match source.and_then(|s| s.get(i)) {
+                        Some(v) => q_source.append_value(v),
+                        None => q_source.append_null(),
+                    }
+                    q_reason.append_value(reason.as_str());
+                }
+            }
+        }
+    }
+    report.clean = times.len() as u64;
+    report.quarantined = reasons.values().sum();
+    report.reasons = reasons.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect();
+    if report.rows_in != report.clean + report.quarantined + report.duplicates {
+        return Err(CleanError::Unbalanced {
+            date: date.to_string(),
+            rows_in: report.rows_in,
+            clean: report.clean,
+            quarantined: report.quarantined,
+            duplicates: report.duplicates,
+        });
+    }
+    let live = lake.join(&report.location);
+    let perr = |source| CleanError::Polars { path: live.clone(), source };
+    let time_col = Series::new("event_time".into(), times)
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
+        .map_err(perr)?
+        .into_column();
+    let height = time_col.len();
+    let mut clean_df = DataFrame::new(
+        height,
+        vec![
+            time_col,
+            types.finish().into_series().into_column(),
+            Column::new("product_id".into(), products),
+            Column::new("category_id".into(), categories),
+            codes.finish().into_series().into_column(),
+            brands.finish().into_series().into_column(),
+            Column::new("price".into(), prices),
+            Column::new("user_id".into(), users),
+            sessions.finish().into_series().into_column(),
+        ],
+    )
+    .map_err(perr)?;
+    let qheight = report.quarantined as usize;
+    let mut qcolumns: Vec<Column> = q_cols.into_iter().map(|b| b.finish().into_series().into_column()).collect();
+    qcolumns.push(q_raw.finish().into_series().into_column());
+    qcolumns.push(q_source.finish().into_series().into_column());
+    qcolumns.push(q_reason.finish().into_series().into_column());
+    let qlive = lake.join(&report.quarantine_location);
+    let mut q_df =
+        DataFrame::new(qheight, qcolumns).map_err(|source| CleanError::Polars { path: qlive.clone(), source })?;
+    publish(&mut q_df, &qlive)?;
+    publish(&mut clean_df, &live)?;
+    Ok(report)
+}
+
+fn chrono_free_date(date: &str) -> Option<i64> {
+    let t = parse_event_time(&format!("{date} 00:00:00"))?;
+    let (y, m, d) = crate::event::civil_from_days(t.div_euclid(86_400));
+    Some(days_from_civil(y, m, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 18_170; // 2019-10-01
+
+    fn row<'a>(f: [Option<&'a str>; 9]) -> StagedRow<'a> {
+        StagedRow { fields: f, raw: None }
+    }
+
+    fn good<'a>() -> [Option<&'a str>; 9] {
+        [
+            Some("2019-10-01 00:00:04 UTC"),
+            Some("view"),
+            Some("44600062"),
+            Some("2103807459595387724"),
+            Some(""),
+            Some(" shiseido "),
+            Some("35.79"),
+            Some("541312140"),
+            Some("72d76fde-8bb3-4e00-8c23-a032dfed738c"),
+        ]
+    }
+
+    #[test]
+    fn a_real_row_types_exactly() {
+        let r = validate(&row(good()), DAY).expect("valid");
+        assert_eq!(r.event_time, 1_569_888_004);
+        assert_eq!(r.category_id, 2_103_807_459_595_387_724, "19-digit ids as i64");
+        assert_eq!(r.category_code, None, "empty is null");
+        assert_eq!(r.brand, Some("shiseido"), "trimmed");
+        assert_eq!(r.price, 35.79);
+    }
+
+    #[test]
+    fn each_rule_has_its_reason() {
+        let cases: [(usize, Option<&str>, Reason); 15] = [
+            (0, None, Reason::MissingEventTime),
+            (0, Some("2019-13-45 99:00:00 UTC"), Reason::BadEventTime),
+            (0, Some("2019-10-05 00:00:00 UTC"), Reason::ImplausibleEventTime),
+            (1, Some(" "), Reason::MissingEventType),
+            (1, Some("click"), Reason::UnknownEventType),
+            (2, None, Reason::MissingProductId),
+            (2, Some("n/a"), Reason::BadProductId),
+            (3, Some("1.5"), Reason::BadCategoryId),
+            (3, Some(""), Reason::MissingCategoryId),
+            (7, None, Reason::MissingUserId),
+            (7, Some("99999999999999999999"), Reason::BadUserId),
+            (8, Some(""), Reason::MissingUserSession),
+            (6, None, Reason::MissingPrice),
+            (6, Some("abc"), Reason::BadPrice),
+            (6, Some("-12.50"), Reason::NegativePrice),
+        ];
+        for (i, v, reason) in cases {
+            let mut f = good();
+            f[i] = v;
+            assert_eq!(validate(&row(f), DAY), Err(reason), "field {i} = {v:?}");
+        }
+        let raw = StagedRow { fields: [None; 9], raw: Some("{\"event_time\":\"2019") };
+        assert_eq!(validate(&raw, DAY), Err(Reason::UnparsableRecord));
+    }
+
+    #[test]
+    fn generated_malformed_rows_land_in_quarantine_with_the_right_reasons() {
+        use crate::generate::{GenConfig, Malformation, Sink, generate};
+        let lake = tempfile::tempdir().expect("tmp");
+        let mut w = crate::rawzone::RawZoneWriter::new(lake.path(), "g", 64 * 1024, 300);
+        let cfg = GenConfig {
+            start_day: DAY,
+            days: 1,
+            events_per_day: 20_000,
+            seed: 5,
+            malformed_rate: 0.03,
+            bots_per_day: 1,
+        };
+        let truth = generate(&cfg, &mut Sink::Raw(&mut w)).expect("generate");
+        w.close().expect("close");
+        let c = crate::compact::compact(&crate::compact::CompactConfig {
+            lake: lake.path().to_path_buf(),
+            date: "2019-10-01".into(),
+            target_file_bytes: 1 << 27,
+        })
+        .expect("compact");
+        assert_eq!(c.rows_out, truth.rows);
+        let r = clean(lake.path(), "2019-10-01").expect("clean");
+        assert_eq!(r.rows_in, truth.rows);
+        assert_eq!(r.rows_in, r.clean + r.quarantined + r.duplicates, "nothing disappears");
+        assert!(r.duplicates > 0, "repeated cart rows are exact duplicates");
+        let expected: std::collections::BTreeMap<String, u64> = truth
+            .malformed
+            .iter()
+            .map(|(m, n)| {
+                let reason = match m {
+                    Malformation::BadTime => "bad_event_time",
+                    Malformation::NegativePrice => "negative_price",
+                    Malformation::UnknownEventType => "unknown_event_type",
+                    Malformation::MissingUserId => "missing_user_id",
+                    Malformation::BadProductId => "bad_product_id",
+                    Malformation::Truncated => "unparsable_record",
+                };
+                (reason.to_string(), *n)
+            })
+            .collect();
+        let got: std::collections::BTreeMap<String, u64> = r.reasons.iter().cloned().collect();
+        assert_eq!(got, expected);
+        // The outputs are where the report says, typed and complete.
+        let clean_df = read(&lake.path().join(&r.location).join("part-00000.parquet")).expect("clean");
+        assert_eq!(clean_df.height() as u64, r.clean);
+        assert_eq!(
+            clean_df.column("event_time").expect("t").dtype(),
+            &DataType::Datetime(TimeUnit::Microseconds, None)
+        );
+        assert_eq!(clean_df.column("category_id").expect("c").dtype(), &DataType::Int64);
+        let q = read(&lake.path().join(&r.quarantine_location).join("part-00000.parquet")).expect("quarantine");
+        assert_eq!(q.height() as u64, r.quarantined);
+        // Idempotent.
+        let again = clean(lake.path(), "2019-10-01").expect("again");
+        assert_eq!(again, r);
+    }
+}
