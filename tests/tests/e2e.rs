@@ -769,7 +769,7 @@ mod lake {
         let again = summaries(&p, "clean");
         assert_eq!(again.len(), 4);
         assert_eq!(
-            numbers(&again.iter().filter(|(d, _)| d.starts_with("2019-10-02")).last().expect("rerun").1),
+            numbers(&again.iter().rfind(|(d, _)| d.starts_with("2019-10-02")).expect("rerun").1),
             numbers(&clean[1].1)
         );
     }
