@@ -956,7 +956,7 @@ fn tasks(p: &Project, run_id: &str) -> anyhow::Result<ExitCode> {
     let store = open_store(p)?;
     let run = store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
     let attempts = store.attempts(run_id, None)?;
-    let mut t = table::new(&["task", "state", "attempts", "started", "duration", "exit", "error"]);
+    let mut t = table::new(&["task", "state", "attempts", "started", "duration", "exit", "error / summary"]);
     for task in store.tasks(run_id)? {
         let last = attempts.iter().rfind(|a| a.task_id == task.task_id);
         t.add_row(vec![
@@ -966,7 +966,9 @@ fn tasks(p: &Project, run_id: &str) -> anyhow::Result<ExitCode> {
             fmt_ts(last.map(|a| a.started_at)),
             fmt_dur(last.map(|a| a.started_at), last.and_then(|a| a.ended_at)),
             last.and_then(|a| a.exit_code).map(|c| c.to_string()).unwrap_or_default(),
-            last.and_then(|a| a.error.as_deref()).map(|e| table::clip(e, 80)).unwrap_or_default(),
+            last.and_then(|a| a.error.as_deref().or(a.summary.as_deref()))
+                .map(|e| table::clip(e, 100))
+                .unwrap_or_default(),
         ]);
     }
     println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
