@@ -540,21 +540,7 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
         catalog: p.config.catalog.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
-    let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
-        let b = indicatif::ProgressBar::new(to_run as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:30}] {pos}/{len} intervals {msg} ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b.set_prefix(dag.id.clone());
-        b.enable_steady_tick(Duration::from_millis(120));
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(g, to_run as u64, &dag.id, "intervals ");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let mut failed = 0u64;
     let outcomes = rt.block_on(async {
@@ -819,6 +805,24 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
+/// A progress bar on a terminal (hidden otherwise, or with --quiet / JSON logs).
+fn progress_bar(g: &Global, len: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() || g.quiet || g.log_format != LogFormat::Text {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit}{{msg}} ({{elapsed}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b.set_prefix(prefix.to_string());
+    b.enable_steady_tick(Duration::from_millis(120));
+    b
+}
+
 struct Progress {
     bar: indicatif::ProgressBar,
     done: u64,
@@ -828,19 +832,7 @@ struct Progress {
 
 impl Progress {
     fn new(dag: &Dag, g: &Global) -> Self {
-        let bar = if std::io::stderr().is_terminal() && !g.quiet && g.log_format == LogFormat::Text {
-            let b = indicatif::ProgressBar::new(dag.tasks.len() as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            b.set_prefix(dag.id.clone());
-            b.enable_steady_tick(Duration::from_millis(120));
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = progress_bar(g, dag.tasks.len() as u64, &dag.id, "");
         Progress { bar, done: 0, running: 0, failed: 0 }
     }
 
