@@ -229,8 +229,9 @@ pub fn decide(rule: TriggerRule, t: Tally) -> Decision {
 }
 
 enum Outcome {
-    Done(Result<TaskOutput, TaskFailure>),
-    TimedOut(Duration),
+    Done(TaskOutput),
+    /// The attempt failed; the name is how the attempt is recorded (`failed`, `timed_out`).
+    Failed(TaskFailure, &'static str),
     Cancelled,
 }
 
@@ -424,11 +425,17 @@ pub async fn execute(
                     }
                 };
                 let outcome = tokio::select! {
-                    r = &mut fut => Outcome::Done(r),
+                    r = &mut fut => match r {
+                        Ok(out) => Outcome::Done(out),
+                        Err(f) => Outcome::Failed(f, "failed"),
+                    },
                     () = sleep => {
                         token.cancel();
                         let _ = tokio::time::timeout(STOP_GRACE, &mut fut).await;
-                        Outcome::TimedOut(timeout.unwrap_or_default())
+                        Outcome::Failed(
+                            TaskFailure::new(format!("timed out after {}", humanize(timeout.unwrap_or_default()))),
+                            "timed_out",
+                        )
                     }
                     () = run_cancel.cancelled() => {
                         let _ = tokio::time::timeout(STOP_GRACE, &mut fut).await;
@@ -540,11 +547,11 @@ fn complete(
     let mut exit_code = None;
     let mut summary = None;
     let (next, outcome, error): (TaskState, &'static str, Option<String>) = match c.outcome {
-        Outcome::Done(Ok(out)) if out.skipped => {
+        Outcome::Done(out) if out.skipped => {
             exit_code = out.exit_code;
             (slot.state.skip_self().unwrap_or(TaskState::Skipped), "skipped", None)
         }
-        Outcome::Done(Ok(out)) => {
+        Outcome::Done(out) => {
             exit_code = out.exit_code;
             summary = out.summary;
             (slot.state.succeed(now).unwrap_or(TaskState::Queued), "success", None)
@@ -552,15 +559,11 @@ fn complete(
         Outcome::Cancelled => {
             (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None)
         }
-        Outcome::Done(Err(_)) if cancelling => {
+        Outcome::Failed(..) if cancelling => {
             (slot.state.cancel().unwrap_or(TaskState::Cancelled { attempt: Some(attempt) }), "cancelled", None)
         }
-        other => {
-            let (message, retryable, code, outcome) = match other {
-                Outcome::TimedOut(t) => (format!("timed out after {}", humanize(t)), true, None, "timed_out"),
-                Outcome::Done(Err(f)) => (f.message, f.retryable, f.exit_code, "failed"),
-                _ => unreachable_outcome(),
-            };
+        Outcome::Failed(f, outcome) => {
+            let (message, retryable, code) = (f.message, f.retryable, f.exit_code);
             exit_code = code;
             slot.failures += 1;
             let retry = retryable && slot.failures <= task.retry.retries;
@@ -604,10 +607,6 @@ fn complete(
     if slot.state.is_terminal() {
         work.push(i);
     }
-}
-
-fn unreachable_outcome() -> (String, bool, Option<i32>, &'static str) {
-    ("internal: unexpected outcome".into(), false, None, "failed")
 }
 
 /// Feeds finished tasks' states into their downstream tallies and decides what follows.

@@ -62,6 +62,11 @@ const ALIASES: &[(&str, &str)] = &[
     ("@annually", "0 0 1 1 *"),
 ];
 
+/// The five-field form of an alias such as `@daily` (case-insensitive).
+pub fn expand_alias(s: &str) -> Option<&'static str> {
+    ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(s.trim())).map(|(_, e)| *e)
+}
+
 impl Schedule {
     /// Parses a schedule: a five-field cron expression, an alias, or `none`/`manual`.
     pub fn parse(s: &str) -> Result<Schedule, ScheduleError> {
@@ -70,7 +75,7 @@ impl Schedule {
             return Ok(Schedule::Manual);
         }
         let five = if s.starts_with('@') {
-            ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(s)).map(|(_, e)| *e).ok_or_else(|| ScheduleError {
+            expand_alias(s).ok_or_else(|| ScheduleError {
                 message: format!("unknown schedule alias `{s}`"),
                 hint: Some(format!(
                     "use one of {} or a five-field cron expression",

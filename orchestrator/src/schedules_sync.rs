@@ -186,14 +186,7 @@ pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
         tz: dag.timezone.name().to_string(),
         why,
     };
-    let five = match expr.as_str() {
-        "@hourly" => "0 * * * *",
-        "@daily" | "@midnight" => "0 0 * * *",
-        "@weekly" => "0 0 * * 0",
-        "@monthly" => "0 0 1 * *",
-        "@yearly" | "@annually" => "0 0 1 1 *",
-        other => other,
-    };
+    let five = crate::schedule::expand_alias(expr).unwrap_or(expr);
     let f: Vec<&str> = five.split_whitespace().collect();
     let (Some(dom), Some(month)) = (f.get(2).copied(), f.get(3).copied()) else {
         return Err(refuse("expected five fields".into()));
@@ -362,6 +355,7 @@ mod tests {
         assert_eq!(cron("*/15 * * * *", "UTC").expect("ok").as_deref(), Some("cron(0,15,30,45 * * * ? *)"));
         assert_eq!(cron("0 2 1 * *", "UTC").expect("ok").as_deref(), Some("cron(0 2 1 * ? *)"));
         assert_eq!(cron("@hourly", "UTC").expect("ok").as_deref(), Some("cron(0 * * * ? *)"));
+        assert_eq!(cron("@Daily", "UTC").expect("ok").as_deref(), Some("cron(0 0 * * ? *)"), "aliases in any case");
     }
 
     #[test]
