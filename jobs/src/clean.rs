@@ -236,22 +236,6 @@ pub enum CleanError {
     },
 }
 
-fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, CleanError> {
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(_) => return Ok(out),
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "parquet") && !e.file_name().to_string_lossy().starts_with(['.', '_']) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn read(path: &Path) -> Result<DataFrame, CleanError> {
     let file = std::fs::File::open(path).map_err(|source| CleanError::Io { path: path.to_path_buf(), source })?;
     ParquetReader::new(file).finish().map_err(|source| CleanError::Polars { path: path.to_path_buf(), source })
@@ -261,35 +245,15 @@ fn str_col<'a>(df: &'a DataFrame, name: &str) -> Option<&'a StringChunked> {
     df.column(name).ok().and_then(|c| c.str().ok())
 }
 
-/// Writes a frame as the only part of a fresh folder and swaps it into `live`.
 fn publish(df: &mut DataFrame, live: &Path) -> Result<(), CleanError> {
-    let parent = live.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|source| CleanError::Io { path: parent.to_path_buf(), source })?;
-    let name = live.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let token = format!("{}-{}", std::process::id(), fastrand::u64(..));
-    let fresh = parent.join(format!(".{name}.{token}.tmp"));
-    std::fs::create_dir_all(&fresh).map_err(|source| CleanError::Io { path: fresh.clone(), source })?;
-    let part = fresh.join("part-00000.parquet");
-    let file = std::fs::File::create(&part).map_err(|source| CleanError::Io { path: part.clone(), source })?;
-    ParquetWriter::new(file)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(df)
-        .map_err(|source| CleanError::Polars { path: part.clone(), source })?;
-    let old = parent.join(format!(".{name}.{token}.old"));
-    if live.exists() {
-        std::fs::rename(live, &old).map_err(|source| CleanError::Io { path: live.to_path_buf(), source })?;
-    }
-    std::fs::rename(&fresh, live).map_err(|source| CleanError::Io { path: fresh.clone(), source })?;
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+    crate::publish_parquet(df, live)
+        .map_err(|m| CleanError::Io { path: live.to_path_buf(), source: std::io::Error::other(m) })
 }
 
 /// Cleans one staged partition.
 pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
     let d = chrono_free_date(date).ok_or_else(|| CleanError::BadDate(date.to_string()))?;
-    let inputs = parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")))?;
+    let inputs = crate::parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")));
     if inputs.is_empty() {
         return Err(CleanError::Empty(date.to_string()));
     }

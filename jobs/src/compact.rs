@@ -193,24 +193,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CompactError + '_ {
     move |source| CompactError::Io { path: path.to_path_buf(), source }
 }
 
-/// Restores or removes what an interrupted publish left behind.
-fn recover(staged: &Path, date: &str) -> Result<(), CompactError> {
-    let live = staged.join(format!("dt={date}"));
-    let Ok(rd) = std::fs::read_dir(staged) else { return Ok(()) };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let p = e.path();
-        if name.starts_with(&format!(".dt={date}.")) && name.ends_with(".tmp") {
-            std::fs::remove_dir_all(&p).map_err(io(&p))?;
-        } else if name.starts_with(&format!(".dt={date}.")) && name.ends_with(".old") {
-            if live.exists() {
-                std::fs::remove_dir_all(&p).map_err(io(&p))?;
-            } else {
-                std::fs::rename(&p, &live).map_err(io(&p))?;
-            }
-        }
-    }
-    Ok(())
+fn swap_err(path: &Path) -> impl Fn(String) -> CompactError + '_ {
+    move |m| CompactError::Io { path: path.to_path_buf(), source: std::io::Error::other(m) }
 }
 
 /// Compacts one raw partition and publishes it.
@@ -221,10 +205,9 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
     }
     let staged = cfg.lake.join(STAGED_EVENTS);
     std::fs::create_dir_all(&staged).map_err(io(&staged))?;
-    recover(&staged, &cfg.date)?;
-    let token = format!("{}-{}", std::process::id(), fastrand::u64(..));
-    let fresh = staged.join(format!(".dt={}.{token}.tmp", cfg.date));
-    std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
+    let live = staged.join(format!("dt={}", cfg.date));
+    crate::swap::recover(&live).map_err(swap_err(&live))?;
+    let fresh = crate::swap::fresh(&live).map_err(swap_err(&live))?;
 
     let mut report = CompactReport { location: format!("{STAGED_EVENTS}/dt={}", cfg.date), ..CompactReport::default() };
     let mut builders = Builders::new(1 << 16);
@@ -283,16 +266,8 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
             rows_out: report.rows_out,
         });
     }
-    // Publish: move the old version aside, the new one into place, then drop the old.
-    let live = staged.join(format!("dt={}", cfg.date));
-    let old = staged.join(format!(".dt={}.{token}.old", cfg.date));
-    if live.exists() {
-        std::fs::rename(&live, &old).map_err(io(&live))?;
-    }
-    std::fs::rename(&fresh, &live).map_err(io(&fresh))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
+    // Publish: the old version aside, the new one into place, then drop the old.
+    crate::swap::swap_in(&fresh, &live).map_err(swap_err(&live))?;
     Ok(report)
 }
 
@@ -384,11 +359,14 @@ mod tests {
         compact(&cfg).expect("first");
         let staged = lake.path().join("staged/events");
         // Simulate: the old version was moved aside, the new one never arrived.
-        std::fs::rename(staged.join("dt=2019-10-01"), staged.join(".dt=2019-10-01.123-9.old")).expect("aside");
-        std::fs::create_dir_all(staged.join(".dt=2019-10-01.123-9.tmp")).expect("tmp");
-        recover(&staged, "2019-10-01").expect("recover");
-        assert!(staged.join("dt=2019-10-01/part-00000.parquet").exists(), "the old version is back");
-        assert!(!staged.join(".dt=2019-10-01.123-9.tmp").exists());
+        let staging = lake.path().join("staged/.staging");
+        std::fs::rename(staged.join("dt=2019-10-01"), staging.join("events__dt=2019-10-01.123-9.old")).expect("aside");
+        std::fs::create_dir_all(staging.join("events__dt=2019-10-01.123-9.tmp")).expect("tmp");
+        // The next compaction repairs it first (and then publishes as usual).
+        let again = compact(&cfg).expect("again");
+        assert_eq!(again.rows_out, 1);
+        assert!(staged.join("dt=2019-10-01/part-00000.parquet").exists(), "the partition is back");
+        assert_eq!(std::fs::read_dir(&staging).expect("ls").count(), 0, "staging is empty");
         assert!(matches!(compact(&CompactConfig { date: "2019-10-09".into(), ..cfg }), Err(CompactError::Empty(_))));
     }
 }

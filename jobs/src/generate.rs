@@ -107,15 +107,17 @@ struct Row {
 }
 
 struct Product {
-    id: i64,
     category: u32,
     brand: Option<u32>,
-    price_cents: i64,
+    /// `id` and the price as written (formatting once per product, not per row, is most of
+    /// the generator's speed).
+    id_text: String,
+    price_text: String,
 }
 
 struct Category {
-    id: i64,
     code: Option<String>,
+    id_text: String,
 }
 
 struct Catalog {
@@ -192,7 +194,7 @@ fn build_catalog(rng: &mut fastrand::Rng, n_products: usize) -> Catalog {
             }
             Some(c)
         };
-        categories.push(Category { id, code });
+        categories.push(Category { code, id_text: id.to_string() });
     }
     let n_brands = (n_products / 25).clamp(10, 3000);
     let brands: Vec<String> = (0..n_brands)
@@ -207,11 +209,13 @@ fn build_catalog(rng: &mut fastrand::Rng, n_products: usize) -> Catalog {
         .map(|i| {
             let category = (i * n_categories / n_products) as u32;
             let price = base[category as usize] * (0.4 + 1.2 * rng.f64());
+            let id = 1_000_000 + (i as i64) * 7 + rng.i64(0..7);
+            let price_cents = (price * 100.0).round().max(1.0) as i64;
             Product {
-                id: 1_000_000 + (i as i64) * 7 + rng.i64(0..7),
                 category,
                 brand: (rng.f64() >= 0.14).then(|| rng.u32(0..n_brands as u32)),
-                price_cents: (price * 100.0).round().max(1.0) as i64,
+                id_text: id.to_string(),
+                price_text: format!("{}.{:02}", price_cents / 100, price_cents % 100),
             }
         })
         .collect();
@@ -254,8 +258,16 @@ fn uuid(rng: &mut fastrand::Rng) -> String {
     let mut b = a.to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(HEX[usize::from(x >> 4)] as char);
+        out.push(HEX[usize::from(x & 15)] as char);
+    }
+    out
 }
 
 /// Where generated rows go.
@@ -287,8 +299,15 @@ pub enum GenError {
 }
 
 struct Session {
-    user_id: i64,
     uuid: String,
+    user_text: String,
+}
+
+/// The last formatted event time: rows come in time order, many in the same second.
+#[derive(Default)]
+struct TimeText {
+    secs: i64,
+    text: String,
 }
 
 /// Generates events day by day into `sink`.
@@ -305,6 +324,7 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
         writeln!(w, "{}", crate::event::COLUMNS.join(","))?;
     }
     let mut line = String::with_capacity(256);
+    let mut tt = TimeText { secs: i64::MIN, text: String::new() };
     for day_i in 0..i64::from(cfg.days) {
         let day = cfg.start_day + day_i;
         let weekday = (day + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
@@ -323,7 +343,7 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
             let skew = rng.f64();
             let user_id = 512_000_000 + (skew * skew * user_pool as f64) as i64;
             let s = sessions.len() as u32;
-            sessions.push(Session { user_id, uuid: uuid(&mut rng) });
+            sessions.push(Session { uuid: uuid(&mut rng), user_text: user_id.to_string() });
             let len = 1 + (-(rng.f64().max(1e-12)).ln() * 7.0) as usize;
             let mut product = catalog.popular(&mut rng);
             let mut carted: Vec<u32> = Vec::new();
@@ -368,7 +388,7 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
                 product = catalog.near(&mut rng, product);
             }
             truth.bursts.push(Burst { user_id, user_session: uuid.clone(), start, end: start + span - 1, events });
-            sessions.push(Session { user_id, uuid });
+            sessions.push(Session { uuid, user_text: user_id.to_string() });
         }
         // Malformed rows replace random well-formed ones.
         if cfg.malformed_rate > 0.0 {
@@ -394,11 +414,11 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
             let sess = &sessions[r.session as usize];
             match sink {
                 Sink::Csv(w) => {
-                    format_csv(&mut line, &r, p, c, brand, sess);
+                    format_csv(&mut line, &mut tt, &r, p, c, brand, sess);
                     w.write_all(line.as_bytes())?;
                 }
                 Sink::Raw(w) => {
-                    format_json(&mut line, &r, p, c, brand, sess);
+                    format_json(&mut line, &mut tt, &r, p, c, brand, sess);
                     w.append(line.as_bytes(), r.time)?;
                 }
             }
@@ -414,36 +434,44 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
     Ok(truth)
 }
 
-fn push_time(out: &mut String, r: &Row) {
+fn push_time(out: &mut String, tt: &mut TimeText, r: &Row) {
     match r.bad {
         Some(Malformation::BadTime) => out.push_str("2019-13-45 99:00:00 UTC"),
-        _ => format_event_time(r.time, out),
+        _ => {
+            if tt.secs != r.time {
+                tt.secs = r.time;
+                tt.text.clear();
+                format_event_time(r.time, &mut tt.text);
+            }
+            out.push_str(&tt.text);
+        }
     }
 }
 
 fn push_price(out: &mut String, r: &Row, p: &Product) {
-    use std::fmt::Write as _;
-    let cents = if r.bad == Some(Malformation::NegativePrice) { -p.price_cents } else { p.price_cents };
-    let sign = if cents < 0 { "-" } else { "" };
-    let _ = write!(out, "{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100);
+    if r.bad == Some(Malformation::NegativePrice) {
+        out.push('-');
+    }
+    out.push_str(&p.price_text);
 }
 
 fn kind_str(r: &Row) -> &'static str {
     if r.bad == Some(Malformation::UnknownEventType) { "click" } else { r.kind.as_str() }
 }
 
-fn format_csv(out: &mut String, r: &Row, p: &Product, c: &Category, brand: &str, s: &Session) {
-    use std::fmt::Write as _;
-    push_time(out, r);
+fn format_csv(out: &mut String, tt: &mut TimeText, r: &Row, p: &Product, c: &Category, brand: &str, s: &Session) {
+    push_time(out, tt, r);
     out.push(',');
     out.push_str(kind_str(r));
     out.push(',');
     if r.bad == Some(Malformation::BadProductId) {
         out.push_str("n/a");
     } else {
-        let _ = write!(out, "{}", p.id);
+        out.push_str(&p.id_text);
     }
-    let _ = write!(out, ",{},", c.id);
+    out.push(',');
+    out.push_str(&c.id_text);
+    out.push(',');
     if r.bad == Some(Malformation::Truncated) {
         out.push('\n');
         return;
@@ -455,26 +483,27 @@ fn format_csv(out: &mut String, r: &Row, p: &Product, c: &Category, brand: &str,
     push_price(out, r, p);
     out.push(',');
     if r.bad != Some(Malformation::MissingUserId) {
-        let _ = write!(out, "{}", s.user_id);
+        out.push_str(&s.user_text);
     }
     out.push(',');
     out.push_str(&s.uuid);
     out.push('\n');
 }
 
-fn format_json(out: &mut String, r: &Row, p: &Product, c: &Category, brand: &str, s: &Session) {
-    use std::fmt::Write as _;
+fn format_json(out: &mut String, tt: &mut TimeText, r: &Row, p: &Product, c: &Category, brand: &str, s: &Session) {
     out.push_str("{\"event_time\":\"");
-    push_time(out, r);
+    push_time(out, tt, r);
     out.push_str("\",\"event_type\":\"");
     out.push_str(kind_str(r));
     out.push_str("\",\"product_id\":");
     if r.bad == Some(Malformation::BadProductId) {
         out.push_str("\"n/a\"");
     } else {
-        let _ = write!(out, "{}", p.id);
+        out.push_str(&p.id_text);
     }
-    let _ = write!(out, ",\"category_id\":{},\"category_code\":", c.id);
+    out.push_str(",\"category_id\":");
+    out.push_str(&c.id_text);
+    out.push_str(",\"category_code\":");
     if r.bad == Some(Malformation::Truncated) {
         out.push_str("\"electro");
         return;
@@ -501,7 +530,7 @@ fn format_json(out: &mut String, r: &Row, p: &Product, c: &Category, brand: &str
     if r.bad == Some(Malformation::MissingUserId) {
         out.push_str("null");
     } else {
-        let _ = write!(out, "{}", s.user_id);
+        out.push_str(&s.user_text);
     }
     out.push_str(",\"user_session\":\"");
     out.push_str(&s.uuid);

@@ -1,11 +1,58 @@
 //! Data jobs of the lake house, with no knowledge of the engine: the event model, the
-//! synthetic generator, the raw zone (Firehose's layout), and — as they land — compaction,
-//! crawling, cleaning and the DataBrew recipe interpreter.
+//! synthetic generator, the Kaggle CSV reader, the raw zone (Firehose's layout), compaction,
+//! crawling, cleaning, the DataBrew recipe interpreter, and the local SQL engine.
 
 pub mod catalog;
 pub mod clean;
 pub mod compact;
 pub mod crawl;
+#[cfg(feature = "sql")]
+pub mod ctas;
 pub mod event;
 pub mod generate;
+pub mod kaggle;
 pub mod rawzone;
+pub mod recipe;
+#[cfg(feature = "sql")]
+pub mod sql;
+pub mod swap;
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{DataFrame, ParquetCompression, ParquetWriter};
+
+/// The visible `*.parquet` files of a folder, sorted (dot- and underscore-files are skipped).
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "parquet") && !e.file_name().to_string_lossy().starts_with(['.', '_']) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The row count of a Parquet file, from its footer.
+pub fn parquet_rows(path: &Path) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    use polars::prelude::SerReader as _;
+    let mut r = polars::prelude::ParquetReader::new(file);
+    r.num_rows().ok().map(|n| n as u64)
+}
+
+/// Writes a frame as the only part of a fresh folder and swaps it into `live` (see [`swap`]):
+/// a reader sees the old partition or the new one, never a mix.
+pub fn publish_parquet(df: &mut DataFrame, live: &Path) -> Result<(), String> {
+    swap::recover(live)?;
+    let fresh = swap::fresh(live)?;
+    let part = fresh.join("part-00000.parquet");
+    let file = std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+    ParquetWriter::new(file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)
+        .map_err(|e| format!("{}: {e}", part.display()))?;
+    swap::swap_in(&fresh, live)
+}

@@ -427,6 +427,8 @@ pub async fn execute(
                 let outcome = tokio::select! {
                     r = &mut fut => match r {
                         Ok(out) => Outcome::Done(out),
+                        // The task noticed the cancel (and stopped) before this select did.
+                        Err(_) if run_cancel.is_cancelled() => Outcome::Cancelled,
                         Err(f) => Outcome::Failed(f, "failed"),
                     },
                     () = sleep => {
@@ -455,6 +457,22 @@ pub async fn execute(
         let next_retry = retries.peek().map(|Reverse((t, _))| *t);
         let pool_wait = !ready.is_empty() && running < max_active && !cancelling;
         tokio::select! {
+            // A cancel is handled before any completion that raced with it.
+            biased;
+            () = cancel.cancelled(), if !cancelling => {
+                cancelling = true;
+                warn!(dag = %dag.id, run = %run_id, running, "cancelling: no new tasks start; running tasks are being stopped");
+                for (i, s) in slots.iter_mut().enumerate() {
+                    if s.selected && matches!(s.state, TaskState::Queued | TaskState::UpForRetry { .. })
+                        && let Ok(c) = s.state.cancel() {
+                            s.state = c;
+                            ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: s.state.clone(), attempts: s.attempts });
+                            observer(Event::Task { task: &dag.tasks[i].id, state: &s.state });
+                        }
+                }
+                ready.clear();
+                retries.clear();
+            }
             Some(first) = rx.recv() => {
                 let mut batch = vec![first];
                 while let Ok(c) = rx.try_recv() {
@@ -475,20 +493,6 @@ pub async fn execute(
                     ready.push_back(i);
                 }
             }
-            () = cancel.cancelled(), if !cancelling => {
-                cancelling = true;
-                warn!(dag = %dag.id, run = %run_id, running, "cancelling: no new tasks start; running tasks are being stopped");
-                for (i, s) in slots.iter_mut().enumerate() {
-                    if s.selected && matches!(s.state, TaskState::Queued | TaskState::UpForRetry { .. })
-                        && let Ok(c) = s.state.cancel() {
-                            s.state = c;
-                            ops.push(Op::Task { task_id: dag.tasks[i].id.clone(), state: s.state.clone(), attempts: s.attempts });
-                            observer(Event::Task { task: &dag.tasks[i].id, state: &s.state });
-                        }
-                }
-                ready.clear();
-                retries.clear();
-            }
             _ = heartbeat.tick() => {
                 store.heartbeat(&run_id)?;
             }
@@ -497,7 +501,7 @@ pub async fn execute(
     }
     store.apply(&run_id, &std::mem::take(&mut ops))?;
 
-    let state = if cancelling {
+    let state = if cancelling || cancel.is_cancelled() {
         RunState::Cancelled
     } else if slots.iter().any(|s| s.selected && s.state.counts_as_failed()) {
         RunState::Failed

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cron;
 pub mod dag;
+pub mod dashboard;
 pub mod executor;
 pub mod kinds;
 pub mod process;

@@ -187,6 +187,20 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// The venv's Python when it can import `module`, or `None` with a printed reason (a panic
+/// under CI).
+pub fn venv_python_with(module: &str) -> Option<PathBuf> {
+    let python = venv_tool("python")?;
+    let ok = Command::new(&python).args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    let msg = format!("{} cannot import {module} (run `bash scripts/test`)", python.display());
+    assert!(!under_ci(), "{msg}");
+    eprintln!("skipping: {msg}");
+    None
+}
+
 /// moto's AWS emulator, on a free port of 127.0.0.1; stopped on drop.
 #[derive(Debug)]
 pub struct Moto {

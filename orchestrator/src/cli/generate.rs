@@ -125,3 +125,60 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cartflow ingest`.
+pub fn ingest(files: &[PathBuf], lake: &std::path::Path) -> anyhow::Result<ExitCode> {
+    for file in files {
+        let started = Instant::now();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .split(".csv")
+            .next()
+            .unwrap_or_default()
+            .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_");
+        let r = cartflow_jobs::kaggle::ingest(file, lake, &format!("ingest-{name}"))?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {} records ({} malformed, kept for quarantine) -> {} raw object(s) under {} in {:.1}s ({:.0} rows/s){}",
+            file.display(),
+            r.records,
+            r.malformed,
+            r.written.files,
+            lake.join(cartflow_jobs::rawzone::RAW_EVENTS).display(),
+            secs,
+            r.records as f64 / secs.max(1e-9),
+            if r.replaced_files > 0 {
+                format!("; replaced {} earlier object(s)", r.replaced_files)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generates `days` days of events into the raw zone of `lake` (the demo's data).
+pub fn generate_raw(
+    lake: &std::path::Path,
+    start: chrono::NaiveDate,
+    days: u32,
+    events_per_day: u64,
+    seed: u64,
+) -> anyhow::Result<cartflow_jobs::generate::GroundTruth> {
+    let start_day = cartflow_jobs::event::days_from_civil(
+        i64::from(chrono::Datelike::year(&start)),
+        i64::from(chrono::Datelike::month(&start)),
+        i64::from(chrono::Datelike::day(&start)),
+    );
+    let cfg = GenConfig { start_day, days, events_per_day, seed, malformed_rate: 0.001, bots_per_day: 2 };
+    let mut w = RawZoneWriter::new(lake, &format!("generator-{seed}"), 1 << 20, 60);
+    let truth = generate(&cfg, &mut Sink::Raw(&mut w))?;
+    let stats = w.close()?;
+    anyhow::ensure!(stats.records == truth.rows, "wrote {} records of {}", stats.records, truth.rows);
+    let truth_path = lake.join(cartflow_jobs::rawzone::RAW_EVENTS).join("_truth.json");
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
+        .with_context(|| format!("writing {}", truth_path.display()))?;
+    Ok(truth)
+}

@@ -21,6 +21,7 @@ use cartflow::template;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod demo;
 mod generate;
 mod table;
 
@@ -147,6 +148,21 @@ pub enum Command {
     Kinds,
     /// Generate realistic synthetic events (Kaggle CSV, or the raw zone as Firehose writes it).
     Generate(generate::GenerateArgs),
+    /// The whole platform in one command: generate a week of events (or ingest --input), run
+    /// the daily DAG over it, write the dashboard, and say where everything is.
+    Demo(demo::DemoArgs),
+    /// Write the HTML dashboard from the insight tables.
+    Dashboard(demo::DashboardArgs),
+    /// Replay Kaggle CSV files (.csv, .csv.gz, .csv.zip) into the raw zone, as Firehose would
+    /// have archived them; re-ingesting a file replaces its earlier objects.
+    Ingest {
+        /// The files, as downloaded from Kaggle.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The lake folder [default: the project's lake].
+        #[arg(long)]
+        lake: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -306,7 +322,7 @@ impl Project {
     }
 
     fn compile_options(&self) -> CompileOptions {
-        CompileOptions { pools: Some(self.config.pools.keys().cloned().collect()) }
+        CompileOptions { pools: Some(self.config.pools.keys().cloned().collect()), project_dir: Some(self.dir.clone()) }
     }
 
     fn load(&self) -> anyhow::Result<DagSet> {
@@ -352,7 +368,7 @@ impl Project {
 
 /// Runs a command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let project = Project::resolve(&cli.global)?;
+    let mut project = Project::resolve(&cli.global)?;
     match cli.command {
         Command::Validate { paths } => validate(&project, &paths),
         Command::Plan { dag, date, params } => plan(&project, &dag, &date, params),
@@ -364,6 +380,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks { run_id } => tasks(&project, &run_id),
         Command::Logs { run_id, task, attempt } => logs(&project, &run_id, &task, attempt),
         Command::Generate(args) => generate::run(args),
+        Command::Demo(args) => demo::demo(&mut project, args, &cli.global),
+        Command::Dashboard(args) => demo::dashboard(&project, args),
+        Command::Ingest { files, lake } => {
+            generate::ingest(&files, &lake.unwrap_or_else(|| project.dir.join(&project.config.lake)))
+        }
         Command::Catalog(cmd) => catalog(&project, cmd),
         Command::Kinds => {
             for k in REGISTRY {

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::{Backoff, Dag, HumanDuration, RetryPolicy, Task, TriggerRule};
-use crate::kinds;
+use crate::kinds::{self, CompileEnv};
 use crate::schedule::{self, Schedule};
 use crate::template;
 use crate::yaml::{self, DeError, Node, Pos, Value, did_you_mean};
@@ -71,6 +71,9 @@ impl DagSet {
 pub struct CompileOptions {
     /// The pools defined in the project config; `None` skips the pool check.
     pub pools: Option<BTreeSet<String>>,
+    /// The project folder, where paths in task configs (recipes, SQL files) resolve; by
+    /// default the parent of the DAG file's folder.
+    pub project_dir: Option<PathBuf>,
 }
 
 /// Compiles every `*.yaml` / `*.yml` file under `dir` (recursively, in name order).
@@ -216,6 +219,7 @@ impl Overrides {
 struct Ctx<'a> {
     file: &'a Path,
     diags: Vec<Diagnostic>,
+    env: CompileEnv,
 }
 
 impl Ctx<'_> {
@@ -261,7 +265,10 @@ struct RawTask {
 
 /// Compiles DAG source text (`file` is only used in messages).
 pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<Dag, (Option<String>, Vec<Diagnostic>)> {
-    let mut cx = Ctx { file, diags: Vec::new() };
+    let project_dir = opts.project_dir.clone().unwrap_or_else(|| {
+        file.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    });
+    let mut cx = Ctx { file, diags: Vec::new(), env: CompileEnv { project_dir } };
     let root = match yaml::parse(src) {
         Ok(n) => n,
         Err(e) => {
@@ -499,7 +506,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         let Some(kind) = t.kind else {
             return Err((Some(id), cx.diags));
         };
-        let config = match (kind.compile)(&t.config) {
+        let config = match (kind.compile)(&t.config, &cx.env) {
             Ok(c) => c,
             Err(e) => {
                 // Already reported in read_task; unreachable in practice.
@@ -640,7 +647,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     };
     let config = Node { pos: node.pos, value: Value::Map(config_entries) };
     if let Some(entry) = kind
-        && let Err(mut e) = (entry.compile)(&config)
+        && let Err(mut e) = (entry.compile)(&config, &cx.env)
     {
         if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
             let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::*;
 
 fn errors(src: &str) -> String {
-    let opts = CompileOptions { pools: Some(["glue".to_string()].into()) };
+    let opts = CompileOptions { pools: Some(["glue".to_string()].into()), project_dir: None };
     match compile_source(Path::new("dags/t.yaml"), src, &opts) {
         Ok(d) => panic!("expected errors, compiled {}", d.id),
         Err((_, diags)) => diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
@@ -164,7 +164,11 @@ mod fuzz {
     const SEED: &str = "id: d\nschedule: '@daily'\ntimezone: UTC\nparams:\n  p: 1\ndefaults:\n  retries: 2\n  retry_delay: 1s\ntasks:\n  - id: a\n    kind: command\n    program: sh\n    args: [-c, 'echo {{ ds }}']\n    env: {X: '{{ params.p }}'}\n  - id: b\n    kind: noop\n    depends_on: [a]\n    trigger_rule: all_done\n";
 
     fn compile_never_panics(src: &str) {
-        let _ = compile_source(Path::new("fuzz.yaml"), src, &CompileOptions { pools: Some(Default::default()) });
+        let _ = compile_source(
+            Path::new("fuzz.yaml"),
+            src,
+            &CompileOptions { pools: Some(Default::default()), project_dir: None },
+        );
     }
 
     proptest! {

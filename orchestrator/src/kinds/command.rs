@@ -80,7 +80,7 @@ impl Kind for Command {
     type Config = CommandConfig;
     type Rendered = RenderedCommand;
 
-    fn validate(config: &CommandConfig) -> Result<(), String> {
+    fn validate(config: &CommandConfig, _env: &super::CompileEnv) -> Result<(), String> {
         if config.program.0.trim().is_empty() {
             return Err("`program` is empty".into());
         }

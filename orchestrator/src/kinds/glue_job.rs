@@ -61,7 +61,7 @@ impl Kind for GlueJob {
     type Config = GlueJobConfig;
     type Rendered = RenderedGlueJob;
 
-    fn validate(c: &GlueJobConfig) -> Result<(), String> {
+    fn validate(c: &GlueJobConfig, _env: &super::CompileEnv) -> Result<(), String> {
         if let Some(k) = c.arguments.keys().find(|k| !k.starts_with("--")) {
             return Err(format!("job argument `{k}` must start with `--` (Glue's convention)"));
         }

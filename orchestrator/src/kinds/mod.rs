@@ -20,7 +20,10 @@ use crate::schedule::DataInterval;
 use crate::template::{self, TemplateError};
 use crate::yaml::{self, DeError, Node};
 
+pub mod athena_ctas;
 pub mod command;
+pub mod dashboard;
+pub mod databrew_job;
 pub mod glue_crawler;
 pub mod glue_job;
 pub mod noop;
@@ -165,8 +168,9 @@ pub trait Kind: Debug + Send + Sync + 'static {
     /// The config with templates rendered for one run: what `plan` prints and `run` executes.
     type Rendered: Serialize + Send + 'static;
 
-    /// Checks what serde cannot (value ranges, combinations). Runs at compile time.
-    fn validate(_config: &Self::Config) -> Result<(), String> {
+    /// Checks what serde cannot (value ranges, combinations, files the config names). Runs
+    /// at compile time.
+    fn validate(_config: &Self::Config, _env: &CompileEnv) -> Result<(), String> {
         Ok(())
     }
 
@@ -213,11 +217,21 @@ impl<K: Kind> CompiledTask for Compiled<K> {
     }
 }
 
-fn compile<K: Kind>(node: &Node) -> Result<Arc<dyn CompiledTask>, DeError> {
+fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTask>, DeError> {
     let config: K::Config = yaml::from_node(node)?;
-    K::validate(&config).map_err(|message| DeError { message, pos: Some(node.pos), hint: None })?;
+    K::validate(&config, env).map_err(|message| DeError { message, pos: Some(node.pos), hint: None })?;
     Ok(Arc::new(Compiled::<K>(config)))
 }
+
+/// What the compile step knows beyond a task's config.
+#[derive(Debug, Clone, Default)]
+pub struct CompileEnv {
+    /// The project folder: relative paths in configs resolve here.
+    pub project_dir: PathBuf,
+}
+
+/// Deserializes and checks one task's config.
+pub type CompileFn = fn(&Node, &CompileEnv) -> Result<Arc<dyn CompiledTask>, DeError>;
 
 /// A kind as the compile step sees it.
 #[derive(Debug, Clone, Copy)]
@@ -227,7 +241,7 @@ pub struct KindEntry {
     /// One line about it.
     pub about: &'static str,
     /// Deserializes and checks a config.
-    pub compile: fn(&Node) -> Result<Arc<dyn CompiledTask>, DeError>,
+    pub compile: CompileFn,
 }
 
 const fn entry<K: Kind>() -> KindEntry {
@@ -241,6 +255,9 @@ pub const REGISTRY: &[KindEntry] = &[
     entry::<polars_job::PolarsJob>(),
     entry::<glue_crawler::GlueCrawler>(),
     entry::<glue_job::GlueJob>(),
+    entry::<databrew_job::DatabrewJob>(),
+    entry::<athena_ctas::AthenaCtas>(),
+    entry::<dashboard::Dashboard>(),
     entry::<wait_for_partition::WaitForPartition>(),
 ];
 

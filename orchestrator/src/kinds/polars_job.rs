@@ -61,7 +61,7 @@ impl Kind for PolarsJob {
     type Config = PolarsJobConfig;
     type Rendered = RenderedPolarsJob;
 
-    fn validate(c: &PolarsJobConfig) -> Result<(), String> {
+    fn validate(c: &PolarsJobConfig, _env: &super::CompileEnv) -> Result<(), String> {
         if c.target_file_mib == 0 {
             return Err("`target_file_mib` must be at least 1".into());
         }

@@ -1,0 +1,13 @@
+-- Insight 1: unique visitors per day (partitioned by dt; each run replaces its day).
+-- Runs unchanged on Athena (Trino) and on cartflow's local engine. Columns: docs/insights.md.
+SELECT
+  count(DISTINCT user_id) AS unique_visitors,
+  count(DISTINCT user_session) AS sessions,
+  count(*) AS events,
+  count(*) FILTER (WHERE event_type = 'view') AS views,
+  count(*) FILTER (WHERE event_type = 'cart') AS carts,
+  count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
+  dt
+FROM ecommerce.enriched_events
+WHERE dt = '{{ ds }}'
+GROUP BY dt

@@ -1,0 +1,28 @@
+-- Insight 3: top categories per hour of day and per weekday (full refresh over all days).
+-- Events without a category_code are left out. rank() keeps ties: equal counts share a rank.
+-- A row is kept when it is in the top 10 by events or by purchases. Columns: docs/insights.md.
+WITH events AS (
+  SELECT category_code, event_type, hour(event_time) AS hour_of_day, day_of_week(event_time) AS weekday
+  FROM ecommerce.enriched_events
+  WHERE category_code IS NOT NULL
+),
+by_slot AS (
+  SELECT 'hour' AS grain, hour_of_day AS slot, category_code, count(*) AS events,
+         count(*) FILTER (WHERE event_type = 'purchase') AS purchases
+  FROM events
+  GROUP BY hour_of_day, category_code
+  UNION ALL
+  SELECT 'weekday' AS grain, weekday AS slot, category_code, count(*) AS events,
+         count(*) FILTER (WHERE event_type = 'purchase') AS purchases
+  FROM events
+  GROUP BY weekday, category_code
+),
+ranked AS (
+  SELECT grain, slot, category_code, events, purchases,
+         rank() OVER (PARTITION BY grain, slot ORDER BY events DESC) AS rank_by_events,
+         rank() OVER (PARTITION BY grain, slot ORDER BY purchases DESC) AS rank_by_purchases
+  FROM by_slot
+)
+SELECT grain, slot, category_code, events, purchases, rank_by_events, rank_by_purchases
+FROM ranked
+WHERE rank_by_events <= 10 OR rank_by_purchases <= 10

@@ -1,0 +1,384 @@
+//! `athena_ctas`, locally: materialize a query into a catalog table, dbt-athena style.
+//!
+//! - **Partitioned** (`partition = Some(("dt", "2019-10-01"))`): the query must produce that one
+//!   partition (its `dt` column equal to the value on every row); the rows replace exactly that
+//!   partition (insert-overwrite): written to a fresh hidden folder, then swapped in by renames.
+//!   Other partitions are untouched.
+//! - **Full refresh**: the rows go to a fresh versioned folder `<location>/version-<stamp>`, then the
+//!   catalog's table location is swapped to it in one SQLite transaction; the newest
+//!   `keep_versions` folders are kept and older ones deleted.
+//!
+//! Either way a query that fails, or a process killed mid-write, leaves the previous table
+//! readable and unchanged, and a re-run gives the same rows.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::catalog::{Catalog, Column, Partition, Table};
+use crate::sql::{SqlEngine, SqlError, columns_of, normalize, write_parquet};
+
+/// What to materialize.
+#[derive(Debug, Clone)]
+pub struct CtasSpec {
+    /// The database.
+    pub database: String,
+    /// The table.
+    pub table: String,
+    /// The query (templates already rendered).
+    pub sql: String,
+    /// For a partitioned table: the partition key and the run's value.
+    pub partition: Option<(String, String)>,
+    /// The table's root under the lake.
+    pub location: String,
+    /// Full refresh: how many versions to keep (the current one included).
+    pub keep_versions: usize,
+}
+
+/// What a materialization did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CtasReport {
+    /// Rows written.
+    pub rows: u64,
+    /// Where they are, under the lake.
+    pub location: String,
+    /// The catalog version of the table after the swap.
+    pub version: i64,
+    /// Old version folders deleted.
+    pub removed: Vec<String>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SqlError + '_ {
+    move |e| SqlError::Io { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn as_strings(a: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
+    let s = cast(a, &DataType::Utf8).map_err(|e| SqlError::Query(e.to_string()))?;
+    let s = s
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .ok_or_else(|| SqlError::Query("the partition column could not be read as text".into()))?;
+    Ok(s.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+/// Runs the query and publishes its rows.
+pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<CtasReport, SqlError> {
+    let tables = {
+        let catalog = Catalog::open(catalog_path)?;
+        catalog.ensure_database(&spec.database)?;
+        catalog.tables()?
+    };
+    let engine = SqlEngine::new(lake, tables).await?;
+    let (schema, batches) = engine.query(&spec.sql).await?;
+    let (schema, batches) = normalize(&schema, batches)?;
+    drop(engine);
+    let mut catalog = Catalog::open(catalog_path)?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let qualified = format!("{}.{}", spec.database, spec.table);
+    let root = lake.join(&spec.location);
+    match &spec.partition {
+        Some((key, value)) => {
+            let Ok(idx) = schema.index_of(key) else {
+                return Err(SqlError::Query(format!(
+                    "the query of partitioned table {qualified} has no `{key}` column (Athena needs the partition column last)"
+                )));
+            };
+            for b in &batches {
+                for v in as_strings(b.column(idx))? {
+                    if v.as_deref() != Some(value.as_str()) {
+                        return Err(SqlError::Query(format!(
+                            "the query produced a row with {key} = {}; a run of {qualified} writes only {key}={value}",
+                            v.unwrap_or_else(|| "NULL".into())
+                        )));
+                    }
+                }
+            }
+            // The data columns: everything but the partition key.
+            let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| *i != idx).collect();
+            let data_schema = std::sync::Arc::new(schema.project(&keep).map_err(|e| SqlError::Query(e.to_string()))?);
+            let data: Vec<RecordBatch> = batches
+                .iter()
+                .map(|b| b.project(&keep).map_err(|e| SqlError::Query(e.to_string())))
+                .collect::<Result<_, _>>()?;
+            let part_spec = format!("{key}={value}");
+            let live = root.join(&part_spec);
+            let serr = |m: String| SqlError::Io { path: live.clone(), message: m };
+            crate::swap::recover(&live).map_err(serr)?;
+            let fresh = crate::swap::fresh(&live).map_err(serr)?;
+            write_parquet(&fresh.join("part-00000.parquet"), data_schema.clone(), &data)?;
+            crate::swap::swap_in(&fresh, &live).map_err(serr)?;
+            let columns = columns_of(&data_schema);
+            let partition_keys = vec![Column::new(key, "string")];
+            let existing = catalog.table(&qualified, &spec.database)?;
+            let version = match existing {
+                Some(t)
+                    if t.columns == columns && t.partition_keys == partition_keys && t.location == spec.location =>
+                {
+                    t.version
+                }
+                Some(t) => {
+                    catalog.put_table(&Table { columns, partition_keys, location: spec.location.clone(), ..t })?
+                }
+                None => catalog.put_table(&Table {
+                    database: spec.database.clone(),
+                    name: spec.table.clone(),
+                    location: spec.location.clone(),
+                    format: "parquet".into(),
+                    columns,
+                    partition_keys,
+                    parameters: [("classification".to_string(), "parquet".to_string())].into(),
+                    version: 0,
+                })?,
+            };
+            let location = format!("{}/{part_spec}", spec.location);
+            catalog.put_partitions(
+                &qualified,
+                &spec.database,
+                &[Partition { values: vec![value.clone()], location: location.clone() }],
+            )?;
+            Ok(CtasReport { rows, location, version, removed: Vec::new() })
+        }
+        None => {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
+            let rel = format!("{}/version-{stamp}-{}", spec.location, fastrand::u32(..));
+            let dir = lake.join(&rel);
+            write_parquet(&dir.join("part-00000.parquet"), schema.clone(), &batches)?;
+            let columns = columns_of(&schema);
+            let version = match catalog.table(&qualified, &spec.database)? {
+                Some(t) => {
+                    catalog.put_table(&Table { columns, location: rel.clone(), partition_keys: Vec::new(), ..t })?
+                }
+                None => catalog.put_table(&Table {
+                    database: spec.database.clone(),
+                    name: spec.table.clone(),
+                    location: rel.clone(),
+                    format: "parquet".into(),
+                    columns,
+                    partition_keys: Vec::new(),
+                    parameters: [("classification".to_string(), "parquet".to_string())].into(),
+                    version: 0,
+                })?,
+            };
+            let removed =
+                prune_versions(lake, &catalog, &qualified, &spec.database, &spec.location, spec.keep_versions)?;
+            Ok(CtasReport { rows, location: rel, version, removed })
+        }
+    }
+}
+
+/// Deletes version folders of a full-refresh table beyond the newest `keep` the catalog
+/// published (and, after an hour, folders it never published: a killed run's).
+fn prune_versions(
+    lake: &Path,
+    catalog: &Catalog,
+    qualified: &str,
+    db: &str,
+    location: &str,
+    keep: usize,
+) -> Result<Vec<String>, SqlError> {
+    let mut kept: Vec<String> = Vec::new();
+    let mut published: Vec<String> = Vec::new();
+    for (_, loc) in catalog.versions(qualified, db)?.into_iter().rev() {
+        if kept.len() < keep.max(1) && !kept.contains(&loc) {
+            kept.push(loc.clone());
+        }
+        published.push(loc);
+    }
+    let root = lake.join(location);
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&root) else { return Ok(removed) };
+    let mut dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for d in dirs {
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !name.starts_with("version-") {
+            continue;
+        }
+        let rel = format!("{location}/{name}");
+        // A folder the catalog never pointed at may be another run's, still being written:
+        // only an hour-old one is a leftover.
+        let stale = published.contains(&rel)
+            || d.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if !kept.contains(&rel) && stale {
+            std::fs::remove_dir_all(&d).map_err(io(&d))?;
+            removed.push(rel);
+        }
+    }
+    Ok(removed)
+}
+
+/// The rows of a table as text, sorted: for tests and comparisons.
+pub async fn table_rows(
+    lake: &Path,
+    catalog_path: &Path,
+    qualified: &str,
+) -> Result<(Vec<String>, Vec<Vec<String>>), SqlError> {
+    let engine = SqlEngine::open(lake, catalog_path).await?;
+    let (schema, batches) = engine.query(&format!("SELECT * FROM {qualified}")).await?;
+    Ok(rows_as_text(&schema, &batches))
+}
+
+/// Renders rows as text (floats with 6 decimals), sorted.
+pub fn rows_as_text(schema: &Schema, batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut rows = Vec::new();
+    let opts = FormatOptions::default().with_null("NULL");
+    for b in batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                if matches!(c.data_type(), DataType::Float32 | DataType::Float64) {
+                    let f = cast(c, &DataType::Float64).unwrap_or_else(|_| c.clone());
+                    let f = f.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().cloned();
+                    match f {
+                        Some(f) => std::sync::Arc::new(
+                            f.iter()
+                                .map(|v| v.map(|x| format!("{x:.6}")))
+                                .collect::<datafusion::arrow::array::StringArray>(),
+                        ) as ArrayRef,
+                        None => c.clone(),
+                    }
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        let formatters: Vec<_> = fmts.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
+        for i in 0..b.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| match f {
+                        Ok(f) => f.value(i).to_string(),
+                        Err(_) => "?".into(),
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows.sort();
+    (names, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::DataFrame;
+
+    /// A lake with an `ecommerce.events` table partitioned by dt (two days).
+    fn lake() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tmp");
+        for (day, n) in [("2019-10-01", 3i64), ("2019-10-02", 5)] {
+            let mut df = DataFrame::new(
+                n as usize,
+                vec![
+                    polars::prelude::Column::new("user_id".into(), (0..n).map(|i| i % 2).collect::<Vec<i64>>()),
+                    polars::prelude::Column::new("price".into(), (0..n).map(|i| i as f64 * 1.5).collect::<Vec<f64>>()),
+                ],
+            )
+            .expect("df");
+            crate::publish_parquet(&mut df, &dir.path().join(format!("events/dt={day}"))).expect("write");
+        }
+        let catalog_path = dir.path().join("catalog.db");
+        let mut c = Catalog::open(&catalog_path).expect("catalog");
+        c.ensure_database("ecommerce").expect("db");
+        c.put_table(&Table {
+            database: "ecommerce".into(),
+            name: "events".into(),
+            location: "events".into(),
+            format: "parquet".into(),
+            columns: vec![Column::new("user_id", "bigint"), Column::new("price", "double")],
+            partition_keys: vec![Column::new("dt", "string")],
+            parameters: Default::default(),
+            version: 0,
+        })
+        .expect("table");
+        (dir, catalog_path)
+    }
+
+    fn spec(sql: &str, partition: Option<&str>) -> CtasSpec {
+        CtasSpec {
+            database: "ecommerce".into(),
+            table: "out".into(),
+            sql: sql.into(),
+            partition: partition.map(|d| ("dt".to_string(), d.to_string())),
+            location: "curated/out".into(),
+            keep_versions: 2,
+        }
+    }
+
+    const PER_DAY: &str = "SELECT count(DISTINCT user_id) AS users, count(*) AS events, dt FROM ecommerce.events WHERE dt = '{D}' GROUP BY dt";
+
+    #[tokio::test]
+    async fn partitioned_tables_overwrite_only_their_partition_and_prune_on_dt() {
+        let (dir, cat) = lake();
+        for d in ["2019-10-01", "2019-10-02"] {
+            let r = ctas(dir.path(), &cat, &spec(&PER_DAY.replace("{D}", d), Some(d))).await.expect("ctas");
+            assert_eq!(r.rows, 1);
+            assert_eq!(r.location, format!("curated/out/dt={d}"));
+        }
+        let (_, rows) = table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows");
+        assert_eq!(rows, vec![vec!["2", "3", "2019-10-01"], vec!["2", "5", "2019-10-02"]]);
+        // Re-running a day is idempotent and leaves the other day alone.
+        ctas(dir.path(), &cat, &spec(&PER_DAY.replace("{D}", "2019-10-02"), Some("2019-10-02"))).await.expect("again");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows").1, rows);
+        // A query writing another partition is refused before anything is written.
+        let e = ctas(dir.path(), &cat, &spec(&PER_DAY.replace("{D}", "2019-10-01"), Some("2019-10-02")))
+            .await
+            .expect_err("wrong partition");
+        assert!(e.to_string().contains("writes only dt=2019-10-02"), "{e}");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows").1, rows);
+        // The filter on dt prunes folders: the plan reads one file.
+        let engine = SqlEngine::open(dir.path(), &cat).await.expect("engine");
+        let (_, plan) = engine
+            .query("EXPLAIN SELECT sum(price) FROM ecommerce.events WHERE dt = '2019-10-02'")
+            .await
+            .expect("explain");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan).expect("fmt").to_string();
+        assert!(text.contains("dt=2019-10-02") && !text.contains("dt=2019-10-01"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_killed_refresh_leaves_the_previous_version_readable() {
+        let (dir, cat) = lake();
+        let sql = "SELECT dt, count(*) AS events, sum(price) AS revenue FROM ecommerce.events GROUP BY dt";
+        let first = ctas(dir.path(), &cat, &spec(sql, None)).await.expect("first");
+        let before = table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows");
+        assert_eq!(before.1.len(), 2);
+        // A query that fails: nothing changes.
+        let e = ctas(dir.path(), &cat, &spec("SELECT no_such_column FROM ecommerce.events", None))
+            .await
+            .expect_err("bad query");
+        assert!(matches!(e, SqlError::Query(_)), "{e}");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows"), before);
+        // A run killed mid-write leaves a half-written folder the catalog never points at.
+        let half = dir.path().join("curated/out/version-20991231T000000000-1");
+        std::fs::create_dir_all(&half).expect("mkdir");
+        std::fs::write(half.join("part-00000.parquet"), b"PAR1 truncated").expect("write");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows"), before);
+        // Re-runs give the same rows; old versions beyond keep_versions are deleted.
+        let mut locations = vec![first.location.clone()];
+        for _ in 0..3 {
+            let r = ctas(dir.path(), &cat, &spec(sql, None)).await.expect("rerun");
+            assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows"), before);
+            locations.push(r.location);
+        }
+        let on_disk: Vec<String> = std::fs::read_dir(dir.path().join("curated/out"))
+            .expect("ls")
+            .flatten()
+            .map(|e| format!("curated/out/{}", e.file_name().to_string_lossy()))
+            .collect();
+        assert!(on_disk.contains(&locations[3]) && on_disk.contains(&locations[2]), "{on_disk:?}");
+        assert!(!on_disk.contains(&locations[0]) && !on_disk.contains(&locations[1]), "{on_disk:?}");
+        assert!(half.exists(), "a fresh unpublished folder may be another run's: kept for an hour");
+    }
+}

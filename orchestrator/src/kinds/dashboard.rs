@@ -1,0 +1,87 @@
+//! `dashboard`: refresh the self-contained HTML dashboard from the insight tables (QuickSight's
+//! local twin). Local and AWS alike write the file where the config says; on AWS the insight
+//! tables are read through the same local engine from a synced copy (with the AWS issue).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::template::{self, Escaping, Template, TemplateError};
+
+/// The `dashboard` kind.
+#[derive(Debug)]
+pub struct Dashboard;
+
+/// Config of a `dashboard` task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Where the HTML goes, relative to the project folder (default `.cartflow/dashboard.html`).
+    #[serde(default = "default_out")]
+    pub out: Template,
+    /// First day shown (default: the first day with data).
+    #[serde(default)]
+    pub from: Option<Template>,
+    /// Last day shown (default: the last day with data).
+    #[serde(default)]
+    pub to: Option<Template>,
+}
+
+fn default_out() -> Template {
+    Template::from(".cartflow/dashboard.html")
+}
+
+/// A rendered `dashboard`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderedDashboard {
+    /// Output file.
+    pub out: PathBuf,
+    /// First day.
+    pub from: Option<String>,
+    /// Last day.
+    pub to: Option<String>,
+}
+
+impl Kind for Dashboard {
+    const NAME: &'static str = "dashboard";
+    const ABOUT: &'static str = "refresh the self-contained HTML dashboard from the insight tables";
+    type Config = DashboardConfig;
+    type Rendered = RenderedDashboard;
+
+    fn render(c: &DashboardConfig, ctx: &template::Context) -> Result<RenderedDashboard, TemplateError> {
+        let opt = |t: &Option<Template>| t.as_ref().map(|t| ctx.render(t, Escaping::Path)).transpose();
+        Ok(RenderedDashboard {
+            out: PathBuf::from(ctx.render(&c.out, Escaping::Path)?),
+            from: opt(&c.from)?,
+            to: opt(&c.to)?,
+        })
+    }
+
+    async fn run(r: RenderedDashboard, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
+        if ctx.backend == Backend::Aws {
+            return Err(TaskFailure::permanent(
+                "dashboard on the aws backend is not available yet; run with --backend local",
+            ));
+        }
+        let out = ctx.project_dir.join(&r.out);
+        let (lake, catalog, from, to) = (ctx.lake.clone(), ctx.catalog.clone(), r.from.clone(), r.to.clone());
+        let (html, summary) = cartflow_jobs::sql::run_isolated(move || async move {
+            crate::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
+                .await
+                .map_err(cartflow_jobs::sql::SqlError::Query)
+        })
+        .await
+        .map_err(|e| TaskFailure::new(e.to_string()))?;
+        crate::dashboard::write(&out, &html).map_err(TaskFailure::new)?;
+        let summary = format!(
+            "{} ({} days, {} events, {} brands flagged)",
+            out.display(),
+            summary.days,
+            summary.events,
+            summary.flagged_brands
+        );
+        ctx.log.line(&summary);
+        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+    }
+}
