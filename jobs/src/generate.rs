@@ -125,6 +125,11 @@ struct Catalog {
     categories: Vec<Category>,
     brands: Vec<String>,
     cumulative: Vec<f64>,
+    /// How well each brand converts (mean 1): some brands draw views but few carts and
+    /// purchases — the ones insight 4 should flag.
+    appeal: Vec<f64>,
+    /// Brands whose appeal fades day by day (revenue falling period over period).
+    fading: Vec<bool>,
 }
 
 const LEVEL1: &[&str] = &[
@@ -229,10 +234,23 @@ fn build_catalog(rng: &mut fastrand::Rng, n_products: usize) -> Catalog {
         acc += 1.0 / (r as f64).powf(1.07);
         cumulative.push(acc);
     }
-    Catalog { products, categories, brands, cumulative }
+    let appeal = (0..n_brands).map(|_| 0.35 + 1.3 * rng.f64()).collect();
+    let fading = (0..n_brands).map(|_| rng.f64() < 0.1).collect();
+    Catalog { products, categories, brands, cumulative, appeal, fading }
 }
 
 impl Catalog {
+    /// The conversion factor of a product's brand on day `d` of the run.
+    fn appeal(&self, p: u32, d: i64) -> f64 {
+        match self.products[p as usize].brand {
+            Some(b) => {
+                let a = self.appeal[b as usize];
+                if self.fading[b as usize] { a * 0.9f64.powi(d as i32) } else { a }
+            }
+            None => 1.0,
+        }
+    }
+
     fn popular(&self, rng: &mut fastrand::Rng) -> u32 {
         let total = self.cumulative.last().copied().unwrap_or(1.0);
         let x = rng.f64() * total;
@@ -352,9 +370,9 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
                     break;
                 }
                 rows.push(Row { time: t, kind: EventType::View, product, session: s, bad: None });
-                if rng.f64() < 0.03 {
+                if rng.f64() < 0.03 * catalog.appeal(product, day_i) {
                     // Cart, sometimes repeated in the same second (as the real data does).
-                    t += 1 + rng.i64(0..20);
+                    t = (t + 1 + rng.i64(0..20)).min((day + 1) * 86_400 - 1); // the day's last second at most
                     let repeats = if rng.f64() < 0.15 { 1 + rng.usize(0..4) } else { 0 };
                     for _ in 0..=repeats {
                         rows.push(Row { time: t, kind: EventType::Cart, product, session: s, bad: None });
@@ -365,7 +383,7 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
                 product = if rng.f64() < 0.7 { catalog.near(&mut rng, product) } else { catalog.popular(&mut rng) };
             }
             for p in carted {
-                if rng.f64() < 0.5 && t < (day + 1) * 86_400 {
+                if rng.f64() < (0.44 * catalog.appeal(p, day_i)).min(0.9) && t < (day + 1) * 86_400 {
                     t += 5 + rng.i64(0..120);
                     if t < (day + 1) * 86_400 {
                         rows.push(Row { time: t, kind: EventType::Purchase, product: p, session: s, bad: None });

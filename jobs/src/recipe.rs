@@ -434,17 +434,6 @@ fn parse_step(s: &RawStep) -> Result<Step, String> {
     })
 }
 
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn is_string(schema: &Schema, c: &str) -> bool {
     matches!(schema.get(c), Some(DataType::String))
 }
@@ -483,16 +472,25 @@ fn apply_step(lf: LazyFrame, step: &Step, schema: &Schema) -> Result<LazyFrame, 
         }
         Step::Split { column, pattern, limit } => {
             need_string(column)?;
-            let p = regex_escape(pattern);
+            // A literal split into a list, then one column per part; the last part keeps
+            // the rest of the string (the remaining parts joined back with the delimiter).
+            let parts = col(column.as_str()).str().split(lit(pattern.clone()));
             let mut exprs = Vec::with_capacity(limit + 1);
-            for i in 0..=*limit {
-                let re = if i < *limit {
-                    format!("^(?s)(?:.*?{p}){{{i}}}(.*?)(?:{p}|$)")
-                } else {
-                    format!("^(?s)(?:.*?{p}){{{i}}}(.*)$")
-                };
-                exprs.push(col(column.as_str()).str().extract(lit(re), 1).alias(format!("{column}_{}", i + 1)));
+            for i in 0..*limit {
+                exprs.push(parts.clone().list().get(lit(i as i64), true).alias(format!("{column}_{}", i + 1)));
             }
+            let rest = parts
+                .clone()
+                .list()
+                .slice(lit(*limit as i64), lit(1_000_000i64))
+                .list()
+                .join(lit(pattern.clone()), true);
+            exprs.push(
+                when(parts.list().len().gt(lit(*limit as u32)))
+                    .then(rest)
+                    .otherwise(lit(NULL).cast(DataType::String))
+                    .alias(format!("{column}_{}", limit + 1)),
+            );
             lf.with_columns(exprs)
         }
         Step::Rename(a, b) => {

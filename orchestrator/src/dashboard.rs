@@ -174,6 +174,9 @@ fn abandonment_chart(hours: &[f64], rates: &[f64]) -> Chart {
 }
 
 fn heat_chart(rows: &[String], cols: &[String], values: &[Vec<f64>], x_desc: &str) -> Chart {
+    if rows.is_empty() || cols.is_empty() {
+        return Err("no categories in the table".into());
+    }
     let height = 70 + 26 * rows.len() as u32 + 50;
     svg(980, height.max(200), |root| {
         let max = values.iter().flatten().copied().fold(1.0, f64::max);
@@ -181,7 +184,7 @@ fn heat_chart(rows: &[String], cols: &[String], values: &[Vec<f64>], x_desc: &st
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(250)
-            .build_cartesian_2d((0..cols.len()).into_segmented(), (0..rows.len()).into_segmented())
+            .build_cartesian_2d((0..cols.len() - 1).into_segmented(), (0..rows.len() - 1).into_segmented())
             .map_err(e)?;
         chart
             .configure_mesh()
@@ -194,13 +197,14 @@ fn heat_chart(rows: &[String], cols: &[String], values: &[Vec<f64>], x_desc: &st
                 _ => String::new(),
             })
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => rows.get(*i).cloned().unwrap_or_default(),
+                SegmentValue::CenterOf(i) => rows.get(rows.len() - 1 - *i).cloned().unwrap_or_default(),
                 _ => String::new(),
             })
             .draw()
             .map_err(e)?;
         chart
             .draw_series(values.iter().enumerate().flat_map(|(r, row)| {
+                let r = values.len() - 1 - r; // the first row on top
                 row.iter().enumerate().map(move |(c, v)| {
                     let t = (v / max).clamp(0.0, 1.0);
                     let color = RGBColor(
@@ -225,12 +229,13 @@ fn heat_chart(rows: &[String], cols: &[String], values: &[Vec<f64>], x_desc: &st
 fn brands_chart(views: &[f64], conv: &[f64], flagged: &[bool], names: &[String]) -> Chart {
     svg(760, 420, |root| {
         let max_v = views.iter().copied().fold(10.0, f64::max) * 1.3;
+        let min_v = (views.iter().copied().fold(f64::INFINITY, f64::min) / 2.0).clamp(1.0, max_v / 10.0);
         let max_c = conv.iter().copied().fold(0.01, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(64)
-            .build_cartesian_2d((1f64..max_v).log_scale(), 0f64..max_c * 100.0)
+            .build_cartesian_2d((min_v..max_v).log_scale(), 0f64..max_c * 100.0)
             .map_err(e)?;
         chart
             .configure_mesh()
@@ -433,6 +438,10 @@ pub async fn build(
         flagged_table.push_str(
             "<table><tr><th>brand</th><th>category</th><th>views</th><th>view→purchase</th><th>why</th></tr>",
         );
+        if summary.flagged_brands == 0 {
+            flagged_table.clear();
+            flagged_table.push_str("<p class=note>No brand is flagged in this period.</p>");
+        }
         for i in (0..names.len()).filter(|i| flags[*i]).take(15) {
             let mut why = Vec::new();
             if low[i] {
@@ -451,7 +460,9 @@ pub async fn build(
                 esc(&why.join("; "))
             );
         }
-        flagged_table.push_str("</table>");
+        if summary.flagged_brands > 0 {
+            flagged_table.push_str("</table>");
+        }
         brands_chart(&views, &conv, &flags, &names)
     });
 
