@@ -1,0 +1,96 @@
+//! The insight benchmark: the four insight SQL files over the enriched events of the lake
+//! benchmark (10 days x ~1M events), on cartflow's local engine (DataFusion + the Trino
+//! functions) and beside it DuckDB running the same files on the same Parquet.
+//!
+//! ```text
+//! scripts/bench-lake        # first: generates and enriches the events
+//! scripts/bench-insights    # then: this benchmark
+//! ```
+//!
+//! The partitioned insights run once per day (as the daily DAG does), the full-refresh ones
+//! once. Prints the time of each, the total, and the ratio DuckDB time / cartflow time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use cartflow_jobs::catalog::{Catalog, Column, Table};
+use cartflow_jobs::sql::SqlEngine;
+
+const INSIGHTS: [(&str, bool); 4] =
+    [("daily_visitors", true), ("cart_abandonment", true), ("top_categories", false), ("brand_marketing", false)];
+
+fn main() {
+    let days = std::env::var("CARTFLOW_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(10u32);
+    let per_day: u64 =
+        std::env::var("CARTFLOW_BENCH_EVENTS_PER_DAY").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let root: PathBuf = std::env::var_os("CARTFLOW_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cartflow-bench-lake-{days}x{per_day}")));
+    let lake = root.join("lake");
+    let enriched = lake.join("enriched/events");
+    let mut dates: Vec<String> = std::fs::read_dir(&enriched)
+        .unwrap_or_else(|_| panic!("{} is missing: run scripts/bench-lake first", enriched.display()))
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("dt=")).map(str::to_string))
+        .collect();
+    dates.sort();
+    let catalog_path = root.join("bench-catalog.db");
+    let _ = std::fs::remove_file(&catalog_path);
+    let mut c = Catalog::open(&catalog_path).expect("catalog");
+    c.ensure_database("ecommerce").expect("db");
+    c.put_table(&Table {
+        database: "ecommerce".into(),
+        name: "enriched_events".into(),
+        location: "enriched/events".into(),
+        format: "parquet".into(),
+        columns: Vec::new(),
+        partition_keys: vec![Column::new("dt", "string")],
+        parameters: Default::default(),
+        version: 0,
+    })
+    .expect("table");
+    drop(c);
+    let sql_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/sql");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let engine = rt.block_on(SqlEngine::open(&lake, &catalog_path)).expect("engine");
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for (name, partitioned) in INSIGHTS {
+        let sql = std::fs::read_to_string(sql_dir.join(format!("{name}.sql"))).expect("sql");
+        let t = Instant::now();
+        let mut rows = 0;
+        let runs: Vec<String> =
+            if partitioned { dates.iter().map(|d| sql.replace("{{ ds }}", d)).collect() } else { vec![sql.clone()] };
+        for q in runs {
+            let (_, b) = rt.block_on(engine.query(&q)).expect("query");
+            rows += b.iter().map(|b| b.num_rows()).sum::<usize>();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        total += secs;
+        parts.push(format!("{name} {secs:.2}s ({rows} rows)"));
+    }
+    println!("cartflow (DataFusion): {} = {total:.2}s", parts.join(" + "));
+
+    let python = std::env::var("CARTFLOW_BENCH_PYTHON").unwrap_or_default();
+    if python.is_empty() {
+        println!("duckdb: skipped (set CARTFLOW_BENCH_PYTHON to a Python with duckdb; scripts/bench-insights does)");
+        return;
+    }
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/insights_duckdb.py"))
+        .arg(&lake)
+        .arg(&sql_dir)
+        .args(&dates)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the DuckDB peer failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    print!("{text}");
+    let theirs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("seconds="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("seconds= from the peer");
+    println!("ratio (duckdb time / cartflow time): {:.2}x", theirs / total);
+}

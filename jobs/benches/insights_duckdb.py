@@ -1,0 +1,34 @@
+"""The DuckDB peer of the insight benchmark: the same four SQL files on the same enriched
+Parquet (partitioned insights once per day, full-refresh ones once).
+
+usage: python insights_duckdb.py LAKE SQL_DIR DATE...; prints one line per insight and seconds=.
+"""
+
+import os
+import sys
+import time
+
+import duckdb
+
+lake, sql_dir, dates = sys.argv[1], sys.argv[2], sys.argv[3:]
+con = duckdb.connect()
+con.execute("CREATE SCHEMA ecommerce")
+con.execute(f"""CREATE VIEW ecommerce.enriched_events AS
+  SELECT * FROM read_parquet('{lake}/enriched/events/*/*.parquet', hive_partitioning = true,
+                             hive_types = {{'dt': 'VARCHAR'}})""")
+con.execute("CREATE MACRO day_of_week(t) AS isodow(t)")
+total = 0.0
+parts = []
+for name, partitioned in [("daily_visitors", True), ("cart_abandonment", True),
+                          ("top_categories", False), ("brand_marketing", False)]:
+    sql = open(os.path.join(sql_dir, f"{name}.sql")).read()
+    runs = [sql.replace("{{ ds }}", d) for d in dates] if partitioned else [sql]
+    start = time.perf_counter()
+    rows = 0
+    for q in runs:
+        rows += len(con.execute(q).fetchall())
+    secs = time.perf_counter() - start
+    total += secs
+    parts.append(f"{name} {secs:.2f}s ({rows} rows)")
+print(f"duckdb: {' + '.join(parts)} = {total:.2f}s")
+print(f"seconds={total:.3f}")
