@@ -240,6 +240,7 @@ fn brands_chart(views: &[f64], conv: &[f64], flagged: &[bool], names: &[String])
         chart
             .configure_mesh()
             .x_desc("attention: views (log scale)")
+            .x_labels(6)
             .y_desc("view -> purchase, %")
             .y_label_formatter(&|v| format!("{v:.1}%"))
             .x_label_formatter(&|v| format!("{v:.0}"))
