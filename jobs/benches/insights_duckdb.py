@@ -8,15 +8,11 @@ import os
 import sys
 import time
 
-import duckdb
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/python"))
+import lake_duckdb  # noqa: E402
 
 lake, sql_dir, dates = sys.argv[1], sys.argv[2], sys.argv[3:]
-con = duckdb.connect()
-con.execute("CREATE SCHEMA ecommerce")
-con.execute(f"""CREATE VIEW ecommerce.enriched_events AS
-  SELECT * FROM read_parquet('{lake}/enriched/events/*/*.parquet', hive_partitioning = true,
-                             hive_types = {{'dt': 'VARCHAR'}})""")
-con.execute("CREATE MACRO day_of_week(t) AS isodow(t)")
+con = lake_duckdb.connect(lake)
 total = 0.0
 parts = []
 for name, partitioned in [("daily_visitors", True), ("cart_abandonment", True),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::catalog::{Catalog, Column, Partition, Table};
@@ -214,65 +214,69 @@ fn prune_versions(
     Ok(removed)
 }
 
-/// The rows of a table as text, sorted: for tests and comparisons.
-pub async fn table_rows(
-    lake: &Path,
-    catalog_path: &Path,
-    qualified: &str,
-) -> Result<(Vec<String>, Vec<Vec<String>>), SqlError> {
-    let engine = SqlEngine::open(lake, catalog_path).await?;
-    let (schema, batches) = engine.query(&format!("SELECT * FROM {qualified}")).await?;
-    Ok(rows_as_text(&schema, &batches))
-}
-
-/// Renders rows as text (floats with 6 decimals), sorted.
-pub fn rows_as_text(schema: &Schema, batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut rows = Vec::new();
-    let opts = FormatOptions::default().with_null("NULL");
-    for b in batches {
-        let fmts: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| {
-                if matches!(c.data_type(), DataType::Float32 | DataType::Float64) {
-                    let f = cast(c, &DataType::Float64).unwrap_or_else(|_| c.clone());
-                    let f = f.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().cloned();
-                    match f {
-                        Some(f) => std::sync::Arc::new(
-                            f.iter()
-                                .map(|v| v.map(|x| format!("{x:.6}")))
-                                .collect::<datafusion::arrow::array::StringArray>(),
-                        ) as ArrayRef,
-                        None => c.clone(),
-                    }
-                } else {
-                    c.clone()
-                }
-            })
-            .collect();
-        let formatters: Vec<_> = fmts.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
-        for i in 0..b.num_rows() {
-            rows.push(
-                formatters
-                    .iter()
-                    .map(|f| match f {
-                        Ok(f) => f.value(i).to_string(),
-                        Err(_) => "?".into(),
-                    })
-                    .collect(),
-            );
-        }
-    }
-    rows.sort();
-    (names, rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Array, ArrayRef};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
     use polars::prelude::DataFrame;
+
+    /// The rows of a table as text, sorted: for tests and comparisons.
+    async fn table_rows(
+        lake: &Path,
+        catalog_path: &Path,
+        qualified: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<String>>), SqlError> {
+        let engine = SqlEngine::open(lake, catalog_path).await?;
+        let (schema, batches) = engine.query(&format!("SELECT * FROM {qualified}")).await?;
+        Ok(rows_as_text(&schema, &batches))
+    }
+
+    /// Renders rows as text (floats with 6 decimals), sorted.
+    fn rows_as_text(schema: &Schema, batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut rows = Vec::new();
+        let opts = FormatOptions::default().with_null("NULL");
+        for b in batches {
+            let fmts: Vec<_> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    if matches!(c.data_type(), DataType::Float32 | DataType::Float64) {
+                        let f = cast(c, &DataType::Float64).unwrap_or_else(|_| c.clone());
+                        let f = f.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().cloned();
+                        match f {
+                            Some(f) => std::sync::Arc::new(
+                                f.iter()
+                                    .map(|v| v.map(|x| format!("{x:.6}")))
+                                    .collect::<datafusion::arrow::array::StringArray>(),
+                            ) as ArrayRef,
+                            None => c.clone(),
+                        }
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            let formatters: Vec<_> = fmts.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
+            for i in 0..b.num_rows() {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| match f {
+                            Ok(f) => f.value(i).to_string(),
+                            Err(_) => "?".into(),
+                        })
+                        .collect(),
+                );
+            }
+        }
+        rows.sort();
+        (names, rows)
+    }
 
     /// A lake with an `ecommerce.events` table partitioned by dt (two days).
     fn lake() -> (tempfile::TempDir, PathBuf) {

@@ -8,7 +8,7 @@
 //! quarantines it as `unparsable_record`), so nothing is dropped on the way in.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::event::{COLUMNS, parse_event_time};
@@ -304,32 +304,31 @@ fn remove_objects(lake: &Path, name: &str) -> Result<u64, KaggleError> {
     Ok(removed)
 }
 
-/// Reads a whole (small) Kaggle file into memory; for tests and fixtures.
-pub fn read_all(path: &Path) -> Result<Vec<Vec<String>>, KaggleError> {
-    let mut out = Vec::new();
-    for_each_record(path, |_, fields, raw| {
-        out.push(match fields {
-            Some(f) => f.iter().map(|c| c.to_string()).collect(),
-            None => vec![raw.to_string()],
-        });
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-/// The text of a reader, for tests.
-#[doc(hidden)]
-pub fn read_text(r: &mut dyn Read) -> std::io::Result<String> {
-    let mut s = String::new();
-    r.read_to_string(&mut s)?;
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     use super::*;
+
+    /// Reads a whole (small) Kaggle file into memory; for tests and fixtures.
+    fn read_all(path: &Path) -> Result<Vec<Vec<String>>, KaggleError> {
+        let mut out = Vec::new();
+        for_each_record(path, |_, fields, raw| {
+            out.push(match fields {
+                Some(f) => f.iter().map(|c| c.to_string()).collect(),
+                None => vec![raw.to_string()],
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The text of a reader, for tests.
+    fn read_text(r: &mut dyn Read) -> std::io::Result<String> {
+        let mut s = String::new();
+        r.read_to_string(&mut s)?;
+        Ok(s)
+    }
 
     const SAMPLE: &str = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
 2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde-8bb3-4e00-8c23-a032dfed738c\n\

@@ -35,14 +35,6 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The row count of a Parquet file, from its footer.
-pub fn parquet_rows(path: &Path) -> Option<u64> {
-    let file = std::fs::File::open(path).ok()?;
-    use polars::prelude::SerReader as _;
-    let mut r = polars::prelude::ParquetReader::new(file);
-    r.num_rows().ok().map(|n| n as u64)
-}
-
 /// Writes a frame as the only part of a fresh folder and swaps it into `live` (see [`swap`]):
 /// a reader sees the old partition or the new one, never a mix.
 pub fn publish_parquet(df: &mut DataFrame, live: &Path) -> Result<(), String> {

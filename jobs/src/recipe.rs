@@ -616,13 +616,15 @@ pub fn run_job(
         move |e: PolarsError| RecipeJobError::Data { path: path.clone(), message: e.to_string() }
     };
     let mut frames = Vec::with_capacity(files.len());
+    let mut rows_in = 0u64;
     for f in &files {
         let file =
             std::fs::File::open(f).map_err(|e| RecipeJobError::Data { path: f.clone(), message: e.to_string() })?;
-        frames.push(ParquetReader::new(file).finish().map_err(derr(f))?.lazy());
+        let df = ParquetReader::new(file).finish().map_err(derr(f))?;
+        rows_in += df.height() as u64;
+        frames.push(df.lazy());
     }
     let lf = concat(frames, UnionArgs::default()).map_err(derr(&in_dir))?;
-    let rows_in: u64 = files.iter().map(|f| crate::parquet_rows(f).unwrap_or(0)).sum();
     let mut df = recipe.apply(lf)?.collect().map_err(derr(&in_dir))?;
     let live = lake.join(output).join(format!("dt={date}"));
     crate::publish_parquet(&mut df, &live).map_err(|e| RecipeJobError::Data { path: live.clone(), message: e })?;

@@ -9,16 +9,11 @@ import os
 import sqlite3
 import sys
 
-import duckdb
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lake_duckdb  # noqa: E402
 
 lake, catalog_db, sql_dir, dates = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-con = duckdb.connect()
-con.execute("CREATE SCHEMA ecommerce")
-con.execute(f"""CREATE VIEW ecommerce.enriched_events AS
-  SELECT * FROM read_parquet('{lake}/enriched/events/*/*.parquet', hive_partitioning = true,
-                             hive_types = {{'dt': 'VARCHAR'}})""")
-# The Trino functions the SQL uses that DuckDB spells differently.
-con.execute("CREATE MACRO day_of_week(t) AS isodow(t)")
+con = lake_duckdb.connect(lake)
 
 cat = sqlite3.connect(catalog_db)
 

@@ -102,16 +102,15 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         Format::Raw => {
             let out = a.out.unwrap_or_else(|| PathBuf::from(".cartflow/lake"));
-            let mut w = RawZoneWriter::new(&out, &format!("generator-{}", a.seed), a.buffer_bytes, a.buffer_seconds);
-            let truth = generate(&cfg, &mut Sink::Raw(&mut w))?;
-            let stats = w.close()?;
-            anyhow::ensure!(stats.records == truth.rows, "wrote {} records of {}", stats.records, truth.rows);
+            let (truth, files) = write_raw(&out, &cfg, a.buffer_bytes, a.buffer_seconds)?;
             let truth_path = out.join(cartflow_jobs::rawzone::RAW_EVENTS).join("_truth.json");
-            (truth, out, truth_path, stats.files)
+            (truth, out, truth_path, files)
         }
     };
-    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
-        .with_context(|| format!("writing {}", truth_path.display()))?;
+    if a.format == Format::Csv {
+        std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
+            .with_context(|| format!("writing {}", truth_path.display()))?;
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "generated {} events over {} day(s) in {:.1}s ({:.0} rows/s) into {} ({} file(s)); ground truth: {}",
@@ -159,6 +158,24 @@ pub fn ingest(files: &[PathBuf], lake: &std::path::Path) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Generates events into the raw zone of `lake` as Firehose would archive them, and writes the
+/// ground truth beside them (`raw/events/_truth.json`); returns it and the number of objects.
+fn write_raw(
+    lake: &std::path::Path,
+    cfg: &GenConfig,
+    buffer_bytes: usize,
+    buffer_seconds: i64,
+) -> anyhow::Result<(cartflow_jobs::generate::GroundTruth, u64)> {
+    let mut w = RawZoneWriter::new(lake, &format!("generator-{}", cfg.seed), buffer_bytes, buffer_seconds);
+    let truth = generate(cfg, &mut Sink::Raw(&mut w))?;
+    let stats = w.close()?;
+    anyhow::ensure!(stats.records == truth.rows, "wrote {} records of {}", stats.records, truth.rows);
+    let truth_path = lake.join(cartflow_jobs::rawzone::RAW_EVENTS).join("_truth.json");
+    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
+        .with_context(|| format!("writing {}", truth_path.display()))?;
+    Ok((truth, stats.files))
+}
+
 /// Generates `days` days of events into the raw zone of `lake` (the demo's data).
 pub fn generate_raw(
     lake: &std::path::Path,
@@ -173,12 +190,5 @@ pub fn generate_raw(
         i64::from(chrono::Datelike::day(&start)),
     );
     let cfg = GenConfig { start_day, days, events_per_day, seed, malformed_rate: 0.001, bots_per_day: 2 };
-    let mut w = RawZoneWriter::new(lake, &format!("generator-{seed}"), 1 << 20, 60);
-    let truth = generate(&cfg, &mut Sink::Raw(&mut w))?;
-    let stats = w.close()?;
-    anyhow::ensure!(stats.records == truth.rows, "wrote {} records of {}", stats.records, truth.rows);
-    let truth_path = lake.join(cartflow_jobs::rawzone::RAW_EVENTS).join("_truth.json");
-    std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
-        .with_context(|| format!("writing {}", truth_path.display()))?;
-    Ok(truth)
+    Ok(write_raw(lake, &cfg, 1 << 20, 60)?.0)
 }
