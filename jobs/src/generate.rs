@@ -294,6 +294,8 @@ pub enum Sink<'a> {
     Csv(&'a mut dyn Write),
     /// The raw zone (gzip JSON lines).
     Raw(&'a mut RawZoneWriter),
+    /// Each record as a JSON line (without newline) and its event time: a stream producer.
+    Lines(&'a mut dyn FnMut(&[u8], i64) -> std::io::Result<()>),
 }
 
 impl std::fmt::Debug for Sink<'_> {
@@ -301,6 +303,7 @@ impl std::fmt::Debug for Sink<'_> {
         f.write_str(match self {
             Sink::Csv(_) => "Sink::Csv",
             Sink::Raw(_) => "Sink::Raw",
+            Sink::Lines(_) => "Sink::Lines",
         })
     }
 }
@@ -438,6 +441,10 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
                 Sink::Raw(w) => {
                     format_json(&mut line, &mut tt, &r, p, c, brand, sess);
                     w.append(line.as_bytes(), r.time)?;
+                }
+                Sink::Lines(f) => {
+                    format_json(&mut line, &mut tt, &r, p, c, brand, sess);
+                    f(line.as_bytes(), r.time)?;
                 }
             }
         }

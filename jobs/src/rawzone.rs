@@ -56,6 +56,8 @@ struct Buffer {
     data: Vec<u8>,
     records: u64,
     first_time: i64,
+    /// The sequence number of the first record, when the caller numbers records.
+    first_seq: Option<u64>,
 }
 
 /// Buffers JSON lines per partition and writes them as gzip objects.
@@ -94,6 +96,18 @@ impl RawZoneWriter {
 
     /// Appends one JSON line (without its newline) for an event at `event_time`.
     pub fn append(&mut self, line: &[u8], event_time: i64) -> Result<(), RawZoneError> {
+        self.append_inner(line, event_time, None)
+    }
+
+    /// Appends a record numbered by the caller (a stream offset). Objects are then named after
+    /// their first record's number (`<name>-<seq>.json.gz`) and replace an object of the same
+    /// name: a consumer that restarts from its last checkpoint with empty buffers cuts the same
+    /// objects again, so replaying never duplicates a record in the archive.
+    pub fn append_seq(&mut self, line: &[u8], event_time: i64, seq: u64) -> Result<(), RawZoneError> {
+        self.append_inner(line, event_time, Some(seq))
+    }
+
+    fn append_inner(&mut self, line: &[u8], event_time: i64, seq: Option<u64>) -> Result<(), RawZoneError> {
         let key = (event_time.div_euclid(86_400), event_time.rem_euclid(86_400) / 3600);
         let stale = self.buffers.get(&key).is_some_and(|b| event_time - b.first_time >= self.max_age_secs);
         if stale {
@@ -103,6 +117,7 @@ impl RawZoneWriter {
             data: Vec::with_capacity(1 << 16),
             records: 0,
             first_time: event_time,
+            first_seq: seq,
         });
         buf.data.extend_from_slice(line);
         buf.data.push(b'\n');
@@ -114,20 +129,31 @@ impl RawZoneWriter {
     }
 
     fn flush_key(&mut self, key: (i64, i64)) -> Result<(), RawZoneError> {
-        let Some(buf) = self.buffers.remove(&key) else { return Ok(()) };
+        if let Some((tmp, final_path)) = self.write_key(key)? {
+            std::fs::rename(&tmp, &final_path).map_err(|source| RawZoneError::Io { path: final_path.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Writes one buffer to a hidden temporary object; returns it and where it belongs.
+    fn write_key(&mut self, key: (i64, i64)) -> Result<Option<(PathBuf, PathBuf)>, RawZoneError> {
+        let Some(buf) = self.buffers.remove(&key) else { return Ok(None) };
         if buf.records == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let dir = self.root.join(partition_dir(key.0 * 86_400 + key.1 * 3600));
         std::fs::create_dir_all(&dir).map_err(|source| RawZoneError::Io { path: dir.clone(), source })?;
-        let final_path = loop {
-            self.seq += 1;
-            let p = dir.join(format!("{}-{:08}.json.gz", self.name, self.seq));
-            if !p.exists() {
-                break p;
-            }
+        let (final_path, tag) = match buf.first_seq {
+            Some(seq) => (dir.join(format!("{}-{seq:012}.json.gz", self.name)), format!("{seq:012}")),
+            None => loop {
+                self.seq += 1;
+                let p = dir.join(format!("{}-{:08}.json.gz", self.name, self.seq));
+                if !p.exists() {
+                    break (p, format!("{:08}", self.seq));
+                }
+            },
         };
-        let tmp = dir.join(format!(".{}-{:08}.json.gz.tmp", self.name, self.seq));
+        let tmp = dir.join(format!(".{}-{tag}.json.gz.tmp", self.name));
         let io = |source| RawZoneError::Io { path: tmp.clone(), source };
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut gz = GzEncoder::new(std::io::BufWriter::with_capacity(1 << 16, file), self.level);
@@ -135,11 +161,22 @@ impl RawZoneWriter {
         let mut w = gz.finish().map_err(io)?;
         w.flush().map_err(io)?;
         drop(w);
-        std::fs::rename(&tmp, &final_path).map_err(|source| RawZoneError::Io { path: final_path.clone(), source })?;
         self.stats.records += buf.records;
         self.stats.files += 1;
         self.stats.bytes += buf.data.len() as u64;
-        Ok(())
+        Ok(Some((tmp, final_path)))
+    }
+
+    /// Writes every buffer to a hidden temporary object without publishing it, for a
+    /// two-phase checkpoint: the caller records the returned renames with its offsets, then
+    /// applies them with [`publish`] (again after a crash, if need be).
+    pub fn stage_all(&mut self) -> Result<Vec<(PathBuf, PathBuf)>, RawZoneError> {
+        let keys: Vec<(i64, i64)> = self.buffers.keys().copied().collect();
+        let mut out = Vec::new();
+        for k in keys {
+            out.extend(self.write_key(k)?);
+        }
+        Ok(out)
     }
 
     /// Writes every buffer out (shutdown) and returns what was written in total.
@@ -166,6 +203,19 @@ impl RawZoneWriter {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// Publishes staged objects (see [`RawZoneWriter::stage_all`]); a rename whose temporary file
+/// is gone was done before. Idempotent.
+pub fn publish(renames: &[(PathBuf, PathBuf)]) -> Result<(), RawZoneError> {
+    for (tmp, dest) in renames {
+        match std::fs::rename(tmp, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dest.exists() => {}
+            Err(source) => return Err(RawZoneError::Io { path: dest.clone(), source }),
+        }
+    }
+    Ok(())
 }
 
 /// The objects of one raw partition (`dt=...`, all hours), sorted; dot-files are skipped.
