@@ -3,7 +3,9 @@
 //!
 //! Semantics (those of Flink's window aggregation, so that the conformance test can compare):
 //! - The watermark of a rule is `max time seen - watermark_delay`, the minimum over the source
-//!   partitions (shards) that have delivered records. A window `[start, end)` fires once the
+//!   partitions (shards): a shard that has delivered nothing yet holds it back, as an idle
+//!   Kinesis shard holds back a Flink source. The end of a bounded input ([`Engine::advance_to`]
+//!   with a run's interval end, or [`Engine::finish`]) fires what is left. A window `[start, end)` fires once the
 //!   watermark reaches `end`; it then emits an alert per key whose value is above the threshold.
 //! - An event is added to every window containing it that has not fired. An event whose windows
 //!   have all fired is late: it is counted per rule ([`RuleStats::late`]), never silently
@@ -289,9 +291,8 @@ impl Engine {
 
     /// Recomputes the watermarks from the partitions and fires what closed.
     fn advance(&mut self, out: &mut Vec<Alert>) {
-        let seen = || self.parts.iter().filter(|p| p.max_event_ms != i64::MIN);
-        let event_max = seen().map(|p| p.max_event_ms).min().unwrap_or(i64::MIN);
-        let ingest_max = seen().map(|p| p.max_ingest_ms).min().unwrap_or(i64::MIN);
+        let event_max = self.parts.iter().map(|p| p.max_event_ms).min().unwrap_or(i64::MIN);
+        let ingest_max = self.parts.iter().map(|p| p.max_ingest_ms).min().unwrap_or(i64::MIN);
         for r in &mut self.rules {
             let rule = r.rule.as_ref().expect("rule set");
             let max = match rule.time {
