@@ -130,7 +130,8 @@ impl RawZoneWriter {
 
     fn flush_key(&mut self, key: (i64, i64)) -> Result<(), RawZoneError> {
         if let Some((tmp, final_path)) = self.write_key(key)? {
-            std::fs::rename(&tmp, &final_path).map_err(|source| RawZoneError::Io { path: final_path.clone(), source })?;
+            std::fs::rename(&tmp, &final_path)
+                .map_err(|source| RawZoneError::Io { path: final_path.clone(), source })?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! state: .cartflow/state.db
 //! lake: .cartflow/lake         # the lake root of the local backend
 //! catalog: .cartflow/catalog.db
+//! streaming: .cartflow/streaming   # streams, alerts.db, notifications.jsonl, metrics.json
 //! pools:                  # name -> slots, shared by every run of one process
 //!   aws_glue: 2
 //! eventbridge:            # one rule per scheduled DAG (`cartflow schedules sync`)
@@ -36,6 +37,9 @@ pub struct ProjectConfig {
     /// The catalog database (local backend), relative to the project folder.
     #[serde(default = "default_catalog")]
     pub catalog: PathBuf,
+    /// The streaming stage's folder (local backend): streams, alerts, notifications, metrics.
+    #[serde(default = "default_streaming")]
+    pub streaming: PathBuf,
     /// Pools: name → number of slots.
     #[serde(default)]
     pub pools: BTreeMap<String, u32>,
@@ -56,6 +60,10 @@ fn default_catalog() -> PathBuf {
     PathBuf::from(".cartflow/catalog.db")
 }
 
+fn default_streaming() -> PathBuf {
+    PathBuf::from(".cartflow/streaming")
+}
+
 fn default_state() -> PathBuf {
     PathBuf::from(".cartflow/state.db")
 }
@@ -67,6 +75,7 @@ impl Default for ProjectConfig {
             state: default_state(),
             lake: default_lake(),
             catalog: default_catalog(),
+            streaming: default_streaming(),
             pools: BTreeMap::new(),
             eventbridge: None,
         }

@@ -96,6 +96,8 @@ pub struct ExecOptions {
     pub lake: PathBuf,
     /// The catalog database (local backend).
     pub catalog: PathBuf,
+    /// The streaming stage's folder (local backend): streams, alerts, notifications.
+    pub streaming: PathBuf,
 }
 
 impl Default for ExecOptions {
@@ -111,6 +113,7 @@ impl Default for ExecOptions {
             trigger: Trigger::Manual,
             lake: PathBuf::from(".cartflow/lake"),
             catalog: PathBuf::from(".cartflow/catalog.db"),
+            streaming: PathBuf::from(".cartflow/streaming"),
         }
     }
 }
@@ -410,6 +413,7 @@ pub async fn execute(
                 project_dir: opts.project_dir.clone(),
                 lake: opts.project_dir.join(&opts.lake),
                 catalog: opts.project_dir.join(&opts.catalog),
+                streaming: opts.project_dir.join(&opts.streaming),
             };
             let fut = task.config.run(ctx);
             let timeout = task.timeout;

@@ -50,6 +50,9 @@ pub enum TemplateError {
     /// A value that may not be placed where it was asked to go.
     #[error("value {value:?} of `{name}` cannot be used in a {context}: {why}")]
     Unsafe { name: String, value: String, context: &'static str, why: &'static str },
+    /// A rendered value a task kind cannot use (a number that is not a number, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Splits a template into text and placeholders.

@@ -263,10 +263,14 @@ impl SqliteAlerts {
         let mut old: BTreeMap<String, (u64, String)> = BTreeMap::new();
         {
             let mut stmt = tx
-                .prepare("SELECT id, value, status FROM alerts WHERE rule = ?1 AND window_start >= ?2 AND window_start < ?3")
+                .prepare(
+                    "SELECT id, value, status FROM alerts WHERE rule = ?1 AND window_start >= ?2 AND window_start < ?3",
+                )
                 .map_err(err)?;
             let rows = stmt
-                .query_map(params![rule, from, to], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))
+                .query_map(params![rule, from, to], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                })
                 .map_err(err)?;
             for row in rows {
                 let (id, v, s) = row.map_err(err)?;
@@ -280,7 +284,9 @@ impl SqliteAlerts {
             seen.insert(id.clone());
             let date = a.date();
             match old.get(&id) {
-                Some((v, s)) if *v == a.value && s == "active" => *diff.per_day.entry(date).or_default().entry("unchanged").or_default() += 1,
+                Some((v, s)) if *v == a.value && s == "active" => {
+                    *diff.per_day.entry(date).or_default().entry("unchanged").or_default() += 1
+                }
                 Some((_, s)) => {
                     let what = if s == "active" { "changed" } else { "added" };
                     *diff.per_day.entry(date).or_default().entry(what).or_default() += 1;
@@ -524,14 +530,22 @@ mod tests {
         assert_eq!(store.list(&AlertFilter::default()).expect("list").len(), 3, "a dry run changes nothing");
         let diff = store.replace_range("r", d1 * 1000, (d1 + 86_400) * 1000, &fresh, false).expect("replace");
         assert_eq!(dry, diff);
-        assert_eq!((diff.total("added"), diff.total("changed"), diff.total("unchanged"), diff.total("retracted")), (1, 1, 1, 0));
+        assert_eq!(
+            (diff.total("added"), diff.total("changed"), diff.total("unchanged"), diff.total("retracted")),
+            (1, 1, 1, 0)
+        );
         let diff = store.replace_range("r", d1 * 1000, (d1 + 86_400) * 1000, &fresh[..1], false).expect("retract");
         assert_eq!(diff.total("retracted"), 2);
         let active = store.list(&AlertFilter::default()).expect("list");
-        assert_eq!(active.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(), vec!["a", "c"], "c is another day: untouched");
+        assert_eq!(
+            active.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            vec!["a", "c"],
+            "c is another day: untouched"
+        );
         let all = store.list(&AlertFilter { include_retracted: true, ..AlertFilter::default() }).expect("list");
         assert_eq!(all.len(), 4);
-        let day2 = store.list(&AlertFilter { from: Some("2019-10-02".into()), ..AlertFilter::default() }).expect("list");
+        let day2 =
+            store.list(&AlertFilter { from: Some("2019-10-02".into()), ..AlertFilter::default() }).expect("list");
         assert_eq!(day2.len(), 1);
     }
 
@@ -554,7 +568,8 @@ mod tests {
             String::from_utf8_lossy(&got).into_owned()
         });
         let dir = tempfile::tempdir().expect("tmp");
-        let mut n = LocalNotifier { file: dir.path().join("n.jsonl"), webhook: Some(format!("http://127.0.0.1:{port}/hook")) };
+        let mut n =
+            LocalNotifier { file: dir.path().join("n.jsonl"), webhook: Some(format!("http://127.0.0.1:{port}/hook")) };
         n.notify(&alert("9", 1_569_888_000, 500, true)).expect("delivered");
         let req = server.join().expect("server");
         assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");

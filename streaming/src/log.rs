@@ -101,7 +101,9 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let p = e.map_err(io(dir))?.path();
-        if let Some(base) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seg")).and_then(|b| b.parse().ok()) {
+        if let Some(base) =
+            p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".seg")).and_then(|b| b.parse().ok())
+        {
             out.push((base, p));
         }
     }
@@ -156,6 +158,8 @@ struct ShardWriter {
 pub struct Stream {
     dir: PathBuf,
     shards: Vec<ShardWriter>,
+    /// Held (locked) while the stream is open for writing.
+    _lock: File,
 }
 
 impl std::fmt::Debug for Stream {
@@ -183,13 +187,29 @@ impl Stream {
     /// tails are cut off.
     pub fn open(dir: &Path, shards: usize) -> Result<Stream, LogError> {
         let shards = shards.max(1);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // One writer at a time: a second one (another process) waits here.
+        let lock_path = dir.join("writer.lock");
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!("waiting for the other writer of {} to finish", dir.display());
+                lock.lock().map_err(io(&lock_path))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path: lock_path, source: e }),
+        }
         match shard_count(dir)? {
-            Some(n) if n != shards => return Err(LogError::Shards { path: dir.to_path_buf(), found: n, wanted: shards }),
+            Some(n) if n != shards => {
+                return Err(LogError::Shards { path: dir.to_path_buf(), found: n, wanted: shards });
+            }
             Some(_) => {}
             None => {
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
                 let meta = dir.join("meta.json");
-                std::fs::write(&meta, format!("{{\"shards\": {shards}}}\n")).map_err(io(&meta))?;
+                let tmp = dir.join(".meta.json.tmp");
+                std::fs::write(&tmp, format!("{{\"shards\": {shards}}}\n")).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &meta).map_err(io(&meta))?;
             }
         }
         let mut ws = Vec::new();
@@ -209,7 +229,13 @@ impl Stream {
                     valid += n as u64;
                 }
             }
-            let file = OpenOptions::new().create(true).append(false).write(true).truncate(false).open(&path).map_err(io(&path))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(false)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io(&path))?;
             let len = file.metadata().map_err(io(&path))?.len();
             if len > valid {
                 tracing::warn!("{}: cutting a torn tail of {} byte(s)", path.display(), len - valid);
@@ -225,7 +251,7 @@ impl Stream {
                 seg_bytes: valid,
             });
         }
-        Ok(Stream { dir: dir.to_path_buf(), shards: ws })
+        Ok(Stream { dir: dir.to_path_buf(), shards: ws, _lock: lock })
     }
 
     /// The folder.
@@ -240,13 +266,25 @@ impl Stream {
 
     /// Appends a record under a partition key; returns its shard and offset. Buffered: call
     /// [`Stream::flush`] to make it visible to readers.
-    pub fn append(&mut self, key: &[u8], data: &[u8], arrival_ms: i64, producer: (u64, u64)) -> Result<(usize, u64), LogError> {
+    pub fn append(
+        &mut self,
+        key: &[u8],
+        data: &[u8],
+        arrival_ms: i64,
+        producer: (u64, u64),
+    ) -> Result<(usize, u64), LogError> {
         let shard = shard_of(key, self.shards.len());
         self.append_to(shard, data, arrival_ms, producer).map(|o| (shard, o))
     }
 
     /// Appends a record to a shard.
-    pub fn append_to(&mut self, shard: usize, data: &[u8], arrival_ms: i64, producer: (u64, u64)) -> Result<u64, LogError> {
+    pub fn append_to(
+        &mut self,
+        shard: usize,
+        data: &[u8],
+        arrival_ms: i64,
+        producer: (u64, u64),
+    ) -> Result<u64, LogError> {
         let w = &mut self.shards[shard];
         if w.seg_bytes >= SEGMENT_BYTES {
             w.file.flush().map_err(io(&w.path))?;
@@ -430,6 +468,29 @@ pub struct Checkpoint {
     pub state: Vec<u8>,
 }
 
+/// Holds a consumer's lock: one process at a time consumes a stream under a consumer name.
+#[derive(Debug)]
+pub struct ConsumerLock(#[allow(dead_code)] File);
+
+impl ConsumerLock {
+    /// Takes the lock of `consumer` on the stream at `dir`, waiting for another holder.
+    pub fn take(dir: &Path, consumer: &str) -> Result<ConsumerLock, LogError> {
+        let parent = dir.join("checkpoints");
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let path = parent.join(format!("{consumer}.lock"));
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!("waiting for the other `{consumer}` of {} to finish", dir.display());
+                f.lock().map_err(io(&path))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path, source: e }),
+        }
+        Ok(ConsumerLock(f))
+    }
+}
+
 fn ckpt_path(dir: &Path, consumer: &str) -> PathBuf {
     dir.join("checkpoints").join(format!("{consumer}.ckpt"))
 }
@@ -484,7 +545,8 @@ mod tests {
         let d = dir.path().join("s1");
         let mut s = Stream::open(&d, 3).expect("open");
         for i in 0..100u64 {
-            s.append(format!("user{}", i % 10).as_bytes(), format!("r{i}").as_bytes(), i as i64, (7, i)).expect("append");
+            s.append(format!("user{}", i % 10).as_bytes(), format!("r{i}").as_bytes(), i as i64, (7, i))
+                .expect("append");
         }
         drop(s);
         let all = read_all(&d, &[]);
@@ -494,12 +556,17 @@ mod tests {
             assert_eq!(offs, (0..offs.len() as u64).collect::<Vec<_>>(), "dense offsets per shard");
         }
         // One key always lands on one shard, in order.
-        let user3: Vec<&[u8]> = all.iter().filter(|r| ["r3", "r13", "r23"].contains(&std::str::from_utf8(&r.2).unwrap_or(""))).map(|r| r.2.as_slice()).collect();
+        let user3: Vec<&[u8]> = all
+            .iter()
+            .filter(|r| ["r3", "r13", "r23"].contains(&std::str::from_utf8(&r.2).unwrap_or("")))
+            .map(|r| r.2.as_slice())
+            .collect();
         assert_eq!(user3, vec![b"r3".as_slice(), b"r13", b"r23"]);
         let mut s = Stream::open(&d, 3).expect("reopen");
         assert_eq!(s.end_offsets().iter().sum::<u64>(), 100);
         let pos = s.producer_position(7).expect("position");
         assert_eq!(pos.iter().flatten().max(), Some(&99));
+        drop(s);
         assert!(matches!(Stream::open(&d, 2), Err(LogError::Shards { .. })));
         // Reading from offsets skips what was consumed.
         let per_shard: Vec<u64> = (0..3).map(|sh| all.iter().filter(|r| r.0 == sh).count() as u64).collect();
@@ -543,11 +610,25 @@ mod tests {
             s.append_to(0, &big, 0, (0, i)).expect("append");
             if i % 50 == 0 {
                 s.flush(false).expect("flush");
-                while r.read(0, 1000, |o, _, _| { assert_eq!(o, seen); seen += 1; }).expect("read") > 0 {}
+                while r
+                    .read(0, 1000, |o, _, _| {
+                        assert_eq!(o, seen);
+                        seen += 1;
+                    })
+                    .expect("read")
+                    > 0
+                {}
             }
         }
         s.flush(false).expect("flush");
-        while r.read(0, 1000, |o, _, _| { assert_eq!(o, seen); seen += 1; }).expect("read") > 0 {}
+        while r
+            .read(0, 1000, |o, _, _| {
+                assert_eq!(o, seen);
+                seen += 1;
+            })
+            .expect("read")
+            > 0
+        {}
         assert_eq!(seen, 130);
         assert!(segments(&d.join("shard-000")).expect("segs").len() >= 3, "rolled at 64 MiB");
         let from_middle = read_all(&d, &[100]);

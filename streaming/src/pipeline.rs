@@ -251,9 +251,18 @@ pub struct ArchiveReport {
 }
 
 /// The archiver (Firehose's job): stream1 → the raw zone, until `done()` and caught up.
-pub fn archive(paths: &Paths, done: &dyn Fn() -> bool) -> Result<ArchiveReport, PipelineError> {
+///
+/// A record is archived under its event time's partition. One whose time cannot be read goes
+/// with the record before it on its shard (or on any shard), else at `default_time` (epoch
+/// seconds: the start of the interval being replayed), else at its arrival time.
+pub fn archive(
+    paths: &Paths,
+    done: &dyn Fn() -> bool,
+    default_time: Option<i64>,
+) -> Result<ArchiveReport, PipelineError> {
     const CONSUMER: &str = "archiver";
     let dir = paths.stream1();
+    let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let mut ck = Checkpoint::load(&dir, CONSUMER)?;
     if !ck.state.is_empty() {
         // A checkpoint whose objects may not all be published yet: finish it.
@@ -265,9 +274,10 @@ pub fn archive(paths: &Paths, done: &dyn Fn() -> bool) -> Result<ArchiveReport, 
     }
     let mut reader = Reader::open(&dir, &ck.offsets)?;
     let mut writers: Vec<RawZoneWriter> = (0..reader.shards())
-        .map(|s| RawZoneWriter::new(&paths.lake, &format!("archive-s{s:03}"), 4 << 20, 300))
+        .map(|s| RawZoneWriter::new(&paths.lake, &format!("archive-s{s:03}"), 4 << 20, 900))
         .collect();
     let mut last_time = vec![None::<i64>; reader.shards()];
+    let mut any_time = default_time;
     let mut rep = ArchiveReport::default();
     let mut since = 0u64;
     let mut rounds = Rounds { done, finishing: false };
@@ -289,10 +299,15 @@ pub fn archive(paths: &Paths, done: &dyn Fn() -> bool) -> Result<ArchiveReport, 
             let mut err = None;
             let w = &mut writers[s];
             let lt = &mut last_time[s];
+            let any = &mut any_time;
             got += reader.read(s, 10_000, |off, arrival, data| {
-                let t = crate::json::parse(data).ok().and_then(|r| r.get("event_time").and_then(event_time_ms)).map(|ms| ms / 1000);
-                let t = t.or(*lt).unwrap_or(arrival / 1000);
+                let t = crate::json::parse(data)
+                    .ok()
+                    .and_then(|r| r.get("event_time").and_then(event_time_ms))
+                    .map(|ms| ms / 1000);
+                let t = t.or(*lt).or(*any).unwrap_or(arrival / 1000);
                 *lt = Some(t);
+                *any = Some(t);
                 if let Err(e) = w.append_seq(data, t, off) {
                     err = Some(e);
                 }
@@ -330,15 +345,26 @@ pub struct DetectReport {
 }
 
 fn sub(a: RuleStats, b: RuleStats) -> RuleStats {
-    RuleStats { events: a.events - b.events, late: a.late - b.late, groups: a.groups - b.groups, alerts: a.alerts - b.alerts }
+    RuleStats {
+        events: a.events - b.events,
+        late: a.late - b.late,
+        groups: a.groups - b.groups,
+        alerts: a.alerts - b.alerts,
+    }
 }
 
 /// The detector (the Flink application's local twin): stream1 → window engine → stream2,
 /// until `done()` and caught up; then, if `close_at` (epoch ms) is given, the watermark moves
 /// there (the input up to it is complete) and the windows before it fire.
-pub fn detect(paths: &Paths, rules: &RuleSet, done: &dyn Fn() -> bool, close_at: Option<i64>) -> Result<DetectReport, PipelineError> {
+pub fn detect(
+    paths: &Paths,
+    rules: &RuleSet,
+    done: &dyn Fn() -> bool,
+    close_at: Option<i64>,
+) -> Result<DetectReport, PipelineError> {
     const CONSUMER: &str = "detector";
     let dir = paths.stream1();
+    let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let ck = Checkpoint::load(&dir, CONSUMER)?;
     let mut reader = Reader::open(&dir, &ck.offsets)?;
     let mut engine = Engine::restore(&rules.rules, &ck.state).unwrap_or_else(|| {
@@ -406,6 +432,7 @@ pub fn detect(paths: &Paths, rules: &RuleSet, done: &dyn Fn() -> bool, close_at:
 pub fn handle_stream(paths: &Paths, done: &dyn Fn() -> bool) -> Result<HandleReport, PipelineError> {
     const CONSUMER: &str = "alert-handler";
     let dir = paths.stream2();
+    let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let ck = Checkpoint::load(&dir, CONSUMER)?;
     let mut store = SqliteAlerts::open(&paths.alerts_db)?;
     let mut notifier = LocalNotifier { file: paths.notifications.clone(), webhook: paths.webhook.clone() };
@@ -476,21 +503,28 @@ pub struct StageConfig {
 pub fn run_stage(cfg: &StageConfig) -> Result<StageReport, PipelineError> {
     let produced_done = AtomicBool::new(cfg.source.is_none());
     let detected_done = AtomicBool::new(false);
+    // The consumers need stream1 to exist: create it before anyone writes.
+    let shards = crate::log::shard_count(&cfg.paths.stream1())?.unwrap_or(cfg.shards);
+    drop(Stream::open(&cfg.paths.stream1(), shards)?);
     std::thread::scope(|s| {
         let producer = s.spawn(|| {
             let r = match &cfg.source {
-                Some(src) => produce(&cfg.paths, cfg.shards, &cfg.producer, src, cfg.interval, cfg.rate).map(Some),
+                Some(src) => produce(&cfg.paths, shards, &cfg.producer, src, cfg.interval, cfg.rate).map(Some),
                 None => Ok(None),
             };
             produced_done.store(true, Ordering::SeqCst);
             r
         });
-        // The consumers need stream1 to exist.
-        let ready = Stream::open(&cfg.paths.stream1(), crate::log::shard_count(&cfg.paths.stream1())?.unwrap_or(cfg.shards));
-        drop(ready?);
-        let archiver = s.spawn(|| archive(&cfg.paths, &|| produced_done.load(Ordering::SeqCst)));
+        let archiver = s.spawn(|| {
+            archive(&cfg.paths, &|| produced_done.load(Ordering::SeqCst), cfg.interval.map(|(from, _)| from))
+        });
         let detector = s.spawn(|| {
-            let r = detect(&cfg.paths, &cfg.rules, &|| produced_done.load(Ordering::SeqCst), cfg.interval.map(|(_, to)| to * 1000));
+            let r = detect(
+                &cfg.paths,
+                &cfg.rules,
+                &|| produced_done.load(Ordering::SeqCst),
+                cfg.interval.map(|(_, to)| to * 1000),
+            );
             detected_done.store(true, Ordering::SeqCst);
             r
         });
@@ -532,7 +566,14 @@ fn day_of(date: &str) -> Result<i64, PipelineError> {
 /// retracted, none duplicated). Events are read hour by hour in event-time order, so the
 /// result is what a stream in event order gives. Rules on ingest time cannot be reprocessed:
 /// the archive does not keep when an event reached the stream.
-pub fn reprocess(lake: &Path, rules: &RuleSet, from: &str, to: &str, store: &mut SqliteAlerts, dry_run: bool) -> Result<ReprocessReport, PipelineError> {
+pub fn reprocess(
+    lake: &Path,
+    rules: &RuleSet,
+    from: &str,
+    to: &str,
+    store: &mut SqliteAlerts,
+    dry_run: bool,
+) -> Result<ReprocessReport, PipelineError> {
     if let Some(r) = rules.rules.iter().find(|r| r.time == TimeField::IngestTime) {
         return Err(PipelineError::Invalid(format!(
             "rule `{}` windows on ingest_time, which the raw archive does not keep; reprocess needs event_time rules",
@@ -551,7 +592,8 @@ pub fn reprocess(lake: &Path, rules: &RuleSet, from: &str, to: &str, store: &mut
     let mut rep = ReprocessReport::default();
     for day in d1..=last {
         let date = cartflow_jobs::event::date_of(day * 86_400);
-        let files = rawzone::list_partition(lake, &date).map_err(|source| PipelineError::Io { path: lake.join(RAW_EVENTS), source })?;
+        let files = rawzone::list_partition(lake, &date)
+            .map_err(|source| PipelineError::Io { path: lake.join(RAW_EVENTS), source })?;
         let mut i = 0;
         while i < files.len() {
             let hour_dir = files[i].parent().map(Path::to_path_buf);
@@ -573,8 +615,11 @@ pub fn reprocess(lake: &Path, rules: &RuleSet, from: &str, to: &str, store: &mut
     rep.rules = engine.rule_stats();
     let (from_ms, to_ms) = (d1 * 86_400_000, (d2 + 1) * 86_400_000);
     for r in &rules.rules {
-        let fresh: Vec<Alert> =
-            out.iter().filter(|a| a.rule == r.name && a.window_start_ms >= from_ms && a.window_start_ms < to_ms).cloned().collect();
+        let fresh: Vec<Alert> = out
+            .iter()
+            .filter(|a| a.rule == r.name && a.window_start_ms >= from_ms && a.window_start_ms < to_ms)
+            .cloned()
+            .collect();
         let diff = store.replace_range(&r.name, from_ms, to_ms, &fresh, dry_run)?;
         rep.diffs.push((r.name.clone(), diff));
     }
@@ -588,7 +633,8 @@ fn read_gz_lines(path: &Path, out: &mut Vec<(i64, Vec<u8>)>) -> Result<(), Pipel
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = r.read_until(b'\n', &mut buf).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
+        let n =
+            r.read_until(b'\n', &mut buf).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
         if n == 0 {
             break;
         }
@@ -598,7 +644,8 @@ fn read_gz_lines(path: &Path, out: &mut Vec<(i64, Vec<u8>)>) -> Result<(), Pipel
         if buf.is_empty() {
             continue;
         }
-        let t = crate::json::parse(&buf).ok().and_then(|r| r.get("event_time").and_then(event_time_ms)).unwrap_or(i64::MIN);
+        let t =
+            crate::json::parse(&buf).ok().and_then(|r| r.get("event_time").and_then(event_time_ms)).unwrap_or(i64::MIN);
         out.push((t, buf.clone()));
     }
     Ok(())

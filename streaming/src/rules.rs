@@ -251,7 +251,8 @@ impl RuleSet {
         let mut rules = Vec::new();
         for spanned in raw.rules {
             let loc = spanned.referenced;
-            let err = |message: String| RulesError { file: file.into(), line: loc.line(), column: loc.column(), message };
+            let err =
+                |message: String| RulesError { file: file.into(), line: loc.line(), column: loc.column(), message };
             let r = spanned.value;
             let ctx = |m: String| err(format!("rule `{}`: {m}", r.name));
             let name_ok = r.name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -281,14 +282,18 @@ impl RuleSet {
                 return Err(ctx(format!("window slide {slide_ms} ms is longer than its size {size_ms} ms")));
             }
             if size_ms % slide_ms != 0 {
-                return Err(ctx("a hopping window's size must be a whole multiple of its slide (as Flink requires)".into()));
+                return Err(ctx(
+                    "a hopping window's size must be a whole multiple of its slide (as Flink requires)".into()
+                ));
             }
             if 86_400_000 % slide_ms != 0 {
                 return Err(ctx("the window slide must divide a day, so that windows align to dates".into()));
             }
             let watermark_delay_ms = match parse_duration_ms(&r.watermark_delay) {
                 Some(ms) if ms % 1000 == 0 => ms,
-                _ => return Err(ctx(format!("`watermark_delay`: `{}` is not whole seconds like 5s", r.watermark_delay))),
+                _ => {
+                    return Err(ctx(format!("`watermark_delay`: `{}` is not whole seconds like 5s", r.watermark_delay)));
+                }
             };
             for t in &r.event_types {
                 if !EVENT_TYPES.contains(&t.as_str()) {
@@ -354,7 +359,8 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_line_and_column() {
-        let src = "rules:\n  - name: a\n    key: user_id\n    window: { size: 10s }\n    threshold: 3\n    treshold: 4\n";
+        let src =
+            "rules:\n  - name: a\n    key: user_id\n    window: { size: 10s }\n    threshold: 3\n    treshold: 4\n";
         let e = RuleSet::parse(src, "r.yaml").expect_err("unknown key");
         assert_eq!((e.line, e.column), (6, 5), "{e}");
         assert!(e.to_string().starts_with("r.yaml:6:5: error: "), "{e}");

@@ -158,7 +158,11 @@ impl Engine {
                     Aggregate::Count => None,
                     Aggregate::CountDistinct(f) => Some(field_idx(f)),
                 },
-                type_mask: if r.event_types.is_empty() { 0xff } else { r.event_types.iter().map(|t| type_bit(t)).fold(0, |a, b| a | b) },
+                type_mask: if r.event_types.is_empty() {
+                    0xff
+                } else {
+                    r.event_types.iter().map(|t| type_bit(t)).fold(0, |a, b| a | b)
+                },
                 windows: BTreeMap::new(),
                 watermark: i64::MIN,
                 stats: RuleStats::default(),
@@ -366,7 +370,8 @@ mod tests {
     use crate::rules::RuleSet;
 
     fn rules(extra: &str) -> Vec<Rule> {
-        let src = format!("rules:\n  - name: r\n    key: user_id\n    window: {{ size: 10s }}\n    threshold: 2\n{extra}");
+        let src =
+            format!("rules:\n  - name: r\n    key: user_id\n    window: {{ size: 10s }}\n    threshold: 2\n{extra}");
         RuleSet::parse(&src, "t.yaml").expect("rules").rules
     }
 

@@ -42,7 +42,9 @@ fn archived_lines(lake: &Path, date: &str) -> Vec<String> {
     let mut out = Vec::new();
     for f in cartflow_jobs::rawzone::list_partition(lake, date).expect("list") {
         let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(std::fs::File::open(&f).expect("open")).read_to_string(&mut s).expect("gunzip");
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(&f).expect("open"))
+            .read_to_string(&mut s)
+            .expect("gunzip");
         out.extend(s.lines().map(str::to_string));
     }
     out
@@ -109,14 +111,23 @@ fn reprocess_after_the_seed_bug_equals_a_clean_run_and_reports_the_diff() {
     assert_ne!(before, want, "the bug raises other alerts");
 
     // Reprocessing with the buggy rule is refused: the archive has no ingest time.
-    let e = pipeline::reprocess(&sc.paths.lake, &rules("ddos_seed_bug.yaml"), "2019-10-01", "2019-10-01", &mut store, false)
-        .expect_err("ingest time");
+    let e = pipeline::reprocess(
+        &sc.paths.lake,
+        &rules("ddos_seed_bug.yaml"),
+        "2019-10-01",
+        "2019-10-01",
+        &mut store,
+        false,
+    )
+    .expect_err("ingest time");
     assert!(e.to_string().contains("ingest_time"), "{e}");
 
     // Dry run: the diff, nothing changed.
-    let dry = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, true).expect("dry");
+    let dry = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, true)
+        .expect("dry");
     assert_eq!(pipeline::alert_set(&store, &AlertFilter::default()).expect("set"), before);
-    let rep = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, false).expect("reprocess");
+    let rep = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, false)
+        .expect("reprocess");
     assert_eq!(dry.diffs, rep.diffs);
     assert_eq!(rep.records, truth(&cfg).rows, "every archived event was read");
     let after = pipeline::alert_set(&store, &AlertFilter::default()).expect("set");
@@ -131,7 +142,8 @@ fn reprocess_after_the_seed_bug_equals_a_clean_run_and_reports_the_diff() {
         "every earlier alert is either kept or retracted"
     );
     // Idempotent: a second reprocess changes nothing.
-    let again = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, false).expect("again");
+    let again = pipeline::reprocess(&sc.paths.lake, &rules("ddos.yaml"), "2019-10-01", "2019-10-01", &mut store, false)
+        .expect("again");
     assert_eq!(again.diffs[0].1.total("unchanged"), want.len() as u64);
     assert_eq!(again.diffs[0].1.total("added") + again.diffs[0].1.total("retracted"), 0);
 }

@@ -710,6 +710,7 @@ mod lake {
             "dags/sql/cart_abandonment.sql",
             "dags/sql/top_categories.sql",
             "dags/sql/brand_marketing.sql",
+            "streaming/rules/ddos.yaml",
         ] {
             p.write(f, &repo_file(f));
         }

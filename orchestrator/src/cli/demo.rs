@@ -19,6 +19,7 @@ const PROJECT_FILES: &[(&str, &str)] = &[
     ("dags/sql/cart_abandonment.sql", include_str!("../../../dags/sql/cart_abandonment.sql")),
     ("dags/sql/top_categories.sql", include_str!("../../../dags/sql/top_categories.sql")),
     ("dags/sql/brand_marketing.sql", include_str!("../../../dags/sql/brand_marketing.sql")),
+    ("streaming/rules/ddos.yaml", include_str!("../../../streaming/rules/ddos.yaml")),
 ];
 
 #[derive(Debug, Args)]
@@ -141,15 +142,15 @@ pub fn demo(p: &mut Project, a: DemoArgs, g: &Global) -> anyhow::Result<ExitCode
                 std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
             }
         }
-        let t = Instant::now();
-        let truth = super::generate::generate_raw(&lake, start, a.days, a.events_per_day, a.seed)?;
+        // ... and the streaming stage's state (streams, checkpoints, alerts), which the
+        // stage rebuilds from the simulator day by day.
+        let streaming = p.dir.join(&p.config.streaming);
+        if streaming.exists() {
+            std::fs::remove_dir_all(&streaming).with_context(|| format!("clearing {}", streaming.display()))?;
+        }
         println!(
-            "demo: generated {} events over {} days ({} bot bursts) into {} in {:.1}s",
-            truth.rows,
-            a.days,
-            truth.bursts.len(),
-            lake.join("raw/events").display(),
-            t.elapsed().as_secs_f64()
+            "demo: the streaming stage will simulate {} events a day for {} days (producer -> stream1 -> detector + archiver)",
+            a.events_per_day, a.days
         );
         days
     } else {
@@ -159,7 +160,16 @@ pub fn demo(p: &mut Project, a: DemoArgs, g: &Global) -> anyhow::Result<ExitCode
     let (Some(first), Some(last)) = (days.first().cloned(), days.last().cloned()) else {
         return Err(usage("no raw data to run over (the input had no records)"));
     };
-    println!("demo: the streaming stage is not part of this build yet; running the daily DAG over {first} .. {last}");
+    println!("demo: running the daily DAG over {first} .. {last}");
+    let params = if a.input.is_empty() {
+        vec![
+            ("stream_source".to_string(), "generate".to_string()),
+            ("events_per_day".to_string(), a.events_per_day.to_string()),
+            ("seed".to_string(), a.seed.to_string()),
+        ]
+    } else {
+        Vec::new()
+    };
     let args = BackfillArgs {
         dag: "ecommerce_daily".into(),
         from: first.clone(),
@@ -171,13 +181,22 @@ pub fn demo(p: &mut Project, a: DemoArgs, g: &Global) -> anyhow::Result<ExitCode
         tasks: Vec::new(),
         downstream: false,
         backend: Backend::Local,
-        params: Vec::new(),
+        params,
     };
     let code = super::backfill(p, args, g)?;
     if code != ExitCode::SUCCESS {
         println!("demo: the backfill did not succeed; see `cartflow runs` and `cartflow tasks RUN_ID`");
         return Ok(code);
     }
+    let spaths = cartflow_streaming::pipeline::Paths::under(&p.dir.join(&p.config.streaming), &lake);
+    let mut store = cartflow_streaming::handler::SqliteAlerts::open(&spaths.alerts_db)?;
+    if !a.input.is_empty() {
+        // Kaggle files go straight into the raw zone: detect over the archive.
+        let rules = cartflow_streaming::rules::RuleSet::load(&p.dir.join("streaming/rules/ddos.yaml"))?;
+        cartflow_streaming::pipeline::reprocess(&lake, &rules, &first, &last, &mut store, false)?;
+    }
+    let alerts = store.list(&cartflow_streaming::handler::AlertFilter::default())?;
+    let bots: std::collections::BTreeSet<&str> = alerts.iter().map(|x| x.key.as_str()).collect();
     let out = p.dir.join(".cartflow/dashboard.html");
     let s = write_dashboard(p, &out, None, None)?;
     println!();
@@ -193,7 +212,12 @@ pub fn demo(p: &mut Project, a: DemoArgs, g: &Global) -> anyhow::Result<ExitCode
     println!("  lake:      {}", lake.display());
     println!("  catalog:   {}   (cartflow catalog ls)", p.dir.join(&p.config.catalog).display());
     println!("  state:     {}   (cartflow runs)", p.dir.join(&p.state).display());
-    println!("  alerts:    none yet (the streaming stage is not in this build)");
+    println!(
+        "  alerts:    {} alert(s) on {} suspected bot(s)   (cartflow alerts; notifications in {})",
+        alerts.len(),
+        bots.len(),
+        spaths.notifications.display()
+    );
     println!("  dashboard: {}", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -175,20 +175,3 @@ fn write_raw(
         .with_context(|| format!("writing {}", truth_path.display()))?;
     Ok((truth, stats.files))
 }
-
-/// Generates `days` days of events into the raw zone of `lake` (the demo's data).
-pub fn generate_raw(
-    lake: &std::path::Path,
-    start: chrono::NaiveDate,
-    days: u32,
-    events_per_day: u64,
-    seed: u64,
-) -> anyhow::Result<cartflow_jobs::generate::GroundTruth> {
-    let start_day = cartflow_jobs::event::days_from_civil(
-        i64::from(chrono::Datelike::year(&start)),
-        i64::from(chrono::Datelike::month(&start)),
-        i64::from(chrono::Datelike::day(&start)),
-    );
-    let cfg = GenConfig { start_day, days, events_per_day, seed, malformed_rate: 0.001, bots_per_day: 2 };
-    Ok(write_raw(lake, &cfg, 1 << 20, 60)?.0)
-}

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 mod demo;
 mod generate;
+mod streaming;
 mod table;
 
 const EXAMPLES: &str = "\
@@ -153,6 +154,16 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Write the HTML dashboard from the insight tables.
     Dashboard(demo::DashboardArgs),
+    /// The real-time stage: the Flink SQL of the rules, or a consumer run over the local streams.
+    #[command(subcommand)]
+    Streaming(streaming::StreamingCmd),
+    /// Feed stream1: replay a Kaggle file or generated events (the seed's simulator).
+    Produce(streaming::ProduceArgs),
+    /// List the alerts (the alerts table: DynamoDB's local twin).
+    Alerts(streaming::AlertsArgs),
+    /// Re-run a stage over the raw archive after a fix (e.g. the detector after a Flink bug),
+    /// replace its output for those days, and re-run what depends on it.
+    Reprocess(streaming::ReprocessArgs),
     /// Replay Kaggle CSV files (.csv, .csv.gz, .csv.zip) into the raw zone, as Firehose would
     /// have archived them; re-ingesting a file replaces its earlier objects.
     Ingest {
@@ -386,6 +397,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             generate::ingest(&files, &lake.unwrap_or_else(|| project.dir.join(&project.config.lake)))
         }
         Command::Catalog(cmd) => catalog(&project, cmd),
+        Command::Streaming(cmd) => streaming::streaming(&project, cmd),
+        Command::Produce(args) => streaming::produce(&project, args),
+        Command::Alerts(args) => streaming::alerts(&project, args),
+        Command::Reprocess(args) => streaming::reprocess(&project, args, &cli.global),
         Command::Kinds => {
             for k in REGISTRY {
                 println!("{:<14} {}", k.name, k.about);
@@ -559,6 +574,7 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
         trigger: Trigger::Backfill,
         lake: p.config.lake.clone(),
         catalog: p.config.catalog.clone(),
+        streaming: p.config.streaming.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
     let bar = progress_bar(g, to_run as u64, &dag.id, "intervals ");
@@ -732,6 +748,7 @@ fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration, only: Ve
             project_dir: p.dir.clone(),
             lake: p.config.lake.clone(),
             catalog: p.config.catalog.clone(),
+            streaming: p.config.streaming.clone(),
             ..ExecOptions::default()
         },
         compile: p.compile_options(),
@@ -778,6 +795,7 @@ fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
         trigger: Trigger::Manual,
         lake: p.config.lake.clone(),
         catalog: p.config.catalog.clone(),
+        streaming: p.config.streaming.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

@@ -28,6 +28,7 @@ pub mod glue_crawler;
 pub mod glue_job;
 pub mod noop;
 pub mod polars_job;
+pub mod streaming_stage;
 pub mod wait_for_partition;
 
 /// A boxed, sendable future.
@@ -114,6 +115,8 @@ pub struct TaskContext {
     pub lake: PathBuf,
     /// The catalog database (local backend).
     pub catalog: PathBuf,
+    /// The streaming stage's folder (local backend).
+    pub streaming: PathBuf,
 }
 
 /// A successful attempt.
@@ -259,6 +262,7 @@ pub const REGISTRY: &[KindEntry] = &[
     entry::<athena_ctas::AthenaCtas>(),
     entry::<dashboard::Dashboard>(),
     entry::<wait_for_partition::WaitForPartition>(),
+    entry::<streaming_stage::StreamingStage>(),
 ];
 
 /// Looks a kind up by name.
