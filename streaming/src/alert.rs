@@ -6,7 +6,7 @@
 //! ```json
 //! {"rule":"ddos_user_burst","severity":"high","key_field":"user_id","key":"900123456",
 //!  "window_start":"2019-10-01 13:20:10","window_end":"2019-10-01 13:20:20",
-//!  "value":412,"threshold":20,"notify":true}
+//!  "first_event":"2019-10-01 13:20:10","value":412,"threshold":20,"notify":true}
 //! ```
 //!
 //! Its id is deterministic — `rule|key|window_start` — so a redelivered alert is recognised.
@@ -30,6 +30,8 @@ pub struct Alert {
     pub window_end_ms: i64,
     /// The aggregate's value.
     pub value: u64,
+    /// The earliest event time in the group (ms): which day's data the alert comes from.
+    pub first_event_ms: i64,
     /// The rule's threshold at the time.
     pub threshold: u64,
     /// Severity.
@@ -65,6 +67,9 @@ struct Wire {
     key: String,
     window_start: String,
     window_end: String,
+    /// `YYYY-MM-DD HH:MM:SS` of the earliest event (absent in old records: the window start).
+    #[serde(default)]
+    first_event: String,
     value: u64,
     threshold: u64,
     notify: bool,
@@ -81,9 +86,9 @@ impl Alert {
         format!("{}|{}|{}", self.rule, self.key, format_ms(self.window_start_ms))
     }
 
-    /// The date (`YYYY-MM-DD`) of the window start.
+    /// The date (`YYYY-MM-DD`) of the data the alert comes from (its earliest event).
     pub fn date(&self) -> String {
-        format_ms(self.window_start_ms)[..10].to_string()
+        format_ms(self.first_event_ms)[..10].to_string()
     }
 
     /// The stream2 record.
@@ -95,6 +100,7 @@ impl Alert {
             key: self.key.clone(),
             window_start: format_ms(self.window_start_ms),
             window_end: format_ms(self.window_end_ms),
+            first_event: format_ms(self.first_event_ms),
             value: self.value,
             threshold: self.threshold,
             notify: self.notify,
@@ -107,7 +113,9 @@ impl Alert {
         let w: Wire = serde_json::from_slice(b).map_err(|e| BadAlert(e.to_string()))?;
         let start = parse_ms(&w.window_start).ok_or_else(|| BadAlert(format!("window_start `{}`", w.window_start)))?;
         let end = parse_ms(&w.window_end).ok_or_else(|| BadAlert(format!("window_end `{}`", w.window_end)))?;
+        let first = if w.first_event.is_empty() { start } else { parse_ms(&w.first_event).unwrap_or(start) };
         Ok(Alert {
+            first_event_ms: first,
             rule: w.rule,
             key_field: w.key_field,
             key: w.key,
@@ -134,6 +142,7 @@ mod tests {
             window_start_ms: 1_569_888_010_000,
             window_end_ms: 1_569_888_020_000,
             value: 40,
+            first_event_ms: 1_569_888_011_000,
             threshold: 20,
             severity: Severity::High,
             notify: false,

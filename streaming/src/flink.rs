@@ -139,7 +139,7 @@ fn source_ddl(out: &mut String, time: TimeField, delay_ms: i64, source: &SourceK
 /// The `CREATE TABLE stream2` statement.
 fn sink_ddl(out: &mut String, sink: &SinkKind) {
     out.push_str(
-        "CREATE TABLE stream2 (\n  `rule` STRING,\n  severity STRING,\n  key_field STRING,\n  `key` STRING,\n  window_start STRING,\n  window_end STRING,\n  `value` BIGINT,\n  threshold BIGINT,\n  notify BOOLEAN\n)",
+        "CREATE TABLE stream2 (\n  `rule` STRING,\n  severity STRING,\n  key_field STRING,\n  `key` STRING,\n  window_start STRING,\n  window_end STRING,\n  first_event STRING,\n  `value` BIGINT,\n  threshold BIGINT,\n  notify BOOLEAN\n)",
     );
     match sink {
         SinkKind::Kinesis { stream, region } => {
@@ -188,7 +188,7 @@ pub fn rule_select(r: &Rule, source: &SourceKind) -> String {
         wh.push(format!("dt BETWEEN {} AND {}", quote(from), quote(to)));
     }
     format!(
-        "SELECT\n  {rule} AS `rule`,\n  {sev} AS severity,\n  {kf} AS key_field,\n  `{key}` AS `key`,\n  DATE_FORMAT(window_start, 'yyyy-MM-dd HH:mm:ss') AS window_start_text,\n  DATE_FORMAT(window_end, 'yyyy-MM-dd HH:mm:ss') AS window_end_text,\n  {agg} AS `value`,\n  CAST({th} AS BIGINT) AS threshold,\n  {agg} > {na} AS notify\nFROM TABLE({tvf})\nWHERE {wh}\nGROUP BY window_start, window_end, `{key}`\nHAVING {agg} > {th}",
+        "SELECT\n  {rule} AS `rule`,\n  {sev} AS severity,\n  {kf} AS key_field,\n  `{key}` AS `key`,\n  DATE_FORMAT(window_start, 'yyyy-MM-dd HH:mm:ss') AS window_start_text,\n  DATE_FORMAT(window_end, 'yyyy-MM-dd HH:mm:ss') AS window_end_text,\n  DATE_FORMAT(MIN(ts), 'yyyy-MM-dd HH:mm:ss') AS first_event_text,\n  {agg} AS `value`,\n  CAST({th} AS BIGINT) AS threshold,\n  {agg} > {na} AS notify\nFROM TABLE({tvf})\nWHERE {wh}\nGROUP BY window_start, window_end, `{key}`\nHAVING {agg} > {th}",
         rule = quote(&r.name),
         sev = quote(r.severity.as_str()),
         kf = quote(&r.key),

@@ -196,13 +196,15 @@ impl SqliteAlerts {
                window_start TEXT NOT NULL,
                window_end TEXT NOT NULL,
                value INTEGER NOT NULL,
+               first_event TEXT NOT NULL,
                threshold INTEGER NOT NULL,
                severity TEXT NOT NULL,
                status TEXT NOT NULL DEFAULT 'active',
                notified INTEGER NOT NULL DEFAULT 0,
                stored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))
              );
-             CREATE INDEX IF NOT EXISTS alerts_by_window ON alerts(rule, window_start);",
+             CREATE INDEX IF NOT EXISTS alerts_by_window ON alerts(rule, window_start);
+             CREATE INDEX IF NOT EXISTS alerts_by_data ON alerts(rule, first_event);",
         )
         .map_err(err)?;
         Ok(SqliteAlerts { conn, path: path.to_path_buf() })
@@ -245,9 +247,10 @@ impl SqliteAlerts {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// Replaces the alerts of `rule` whose window starts in `[from_ms, to_ms)` by `fresh`: new
-    /// ones are added, changed ones updated, ones missing from `fresh` retracted (kept with
-    /// status `retracted`), all in one transaction. Returns the diff.
+    /// Replaces the alerts of `rule` that come from the data of `[from_ms, to_ms)` (their
+    /// earliest event is in it) by `fresh`: new ones are added, changed ones updated, ones
+    /// missing from `fresh` retracted (kept with status `retracted`), all in one transaction.
+    /// Returns the diff, per day of data.
     pub fn replace_range(
         &mut self,
         rule: &str,
@@ -260,21 +263,26 @@ impl SqliteAlerts {
         let path = self.path.clone();
         let err = |source| HandlerError::Store { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
-        let mut old: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        let mut old: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
         {
             let mut stmt = tx
                 .prepare(
-                    "SELECT id, value, status FROM alerts WHERE rule = ?1 AND window_start >= ?2 AND window_start < ?3",
+                    "SELECT id, value, status, first_event FROM alerts WHERE rule = ?1 AND first_event >= ?2 AND first_event < ?3",
                 )
                 .map_err(err)?;
             let rows = stmt
                 .query_map(params![rule, from, to], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
                 })
                 .map_err(err)?;
             for row in rows {
-                let (id, v, s) = row.map_err(err)?;
-                old.insert(id, (v, s));
+                let (id, v, s, first) = row.map_err(err)?;
+                old.insert(id, (v, s, first));
             }
         }
         let mut diff = Diff::default();
@@ -284,10 +292,10 @@ impl SqliteAlerts {
             seen.insert(id.clone());
             let date = a.date();
             match old.get(&id) {
-                Some((v, s)) if *v == a.value && s == "active" => {
+                Some((v, s, _)) if *v == a.value && s == "active" => {
                     *diff.per_day.entry(date).or_default().entry("unchanged").or_default() += 1
                 }
-                Some((_, s)) => {
+                Some((_, s, _)) => {
                     let what = if s == "active" { "changed" } else { "added" };
                     *diff.per_day.entry(date).or_default().entry(what).or_default() += 1;
                     if !dry_run {
@@ -306,11 +314,11 @@ impl SqliteAlerts {
                 }
             }
         }
-        for (id, (_, status)) in &old {
+        for (id, (_, status, first)) in &old {
             if seen.contains(id) || status != "active" {
                 continue;
             }
-            let date = id.rsplit('|').next().unwrap_or("").get(..10).unwrap_or("").to_string();
+            let date = first.get(..10).unwrap_or("").to_string();
             *diff.per_day.entry(date).or_default().entry("retracted").or_default() += 1;
             if !dry_run {
                 tx.execute("UPDATE alerts SET status = 'retracted' WHERE id = ?1", params![id]).map_err(err)?;
@@ -337,8 +345,8 @@ impl Diff {
 
 fn insert(conn: &Connection, a: &Alert, status: &str) -> rusqlite::Result<usize> {
     conn.execute(
-        "INSERT INTO alerts (id, rule, key_field, key, window_start, window_end, value, threshold, severity, status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
+        "INSERT INTO alerts (id, rule, key_field, key, window_start, window_end, value, threshold, severity, status, first_event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT(id) DO NOTHING",
         params![
             a.id(),
             a.rule,
@@ -349,7 +357,8 @@ fn insert(conn: &Connection, a: &Alert, status: &str) -> rusqlite::Result<usize>
             a.value as i64,
             a.threshold as i64,
             a.severity.as_str(),
-            status
+            status,
+            format_ms(a.first_event_ms)
         ],
     )
 }
@@ -471,6 +480,7 @@ mod tests {
             window_start_ms: start_s * 1000,
             window_end_ms: (start_s + 10) * 1000,
             value,
+            first_event_ms: start_s * 1000,
             threshold: 20,
             severity: Severity::High,
             notify,

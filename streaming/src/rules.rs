@@ -292,7 +292,10 @@ impl RuleSet {
             let watermark_delay_ms = match parse_duration_ms(&r.watermark_delay) {
                 Some(ms) if ms % 1000 == 0 => ms,
                 _ => {
-                    return Err(ctx(format!("`watermark_delay`: `{}` is not whole seconds like 5s", r.watermark_delay)));
+                    return Err(ctx(format!(
+                        "`watermark_delay`: `{}` is not whole seconds like 5s",
+                        r.watermark_delay
+                    )));
                 }
             };
             for t in &r.event_types {

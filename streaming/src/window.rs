@@ -56,16 +56,20 @@ type Fx = BuildHasherDefault<FxHasher>;
 
 /// The state of one key in one window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum Acc {
-    Count(u64),
-    Distinct(HashSet<Box<str>, Fx>),
+struct Acc {
+    /// Events (count rules).
+    n: u64,
+    /// Distinct values (count-distinct rules).
+    distinct: Option<HashSet<Box<str>, Fx>>,
+    /// The earliest event time in the group (ms): the data an alert comes from.
+    first_ms: i64,
 }
 
 impl Acc {
     fn value(&self) -> u64 {
-        match self {
-            Acc::Count(n) => *n,
-            Acc::Distinct(s) => s.len() as u64,
+        match &self.distinct {
+            None => self.n,
+            Some(s) => s.len() as u64,
         }
     }
 }
@@ -264,18 +268,20 @@ impl Engine {
                         None => r.windows.entry(start).or_default(),
                     };
                     match group.get_mut(key) {
-                        Some(Acc::Count(n)) => *n += 1,
-                        Some(Acc::Distinct(s)) => {
-                            if let Some(v) = distinct
-                                && !s.contains(v)
+                        Some(acc) => {
+                            acc.n += 1;
+                            acc.first_ms = acc.first_ms.min(event_ms);
+                            if let (Some(set), Some(v)) = (acc.distinct.as_mut(), distinct)
+                                && !set.contains(v)
                             {
-                                s.insert(v.into());
+                                set.insert(v.into());
                             }
                         }
                         None => {
-                            let acc = match distinct {
-                                None => Acc::Count(1),
-                                Some(v) => Acc::Distinct(std::iter::once(Box::<str>::from(v)).collect()),
+                            let acc = Acc {
+                                n: 1,
+                                distinct: distinct.map(|v| std::iter::once(Box::<str>::from(v)).collect()),
+                                first_ms: event_ms,
                             };
                             group.insert(key.into(), acc);
                         }
@@ -311,12 +317,17 @@ impl Engine {
         }
     }
 
-    /// Moves every watermark to at least `ms` (the end of a bounded input, such as a run's
-    /// interval) and fires what closed.
+    /// The input is complete up to `ms` (the end of a run's interval): event-time watermarks
+    /// move there, and ingest-time windows all fire (the input has all arrived). Fires what
+    /// closed.
     pub fn advance_to(&mut self, ms: i64, out: &mut Vec<Alert>) {
         for r in &mut self.rules {
-            if ms > r.watermark {
-                r.watermark = ms;
+            let to = match r.rule.as_ref().map(|x| x.time) {
+                Some(TimeField::IngestTime) => i64::MAX,
+                _ => ms,
+            };
+            if to > r.watermark {
+                r.watermark = to;
                 fire(r, out);
             }
         }
@@ -353,6 +364,7 @@ fn fire(r: &mut RuleState, out: &mut Vec<Alert>) {
                     window_start_ms: start,
                     window_end_ms: start + size,
                     value,
+                    first_event_ms: acc.first_ms,
                     threshold: rule.threshold,
                     severity: rule.severity,
                     notify: value > rule.notify_above,

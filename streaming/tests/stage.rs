@@ -108,7 +108,7 @@ fn reprocess_after_the_seed_bug_equals_a_clean_run_and_reports_the_diff() {
     pipeline::run_stage(&sc).expect("buggy run");
     let mut store = SqliteAlerts::open(&sc.paths.alerts_db).expect("alerts");
     let before = pipeline::alert_set(&store, &AlertFilter::default()).expect("set");
-    assert_ne!(before, want, "the bug raises other alerts");
+    assert!(before.len() > want.len(), "the bug raises false alerts: {} vs {}", before.len(), want.len());
 
     // Reprocessing with the buggy rule is refused: the archive has no ingest time.
     let e = pipeline::reprocess(
