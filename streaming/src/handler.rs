@@ -145,6 +145,8 @@ pub struct StoredAlert {
     pub window_start: String,
     /// Window end.
     pub window_end: String,
+    /// The earliest event of the group (which day's data the alert comes from).
+    pub first_event: String,
     /// Value.
     pub value: u64,
     /// Threshold.
@@ -220,7 +222,7 @@ impl SqliteAlerts {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, rule, key_field, key, window_start, window_end, value, threshold, severity, status, notified
+                "SELECT id, rule, key_field, key, window_start, window_end, value, threshold, severity, status, notified, first_event
                  FROM alerts
                  WHERE (?1 IS NULL OR window_start >= ?1) AND (?2 IS NULL OR window_start < ?2)
                    AND (?3 IS NULL OR rule = ?3) AND (?4 OR status = 'active')
@@ -241,6 +243,7 @@ impl SqliteAlerts {
                     severity: r.get(8)?,
                     status: r.get(9)?,
                     notified: r.get(10)?,
+                    first_event: r.get(11)?,
                 })
             })
             .map_err(|e| self.err(e))?;

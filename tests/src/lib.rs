@@ -201,6 +201,28 @@ pub fn venv_python_with(module: &str) -> Option<PathBuf> {
     None
 }
 
+/// The Python of the Flink venv (PyPI `apache-flink`, kept apart from the other tools for its
+/// heavy pins): `CARTFLOW_FLINK_VENV`, or the one `scripts/test` creates; `None` with a printed
+/// reason (a panic under CI).
+pub fn flink_python() -> Option<PathBuf> {
+    let dir = std::env::var_os("CARTFLOW_FLINK_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cartflow/venv-flink")
+    });
+    let python = dir.join("bin/python");
+    let ok =
+        python.exists() && Command::new(&python).args(["-c", "import pyflink"]).status().is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    let msg = format!(
+        "{} cannot import pyflink (run `bash scripts/test`, which installs apache-flink there)",
+        python.display()
+    );
+    assert!(!under_ci(), "{msg}");
+    eprintln!("skipping: {msg}");
+    None
+}
+
 /// moto's AWS emulator, on a free port of 127.0.0.1; stopped on drop.
 #[derive(Debug)]
 pub struct Moto {
