@@ -47,15 +47,19 @@ def main():
             env.execute_sql(st)
     sink_cols = [c.get_name() for c in env.from_path("stream2").get_resolved_schema().get_columns()]
     rows = []
+    query_seconds = 0.0
     for ins in inserts:
         env.explain_sql(ins)  # the INSERT plans against the sink as written
         select = re.sub(r"^INSERT\s+INTO\s+stream2\s+", "", ins, flags=re.I)
+        t = time.time()
         with env.execute_sql(select).collect() as results:
             for r in results:
                 rows.append(dict(zip(sink_cols, [v for v in r])))
+        query_seconds += time.time() - t
     with open(out_file, "w") as f:
         json.dump(rows, f)
-    print(f"flink: {len(inserts)} rule(s), {len(rows)} alert(s) in {time.time() - started:.1f}s", file=sys.stderr)
+    # The benchmark reads this line: the queries alone, without the JVM's start.
+    print(f"flink: {len(inserts)} rule(s), {len(rows)} alert(s) in {time.time() - started:.1f}s; queries {query_seconds:.3f}s", file=sys.stderr)
 
 
 if __name__ == "__main__":
