@@ -25,6 +25,16 @@ pub enum HandlerError {
         #[source]
         source: rusqlite::Error,
     },
+    /// An AWS call failed (DynamoDB, SNS).
+    #[error("{call} on {resource}: {message}")]
+    Aws {
+        /// The call, e.g. `DynamoDB PutItem`.
+        call: &'static str,
+        /// The table or topic.
+        resource: String,
+        /// What AWS said.
+        message: String,
+    },
     /// A notification could not be delivered (the batch is retried; stored alerts are not
     /// duplicated and the notification is sent again).
     #[error("notification: {0}")]

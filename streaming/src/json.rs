@@ -52,7 +52,9 @@ fn field_index(name: &[u8]) -> Option<usize> {
 /// Reads one record.
 pub fn parse(line: &[u8]) -> Result<Record<'_>, NotJson> {
     let mut rec = Record::default();
-    let mut p = Parser { b: line, i: 0 };
+    // UTF-8 is checked once per line; fields are then sliced at ASCII quotes (char boundaries).
+    let text = std::str::from_utf8(line).map_err(|e| NotJson(e.valid_up_to()))?;
+    let mut p = Parser { s: text, b: line, i: 0 };
     p.ws();
     p.expect(b'{')?;
     p.ws();
@@ -62,11 +64,11 @@ pub fn parse(line: &[u8]) -> Result<Record<'_>, NotJson> {
     }
     loop {
         p.ws();
-        let name = p.string()?;
+        let name = p.key()?;
         p.ws();
         p.expect(b':')?;
         p.ws();
-        let idx = field_index(name.as_bytes());
+        let idx = field_index(name);
         match p.peek() {
             Some(b'"') => {
                 let s = p.string()?;
@@ -91,8 +93,7 @@ pub fn parse(line: &[u8]) -> Result<Record<'_>, NotJson> {
                 while p.peek().is_some_and(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')) {
                     p.i += 1;
                 }
-                let text = std::str::from_utf8(&line[start..p.i]).map_err(|_| NotJson(start))?;
-                set(&mut rec, idx, Cow::Borrowed(text));
+                set(&mut rec, idx, Cow::Borrowed(&text[start..p.i]));
             }
             _ => return Err(NotJson(p.i)),
         }
@@ -117,6 +118,7 @@ fn set<'a>(rec: &mut Record<'a>, idx: Option<usize>, v: Cow<'a, str>) {
 }
 
 struct Parser<'a> {
+    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -155,6 +157,25 @@ impl<'a> Parser<'a> {
         if self.i == self.b.len() { Ok(rec) } else { Err(NotJson(self.i)) }
     }
 
+    /// A member name, as bytes (the names we look for need no unescaping).
+    fn key(&mut self) -> Result<&'a [u8], NotJson> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let bytes = self.b;
+        match memchr::memchr2(b'"', b'\\', &bytes[start..]) {
+            Some(k) if bytes[start + k] == b'"' => {
+                self.i = start + k + 1;
+                Ok(&bytes[start..start + k])
+            }
+            _ => {
+                // An escaped name: read it as a string; it matches no field we look for.
+                self.i = start - 1;
+                self.string()?;
+                Ok(b"")
+            }
+        }
+    }
+
     /// A string literal; borrowed when it has no escapes.
     fn string(&mut self) -> Result<Cow<'a, str>, NotJson> {
         self.expect(b'"')?;
@@ -162,20 +183,22 @@ impl<'a> Parser<'a> {
         let bytes = self.b;
         let mut escaped = false;
         loop {
-            match bytes.get(self.i) {
-                None => return Err(NotJson(self.i)),
-                Some(b'"') => break,
-                Some(b'\\') => {
+            match memchr::memchr2(b'"', b'\\', &bytes[self.i.min(bytes.len())..]) {
+                None => return Err(NotJson(bytes.len())),
+                Some(k) => {
+                    self.i += k;
+                    if bytes[self.i] == b'"' {
+                        break;
+                    }
                     escaped = true;
                     self.i += 2;
                 }
-                Some(_) => self.i += 1,
             }
         }
-        let raw = &bytes[start..self.i.min(bytes.len())];
+        let raw = &self.s[start..self.i];
         self.i += 1;
         if !escaped {
-            return std::str::from_utf8(raw).map(Cow::Borrowed).map_err(|_| NotJson(start));
+            return Ok(Cow::Borrowed(raw));
         }
         // Rare: let serde_json unescape it.
         let quoted = &bytes[start - 1..self.i];

@@ -10,6 +10,8 @@
 //!   the reprocess of the raw archive after a rule fix.
 
 pub mod alert;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod flink;
 pub mod handler;
 pub mod json;

@@ -129,6 +129,9 @@ pub struct Engine {
     rules: Vec<RuleState>,
     parts: Vec<Part>,
     stats: EngineStats,
+    /// The last `event_time` text read and its value (events come in bursts of one second).
+    #[serde(skip)]
+    time_cache: (String, i64),
 }
 
 fn type_bit(t: &str) -> u8 {
@@ -176,6 +179,7 @@ impl Engine {
             rules,
             parts: vec![Part { max_event_ms: i64::MIN, max_ingest_ms: i64::MIN }; partitions.max(1)],
             stats: EngineStats::default(),
+            time_cache: (String::new(), 0),
         }
     }
 
@@ -223,9 +227,21 @@ impl Engine {
 
     /// Reads one parsed record (counted in `records` by [`Engine::push_line`] only).
     pub fn push(&mut self, rec: &Record<'_>, partition: usize, ingest_ms: i64, out: &mut Vec<Alert>) {
-        let Some(event_ms) = rec.event_time.as_deref().and_then(event_time_ms) else {
+        let Some(text) = rec.event_time.as_deref() else {
             self.stats.bad_time += 1;
             return;
+        };
+        let event_ms = if self.time_cache.0 == text {
+            self.time_cache.1
+        } else {
+            let Some(ms) = event_time_ms(text) else {
+                self.stats.bad_time += 1;
+                return;
+            };
+            self.time_cache.0.clear();
+            self.time_cache.0.push_str(text);
+            self.time_cache.1 = ms;
+            ms
         };
         let part = partition.min(self.parts.len() - 1);
         let p = &mut self.parts[part];
