@@ -403,7 +403,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reprocess(args) => streaming::reprocess(&project, args, &cli.global),
         Command::Kinds => {
             for k in REGISTRY {
-                println!("{:<14} {}", k.name, k.about);
+                println!("{:<19} {}", k.name, k.about);
             }
             Ok(ExitCode::SUCCESS)
         }
