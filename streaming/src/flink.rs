@@ -76,22 +76,10 @@ fn table_name(time: TimeField, delay_ms: i64) -> String {
     }
 }
 
-const COLUMNS: [&str; 9] = [
-    "event_time",
-    "event_type",
-    "product_id",
-    "category_id",
-    "category_code",
-    "brand",
-    "price",
-    "user_id",
-    "user_session",
-];
-
 fn source_ddl(out: &mut String, time: TimeField, delay_ms: i64, source: &SourceKind) {
     let name = table_name(time, delay_ms);
     let _ = writeln!(out, "CREATE TABLE {name} (");
-    for c in COLUMNS {
+    for c in cartflow_jobs::event::COLUMNS {
         let _ = writeln!(out, "  `{c}` STRING,");
     }
     let _ = writeln!(

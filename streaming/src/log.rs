@@ -189,17 +189,7 @@ impl Stream {
         let shards = shards.max(1);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         // One writer at a time: a second one (another process) waits here.
-        let lock_path = dir.join("writer.lock");
-        let lock =
-            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::info!("waiting for the other writer of {} to finish", dir.display());
-                lock.lock().map_err(io(&lock_path))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path: lock_path, source: e }),
-        }
+        let lock = lock_file(&dir.join("writer.lock"), &format!("the other writer of {}", dir.display()))?;
         match shard_count(dir)? {
             Some(n) if n != shards => {
                 return Err(LogError::Shards { path: dir.to_path_buf(), found: n, wanted: shards });
@@ -360,7 +350,7 @@ impl Drop for Stream {
 
 struct Cursor {
     dir: PathBuf,
-    reader: Option<(std::io::BufReader<File>, PathBuf, u64)>,
+    reader: Option<(std::io::BufReader<File>, PathBuf)>,
     /// The offset of the next record.
     offset: u64,
     /// Where in the current file the next record starts.
@@ -429,10 +419,10 @@ impl Reader {
                 if at < c.offset {
                     return Ok(n); // not written yet
                 }
-                c.reader = Some((r, path, base));
+                c.reader = Some((r, path));
                 c.pos = pos;
             }
-            let Some((r, path, _)) = c.reader.as_mut() else { return Ok(n) };
+            let Some((r, path)) = c.reader.as_mut() else { return Ok(n) };
             match read_record(r, &mut self.buf).map_err(io(path))? {
                 Some((arrival, _, _, len)) => {
                     f(c.offset, arrival, &self.buf);
@@ -468,6 +458,21 @@ pub struct Checkpoint {
     pub state: Vec<u8>,
 }
 
+/// Opens (creating) `path` and locks it exclusively, waiting (with a log line naming `holder`)
+/// while another process or handle holds it. The lock lasts as long as the returned file.
+fn lock_file(path: &Path, holder: &str) -> Result<File, LogError> {
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io(path))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!("waiting for {holder} to finish");
+            f.lock().map_err(io(path))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path: path.to_path_buf(), source: e }),
+    }
+    Ok(f)
+}
+
 /// Holds a consumer's lock: one process at a time consumes a stream under a consumer name.
 #[derive(Debug)]
 pub struct ConsumerLock(#[allow(dead_code)] File);
@@ -477,16 +482,10 @@ impl ConsumerLock {
     pub fn take(dir: &Path, consumer: &str) -> Result<ConsumerLock, LogError> {
         let parent = dir.join("checkpoints");
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let path = parent.join(format!("{consumer}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::info!("waiting for the other `{consumer}` of {} to finish", dir.display());
-                f.lock().map_err(io(&path))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path, source: e }),
-        }
+        let f = lock_file(
+            &parent.join(format!("{consumer}.lock")),
+            &format!("the other `{consumer}` of {}", dir.display()),
+        )?;
         Ok(ConsumerLock(f))
     }
 }

@@ -20,7 +20,7 @@ use cartflow_jobs::generate::{GenConfig, Sink};
 use cartflow_jobs::rawzone::{self, RAW_EVENTS, RawZoneError, RawZoneWriter};
 
 use crate::alert::Alert;
-use crate::handler::{self, AlertStore, Diff, HandleReport, HandlerError, LocalMetrics, LocalNotifier, SqliteAlerts};
+use crate::handler::{self, Diff, HandleReport, HandlerError, LocalMetrics, LocalNotifier, SqliteAlerts};
 use crate::log::{Checkpoint, LogError, Reader, Stream};
 use crate::rules::{RuleSet, TimeField};
 use crate::window::{Engine, EngineStats, RuleStats, event_time_ms};
@@ -629,7 +629,7 @@ pub fn reprocess(
 fn read_gz_lines(path: &Path, out: &mut Vec<(i64, Vec<u8>)>) -> Result<(), PipelineError> {
     use std::io::BufRead;
     let f = std::fs::File::open(path).map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
-    let mut r = std::io::BufReader::new(flate2_reader(f));
+    let mut r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f)));
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -651,19 +651,7 @@ fn read_gz_lines(path: &Path, out: &mut Vec<(i64, Vec<u8>)>) -> Result<(), Pipel
     Ok(())
 }
 
-fn flate2_reader(f: std::fs::File) -> impl std::io::Read {
-    flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f))
-}
-
 /// The alerts of a store as `(id, value)`, sorted: what tests compare.
 pub fn alert_set(store: &SqliteAlerts, filter: &handler::AlertFilter) -> Result<Vec<(String, u64)>, PipelineError> {
     Ok(store.list(filter)?.into_iter().map(|a| (a.id, a.value)).collect())
-}
-
-/// Puts alerts straight into a store (the detector's output without the stream), for tools.
-pub fn store_alerts(store: &mut dyn AlertStore, alerts: &[Alert]) -> Result<(), PipelineError> {
-    for a in alerts {
-        store.put_if_absent(a)?;
-    }
-    Ok(())
 }
