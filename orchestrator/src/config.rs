@@ -8,6 +8,15 @@
 //! streaming: .cartflow/streaming   # streams, alerts.db, notifications.jsonl, metrics.json
 //! pools:                  # name -> slots, shared by every run of one process
 //!   aws_glue: 2
+//! aws:                    # the aws backend (`--backend aws`); credentials and region come
+//!                         # from the standard AWS chain, never from here
+//!   lake: s3://my-lake/   # the lake root: raw/, staged/, clean/, enriched/, curated/ under it
+//!   zones:                # optional: a bucket per zone (the first folder of a lake path)
+//!     raw: s3://my-raw-bucket/
+//!   athena_workgroup: primary
+//!   athena_output: s3://my-athena-results/
+//!   poll: 10s             # first poll delay of AWS jobs; grows 1.5x per poll ...
+//!   max_poll: 1m          # ... up to this
 //! eventbridge:            # one rule per scheduled DAG (`cartflow schedules sync`)
 //!   rule_prefix: cartflow-
 //!   target:
@@ -46,6 +55,9 @@ pub struct ProjectConfig {
     /// EventBridge rules for scheduled DAGs (`cartflow schedules sync --backend aws`).
     #[serde(default)]
     pub eventbridge: Option<crate::schedules_sync::EventBridgeConfig>,
+    /// The aws backend's settings.
+    #[serde(default)]
+    pub aws: crate::aws::AwsSettings,
 }
 
 fn default_dags() -> PathBuf {
@@ -78,6 +90,7 @@ impl Default for ProjectConfig {
             streaming: default_streaming(),
             pools: BTreeMap::new(),
             eventbridge: None,
+            aws: crate::aws::AwsSettings::default(),
         }
     }
 }

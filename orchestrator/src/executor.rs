@@ -98,6 +98,8 @@ pub struct ExecOptions {
     pub catalog: PathBuf,
     /// The streaming stage's folder (local backend): streams, alerts, notifications.
     pub streaming: PathBuf,
+    /// The aws backend's settings (`aws:` in cartflow.yaml).
+    pub aws: crate::aws::AwsSettings,
 }
 
 impl Default for ExecOptions {
@@ -114,6 +116,7 @@ impl Default for ExecOptions {
             lake: PathBuf::from(".cartflow/lake"),
             catalog: PathBuf::from(".cartflow/catalog.db"),
             streaming: PathBuf::from(".cartflow/streaming"),
+            aws: crate::aws::AwsSettings::default(),
         }
     }
 }
@@ -414,6 +417,8 @@ pub async fn execute(
                 lake: opts.project_dir.join(&opts.lake),
                 catalog: opts.project_dir.join(&opts.catalog),
                 streaming: opts.project_dir.join(&opts.streaming),
+                aws: opts.aws.clone(),
+                facts: crate::kinds::Facts::new(state_path, &run_id, &task.id),
             };
             let fut = task.config.run(ctx);
             let timeout = task.timeout;

@@ -475,6 +475,12 @@ impl RunStore {
                 s if s.is_terminal() && selected => TaskState::Queued,
                 _ => state.clone(),
             };
+            if state.is_terminal() && new_state == TaskState::Queued {
+                // A fresh start of a finished task: what its attempts saved (a finished AWS
+                // job run to re-attach to) belongs to the previous execution.
+                tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
+                    .map_err(&e)?;
+            }
             let json = serde_json::to_string(&new_state).unwrap_or_default();
             tx.execute(
                 "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -573,6 +579,17 @@ impl RunStore {
                 "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (run_id, task_id, key) DO UPDATE SET value = excluded.value",
                 params![run_id, task_id, key, value],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+
+    /// Forgets a fact saved by [`RunStore::set_fact`].
+    pub fn clear_fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2 AND key = ?3",
+                params![run_id, task_id, key],
             )
             .map(|_| ())
             .map_err(self.sql())

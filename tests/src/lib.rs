@@ -233,26 +233,81 @@ pub struct Moto {
 
 impl Moto {
     /// Starts the emulator, or returns `None` (with a printed reason) when moto is not
-    /// installed outside CI.
+    /// installed outside CI. It runs through `tests/python/moto_cartflow.py`, which adds what
+    /// moto does not model (DataBrew job runs, failing Glue runs, Athena CTAS, throttling on
+    /// demand; see that file).
     pub fn start() -> Option<Moto> {
-        let bin = venv_tool("moto_server")?;
+        let python = venv_python_with("moto")?;
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/moto_cartflow.py");
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = Command::new(bin)
+        let child = Command::new(python)
+            .arg(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start moto_server");
+            .expect("start moto");
         let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             if moto.get("/moto-api/").is_some_and(|status| status.contains(" 200")) {
                 return Some(moto);
             }
-            assert!(Instant::now() < until, "moto_server did not come up on port {port}");
+            assert!(Instant::now() < until, "moto did not come up on port {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// POSTs a JSON body to the emulator's control API (`/moto-api/...`, `/_cartflow/...`)
+    /// and returns the response body.
+    pub fn post(&self, path: &str, body: &str) -> String {
+        self.http("POST", path, body)
+    }
+
+    fn http(&self, method: &str, path: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to moto");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).expect("read");
+        let (head, rest) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+        assert!(head.lines().next().is_some_and(|l| l.contains(" 20")), "{method} {path}: {head}");
+        rest.to_string()
+    }
+
+    /// Paces a moto state machine: e.g. `("glue::job_run", 2)` moves job runs one state every
+    /// 2 seconds (0 = immediately to the end).
+    pub fn pace(&self, model: &str, seconds: u32) {
+        let transition = if seconds == 0 {
+            r#"{"progression":"immediate"}"#.to_string()
+        } else {
+            format!(r#"{{"progression":"time","seconds":{seconds}}}"#)
+        };
+        self.post(
+            "/moto-api/state-manager/set-transition",
+            &format!(r#"{{"model_name":"{model}","transition":{transition}}}"#),
+        );
+    }
+
+    /// Makes the next `count` requests with this X-Amz-Target (e.g. `AWSGlue.StartJobRun`)
+    /// answer ThrottlingException.
+    pub fn throttle(&self, target: &str, count: u32) {
+        self.post("/_cartflow/throttle", &format!(r#"{{"target":"{target}","count":{count}}}"#));
+    }
+
+    /// How many requests each X-Amz-Target (or `METHOD /path`) received, throttled ones included.
+    pub fn calls(&self, key: &str) -> u64 {
+        let body = self.http("GET", "/_cartflow/calls", "");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("calls json");
+        v.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
     }
 
     fn get(&self, path: &str) -> Option<String> {

@@ -1410,3 +1410,6 @@ mod aws_alerts {
         assert_eq!(lines.next(), Some("1 ['2']"), "one notification, for the alert above 100: {check}");
     }
 }
+
+#[path = "e2e/aws_batch.rs"]
+mod aws_batch;

@@ -9,7 +9,13 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 
+pub mod athena;
+pub mod databrew;
 pub mod eventbridge;
+pub mod glue;
+pub mod jobs;
+pub mod lake;
+pub mod s3;
 
 /// An AWS call that failed: which call, on which resource, and what AWS said.
 #[derive(Debug, thiserror::Error)]
@@ -51,4 +57,302 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .retry_config(RetryConfig::adaptive().with_max_attempts(5))
         .load()
         .await
+}
+
+/// The aws backend's settings: `aws:` in `cartflow.yaml`. Where the lake lives and how often
+/// to poll; never credentials (those come from the standard chain).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// The lake root, `s3://bucket/` or `s3://bucket/prefix/`.
+    #[serde(default)]
+    pub lake: Option<String>,
+    /// A bucket (or prefix) per zone: the first folder of a lake path (`raw`, `staged`,
+    /// `clean`, `enriched`, `curated`) maps here, without that folder.
+    #[serde(default)]
+    pub zones: std::collections::BTreeMap<String, String>,
+    /// The Athena workgroup of the insight queries.
+    #[serde(default = "default_workgroup")]
+    pub athena_workgroup: String,
+    /// Where Athena writes query results (`s3://…`); default: the workgroup's setting.
+    #[serde(default)]
+    pub athena_output: Option<String>,
+    /// First delay between two polls of an AWS job; it grows by half each poll.
+    #[serde(default = "default_poll")]
+    pub poll: crate::dag::HumanDuration,
+    /// The longest delay between two polls.
+    #[serde(default = "default_max_poll")]
+    pub max_poll: crate::dag::HumanDuration,
+    /// S3 path-style addressing; default: on when `AWS_ENDPOINT_URL` points at an emulator.
+    #[serde(default)]
+    pub s3_path_style: Option<bool>,
+}
+
+fn default_workgroup() -> String {
+    "primary".into()
+}
+fn default_poll() -> crate::dag::HumanDuration {
+    crate::dag::HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_max_poll() -> crate::dag::HumanDuration {
+    crate::dag::HumanDuration(std::time::Duration::from_secs(60))
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            lake: None,
+            zones: Default::default(),
+            athena_workgroup: default_workgroup(),
+            athena_output: None,
+            poll: default_poll(),
+            max_poll: default_max_poll(),
+            s3_path_style: None,
+        }
+    }
+}
+
+/// An S3 location: bucket and key prefix (no leading `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Loc {
+    /// The bucket.
+    pub bucket: String,
+    /// The key or key prefix.
+    pub key: String,
+}
+
+impl S3Loc {
+    /// Parses `s3://bucket/key`.
+    pub fn parse(uri: &str) -> Result<S3Loc, String> {
+        let rest = uri.strip_prefix("s3://").ok_or_else(|| format!("`{uri}` is not an s3:// URI"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("`{uri}` has no bucket"));
+        }
+        Ok(S3Loc { bucket: bucket.into(), key: key.into() })
+    }
+
+    /// This location as a folder: the key ends with `/` (or is empty).
+    pub fn dir(&self) -> S3Loc {
+        let mut key = self.key.clone();
+        if !key.is_empty() && !key.ends_with('/') {
+            key.push('/');
+        }
+        S3Loc { bucket: self.bucket.clone(), key }
+    }
+
+    /// A path under this folder.
+    pub fn join(&self, rel: &str) -> S3Loc {
+        let d = self.dir();
+        S3Loc { bucket: d.bucket, key: format!("{}{}", d.key, rel.trim_start_matches('/')) }
+    }
+
+    /// `s3://bucket/key`.
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl std::fmt::Display for S3Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+impl AwsSettings {
+    /// Where a lake path (`raw/events/dt=2019-10-01`) lives on S3.
+    pub fn locate(&self, rel: &str) -> Result<S3Loc, String> {
+        let rel = rel.trim_matches('/');
+        let (zone, rest) = rel.split_once('/').unwrap_or((rel, ""));
+        if let Some(root) = self.zones.get(zone) {
+            return Ok(S3Loc::parse(root)?.join(rest));
+        }
+        let lake = self.lake.as_deref().ok_or_else(|| {
+            format!(
+                "the aws backend does not know where `{rel}` lives: set `aws.lake: s3://bucket/` (or `aws.zones.{zone}`) in cartflow.yaml"
+            )
+        })?;
+        Ok(S3Loc::parse(lake)?.join(rel))
+    }
+
+    /// The poll delays: `poll`, growing by half each time up to `max_poll`, with ±10% jitter.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.poll.0, self.max_poll.0)
+    }
+}
+
+/// Delays between polls of a long-running AWS job: exponential (×1.5) with jitter, capped.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`, never above `max`.
+    pub fn new(initial: std::time::Duration, max: std::time::Duration) -> Self {
+        Backoff { next: initial.min(max), max }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let base = self.next;
+        self.next = self.next.mul_f64(1.5).min(self.max);
+        base.mul_f64(0.9 + fastrand::f64() * 0.2).min(self.max)
+    }
+}
+
+/// Where an AWS job (Glue job run, crawl, DataBrew job run, Athena query) stands, mapped from
+/// its service's state names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Queued, starting or running.
+    Running(String),
+    /// Finished well.
+    Succeeded,
+    /// Finished badly, with what the service said.
+    Failed(String),
+    /// Stopped or cancelled before finishing.
+    Stopped(String),
+}
+
+impl Phase {
+    /// Whether the job is over.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Phase::Running(_))
+    }
+
+    /// A Glue job run's `JobRunState` and `ErrorMessage`.
+    pub fn glue_job_run(state: &str, error: Option<&str>) -> Phase {
+        let msg = |default: &str| error.filter(|e| !e.is_empty()).unwrap_or(default).to_string();
+        match state {
+            "SUCCEEDED" => Phase::Succeeded,
+            "FAILED" | "ERROR" => Phase::Failed(msg("the job run failed without a message")),
+            "TIMEOUT" => Phase::Failed(msg("the job run hit its timeout")),
+            "STOPPED" => Phase::Stopped(msg("the job run was stopped")),
+            other => Phase::Running(other.to_string()),
+        }
+    }
+
+    /// A DataBrew job run's `State` and `ErrorMessage`.
+    pub fn databrew_job_run(state: &str, error: Option<&str>) -> Phase {
+        let msg = |default: &str| error.filter(|e| !e.is_empty()).unwrap_or(default).to_string();
+        match state {
+            "SUCCEEDED" => Phase::Succeeded,
+            "FAILED" => Phase::Failed(msg("the job run failed without a message")),
+            "TIMEOUT" => Phase::Failed(msg("the job run hit its timeout")),
+            "STOPPED" | "STOPPING" => Phase::Stopped(msg("the job run was stopped")),
+            other => Phase::Running(other.to_string()),
+        }
+    }
+
+    /// An Athena query's `State` and `StateChangeReason`.
+    pub fn athena_query(state: &str, reason: Option<&str>) -> Phase {
+        let msg = |default: &str| reason.filter(|e| !e.is_empty()).unwrap_or(default).to_string();
+        match state {
+            "SUCCEEDED" => Phase::Succeeded,
+            "FAILED" => Phase::Failed(msg("the query failed without a reason")),
+            "CANCELLED" => Phase::Stopped(msg("the query was cancelled")),
+            other => Phase::Running(other.to_string()),
+        }
+    }
+
+    /// A crawler's `State`, and its last crawl's `Status` and `ErrorMessage` once it is READY.
+    pub fn crawler(state: &str, last_status: Option<&str>, error: Option<&str>) -> Phase {
+        if state != "READY" {
+            return Phase::Running(state.to_string());
+        }
+        let msg = |default: &str| error.filter(|e| !e.is_empty()).unwrap_or(default).to_string();
+        match last_status {
+            Some("FAILED") => Phase::Failed(msg("the crawl failed without a message")),
+            Some("CANCELLED") => Phase::Stopped(msg("the crawl was cancelled")),
+            _ => Phase::Succeeded,
+        }
+    }
+}
+
+/// Why [`watch`] returned without a terminal phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The task was cancelled (the caller stops the AWS job).
+    Cancelled,
+    /// Polling kept failing.
+    Unreachable(String),
+}
+
+/// Polls `probe` with `backoff` until the job is over, logging every change of state. Transient
+/// probe errors (beyond the SDK's own retries) are tolerated up to 5 in a row.
+pub async fn watch<F, Fut>(
+    what: &str,
+    mut backoff: Backoff,
+    log: &crate::kinds::TaskLog,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut probe: F,
+) -> Result<Phase, WatchEnd>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Phase, AwsError>>,
+{
+    let mut last: Option<Phase> = None;
+    let mut errors = 0u32;
+    loop {
+        match probe().await {
+            Ok(phase) => {
+                errors = 0;
+                if last.as_ref() != Some(&phase) {
+                    match &phase {
+                        Phase::Running(s) => log.line(format_args!("{what}: {s}")),
+                        Phase::Succeeded => log.line(format_args!("{what}: SUCCEEDED")),
+                        Phase::Failed(m) => log.line(format_args!("{what}: FAILED: {m}")),
+                        Phase::Stopped(m) => log.line(format_args!("{what}: STOPPED: {m}")),
+                    }
+                }
+                if phase.is_terminal() {
+                    return Ok(phase);
+                }
+                last = Some(phase);
+            }
+            Err(e) => {
+                errors += 1;
+                log.line(format_args!("{what}: polling failed ({errors} in a row): {e}"));
+                if errors >= 5 {
+                    return Err(WatchEnd::Unreachable(e.to_string()));
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = cancel.cancelled() => return Err(WatchEnd::Cancelled),
+        }
+    }
+}
+
+/// The SDK clients of the batch kinds, from the standard chain.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Glue: crawlers, jobs, the catalog.
+    pub glue: aws_sdk_glue::Client,
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+    /// Athena.
+    pub athena: aws_sdk_athena::Client,
+    /// DataBrew.
+    pub databrew: aws_sdk_databrew::Client,
+}
+
+impl Clients {
+    /// Loads the configuration once and builds every client.
+    pub async fn load(settings: &AwsSettings) -> Clients {
+        let sdk = sdk_config().await;
+        let path_style = settings.s3_path_style.unwrap_or_else(|| {
+            std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        });
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).build();
+        Clients {
+            glue: aws_sdk_glue::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            athena: aws_sdk_athena::Client::new(&sdk),
+            databrew: aws_sdk_databrew::Client::new(&sdk),
+        }
+    }
 }

@@ -574,6 +574,7 @@ fn backfill(p: &Project, a: BackfillArgs, g: &Global) -> anyhow::Result<ExitCode
         trigger: Trigger::Backfill,
         lake: p.config.lake.clone(),
         catalog: p.config.catalog.clone(),
+        aws: p.config.aws.clone(),
         streaming: p.config.streaming.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));
@@ -748,6 +749,7 @@ fn scheduler(p: &Project, once: bool, backend: Backend, tick: Duration, only: Ve
             project_dir: p.dir.clone(),
             lake: p.config.lake.clone(),
             catalog: p.config.catalog.clone(),
+            aws: p.config.aws.clone(),
             streaming: p.config.streaming.clone(),
             ..ExecOptions::default()
         },
@@ -795,6 +797,7 @@ fn run(p: &Project, args: RunArgs, g: &Global) -> anyhow::Result<ExitCode> {
         trigger: Trigger::Manual,
         lake: p.config.lake.clone(),
         catalog: p.config.catalog.clone(),
+        aws: p.config.aws.clone(),
         streaming: p.config.streaming.clone(),
     };
     let pools = Arc::new(Pools::new(&p.config.pools));

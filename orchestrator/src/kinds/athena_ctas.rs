@@ -4,7 +4,7 @@
 //! Parquet to a fresh location and publishes it by an atomic swap — the run's partition for a
 //! partitioned table (insert-overwrite), the whole table otherwise, keeping `keep_versions`
 //! versions. AWS: CTAS into a temporary table at a fresh S3 location with a deterministic
-//! ClientRequestToken, then the same swap through Glue (with the AWS batch backend).
+//! ClientRequestToken, then the same swap through Glue (see `aws::athena`).
 
 use std::path::PathBuf;
 
@@ -136,10 +136,29 @@ impl Kind for AthenaCtas {
 
     async fn run(r: RenderedCtas, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
         if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(format!(
-                "athena_ctas {} on the aws backend is not available yet; run with --backend local",
-                r.table
-            )));
+            let clients = crate::aws::Clients::load(&ctx.aws).await;
+            let base = ctx.aws.locate(&r.location).map_err(TaskFailure::permanent)?;
+            let spec = crate::aws::athena::Ctas {
+                database: r.database.clone(),
+                table: r.name.clone(),
+                select: r.sql.clone(),
+                partition: r.partition.clone(),
+                base,
+                keep_versions: r.keep_versions,
+            };
+            let label = format!("{}.{} {}", ctx.dag_id, ctx.task_id, ctx.interval.start.format("%Y-%m-%d"));
+            ctx.log.line(format_args!(
+                "materializing {} from {} on Athena ({})",
+                r.table,
+                r.sql_file.display(),
+                match &r.partition {
+                    Some((k, v)) => format!("insert-overwrite of {k}={v}"),
+                    None => "full refresh".into(),
+                }
+            ));
+            let summary = crate::aws::athena::run(&clients, &spec, &label, &ctx).await?;
+            ctx.log.line(&summary);
+            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
         }
         // The file is read again here: render may have run elsewhere (plan).
         let text = std::fs::read_to_string(ctx.project_dir.join(&r.sql_file))

@@ -59,13 +59,18 @@ impl Kind for Dashboard {
     }
 
     async fn run(r: RenderedDashboard, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(
-                "dashboard on the aws backend is not available yet; run with --backend local",
-            ));
-        }
         let out = ctx.project_dir.join(&r.out);
-        let (lake, catalog, from, to) = (ctx.lake.clone(), ctx.catalog.clone(), r.from.clone(), r.to.clone());
+        // On AWS the insight tables are small: their definitions (Glue) and Parquet (S3) are
+        // copied to a scratch lake and the same renderer reads them.
+        let scratch = match ctx.backend {
+            Backend::Aws => Some(mirror(&ctx, r.from.as_deref(), r.to.as_deref()).await?),
+            Backend::Local => None,
+        };
+        let (lake, catalog) = match &scratch {
+            Some(d) => (d.path().join("lake"), d.path().join("catalog.db")),
+            None => (ctx.lake.clone(), ctx.catalog.clone()),
+        };
+        let (from, to) = (r.from.clone(), r.to.clone());
         let (html, summary) = cartflow_jobs::sql::run_isolated(move || async move {
             crate::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
                 .await
@@ -84,4 +89,23 @@ impl Kind for Dashboard {
         ctx.log.line(&summary);
         Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
     }
+}
+
+/// The insight tables the dashboard reads.
+const INSIGHTS: [&str; 4] = ["daily_visitors", "cart_abandonment", "top_categories", "brand_marketing"];
+
+async fn mirror(ctx: &TaskContext, from: Option<&str>, to: Option<&str>) -> Result<tempfile::TempDir, TaskFailure> {
+    let dir = tempfile::Builder::new()
+        .prefix("cartflow-dashboard-")
+        .tempdir()
+        .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
+    let mut catalog = cartflow_jobs::catalog::Catalog::open(&dir.path().join("catalog.db"))
+        .map_err(|e| TaskFailure::new(e.to_string()))?;
+    let clients = crate::aws::Clients::load(&ctx.aws).await;
+    let lake = dir.path().join("lake");
+    let n = crate::aws::lake::mirror_tables(&clients, "ecommerce", &INSIGHTS, (from, to), &lake, &mut catalog)
+        .await
+        .map_err(|e| TaskFailure::new(e.to_string()))?;
+    ctx.log.line(format_args!("read the insight tables from Glue and S3 ({n} object(s))"));
+    Ok(dir)
 }

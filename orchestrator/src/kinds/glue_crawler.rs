@@ -68,10 +68,10 @@ impl Kind for GlueCrawler {
 
     async fn run(r: RenderedCrawler, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
         if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(format!(
-                "glue_crawler `{}` on the aws backend is not available yet; run with --backend local",
-                r.name
-            )));
+            let clients = crate::aws::Clients::load(&ctx.aws).await;
+            let summary = crate::aws::glue::run_crawler(&clients.glue, &r.name, &ctx).await?;
+            ctx.log.line(&summary);
+            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
         }
         let cfg = cartflow_jobs::crawl::CrawlConfig {
             lake: ctx.lake.clone(),

@@ -1,7 +1,8 @@
 //! `glue_job`: a Glue ETL job. Local: the job's Rust equivalent, with the same semantics as
 //! the PySpark script in `glue-scripts/` (today: `clean_events`). AWS: StartJobRun with the
-//! rendered arguments, re-attaching to a running job run on retry (with the AWS batch
-//! backend).
+//! rendered arguments and `--date`; the JobRunId is saved in the run store before polling, so
+//! a retry or a resumed run re-attaches to a run that is still going; GetJobRun's
+//! ErrorMessage becomes the task's error; cancelling the task stops the run.
 
 use std::collections::BTreeMap;
 
@@ -83,10 +84,14 @@ impl Kind for GlueJob {
 
     async fn run(r: RenderedGlueJob, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
         if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(format!(
-                "glue_job `{}` on the aws backend is not available yet; run with --backend local",
-                r.job_name
-            )));
+            let clients = crate::aws::Clients::load(&ctx.aws).await;
+            let mut args: std::collections::HashMap<String, String> = r.arguments.clone().into_iter().collect();
+            args.insert("--date".into(), r.date.clone());
+            let key = format!("{}/{}/{}", ctx.dag_id, ctx.run_id, ctx.task_id);
+            let id = crate::aws::glue::run_job(&clients.glue, &r.job_name, args, &key, &ctx).await?;
+            let summary = format!("Glue job {} run {id} SUCCEEDED for dt={}", r.job_name, r.date);
+            ctx.log.line(&summary);
+            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
         }
         match r.local {
             LocalJob::CleanEvents => {

@@ -117,6 +117,50 @@ pub struct TaskContext {
     pub catalog: PathBuf,
     /// The streaming stage's folder (local backend).
     pub streaming: PathBuf,
+    /// The aws backend's settings.
+    pub aws: crate::aws::AwsSettings,
+    /// Small facts the task keeps across attempts and crashes (an AWS job run id).
+    pub facts: Facts,
+}
+
+/// Key/value facts of one task instance, kept in the run store: what an attempt saves (an AWS
+/// job run id, before it polls) the next attempt, or the resumed run after a crash, reads. A
+/// re-run of the task (`--reprocess`, naming it) starts with none.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    state: PathBuf,
+    run_id: String,
+    task_id: String,
+}
+
+impl Facts {
+    /// The facts of `task_id` in `run_id`, in the run store at `state`.
+    pub fn new(state: &Path, run_id: &str, task_id: &str) -> Self {
+        Facts { state: state.to_path_buf(), run_id: run_id.into(), task_id: task_id.into() }
+    }
+
+    fn store(&self) -> Result<crate::store::RunStore, TaskFailure> {
+        crate::store::RunStore::open(&self.state).map_err(|e| TaskFailure::new(format!("run store: {e}")))
+    }
+
+    /// The value saved under `key`.
+    pub fn get(&self, key: &str) -> Result<Option<String>, TaskFailure> {
+        self.store()?.fact(&self.run_id, &self.task_id, key).map_err(|e| TaskFailure::new(format!("run store: {e}")))
+    }
+
+    /// Saves `value` under `key` (durably: it is committed when this returns).
+    pub fn set(&self, key: &str, value: &str) -> Result<(), TaskFailure> {
+        self.store()?
+            .set_fact(&self.run_id, &self.task_id, key, value)
+            .map_err(|e| TaskFailure::new(format!("run store: {e}")))
+    }
+
+    /// Forgets `key`.
+    pub fn clear(&self, key: &str) -> Result<(), TaskFailure> {
+        self.store()?
+            .clear_fact(&self.run_id, &self.task_id, key)
+            .map_err(|e| TaskFailure::new(format!("run store: {e}")))
+    }
 }
 
 /// A successful attempt.

@@ -2,8 +2,9 @@
 //! interval. Jobs: `compact` (a raw partition of many small gzip JSON objects → a few
 //! Parquet files near a target size, lossless, published by a swap).
 //!
-//! Local: Polars on the lake folder. AWS: Polars on `s3://` comes with the AWS batch backend;
-//! until then such a task fails with a message that says so.
+//! Local: Polars on the lake folder. AWS: the same job over the partition on S3 (downloaded to
+//! a scratch folder with the standard credential chain, the result uploaded back; see
+//! `aws::lake`).
 
 use serde::{Deserialize, Serialize};
 
@@ -81,9 +82,20 @@ impl Kind for PolarsJob {
             return Err(TaskFailure::permanent(format!("`date` must be YYYY-MM-DD, got `{}`", r.date)));
         }
         if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(
-                "polars_job on the aws backend (Polars on s3://) is not available yet; run this DAG with --backend local",
-            ));
+            let clients = crate::aws::Clients::load(&ctx.aws).await;
+            let report = crate::aws::lake::compact(&clients, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?;
+            let summary = format!(
+                "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}",
+                report.rows_in,
+                report.rows_out,
+                report.unparsable,
+                report.files_in,
+                report.files_out,
+                report.bytes_out,
+                report.location
+            );
+            ctx.log.line(&summary);
+            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
         }
         match r.job {
             JobName::Compact => {

@@ -2,7 +2,7 @@
 //! objects (and, with `settle`, has stopped growing for that long — Firehose buffers arrive
 //! in bursts). It polls every `poke_interval`; bound it with the task's `timeout`.
 //!
-//! Local: the lake folder. AWS: an S3 listing, with the AWS batch backend.
+//! Local: the lake folder. AWS: an S3 listing of the path's location (`aws.lake`/`aws.zones`).
 
 use std::time::Duration;
 
@@ -95,35 +95,50 @@ impl Kind for WaitForPartition {
     }
 
     async fn run(r: RenderedWait, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(
-                "wait_for_partition on the aws backend (an S3 listing) is not available yet; run with --backend local",
-            ));
-        }
-        let dir = ctx.lake.join(&r.path);
+        let (clients, place) = if ctx.backend == Backend::Aws {
+            let loc = ctx.aws.locate(&r.path).map_err(TaskFailure::permanent)?;
+            (Some(crate::aws::Clients::load(&ctx.aws).await), loc.dir().uri())
+        } else {
+            (None, ctx.lake.join(&r.path).display().to_string())
+        };
         let poke = Duration::from_secs_f64(r.poke_interval_secs.max(0.01));
         let settle = Duration::from_secs_f64(r.settle_secs);
         let mut last: Option<(u64, tokio::time::Instant)> = None;
         loop {
-            let n = count_objects(&dir);
+            let n = match &clients {
+                Some(c) => {
+                    let loc = crate::aws::S3Loc::parse(&place).map_err(TaskFailure::permanent)?;
+                    match crate::aws::lake::count_objects(c, &loc).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // A listing error is logged and retried at the next poke; the
+                            // task's timeout bounds the wait.
+                            ctx.log.line(&e);
+                            last = None;
+                            0
+                        }
+                    }
+                }
+                None => count_objects(&ctx.lake.join(&r.path)),
+            };
             let now = tokio::time::Instant::now();
             if n >= r.min_objects {
-                match last {
-                    Some((m, since)) if m == n && now - since >= settle => {
-                        let s = format!("{} has {n} object(s)", dir.display());
-                        ctx.log.line(&s);
-                        return Ok(TaskOutput { summary: Some(s), ..TaskOutput::default() });
+                let done = match last {
+                    Some((m, since)) if m == n => now - since >= settle,
+                    _ if settle.is_zero() => true,
+                    _ => {
+                        ctx.log.line(format_args!("{place} has {n} object(s); waiting {settle:?} for it to settle"));
+                        last = Some((n, now));
+                        false
                     }
-                    Some((m, _)) if m == n => {}
-                    _ if settle.is_zero() => {
-                        let s = format!("{} has {n} object(s)", dir.display());
-                        ctx.log.line(&s);
-                        return Ok(TaskOutput { summary: Some(s), ..TaskOutput::default() });
-                    }
-                    _ => last = Some((n, now)),
+                };
+                if done {
+                    let s = format!("{place} has {n} object(s)");
+                    ctx.log.line(&s);
+                    return Ok(TaskOutput { summary: Some(s), ..TaskOutput::default() });
                 }
             } else {
-                ctx.log.line(format_args!("{} has {n} of {} object(s); waiting", dir.display(), r.min_objects));
+                ctx.log.line(format_args!("{place} has {n} of {} object(s); waiting", r.min_objects));
             }
             tokio::select! {
                 () = tokio::time::sleep(poke) => {}

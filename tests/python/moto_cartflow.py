@@ -1,0 +1,492 @@
+"""moto's server with the behaviours cartflow's AWS tests need and moto 5.2.5 does not model.
+
+Started by the test harness (`Moto::start` in tests/src/lib.rs) instead of `moto_server`:
+
+    python moto_cartflow.py -H 127.0.0.1 -p PORT
+
+Every extension imitates documented AWS behaviour; what is emulated here and not by moto:
+
+- Glue job runs can fail: a job created with the default argument `--emulator-fail` ends its
+  runs in FAILED with that argument's value as ErrorMessage (moto only ever succeeds).
+- Glue BatchStopJobRun (not implemented by moto): the runs end in STOPPED.
+- Glue crawls can fail: a crawler whose Description starts with `emulator-fail:` ends its crawls
+  in FAILED with the rest of the description as ErrorMessage. The last crawl's status is
+  reported with the API's names (SUCCEEDED/FAILED/CANCELLED; moto says COMPLETED).
+- Athena honours ClientRequestToken (the same token returns the same query execution), and a
+  CTAS (`CREATE TABLE db.t WITH (external_location = '...', partitioned_by = ARRAY[...]) AS
+  SELECT ...`) behaves as on Athena apart from running the SELECT: it fails with
+  HIVE_PATH_ALREADY_EXISTS when the location has objects and with AlreadyExistsException when
+  the table exists; otherwise, when it succeeds, it registers the table in the Glue catalog
+  (its columns are the SELECT's output names, parsed with sqlglot, typed string) and writes
+  one object under the location; a partitioned CTAS registers one partition, the one named by
+  the query's `-- cartflow: insert-overwrite of k=v` comment, under `location/k=v/`. A
+  query containing `-- emulator-fail: MESSAGE` fails with that message. StateChangeReason is
+  reported for failed and cancelled queries.
+- DataBrew job runs (moto has jobs but no runs): StartJobRun, DescribeJobRun, ListJobRuns and
+  StopJobRun, paced like Glue runs through the state manager (model `databrew::job_run`,
+  STARTING -> RUNNING -> SUCCEEDED). A job tagged `emulator-fail` ends its runs in FAILED with
+  the tag's value as ErrorMessage.
+- Throttling on demand: `POST /_cartflow/throttle` with `{"target": "AWSGlue.StartJobRun",
+  "count": 2}` (an X-Amz-Target) or `{"path": "regex", "method": "POST", "count": 2}` makes the
+  next `count` matching requests answer 400 ThrottlingException. `GET /_cartflow/calls` returns
+  how many requests each target / method+path received (throttled ones included).
+"""
+
+import json
+import re
+import sys
+import threading
+import uuid
+from collections import Counter
+from datetime import datetime
+
+from moto.moto_api._internal.managed_state_model import ManagedState
+from werkzeug.serving import run_simple
+
+# --------------------------------------------------------------------------------------------
+# Glue
+# --------------------------------------------------------------------------------------------
+import moto.glue.models as glue_models
+import moto.glue.responses as glue_responses
+
+_base_status = ManagedState.status
+
+
+def _job_run_status(self):
+    if getattr(self, "_cf_stopped", False):
+        return "STOPPED"
+    s = _base_status.fget(self)
+    if s == "SUCCEEDED" and (self.arguments or {}).get("--emulator-fail"):
+        return "FAILED"
+    return s
+
+
+glue_models.FakeJobRun.status = property(_job_run_status, _base_status.fset)
+_job_run_as_dict = glue_models.FakeJobRun.as_dict
+
+
+def _job_run_dict(self):
+    d = _job_run_as_dict(self)
+    if d.get("JobRunState") == "FAILED":
+        d["ErrorMessage"] = self.arguments["--emulator-fail"]
+    return d
+
+
+glue_models.FakeJobRun.as_dict = _job_run_dict
+
+
+def _batch_stop_job_run(self):
+    name = self._get_param("JobName")
+    ids = self._get_param("JobRunIds") or []
+    job = self.glue_backend.get_job(name)
+    ok, errors = [], []
+    for run_id in ids:
+        run = next((r for r in job.job_runs if r.job_run_id == run_id), None)
+        if run is None:
+            errors.append({"JobName": name, "JobRunId": run_id,
+                           "ErrorDetail": {"ErrorCode": "EntityNotFoundException",
+                                           "ErrorMessage": f"Job run {run_id} not found"}})
+        elif run.status in ("STARTING", "RUNNING", "STOPPING"):
+            run._cf_stopped = True
+            ok.append({"JobName": name, "JobRunId": run_id})
+        else:
+            errors.append({"JobName": name, "JobRunId": run_id,
+                           "ErrorDetail": {"ErrorCode": "InvalidInputException",
+                                           "ErrorMessage": f"Job run {run_id} is {run.status}"}})
+    return json.dumps({"SuccessfulSubmissions": ok, "Errors": errors})
+
+
+glue_responses.GlueResponse.batch_stop_job_run = _batch_stop_job_run
+
+_crawler_as_dict = glue_models.FakeCrawler.as_dict
+
+
+def _crawler_dict(self):
+    d = _crawler_as_dict(self)
+    last = d.get("LastCrawl")
+    if last:
+        desc = self.description or ""
+        if last["Status"] == "COMPLETED" and desc.startswith("emulator-fail:"):
+            last["Status"] = "FAILED"
+            last["ErrorMessage"] = desc[len("emulator-fail:"):].strip()
+        else:
+            last["Status"] = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED"}.get(last["Status"], last["Status"])
+    return d
+
+
+glue_models.FakeCrawler.as_dict = _crawler_dict
+
+# --------------------------------------------------------------------------------------------
+# Athena
+# --------------------------------------------------------------------------------------------
+import moto.athena.models as athena_models
+import moto.athena.responses as athena_responses
+from moto.glue.models import glue_backends
+from moto.s3.models import s3_backends
+
+_CTAS = re.compile(
+    r"^\s*CREATE\s+TABLE\s+(?:\"?(\w+)\"?\.)?\"?(\w+)\"?\s+WITH\s*\((?P<props>.*?)\)\s*AS\s+(?P<select>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+_FAIL = re.compile(r"--\s*emulator-fail:\s*(.*)")
+_tokens = {}
+_tokens_lock = threading.Lock()
+
+
+def _prop(props, name):
+    m = re.search(name + r"\s*=\s*'([^']*)'", props, re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+def _partitioned_by(props):
+    m = re.search(r"partitioned_by\s*=\s*ARRAY\s*\[([^\]]*)\]", props, re.IGNORECASE)
+    if not m:
+        return []
+    return [p.strip().strip("'\"") for p in m.group(1).split(",") if p.strip()]
+
+
+def _split_s3(uri):
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def _output_names(select):
+    try:
+        import sqlglot
+
+        tree = sqlglot.parse_one(select, read="trino")
+        return [n for n in tree.named_selects if n]
+    except Exception:  # the emulator cannot type a query it cannot parse: one column
+        return ["_col0"]
+
+
+class _CtasOutcome:
+    def __init__(self, backend, execution, query, context):
+        self.reason = None
+        m = _CTAS.match("\n".join(l for l in query.splitlines() if not l.lstrip().startswith("--")))
+        fail = _FAIL.search(query)
+        if fail:
+            self.reason = fail.group(1).strip()
+            return
+        if not m:
+            return
+        db = m.group(1) or (context or {}).get("Database") or "default"
+        table, props, select = m.group(2), m.group("props"), m.group("select")
+        location = _prop(props, "external_location")
+        glue = glue_backends[backend.account_id][backend.region_name]
+        try:
+            glue.get_table(db, table)
+            self.reason = f"AlreadyExistsException: Table {db}.{table} already exists"
+            return
+        except Exception:
+            pass
+        if location:
+            bucket, key = _split_s3(location)
+            s3 = s3_backends[backend.account_id]["global"]
+            try:
+                listed = s3.list_objects(s3.get_bucket(bucket), prefix=key.rstrip("/") + "/", delimiter=None,
+                                         marker=None, max_keys=1)
+                objects = listed[0]
+            except Exception as e:  # no such bucket
+                self.reason = f"HIVE_PATH_ALREADY_EXISTS check failed: {e}"
+                return
+            if objects:
+                self.reason = (f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{db}.{table}' already "
+                               f"exists: {location}. You may need to manually clean the data at location "
+                               f"'{location}' before retrying.")
+                return
+        self.create = (glue, db, table, location, _partitioned_by(props), _output_names(select))
+
+    def apply(self, backend):
+        create = getattr(self, "create", None)
+        if create is None:
+            return
+        self.create = None
+        glue, db, table, location, parts, names = create
+        cols = [{"Name": n, "Type": "string"} for n in names if n not in parts]
+        table_input = {
+            "Name": table,
+            "TableType": "EXTERNAL_TABLE",
+            "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
+            "PartitionKeys": [{"Name": p, "Type": "string"} for p in parts],
+            "StorageDescriptor": {
+                "Columns": cols,
+                "Location": location,
+                "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
+            },
+        }
+        glue.create_table(db, table, table_input)
+        if location:
+            bucket, key = _split_s3(location)
+            s3 = s3_backends[backend.account_id]["global"]
+            folder = key.rstrip("/") + "/"
+            if parts:
+                # One partition, named by the query's `-- cartflow: insert-overwrite of k=v` line:
+                # the emulator cannot compute the SELECT's partition values.
+                folder += "/".join(f"{p}={self.values.get(p, 'unknown')}" for p in parts) + "/"
+                glue.create_partition(db, table, {
+                    "Values": [self.values.get(p, "unknown") for p in parts],
+                    "StorageDescriptor": dict(table_input["StorageDescriptor"], Location=f"s3://{bucket}/{folder}"),
+                })
+            s3.put_object(bucket, folder + "part-00000-emulated.parquet",
+                          b"emulated CTAS output (moto does not run SQL)")
+
+
+_start_query = athena_models.AthenaBackend.start_query_execution
+
+
+def _start_query_execution(self, query, context, config, workgroup, execution_parameters, token=None):
+    with _tokens_lock:
+        if token and (self.account_id, token) in _tokens:
+            return _tokens[(self.account_id, token)]
+        exec_id = _start_query(self, query, context, config, workgroup, execution_parameters)
+        execution = self.executions[exec_id]
+        outcome = _CtasOutcome(self, execution, query, context)
+        v = re.search(r"insert-overwrite of (\w+)=(\S+)", query)
+        outcome.values = {v.group(1): v.group(2)} if v else {}
+        execution._cf_outcome = outcome
+        if token:
+            _tokens[(self.account_id, token)] = exec_id
+        return exec_id
+
+
+athena_models.AthenaBackend.start_query_execution = _start_query_execution
+
+
+def _execution_status(self):
+    if getattr(self, "_cf_cancelled", False):
+        return "CANCELLED"
+    s = _base_status.fget(self)
+    outcome = getattr(self, "_cf_outcome", None)
+    if s == "SUCCEEDED" and outcome is not None:
+        if outcome.reason:
+            return "FAILED"
+        outcome.apply(self._cf_backend)
+    return s
+
+
+athena_models.Execution.status = property(_execution_status, _base_status.fset)
+_stop_query = athena_models.AthenaBackend.stop_query_execution
+
+
+def _stop_query_execution(self, exec_id):
+    execution = self.get_query_execution(exec_id)
+    if execution.status in ("QUEUED", "RUNNING"):
+        execution._cf_cancelled = True
+
+
+athena_models.AthenaBackend.stop_query_execution = _stop_query_execution
+
+
+def _start_query_response(self):
+    query = self._get_param("QueryString")
+    context = self._get_param("QueryExecutionContext")
+    config = self._get_param("ResultConfiguration")
+    workgroup = self._get_param("WorkGroup")
+    params = self._get_param("ExecutionParameters")
+    token = self._get_param("ClientRequestToken")
+    if workgroup and not self.athena_backend.get_work_group(workgroup):
+        return self.error("WorkGroup does not exist", 400)
+    exec_id = self.athena_backend.start_query_execution(query, context, config, workgroup, params, token)
+    self.athena_backend.executions[exec_id]._cf_backend = self.athena_backend
+    return json.dumps({"QueryExecutionId": exec_id})
+
+
+athena_responses.AthenaResponse.start_query_execution = _start_query_response
+_get_query_response = athena_responses.AthenaResponse.get_query_execution
+
+
+def _get_query_execution_response(self):
+    body = json.loads(_get_query_response(self))
+    execution = self.athena_backend.get_query_execution(self._get_param("QueryExecutionId"))
+    status = body["QueryExecution"]["Status"]
+    outcome = getattr(execution, "_cf_outcome", None)
+    if status["State"] == "FAILED" and outcome is not None and outcome.reason:
+        status["StateChangeReason"] = outcome.reason
+        status["AthenaError"] = {"ErrorCategory": 2, "ErrorMessage": outcome.reason}
+    if status["State"] == "CANCELLED":
+        status["StateChangeReason"] = "Query cancelled by user"
+    return json.dumps(body)
+
+
+athena_responses.AthenaResponse.get_query_execution = _get_query_execution_response
+
+# --------------------------------------------------------------------------------------------
+# DataBrew job runs
+# --------------------------------------------------------------------------------------------
+import moto.databrew.responses as brew_responses
+import moto.databrew.urls as brew_urls
+
+
+class FakeBrewRun(ManagedState):
+    def __init__(self, job):
+        ManagedState.__init__(self, model_name="databrew::job_run",
+                              transitions=[("STARTING", "RUNNING"), ("RUNNING", "SUCCEEDED")])
+        self.job = job
+        self.run_id = "db_" + uuid.uuid4().hex
+        self.started = datetime.now().timestamp()
+        self.stopped = False
+
+    @property
+    def state(self):
+        if self.stopped:
+            return "STOPPED"
+        s = self.status
+        if s == "SUCCEEDED" and (self.job.tags or {}).get("emulator-fail"):
+            return "FAILED"
+        return s
+
+    def as_dict(self):
+        d = {"RunId": self.run_id, "JobName": self.job.name, "State": self.state, "StartedOn": self.started,
+             "Attempt": 0, "DatasetName": getattr(self.job, "dataset_name", None)}
+        if d["State"] == "FAILED":
+            d["ErrorMessage"] = self.job.tags["emulator-fail"]
+        if d["State"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            d["CompletedOn"] = datetime.now().timestamp()
+        return {k: v for k, v in d.items() if v is not None}
+
+
+_brew_runs = {}
+
+
+def _runs_of(response, name):
+    job = response.databrew_backend.describe_job(name)
+    return job, _brew_runs.setdefault((response.current_account, name), [])
+
+
+def _path_name(response):
+    return response.path.split("/jobs/")[1].split("/")[0]
+
+
+def _brew_error(kind, msg, status):
+    return status, {"x-amzn-ErrorType": kind}, json.dumps({"message": msg, "Message": msg})
+
+
+def _start_brew_run(self):
+    job, runs = _runs_of(self, _path_name(self))
+    limit = getattr(job, "max_capacity", None) and 0 or 1
+    running = [r for r in runs if r.state in ("STARTING", "RUNNING")]
+    if len(running) >= max(limit, 1):
+        return _brew_error("ConflictException", f"Job {job.name} already has a running job run", 409)
+    run = FakeBrewRun(job)
+    runs.append(run)
+    return 200, {}, json.dumps({"RunId": run.run_id})
+
+
+def _describe_brew_run(self):
+    name = _path_name(self)
+    run_id = self.path.rstrip("/").split("/jobRun/")[1].split("/")[0]
+    _, runs = _runs_of(self, name)
+    for r in runs:
+        if r.run_id == run_id:
+            return 200, {}, json.dumps(r.as_dict())
+    return _brew_error("ResourceNotFoundException", f"Job run {run_id} of job {name} not found", 404)
+
+
+def _list_brew_runs(self):
+    _, runs = _runs_of(self, _path_name(self))
+    return 200, {}, json.dumps({"JobRuns": [r.as_dict() for r in reversed(runs)]})
+
+
+def _stop_brew_run(self):
+    name = _path_name(self)
+    run_id = self.path.split("/jobRun/")[1].split("/")[0]
+    _, runs = _runs_of(self, name)
+    for r in runs:
+        if r.run_id == run_id:
+            if r.state in ("STARTING", "RUNNING"):
+                r.stopped = True
+            return 200, {}, json.dumps({"RunId": run_id})
+    return _brew_error("ResourceNotFoundException", f"Job run {run_id} of job {name} not found", 404)
+
+
+def _brew_dispatch(request, full_url, headers):
+    response = brew_responses.DataBrewResponse()
+    response.setup_class(request, full_url, headers)
+    path, method = response.path.rstrip("/"), request.method
+    if method == "POST" and path.endswith("/startJobRun"):
+        return _start_brew_run(response)
+    if method == "POST" and path.endswith("/stopJobRun"):
+        return _stop_brew_run(response)
+    if method == "GET" and path.endswith("/jobRuns"):
+        return _list_brew_runs(response)
+    return _describe_brew_run(response)
+
+
+brew_urls.url_paths.update({
+    "{0}/jobs/(?P<job_name>[^/]+)/startJobRun$": _brew_dispatch,
+    "{0}/jobs/(?P<job_name>[^/]+)/jobRuns$": _brew_dispatch,
+    "{0}/jobs/(?P<job_name>[^/]+)/jobRun/(?P<run_id>[^/]+)$": _brew_dispatch,
+    "{0}/jobs/(?P<job_name>[^/]+)/jobRun/(?P<run_id>[^/]+)/stopJobRun$": _brew_dispatch,
+})
+
+# --------------------------------------------------------------------------------------------
+# Throttling on demand, and call counts
+# --------------------------------------------------------------------------------------------
+_rules = []
+_calls = Counter()
+_lock = threading.Lock()
+
+
+class Middleware:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
+        if path.startswith("/_cartflow/"):
+            return self.control(environ, start_response, path, method)
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        key = target or f"{method} {path}"
+        with _lock:
+            _calls[key] += 1
+            for rule in _rules:
+                if rule["count"] <= 0:
+                    continue
+                hit = (rule.get("target") and rule["target"] == target) or (
+                    rule.get("path") and re.search(rule["path"], path) and rule.get("method", method) == method)
+                if hit:
+                    rule["count"] -= 1
+                    body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+                    start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1"),
+                                                       ("x-amzn-ErrorType", "ThrottlingException"),
+                                                       ("Content-Length", str(len(body)))])
+                    return [body]
+        return self.app(environ, start_response)
+
+    def control(self, environ, start_response, path, method):
+        if path == "/_cartflow/throttle" and method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            rule = json.loads(environ["wsgi.input"].read(size) or b"{}")
+            with _lock:
+                _rules.append(rule)
+            body = b"{}"
+        elif path == "/_cartflow/calls":
+            with _lock:
+                body = json.dumps(dict(_calls)).encode()
+        else:
+            start_response("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def main(argv):
+    import argparse
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(args.host, args.port, Middleware(app), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

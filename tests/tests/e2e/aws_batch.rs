@@ -1,0 +1,360 @@
+//! The batch task kinds with `--backend aws`, against moto (extended by
+//! `tests/python/moto_cartflow.py` where moto does not model a behaviour: failing Glue runs,
+//! BatchStopJobRun, DataBrew job runs, Athena CTAS, throttling on demand).
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use cartflow_e2e::{Moto, Project, Run, kill};
+
+const CONFIG: &str = "aws:\n  lake: s3://lake/\n  poll: 200ms\n  max_poll: 1s\n";
+
+fn run(p: &Project, moto: &Moto, args: &[&str]) -> Run {
+    let mut cmd = p.command(args);
+    moto.configure(&mut cmd);
+    Run::from(cmd.output().expect("cartflow"))
+}
+
+fn spawn(p: &Project, moto: &Moto, args: &[&str]) -> Child {
+    let mut cmd = p.command(args);
+    moto.configure(&mut cmd);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn")
+}
+
+fn logs(p: &Project, moto: &Moto, run_id: &str, task: &str, attempt: u32) -> String {
+    let r = run(p, moto, &["logs", run_id, task, "--attempt", &attempt.to_string()]);
+    r.expect_code(0);
+    r.stdout
+}
+
+fn fact(p: &Project, task: &str, key: &str) -> Option<String> {
+    // The run store may not exist yet, or be mid-creation: no fact then.
+    let db = rusqlite::Connection::open_with_flags(
+        p.path().join(".cartflow/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row("SELECT value FROM task_facts WHERE task_id = ?1 AND key = ?2", [task, key], |r| r.get(0)).ok()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup(moto: &Moto, code: &str) -> String {
+    moto.boto3(&format!(
+        "import boto3, json\n\
+         s3 = boto3.client('s3'); glue = boto3.client('glue'); brew = boto3.client('databrew')\n\
+         athena = boto3.client('athena')\n\
+         {code}"
+    ))
+}
+
+#[test]
+fn a_glue_job_run_is_started_once_reattached_after_a_crash_and_its_failure_message_reaches_the_log() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "glue.create_job(Name='clean', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://scripts/clean.py'},\n\
+           ExecutionProperty={'MaxConcurrentRuns': 1})\n\
+         glue.create_job(Name='broken', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://scripts/x.py'},\n\
+           DefaultArguments={'--emulator-fail': 'AnalysisException: cannot resolve column price_x'})",
+    );
+    moto.pace("glue::job_run", 2);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.dag(
+        "clean.yaml",
+        "id: clean\nschedule: '@daily'\ntasks:\n  - id: clean\n    kind: glue_job\n    job_name: clean\n    local: clean_events\n    arguments:\n      --source: s3://lake/staged/events/dt={{ ds }}\n",
+    );
+
+    // The process dies while the job run is going (its id is saved before polling).
+    let mut child = spawn(&p, &moto, &["run", "clean", "--date", "2019-10-01", "--backend", "aws"]);
+    wait_for("the saved job run id", Duration::from_secs(30), || fact(&p, "clean", "glue_job_run_id").is_some());
+    kill(child.id(), "KILL");
+    let _ = child.wait();
+    let saved = fact(&p, "clean", "glue_job_run_id").expect("run id");
+
+    // The resumed run re-attaches: one StartJobRun in all, and it succeeds.
+    let r = run(&p, &moto, &["run", "clean", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(0);
+    assert_eq!(moto.calls("AWSGlue.StartJobRun"), 1, "a single StartJobRun");
+    let log = logs(&p, &moto, "clean@2019-10-01T00:00:00Z", "clean", 2);
+    assert!(log.contains(&format!("re-attaching to run {saved}")), "{log}");
+    assert!(log.contains("SUCCEEDED"), "{log}");
+    let runs = moto.boto3(
+        "import boto3\nfor r in boto3.client('glue').get_job_runs(JobName='clean')['JobRuns']:\n    print(r['JobRunState'], r['Arguments']['--date'], r['Arguments']['--source'], r['Arguments']['--cartflow-task'])",
+    );
+    assert_eq!(
+        runs.trim(),
+        "SUCCEEDED 2019-10-01 s3://lake/staged/events/dt=2019-10-01 clean/clean@2019-10-01T00:00:00Z/clean"
+    );
+
+    // Throttled StartJobRun calls are retried by the SDK (adaptive mode): one run, three calls.
+    moto.pace("glue::job_run", 0);
+    moto.throttle("AWSGlue.StartJobRun", 2);
+    run(&p, &moto, &["run", "clean", "--date", "2019-10-02", "--backend", "aws"]).expect_code(0);
+    assert_eq!(moto.calls("AWSGlue.StartJobRun"), 1 + 3);
+    let n = moto.boto3("import boto3\nprint(len(boto3.client('glue').get_job_runs(JobName='clean')['JobRuns']))");
+    assert_eq!(n.trim(), "2");
+
+    // A job run that fails: the service's message is the task's error, in the log and output.
+    p.dag(
+        "broken.yaml",
+        "id: broken\nschedule: '@daily'\ndefaults:\n  retries: 1\n  retry_delay: 0s\ntasks:\n  - id: clean\n    kind: glue_job\n    job_name: broken\n    local: clean_events\n",
+    );
+    let r = run(&p, &moto, &["run", "broken", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(1);
+    let log = logs(&p, &moto, "broken@2019-10-01T00:00:00Z", "clean", 2);
+    assert!(log.contains("AnalysisException: cannot resolve column price_x"), "{log}");
+    assert!(log.contains("earlier attempt's run"), "the retry starts a new run after a failed one: {log}");
+    assert!(r.stdout.contains("cannot resolve column price_x") || r.stderr.contains("cannot resolve column price_x"));
+}
+
+#[test]
+fn cancelling_a_run_stops_its_glue_job_run() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "glue.create_job(Name='slow', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://s/x.py'})",
+    );
+    moto.pace("glue::job_run", 600);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.dag(
+        "slow.yaml",
+        "id: slow\nschedule: '@daily'\ntasks:\n  - id: job\n    kind: glue_job\n    job_name: slow\n    local: clean_events\n    timeout: 3s\n    retries: 0\n",
+    );
+    let r = run(&p, &moto, &["run", "slow", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(1);
+    let state = moto.boto3(
+        "import boto3\nprint([r['JobRunState'] for r in boto3.client('glue').get_job_runs(JobName='slow')['JobRuns']])",
+    );
+    assert_eq!(state.trim(), "['STOPPED']", "the timed-out task stopped its job run");
+    let log = logs(&p, &moto, "slow@2019-10-01T00:00:00Z", "job", 1);
+    assert!(log.contains("stop requested"), "{log}");
+}
+
+#[test]
+fn crawlers_run_attach_to_a_running_crawl_and_report_a_failed_crawl() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "glue.create_database(DatabaseInput={'Name': 'ecommerce'})\n\
+         for name, desc in [('staged', ''), ('denied', 'emulator-fail: Insufficient Lake Formation permission(s) on staged_events')]:\n\
+         \x20   glue.create_crawler(Name=name, Role='r', DatabaseName='ecommerce', Description=desc,\n\
+         \x20     Targets={'S3Targets': [{'Path': 's3://lake/staged/events/'}]})\n\
+         glue.start_crawler(Name='staged')",
+    );
+    moto.pace("glue::crawl", 1);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    let crawler = |name: &str| {
+        format!(
+            "  - id: {name}\n    kind: glue_crawler\n    name: {name}\n    table: staged_events\n    path: staged/events\n    retries: 0\n"
+        )
+    };
+    p.dag("c.yaml", &format!("id: c\nschedule: '@daily'\ntasks:\n{}{}", crawler("staged"), crawler("denied")));
+    let r = run(&p, &moto, &["run", "c", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(1);
+    let log = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "staged", 1);
+    assert!(log.contains("already running; attaching"), "{log}");
+    assert!(log.contains("SUCCEEDED"), "{log}");
+    let log = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "denied", 1);
+    assert!(log.contains("crawl of denied failed: Insufficient Lake Formation permission(s)"), "{log}");
+
+    // A crawler that does not exist: a clear, permanent error.
+    p.dag("m.yaml", &format!("id: m\nschedule: '@daily'\ntasks:\n{}", crawler("missing")));
+    let r = run(&p, &moto, &["run", "m", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(1);
+    let log = logs(&p, &moto, "m@2019-10-01T00:00:00Z", "missing", 1);
+    assert!(log.contains("glue:StartCrawler on missing failed: no such crawler"), "{log}");
+}
+
+#[test]
+fn a_databrew_job_run_is_reattached_after_a_crash_and_a_failed_run_fails_the_task() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "s3.create_bucket(Bucket='lake')\n\
+         brew.create_dataset(Name='clean', Input={'S3InputDefinition': {'Bucket': 'lake', 'Key': 'clean/events/'}})\n\
+         brew.create_recipe(Name='enrich', Steps=[{'Action': {'Operation': 'LOWER_CASE', 'Parameters': {'sourceColumn': 'brand'}}}])\n\
+         for name, tags in [('enrich', {}), ('enrich-broken', {'emulator-fail': 'Recipe step 3: column category_code not found'})]:\n\
+         \x20   brew.create_recipe_job(Name=name, DatasetName='clean', RecipeReference={'Name': 'enrich'}, RoleArn='arn:aws:iam::123456789012:role/brew',\n\
+         \x20     Outputs=[{'Location': {'Bucket': 'lake', 'Key': 'enriched/events/'}}], Tags=tags)",
+    );
+    moto.pace("databrew::job_run", 2);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.write("recipe.json", &cartflow_e2e_repo_file("glue-scripts/databrew/enrich_events.json"));
+    let dag = |id: &str, job: &str| {
+        format!(
+            "id: {id}\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: enrich\n    kind: databrew_job\n    job_name: {job}\n    recipe: recipe.json\n    input: clean/events\n    output: enriched/events\n"
+        )
+    };
+    p.dag("e.yaml", &dag("e", "enrich"));
+    let mut child = spawn(&p, &moto, &["run", "e", "--date", "2019-10-01", "--backend", "aws"]);
+    wait_for("the saved run id", Duration::from_secs(30), || fact(&p, "enrich", "databrew_run_id").is_some());
+    kill(child.id(), "KILL");
+    let _ = child.wait();
+    run(&p, &moto, &["run", "e", "--date", "2019-10-01", "--backend", "aws"]).expect_code(0);
+    assert_eq!(moto.calls("POST /jobs/enrich/startJobRun"), 1, "a single StartJobRun");
+    let log = logs(&p, &moto, "e@2019-10-01T00:00:00Z", "enrich", 2);
+    assert!(log.contains("re-attaching to run db_"), "{log}");
+
+    p.dag("b.yaml", &dag("b", "enrich-broken"));
+    moto.pace("databrew::job_run", 0);
+    run(&p, &moto, &["run", "b", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "b@2019-10-01T00:00:00Z", "enrich", 1);
+    assert!(log.contains("failed: Recipe step 3: column category_code not found"), "{log}");
+}
+
+fn cartflow_e2e_repo_file(rel: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)).expect("repo file")
+}
+
+const TABLES: &str = "import boto3\nglue = boto3.client('glue')\nfor t in glue.get_tables(DatabaseName='ecommerce')['TableList']:\n    print(t['Name'], t['StorageDescriptor']['Location'], [c['Name'] for c in t['StorageDescriptor']['Columns']])\n";
+
+#[test]
+fn athena_ctas_swaps_a_fresh_location_in_and_a_failed_query_leaves_the_table_as_it_was() {
+    let Some(moto) = Moto::start() else { return };
+    setup(&moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
+    moto.pace("athena::execution", 1);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.write("top.sql", "SELECT category_code, count(*) AS events FROM ecommerce.enriched_events GROUP BY 1;\n");
+    p.write("visitors.sql", "SELECT count(DISTINCT user_id) AS unique_visitors, dt\nFROM ecommerce.enriched_events\nWHERE dt = '{{ ds }}'\nGROUP BY dt\n");
+    p.dag(
+        "i.yaml",
+        "id: i\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: top\n    kind: athena_ctas\n    sql: top.sql\n    table: top_categories\n    keep_versions: 2\n  - id: visitors\n    kind: athena_ctas\n    sql: visitors.sql\n    table: daily_visitors\n    partitioned_by: dt\n",
+    );
+    for day in ["2019-10-01", "2019-10-02"] {
+        run(&p, &moto, &["run", "i", "--date", day, "--backend", "aws"]).expect_code(0);
+    }
+    let tables = moto.boto3(TABLES);
+    let top_v2 = tables
+        .lines()
+        .find(|l| l.starts_with("top_categories "))
+        .and_then(|l| l.split(' ').nth(1))
+        .expect("top_categories")
+        .to_string();
+    assert!(top_v2.starts_with("s3://lake/curated/top_categories/") && top_v2.ends_with('/'), "{tables}");
+    assert!(!tables.contains("__ctas_"), "temporary tables are dropped: {tables}");
+    assert!(tables.contains("['category_code', 'events']"), "{tables}");
+    let parts = moto.boto3(
+        "import boto3\nfor p in boto3.client('glue').get_partitions(DatabaseName='ecommerce', TableName='daily_visitors')['Partitions']:\n    print(p['Values'][0], p['StorageDescriptor']['Location'])",
+    );
+    let mut parts: Vec<&str> = parts.lines().collect();
+    parts.sort();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts[0].starts_with("2019-10-01 s3://lake/curated/daily_visitors/dt=2019-10-01/"), "{parts:?}");
+    assert!(parts[1].starts_with("2019-10-02 s3://lake/curated/daily_visitors/dt=2019-10-02/"), "{parts:?}");
+    // The query carried a deterministic token and said what it was for.
+    let queries = moto.boto3(
+        "import boto3\na = boto3.client('athena')\nfor i in a.list_query_executions()['QueryExecutionIds']:\n    print(a.get_query_execution(QueryExecutionId=i)['QueryExecution']['Query'].splitlines()[0])",
+    );
+    assert!(
+        queries.contains(
+            "-- cartflow: i.visitors 2019-10-02 -> ecommerce.daily_visitors, insert-overwrite of dt=2019-10-02"
+        ),
+        "{queries}"
+    );
+
+    // A re-run of the same day moves the table to a fresh location (a CTAS into an existing
+    // path would fail) and keeps `keep_versions` locations.
+    std::thread::sleep(Duration::from_millis(1100)); // version folders are named by the second
+    run(&p, &moto, &["run", "i", "--date", "2019-10-02", "--task", "top", "--backend", "aws"]).expect_code(0);
+    let tables = moto.boto3(TABLES);
+    let top_v3 =
+        tables.lines().find(|l| l.starts_with("top_categories ")).and_then(|l| l.split(' ').nth(1)).expect("t");
+    assert_ne!(top_v3, top_v2);
+    let versions = moto.boto3(
+        "import boto3\nr = boto3.client('s3').list_objects_v2(Bucket='lake', Prefix='curated/top_categories/', Delimiter='/')\nprint(len(r.get('CommonPrefixes', [])))",
+    );
+    assert_eq!(versions.trim(), "2", "keep_versions: 2 (three runs made three versions)");
+
+    // A failing query: the task fails with Athena's reason and the table still points at the
+    // previous location, whose objects are still there.
+    p.write("top.sql", "-- emulator-fail: COLUMN_NOT_FOUND: line 1:8: Column 'category_cod' cannot be resolved\nSELECT category_cod FROM ecommerce.enriched_events\n");
+    let r = run(&p, &moto, &["run", "i", "--date", "2019-10-03", "--task", "top", "--backend", "aws"]);
+    r.expect_code(1);
+    let log = logs(&p, &moto, "i@2019-10-03T00:00:00Z", "top", 1);
+    assert!(log.contains("COLUMN_NOT_FOUND: line 1:8: Column 'category_cod' cannot be resolved"), "{log}");
+    assert!(log.contains("ecommerce.top_categories is unchanged"), "{log}");
+    let tables = moto.boto3(TABLES);
+    assert!(tables.contains(&format!("top_categories {top_v3} ")), "{tables}");
+    assert!(!tables.contains("__ctas_"), "{tables}");
+    let key = top_v3.trim_start_matches("s3://lake/");
+    let objs = moto.boto3(&format!(
+        "import boto3\nprint(boto3.client('s3').list_objects_v2(Bucket='lake', Prefix='{key}')['KeyCount'])"
+    ));
+    assert_eq!(objs.trim(), "1", "the live version's data is untouched");
+}
+
+#[test]
+fn compaction_reads_and_writes_s3_after_the_sensor_sees_the_partition() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(python) = cartflow_e2e::venv_python_with("duckdb") else { return };
+    let p = Project::new();
+    p.run(&["generate", "--days", "1", "--events-per-day", "3000", "--format", "raw", "--out", "gen", "--seed", "3"])
+        .expect_code(0);
+    setup(
+        &moto,
+        &format!(
+            "import os\ns3.create_bucket(Bucket='lake')\nroot = '{}'\nfor d, _, files in os.walk(root):\n    for f in files:\n        path = os.path.join(d, f)\n        s3.upload_file(path, 'lake', os.path.relpath(path, root))\n\
+             s3.put_object(Bucket='lake', Key='staged/events/dt=2019-10-01/part-old.parquet', Body=b'a previous version')",
+            p.path().join("gen").display()
+        ),
+    );
+    p.write("cartflow.yaml", CONFIG);
+    p.dag(
+        "c.yaml",
+        "id: c\nschedule: '@daily'\ntasks:\n  - id: wait\n    kind: wait_for_partition\n    path: raw/events/dt={{ ds }}\n    poke_interval: 100ms\n    settle: 300ms\n    timeout: 30s\n  - id: compact\n    kind: polars_job\n    depends_on: wait\n    job: compact\n",
+    );
+    let r = run(&p, &moto, &["run", "c", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(0);
+    let log = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "compact", 1);
+    let rows = log.split("rows in ").nth(1).and_then(|s| s.split(' ').next()).expect("rows in").to_string();
+    assert!(log.contains(&format!("rows in {rows} = rows out {rows} (0 unparsable")), "{log}");
+    assert!(rows.parse::<u64>().expect("a count") > 1000, "{log}");
+    assert!(log.contains("removed 1 object(s) of the previous version"), "{log}");
+    let wait = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "wait", 1);
+    assert!(wait.contains("s3://lake/raw/events/dt=2019-10-01/ has"), "{wait}");
+
+    // The staged Parquet on S3 holds every event (read back with DuckDB).
+    let dir = p.path().join("back");
+    std::fs::create_dir_all(&dir).expect("dir");
+    setup(
+        &moto,
+        &format!(
+            "for o in s3.list_objects_v2(Bucket='lake', Prefix='staged/events/dt=2019-10-01/')['Contents']:\n    s3.download_file('lake', o['Key'], '{}/' + o['Key'].split('/')[-1])",
+            dir.display()
+        ),
+    );
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            &format!(
+                "import duckdb; print(duckdb.connect().execute(\"SELECT count(*) FROM '{}/*.parquet'\").fetchone()[0])",
+                dir.display()
+            ),
+        ])
+        .output()
+        .expect("duckdb");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rows, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn without_a_lake_location_the_aws_backend_says_what_to_configure() {
+    let Some(moto) = Moto::start() else { return };
+    let p = Project::new();
+    p.dag("c.yaml", "id: c\nschedule: '@daily'\ntasks:\n  - id: wait\n    kind: wait_for_partition\n    retries: 0\n");
+    let r = run(&p, &moto, &["run", "c", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(1);
+    let log = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "wait", 1);
+    assert!(log.contains("set `aws.lake: s3://bucket/`"), "{log}");
+}
