@@ -20,3 +20,4 @@ pub mod state;
 pub mod store;
 pub mod template;
 pub mod yaml;
+pub mod zip;

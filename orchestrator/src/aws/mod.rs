@@ -16,6 +16,7 @@ pub mod glue;
 pub mod jobs;
 pub mod lake;
 pub mod s3;
+pub mod streaming;
 
 /// An AWS call that failed: which call, on which resource, and what AWS said.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,57 @@ pub struct AwsSettings {
     /// S3 path-style addressing; default: on when `AWS_ENDPOINT_URL` points at an emulator.
     #[serde(default)]
     pub s3_path_style: Option<bool>,
+    /// The real-time stage's resources (the `streaming_stage` kind).
+    #[serde(default)]
+    pub streaming: StreamingSettings,
+}
+
+/// The real-time stage on AWS: names (from one prefix, as `infra/` names them), the roles the
+/// services assume, and the code bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSettings {
+    /// Name prefix: `{prefix}stream1`, `{prefix}stream2`, `{prefix}alerts` (table and topic),
+    /// `{prefix}archive` (Firehose), `{prefix}detector` (Flink), `{prefix}alert-handler`
+    /// (Lambda). Default `cartflow-`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The role Managed Flink assumes (read stream1, write stream2, read the bundle).
+    #[serde(default)]
+    pub flink_role_arn: Option<String>,
+    /// The role Firehose assumes (read stream1, write the raw zone).
+    #[serde(default)]
+    pub firehose_role_arn: Option<String>,
+    /// The role of the alert handler (read stream2, write the table, publish to the topic).
+    #[serde(default)]
+    pub lambda_role_arn: Option<String>,
+    /// The alert handler's deployment package: a zip with `bootstrap` (e.g. from
+    /// `cargo lambda build --release -p cartflow-streaming --features lambda --output-format zip`),
+    /// or the `cartflow-alert-handler` binary itself (cartflow zips it as `bootstrap`).
+    #[serde(default)]
+    pub lambda_package: Option<std::path::PathBuf>,
+    /// The Kinesis SQL connector jar bundled with the Flink application (`lib/`); Managed
+    /// Flink needs it to read and write Kinesis.
+    #[serde(default)]
+    pub flink_connector_jar: Option<std::path::PathBuf>,
+    /// Where the Flink application bundle is uploaded (`s3://…/`); default `{lake}/_code/`.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The Managed Flink runtime, default `FLINK-1_20`.
+    #[serde(default)]
+    pub flink_runtime: Option<String>,
+}
+
+impl StreamingSettings {
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("cartflow-")
+    }
+
+    /// `{prefix}{what}`.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix())
+    }
 }
 
 fn default_workgroup() -> String {
@@ -108,6 +160,7 @@ impl Default for AwsSettings {
             poll: default_poll(),
             max_poll: default_max_poll(),
             s3_path_style: None,
+            streaming: StreamingSettings::default(),
         }
     }
 }

@@ -9,8 +9,10 @@
 //! (a backfill after newer days) gives late events: they are counted, and the interval is then
 //! re-detected from the raw archive, so its alerts are right whatever the run order.
 //!
-//! AWS: ensure the streams, the Flink application, the Lambda and its event source mapping,
-//! the table and the topic, and check the application's health — with the AWS platform work.
+//! AWS: ensure the streams, the Flink application running the SQL generated from the rules,
+//! Firehose into the raw zone, the Lambda alert handler and its event source mapping, the
+//! table and the topic, and check the application's health (see `aws::streaming`). Events
+//! arrive in stream1 from the site, so the source must be `none` there.
 //!
 //! The rules file is read and checked when the DAG compiles.
 
@@ -162,13 +164,11 @@ impl Kind for StreamingStage {
     }
 
     async fn run(r: RenderedStreamingStage, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        if ctx.backend == Backend::Aws {
-            return Err(TaskFailure::permanent(
-                "streaming_stage on the aws backend (deploying the Flink application, Lambda and streams) is not available yet; run this DAG with --backend local",
-            ));
-        }
         let rules =
             RuleSet::load(&ctx.project_dir.join(&r.rules)).map_err(|e| TaskFailure::permanent(e.to_string()))?;
+        if ctx.backend == Backend::Aws {
+            return run_aws(&r, &rules, &ctx).await;
+        }
         let (from, to) = (ctx.interval.start.timestamp(), ctx.interval.end.timestamp());
         let source = match r.source.as_str() {
             "none" | "" => None,
@@ -258,4 +258,31 @@ impl Kind for StreamingStage {
         ctx.log.line(&out);
         Ok(TaskOutput { summary: Some(out), ..TaskOutput::default() })
     }
+}
+
+async fn run_aws(r: &RenderedStreamingStage, rules: &RuleSet, ctx: &TaskContext) -> Result<TaskOutput, TaskFailure> {
+    use cartflow_streaming::flink::{SinkKind, SourceKind};
+    if !matches!(r.source.as_str(), "none" | "") {
+        return Err(TaskFailure::permanent(format!(
+            "on the aws backend events reach Kinesis stream1 from the site, so `source` must be `none` (found `{}`); to replay a file into stream1 use `cartflow produce`",
+            r.source
+        )));
+    }
+    let settings = ctx.aws.streaming.clone();
+    let region = crate::aws::streaming::region().await;
+    let sql = cartflow_streaming::flink::generate(
+        rules,
+        &SourceKind::Kinesis { stream: settings.name("stream1"), region: region.clone() },
+        &SinkKind::Kinesis { stream: settings.name("stream2"), region: region.clone() },
+        &r.rules.display().to_string(),
+    );
+    let raw = ctx.aws.locate("raw/events").map_err(TaskFailure::permanent)?;
+    let code = match &settings.code {
+        Some(uri) => crate::aws::S3Loc::parse(uri).map_err(TaskFailure::permanent)?,
+        None => ctx.aws.locate("_code").map_err(TaskFailure::permanent)?,
+    };
+    let stage = crate::aws::streaming::Stage { settings, sql, raw, code, region };
+    let summary = crate::aws::streaming::ensure(&stage, ctx).await?;
+    ctx.log.line(&summary);
+    Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
 }

@@ -358,3 +358,89 @@ fn without_a_lake_location_the_aws_backend_says_what_to_configure() {
     let log = logs(&p, &moto, "c@2019-10-01T00:00:00Z", "wait", 1);
     assert!(log.contains("set `aws.lake: s3://bucket/`"), "{log}");
 }
+
+const STREAMING_CONFIG: &str = "aws:\n  lake: s3://lake/\n  poll: 200ms\n  max_poll: 1s\n  streaming:\n    prefix: shop-\n    flink_role_arn: arn:aws:iam::123456789012:role/flink\n    firehose_role_arn: arn:aws:iam::123456789012:role/firehose\n    lambda_role_arn: arn:aws:iam::123456789012:role/alert-handler\n    lambda_package: handler.bin\n";
+
+const STAGE: &str = "import boto3, io, json, zipfile\n\
+    k = boto3.client('kinesis'); f = boto3.client('firehose'); kda = boto3.client('kinesisanalyticsv2')\n\
+    lam = boto3.client('lambda'); ddb = boto3.client('dynamodb'); sns = boto3.client('sns'); s3 = boto3.client('s3')\n\
+    print('streams', sorted((s, k.describe_stream_summary(StreamName=s)['StreamDescriptionSummary']['StreamStatus']) for s in k.list_streams()['StreamNames']))\n\
+    print('table', ddb.describe_table(TableName='shop-alerts')['Table']['KeySchema'][0]['AttributeName'])\n\
+    print('topics', [t['TopicArn'].split(':')[-1] for t in sns.list_topics()['Topics']])\n\
+    d = f.describe_delivery_stream(DeliveryStreamName='shop-archive')['DeliveryStreamDescription']\n\
+    dest = d['Destinations'][0]['ExtendedS3DestinationDescription']\n\
+    print('firehose', d['DeliveryStreamType'], dest['Prefix'], dest['CompressionFormat'])\n\
+    app = kda.describe_application(ApplicationName='shop-detector')['ApplicationDetail']\n\
+    key = app['ApplicationConfigurationDescription']['ApplicationCodeConfigurationDescription']['CodeContentDescription']['S3ApplicationCodeLocationDescription']['FileKey']\n\
+    print('flink', app['ApplicationStatus'], app['ApplicationVersionId'], app['RuntimeEnvironment'], key)\n\
+    z = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket='lake', Key=key)['Body'].read()))\n\
+    sql = z.read('statements.sql').decode()\n\
+    print('bundle', sorted(z.namelist()), 'HAVING COUNT(*) > 20' in sql, 'HAVING COUNT(*) > 30' in sql, \"'stream' = 'shop-stream1'\" in sql)\n\
+    fn = lam.get_function(FunctionName='shop-alert-handler')['Configuration']\n\
+    print('lambda', fn['Runtime'], fn['Handler'], fn['Environment']['Variables']['ALERTS_TABLE'], fn['Environment']['Variables']['ALERTS_TOPIC_ARN'].split(':')[-1])\n\
+    print('mappings', [m['EventSourceArn'].split('/')[-1] for m in lam.list_event_source_mappings(FunctionName='shop-alert-handler')['EventSourceMappings']])\n";
+
+#[test]
+fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates_the_detector() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "s3.create_bucket(Bucket='lake')\n\
+         iam = boto3.client('iam')\n\
+         for r in ['flink', 'firehose', 'alert-handler']:\n\
+         \x20   iam.create_role(RoleName=r, AssumeRolePolicyDocument='{}')",
+    );
+    moto.pace("kinesisanalyticsv2::application", 1);
+    let p = Project::new();
+    p.write("cartflow.yaml", STREAMING_CONFIG);
+    p.write("handler.bin", "\u{7f}ELF pretend this is the alert handler");
+    let rules = cartflow_e2e_repo_file("streaming/rules/ddos.yaml");
+    p.write("streaming/rules/ddos.yaml", &rules);
+    p.dag(
+        "rt.yaml",
+        "id: rt\nschedule: '@daily'\ntasks:\n  - id: stream\n    kind: streaming_stage\n    rules: streaming/rules/ddos.yaml\n    retries: 0\n",
+    );
+    let r = run(&p, &moto, &["run", "rt", "--date", "2019-10-01", "--backend", "aws"]);
+    r.expect_code(0);
+    let first = moto.boto3(STAGE);
+    let expect = [
+        "streams [('shop-stream1', 'ACTIVE'), ('shop-stream2', 'ACTIVE')]",
+        "table id",
+        "topics ['shop-alerts']",
+        "firehose KinesisStreamAsSource raw/events/dt=!{partitionKeyFromQuery:dt}/hour=!{partitionKeyFromQuery:hour}/ GZIP",
+        "bundle ['main.py', 'statements.sql'] True False True",
+        "lambda provided.al2023 bootstrap shop-alerts shop-alerts",
+        "mappings ['shop-stream2']",
+    ];
+    for line in expect {
+        assert!(first.lines().any(|l| l == line), "missing `{line}` in:\n{first}");
+    }
+    let flink = |out: &str| out.lines().find(|l| l.starts_with("flink ")).expect("flink line").to_string();
+    assert!(flink(&first).starts_with("flink RUNNING 1 FLINK-1_20 _code/shop-detector-"), "{first}");
+    let log = logs(&p, &moto, "rt@2019-10-01T00:00:00Z", "stream", 1);
+    assert!(log.contains("real-time stage healthy: shop-detector RUNNING (version 1)"), "{log}");
+
+    // Again: nothing changes (no new version, no second mapping).
+    run(&p, &moto, &["run", "rt", "--date", "2019-10-02", "--backend", "aws"]).expect_code(0);
+    let again = moto.boto3(STAGE);
+    assert_eq!(again, first);
+    let log = logs(&p, &moto, "rt@2019-10-02T00:00:00Z", "stream", 1);
+    assert!(log.contains("code unchanged") && log.contains("event source mapping from stream2 exists"), "{log}");
+
+    // A fixed rule: the detector gets a new bundle and a new version, and runs again.
+    p.write("streaming/rules/ddos.yaml", &rules.replace("threshold: 20", "threshold: 30"));
+    run(&p, &moto, &["run", "rt", "--date", "2019-10-03", "--backend", "aws"]).expect_code(0);
+    let updated = moto.boto3(STAGE);
+    assert!(updated.contains("bundle ['main.py', 'statements.sql'] False True True"), "{updated}");
+    assert!(flink(&updated).starts_with("flink RUNNING 2 "), "{updated}");
+    assert_ne!(flink(&updated), flink(&first));
+
+    // Events come from the site on AWS: a source is refused with the reason.
+    p.dag(
+        "gen.yaml",
+        "id: gen\nschedule: '@daily'\ntasks:\n  - id: stream\n    kind: streaming_stage\n    rules: streaming/rules/ddos.yaml\n    source: generate\n    retries: 0\n",
+    );
+    run(&p, &moto, &["run", "gen", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "gen@2019-10-01T00:00:00Z", "stream", 1);
+    assert!(log.contains("`source` must be `none`"), "{log}");
+}
