@@ -444,3 +444,82 @@ fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates
     let log = logs(&p, &moto, "gen@2019-10-01T00:00:00Z", "stream", 1);
     assert!(log.contains("`source` must be `none`"), "{log}");
 }
+
+#[test]
+fn the_daily_dag_runs_end_to_end_on_the_aws_backend() {
+    let Some(moto) = Moto::start() else { return };
+    let p = Project::new();
+    crate::lake::install_daily(&p);
+    p.run(&["generate", "--days", "1", "--events-per-day", "2000", "--format", "raw", "--out", "gen", "--seed", "9"])
+        .expect_code(0);
+    // The platform's resources, as infra/ declares them (moto's CloudFormation skips Glue and
+    // DataBrew resources, so they are created here directly).
+    setup(
+        &moto,
+        &format!(
+            "import os\n\
+             s3.create_bucket(Bucket='lake')\n\
+             root = '{}'\n\
+             for d, _, files in os.walk(root):\n\
+             \x20   for f in files:\n\
+             \x20       path = os.path.join(d, f)\n\
+             \x20       s3.upload_file(path, 'lake', os.path.relpath(path, root))\n\
+             iam = boto3.client('iam')\n\
+             for r in ['flink', 'firehose', 'alert-handler', 'glue', 'databrew']:\n\
+             \x20   iam.create_role(RoleName=r, AssumeRolePolicyDocument='{{}}')\n\
+             glue.create_database(DatabaseInput={{'Name': 'ecommerce'}})\n\
+             for name, path in [('staged', 'staged/events/'), ('clean', 'clean/events/'), ('enriched', 'enriched/events/')]:\n\
+             \x20   glue.create_crawler(Name=f'ecommerce-{{name}}-events', Role='glue', DatabaseName='ecommerce', Targets={{'S3Targets': [{{'Path': 's3://lake/' + path}}]}})\n\
+             glue.create_job(Name='ecommerce-clean-events', Role='glue', Command={{'Name': 'glueetl', 'ScriptLocation': 's3://lake/_code/clean_events.py'}})\n\
+             brew.create_dataset(Name='ecommerce-clean-events', Input={{'S3InputDefinition': {{'Bucket': 'lake', 'Key': 'clean/events/'}}}})\n\
+             recipe = json.load(open('{}'))\n\
+             brew.create_recipe(Name='ecommerce-enrich-events', Steps=recipe)\n\
+             brew.create_recipe_job(Name='ecommerce-enrich-events', DatasetName='ecommerce-clean-events', RecipeReference={{'Name': 'ecommerce-enrich-events'}},\n\
+             \x20 RoleArn='arn:aws:iam::123456789012:role/databrew', Outputs=[{{'Location': {{'Bucket': 'lake', 'Key': 'enriched/events/'}}}}])",
+            p.path().join("gen").display(),
+            p.path().join("glue-scripts/databrew/enrich_events.json").display()
+        ),
+    );
+    for model in
+        ["glue::job_run", "glue::crawl", "athena::execution", "databrew::job_run", "kinesisanalyticsv2::application"]
+    {
+        moto.pace(model, 1);
+    }
+    p.write("cartflow.yaml", STREAMING_CONFIG);
+    p.write("handler.bin", "\u{7f}ELF pretend this is the alert handler");
+    let r = run(&p, &moto, &["run", "ecommerce_daily", "--date", "2019-10-01", "--backend", "aws"]);
+    assert!(r.stdout.contains("success"), "{}\n{}", r.stdout, r.stderr);
+    r.expect_code(0);
+    let tasks: Vec<(String, String)> = {
+        let db = p.store();
+        let mut st = db.prepare("SELECT task_id, state FROM task_instances ORDER BY task_id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(tasks.len(), 13, "{tasks:?}");
+    assert!(tasks.iter().all(|(_, s)| s == "success"), "{tasks:?}");
+
+    let check = moto.boto3(
+        "import boto3\n\
+         s3 = boto3.client('s3'); glue = boto3.client('glue'); a = boto3.client('athena')\n\
+         staged = [o['Key'] for o in s3.list_objects_v2(Bucket='lake', Prefix='staged/events/dt=2019-10-01/')['Contents']]\n\
+         print('staged', len(staged), all(k.endswith('.parquet') for k in staged))\n\
+         print('tables', sorted(t['Name'] for t in glue.get_tables(DatabaseName='ecommerce')['TableList']))\n\
+         print('runs', len(glue.get_job_runs(JobName='ecommerce-clean-events')['JobRuns']))\n\
+         qs = [a.get_query_execution(QueryExecutionId=i)['QueryExecution'] for i in a.list_query_executions()['QueryExecutionIds']]\n\
+         print('ctas', sorted(q['Query'].split(' -> ')[1].split(',')[0] for q in qs), set(q['Status']['State'] for q in qs))",
+    );
+    let lines: Vec<&str> = check.lines().collect();
+    assert_eq!(lines[0], "staged 1 True", "{check}");
+    assert_eq!(
+        lines[1], "tables ['brand_marketing', 'cart_abandonment', 'daily_visitors', 'top_categories']",
+        "the insight tables are in the catalog, no temporary table is left: {check}"
+    );
+    assert_eq!(lines[2], "runs 1", "{check}");
+    assert_eq!(
+        lines[3],
+        "ctas ['ecommerce.brand_marketing', 'ecommerce.cart_abandonment', 'ecommerce.daily_visitors', 'ecommerce.top_categories'] {'SUCCEEDED'}",
+        "{check}"
+    );
+    let html = p.read(".cartflow/dashboard.html");
+    assert!(html.contains("<html") || html.contains("<!doctype"), "the dashboard is written");
+}
