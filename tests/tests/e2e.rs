@@ -1413,3 +1413,6 @@ mod aws_alerts {
 
 #[path = "e2e/aws_batch.rs"]
 mod aws_batch;
+
+#[path = "e2e/aws_platform.rs"]
+mod aws_platform;
