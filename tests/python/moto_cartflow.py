@@ -32,6 +32,10 @@ Every extension imitates documented AWS behaviour; what is emulated here and not
   answers 500), and StartApplication (READY -> STARTING -> RUNNING, paced by the state manager
   model `kinesisanalyticsv2::application`), StopApplication and UpdateApplication (code
   location and property groups, with CurrentApplicationVersionId checked) are implemented.
+- CloudFormation's AWS::S3::Bucket applies PublicAccessBlockConfiguration,
+  LifecycleConfiguration and VersioningConfiguration (moto applies only encryption and tags),
+  and AWS::Kinesis::Stream applies StreamModeDetails and StreamEncryption, so the deployed
+  infra/ template can be checked setting by setting.
 - Throttling on demand: `POST /_cartflow/throttle` with `{"target": "AWSGlue.StartJobRun",
   "count": 2}` (an X-Amz-Target) or `{"path": "regex", "method": "POST", "count": 2}` makes the
   next `count` matching requests answer 400 ThrottlingException. `GET /_cartflow/calls` returns
@@ -546,6 +550,62 @@ kda_responses.KinesisAnalyticsV2Response.describe_application = _describe_applic
 kda_responses.KinesisAnalyticsV2Response.start_application = _start_application
 kda_responses.KinesisAnalyticsV2Response.stop_application = _stop_application
 kda_responses.KinesisAnalyticsV2Response.update_application = _update_application
+
+# --------------------------------------------------------------------------------------------
+# CloudFormation: the S3 bucket settings moto's template support leaves out
+# --------------------------------------------------------------------------------------------
+import moto.s3.models as s3_models
+
+_bucket_from_cfn = s3_models.FakeBucket.create_from_cloudformation_json.__func__
+
+
+def _cfn_rule(r):
+    rule = {"ID": r.get("Id"), "Status": r.get("Status", "Enabled"), "Filter": {"Prefix": r.get("Prefix", "")}}
+    if "ExpirationInDays" in r:
+        rule["Expiration"] = {"Days": str(r["ExpirationInDays"])}
+    if r.get("Transitions"):
+        rule["Transition"] = [{"Days": str(t["TransitionInDays"]), "StorageClass": t["StorageClass"]}
+                              for t in r["Transitions"]]
+    if r.get("NoncurrentVersionExpiration"):
+        rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": str(r["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+    if r.get("AbortIncompleteMultipartUpload"):
+        rule["AbortIncompleteMultipartUpload"] = {
+            "DaysAfterInitiation": str(r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+    return rule
+
+
+def _bucket_with_settings(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    bucket = _bucket_from_cfn(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    props = cloudformation_json.get("Properties", {})
+    backend = s3_backends[account_id][s3_models.get_partition(region_name)]
+    if props.get("PublicAccessBlockConfiguration"):
+        backend.put_public_access_block(bucket.name, props["PublicAccessBlockConfiguration"])
+    if props.get("LifecycleConfiguration"):
+        backend.put_bucket_lifecycle(bucket.name, [_cfn_rule(r) for r in props["LifecycleConfiguration"]["Rules"]])
+    if props.get("VersioningConfiguration"):
+        backend.put_bucket_versioning(bucket.name, props["VersioningConfiguration"]["Status"])
+    return bucket
+
+
+s3_models.FakeBucket.create_from_cloudformation_json = classmethod(_bucket_with_settings)
+
+import moto.kinesis.models as kinesis_models
+
+_stream_from_cfn = kinesis_models.Stream.create_from_cloudformation_json.__func__
+
+
+def _stream_with_settings(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    stream = _stream_from_cfn(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    props = cloudformation_json.get("Properties", {})
+    if props.get("StreamModeDetails"):
+        stream.stream_mode = dict(props["StreamModeDetails"])
+    if props.get("StreamEncryption"):
+        stream.encryption_type = props["StreamEncryption"]["EncryptionType"]
+        stream.key_id = props["StreamEncryption"].get("KeyId")
+    return stream
+
+
+kinesis_models.Stream.create_from_cloudformation_json = classmethod(_stream_with_settings)
 
 # --------------------------------------------------------------------------------------------
 # Throttling on demand, and call counts

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::Command;
 
-use cartflow_e2e::Project;
+use cartflow_e2e::{Moto, Project};
 
 fn repo(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -80,7 +80,8 @@ fn the_pyspark_clean_events_job_equals_the_local_job_row_for_row() {
     ])
     .expect_code(0);
     let edge = p.path().join(".cartflow/lake/raw/events/dt=2019-10-01/hour=10/edge-cases.json.gz");
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&edge).expect("edge"), flate2::Compression::fast());
+    let mut gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(&edge).expect("edge"), flate2::Compression::fast());
     for line in edge_lines() {
         writeln!(gz, "{line}").expect("write");
     }
@@ -141,4 +142,128 @@ fn the_pyspark_clean_events_job_equals_the_local_job_row_for_row() {
     ] {
         assert!(text.contains(reason), "{reason} not exercised: {text}");
     }
+}
+
+#[test]
+fn the_cloudformation_template_passes_cfn_lint() {
+    let Some(lint) = cartflow_e2e::venv_tool("cfn-lint") else { return };
+    let out = Command::new(lint).arg(repo("infra/cartflow.yaml")).output().expect("cfn-lint");
+    assert!(
+        out.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_template_deploys_the_recipe_and_the_names_the_daily_dag_uses() {
+    let Some(python) = cartflow_e2e::venv_python_with("yaml") else { return };
+    let out = Command::new(python)
+        .arg(repo("tests/python/infra_template.py"))
+        .arg(repo("infra/cartflow.yaml"))
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let recipe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("glue-scripts/databrew/enrich_events.json")).expect("recipe"),
+    )
+    .expect("recipe json");
+    assert_eq!(t["recipe"], recipe, "infra/cartflow.yaml and glue-scripts/databrew/enrich_events.json differ");
+    let dag = std::fs::read_to_string(repo("dags/ecommerce_daily.yaml")).expect("dag");
+    for kind in ["crawlers", "glue_jobs", "databrew_jobs"] {
+        for name in t[kind].as_array().expect("names") {
+            let name = name.as_str().expect("name");
+            assert!(
+                dag.contains(&format!("name: {name}\n")) || dag.contains(&format!("job_name: {name}\n")),
+                "{name} ({kind}) is not what dags/ecommerce_daily.yaml runs"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
+    let Some(moto) = Moto::start() else { return };
+    let body = std::fs::read_to_string(repo("infra/cartflow.yaml")).expect("template");
+    let p = Project::new();
+    p.write("template.yaml", &body);
+    let check = moto.boto3(&format!(
+        "import boto3, json, time\n\
+         cf = boto3.client('cloudformation')\n\
+         cf.create_stack(StackName='shop', TemplateBody=open('{}').read(), Capabilities=['CAPABILITY_NAMED_IAM'],\n\
+         \x20 Parameters=[{{'ParameterKey': 'EnvName', 'ParameterValue': 'shop'}}])\n\
+         for _ in range(60):\n\
+         \x20   st = cf.describe_stacks(StackName='shop')['Stacks'][0]\n\
+         \x20   if not st['StackStatus'].endswith('IN_PROGRESS'): break\n\
+         \x20   time.sleep(0.5)\n\
+         print('stack', st['StackStatus'])\n\
+         s3 = boto3.client('s3')\n\
+         for zone in ['raw', 'staged', 'clean', 'curated', 'athena', 'code']:\n\
+         \x20   b = f'shop-123456789012-us-east-1-{{zone}}'\n\
+         \x20   enc = s3.get_bucket_encryption(Bucket=b)['ServerSideEncryptionConfiguration']['Rules'][0]['ApplyServerSideEncryptionByDefault']['SSEAlgorithm']\n\
+         \x20   pab = s3.get_public_access_block(Bucket=b)['PublicAccessBlockConfiguration']\n\
+         \x20   rules = [r['ID'] for r in s3.get_bucket_lifecycle_configuration(Bucket=b)['Rules']]\n\
+         \x20   print('bucket', zone, enc, all(pab.values()), ','.join(rules))\n\
+         k = boto3.client('kinesis')\n\
+         for s in ['shop-stream1', 'shop-stream2']:\n\
+         \x20   d = k.describe_stream_summary(StreamName=s)['StreamDescriptionSummary']\n\
+         \x20   print('stream', s, d['StreamModeDetails']['StreamMode'], d['EncryptionType'])\n\
+         t = boto3.client('dynamodb').describe_table(TableName='shop-alerts')['Table']\n\
+         print('table', t['BillingModeSummary']['BillingMode'], t['KeySchema'][0]['AttributeName'])\n\
+         print('topic', [x['TopicArn'].split(':')[-1] for x in boto3.client('sns').list_topics()['Topics']])\n\
+         iam = boto3.client('iam')\n\
+         for r in ['glue', 'databrew', 'firehose', 'flink', 'alert-handler', 'cartflow', 'events']:\n\
+         \x20   role = iam.get_role(RoleName=f'shop-{{r}}')['Role']\n\
+         \x20   pols = iam.list_role_policies(RoleName=f'shop-{{r}}')['PolicyNames']\n\
+         \x20   principal = role['AssumeRolePolicyDocument']['Statement'][0]['Principal']['Service']\n\
+         \x20   print('role', r, principal, pols)\n\
+         out = {{o['OutputKey']: o['OutputValue'] for o in st['Outputs']}}\n\
+         open('{}', 'w').write(out['CartflowConfig'])\n",
+        p.path().join("template.yaml").display(),
+        p.path().join("config-from-stack.yaml").display()
+    ));
+    let expect = [
+        "stack CREATE_COMPLETE",
+        "bucket raw AES256 True raw-to-cold,abort-uploads",
+        "bucket athena AES256 True expire-results,abort-uploads",
+        "bucket code AES256 True expire-old-bundles",
+        "stream shop-stream1 ON_DEMAND KMS",
+        "stream shop-stream2 ON_DEMAND KMS",
+        "table PAY_PER_REQUEST id",
+        "topic ['shop-alerts']",
+        "role firehose firehose.amazonaws.com ['archive']",
+        "role flink kinesisanalytics.amazonaws.com ['detector']",
+        "role alert-handler lambda.amazonaws.com ['handler']",
+        "role cartflow ecs-tasks.amazonaws.com ['orchestrate']",
+        "role events events.amazonaws.com ['run-cartflow']",
+    ];
+    for line in expect {
+        assert!(check.lines().any(|l| l == line), "missing `{line}` in:\n{check}");
+    }
+
+    // The stack's output is cartflow's configuration: the real-time stage, ensured on the
+    // stack's streams, table, topic and roles, finds them (and adds what the template leaves
+    // to cartflow: the Flink application, the Lambda function).
+    let config = p.read("config-from-stack.yaml").replace("target/release/cartflow-alert-handler", "handler.bin");
+    p.write("cartflow.yaml", &format!("{config}  poll: 200ms\n  max_poll: 1s\n"));
+    p.write("handler.bin", "\u{7f}ELF pretend this is the alert handler");
+    p.write("streaming/rules/ddos.yaml", &std::fs::read_to_string(repo("streaming/rules/ddos.yaml")).expect("rules"));
+    p.dag("rt.yaml", "id: rt\nschedule: '@daily'\ntasks:\n  - id: stream\n    kind: streaming_stage\n    retries: 0\n");
+    moto.pace("kinesisanalyticsv2::application", 0);
+    let mut cmd = p.command(&["run", "rt", "--date", "2019-10-01", "--backend", "aws"]);
+    moto.configure(&mut cmd);
+    let r = cartflow_e2e::Run::from(cmd.output().expect("cartflow"));
+    let mut logs = p.command(&["logs", "rt@2019-10-01T00:00:00Z", "stream"]);
+    moto.configure(&mut logs);
+    let log = String::from_utf8_lossy(&logs.output().expect("logs").stdout).into_owned();
+    r.expect_code(0);
+    assert!(log.contains("Kinesis stream shop-stream1: ACTIVE") && !log.contains("shop-stream1: created"), "{log}");
+    assert!(!log.contains("DynamoDB table shop-alerts: created"), "the stack's table is used: {log}");
+    assert!(
+        log.contains("Flink application shop-detector: created with s3://shop-123456789012-us-east-1-code/_code/"),
+        "{log}"
+    );
+    assert!(log.contains("real-time stage healthy"), "{log}");
 }
