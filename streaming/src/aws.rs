@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::alert::{Alert, format_ms};
-use crate::handler::{AlertStore, HandlerError, Metrics, Notifier, Put};
+use crate::handler::{
+    AlertStore, Change, Diff, HandlerError, Metrics, Notifier, Put, RangeStore, Stored, plan_replace,
+};
 
 fn aws_err(call: &'static str, resource: &str, e: impl std::fmt::Display) -> HandlerError {
     HandlerError::Aws { call, resource: resource.to_string(), message: e.to_string() }
@@ -97,6 +99,98 @@ impl AlertStore for DynamoAlerts {
             aws_err("DynamoDB UpdateItem", &self.table, aws_sdk_dynamodb::error::DisplayErrorContext(e))
         })?;
         Ok(())
+    }
+}
+
+/// A reprocess on AWS: the range's alerts are read with a Scan (filtered on rule and first
+/// event), then new ones are put, changed ones updated (their `notified` flag kept), and the
+/// ones the fixed rules no longer raise marked `retracted`.
+impl RangeStore for DynamoAlerts {
+    fn replace_range(
+        &mut self,
+        rule: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fresh: &[Alert],
+        dry_run: bool,
+    ) -> Result<Diff, HandlerError> {
+        let mut old = std::collections::BTreeMap::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#r = :r AND first_event >= :f AND first_event < :t")
+                .expression_attribute_names("#r", "rule")
+                .expression_attribute_values(":r", AttributeValue::S(rule.to_string()))
+                .expression_attribute_values(":f", AttributeValue::S(format_ms(from_ms)))
+                .expression_attribute_values(":t", AttributeValue::S(format_ms(to_ms)))
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send();
+            let page = self
+                .rt
+                .block_on(scan)
+                .map_err(|e| aws_err("DynamoDB Scan", &self.table, aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for item in page.items() {
+                let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let value = item.get("value").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0);
+                old.insert(text("id"), Stored { value, status: text("status"), first_event: text("first_event") });
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let (diff, changes) = plan_replace(&old, fresh);
+        if dry_run {
+            return Ok(diff);
+        }
+        for c in changes {
+            let call = match c {
+                Change::Insert(a) => {
+                    let put = self.client.put_item().table_name(&self.table).set_item(Some(Self::item(a))).send();
+                    self.rt.block_on(put).map(|_| ()).map_err(|e| {
+                        aws_err("DynamoDB PutItem", &self.table, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+                    })
+                }
+                Change::Update(a) => {
+                    let up = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("id", AttributeValue::S(a.id()))
+                        .update_expression("SET #v = :v, threshold = :th, severity = :sev, #s = :active")
+                        .expression_attribute_names("#v", "value")
+                        .expression_attribute_names("#s", "status")
+                        .expression_attribute_values(":v", AttributeValue::N(a.value.to_string()))
+                        .expression_attribute_values(":th", AttributeValue::N(a.threshold.to_string()))
+                        .expression_attribute_values(":sev", AttributeValue::S(a.severity.as_str().to_string()))
+                        .expression_attribute_values(":active", AttributeValue::S("active".into()))
+                        .send();
+                    self.rt.block_on(up).map(|_| ()).map_err(|e| {
+                        aws_err("DynamoDB UpdateItem", &self.table, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+                    })
+                }
+                Change::Retract(id) => {
+                    let up = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("id", AttributeValue::S(id))
+                        .update_expression("SET #s = :retracted")
+                        .expression_attribute_names("#s", "status")
+                        .expression_attribute_values(":retracted", AttributeValue::S("retracted".into()))
+                        .send();
+                    self.rt.block_on(up).map(|_| ()).map_err(|e| {
+                        aws_err("DynamoDB UpdateItem", &self.table, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+                    })
+                }
+            };
+            call?;
+        }
+        Ok(diff)
     }
 }
 

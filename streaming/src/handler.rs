@@ -259,12 +259,11 @@ impl SqliteAlerts {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
+}
 
-    /// Replaces the alerts of `rule` that come from the data of `[from_ms, to_ms)` (their
-    /// earliest event is in it) by `fresh`: new ones are added, changed ones updated, ones
-    /// missing from `fresh` retracted (kept with status `retracted`), all in one transaction.
-    /// Returns the diff, per day of data.
-    pub fn replace_range(
+/// Replaces, in one transaction.
+impl RangeStore for SqliteAlerts {
+    fn replace_range(
         &mut self,
         rule: &str,
         from_ms: i64,
@@ -276,7 +275,7 @@ impl SqliteAlerts {
         let path = self.path.clone();
         let err = |source| HandlerError::Store { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
-        let mut old: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
+        let mut old: BTreeMap<String, Stored> = BTreeMap::new();
         {
             let mut stmt = tx
                 .prepare(
@@ -287,59 +286,110 @@ impl SqliteAlerts {
                 .query_map(params![rule, from, to], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
+                        Stored { value: r.get::<_, i64>(1)? as u64, status: r.get(2)?, first_event: r.get(3)? },
                     ))
                 })
                 .map_err(err)?;
             for row in rows {
-                let (id, v, s, first) = row.map_err(err)?;
-                old.insert(id, (v, s, first));
+                let (id, st) = row.map_err(err)?;
+                old.insert(id, st);
             }
         }
-        let mut diff = Diff::default();
-        let mut seen = std::collections::HashSet::new();
-        for a in fresh {
-            let id = a.id();
-            seen.insert(id.clone());
-            let date = a.date();
-            match old.get(&id) {
-                Some((v, s, _)) if *v == a.value && s == "active" => {
-                    *diff.per_day.entry(date).or_default().entry("unchanged").or_default() += 1
-                }
-                Some((_, s, _)) => {
-                    let what = if s == "active" { "changed" } else { "added" };
-                    *diff.per_day.entry(date).or_default().entry(what).or_default() += 1;
-                    if !dry_run {
+        let (diff, changes) = plan_replace(&old, fresh);
+        if !dry_run {
+            for c in changes {
+                match c {
+                    Change::Insert(a) => {
+                        insert(&tx, a, "active").map_err(err)?;
+                    }
+                    Change::Update(a) => {
                         tx.execute(
                             "UPDATE alerts SET value = ?2, threshold = ?3, severity = ?4, status = 'active' WHERE id = ?1",
-                            params![id, a.value as i64, a.threshold as i64, a.severity.as_str()],
+                            params![a.id(), a.value as i64, a.threshold as i64, a.severity.as_str()],
                         )
                         .map_err(err)?;
                     }
-                }
-                None => {
-                    *diff.per_day.entry(date).or_default().entry("added").or_default() += 1;
-                    if !dry_run {
-                        insert(&tx, a, "active").map_err(err)?;
+                    Change::Retract(id) => {
+                        tx.execute("UPDATE alerts SET status = 'retracted' WHERE id = ?1", params![id]).map_err(err)?;
                     }
                 }
-            }
-        }
-        for (id, (_, status, first)) in &old {
-            if seen.contains(id) || status != "active" {
-                continue;
-            }
-            let date = first.get(..10).unwrap_or("").to_string();
-            *diff.per_day.entry(date).or_default().entry("retracted").or_default() += 1;
-            if !dry_run {
-                tx.execute("UPDATE alerts SET status = 'retracted' WHERE id = ?1", params![id]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;
         Ok(diff)
     }
+}
+
+/// An alert as a store keeps it, for [`plan_replace`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: u64,
+    /// `active` or `retracted`.
+    pub status: String,
+    /// `YYYY-MM-DD HH:MM:SS.mmm` of the first event.
+    pub first_event: String,
+}
+
+/// One change of a replace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<'a> {
+    /// A new alert.
+    Insert(&'a Alert),
+    /// An alert whose value changed, or that comes back after a retraction.
+    Update(&'a Alert),
+    /// An alert the fixed rules no longer raise.
+    Retract(String),
+}
+
+/// What replacing the alerts of a range with `fresh` changes, given what the store holds in
+/// that range (by id): the per-day diff and the changes to apply.
+pub fn plan_replace<'a>(old: &BTreeMap<String, Stored>, fresh: &'a [Alert]) -> (Diff, Vec<Change<'a>>) {
+    let mut diff = Diff::default();
+    let mut changes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for a in fresh {
+        let id = a.id();
+        let date = a.date();
+        let what = match old.get(&id) {
+            Some(s) if s.value == a.value && s.status == "active" => "unchanged",
+            Some(s) => {
+                changes.push(Change::Update(a));
+                if s.status == "active" { "changed" } else { "added" }
+            }
+            None => {
+                changes.push(Change::Insert(a));
+                "added"
+            }
+        };
+        *diff.per_day.entry(date).or_default().entry(what).or_default() += 1;
+        seen.insert(id);
+    }
+    for (id, s) in old {
+        if seen.contains(id) || s.status != "active" {
+            continue;
+        }
+        let date = s.first_event.get(..10).unwrap_or("").to_string();
+        *diff.per_day.entry(date).or_default().entry("retracted").or_default() += 1;
+        changes.push(Change::Retract(id.clone()));
+    }
+    (diff, changes)
+}
+
+/// A store whose alerts of one rule and range of first-event times can be replaced (what a
+/// reprocess does): new ones added, changed ones updated, the ones the fixed rules no longer
+/// raise retracted — never duplicated, since ids are deterministic.
+pub trait RangeStore {
+    /// Replaces the alerts of `rule` whose first event is in `[from_ms, to_ms)` by `fresh`;
+    /// with `dry_run`, only the diff.
+    fn replace_range(
+        &mut self,
+        rule: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fresh: &[Alert],
+        dry_run: bool,
+    ) -> Result<Diff, HandlerError>;
 }
 
 /// What a reprocess changed, per day: `added`, `retracted`, `changed`, `unchanged` counts.

@@ -186,10 +186,28 @@ pub fn produce(
         }
         Ok(())
     };
-    let fed: Result<(), PipelineError> = match source {
+    let fed = for_each_line(source, &mut put);
+    if let Some(e) = err {
+        return Err(e);
+    }
+    fed?;
+    stream.flush(true)?;
+    Ok(rep)
+}
+
+/// A consumer of source records: the line and its event time when readable.
+pub type LineSink<'a> = dyn FnMut(&[u8], Option<i64>) -> std::io::Result<()> + 'a;
+
+/// Calls `f` with every record of `source` (one JSON event per line; an unparsable CSV row
+/// as it came) and its event time when readable. An error from `f` stops the feed.
+pub fn for_each_line(
+    source: &Source,
+    f: &mut LineSink<'_>,
+) -> Result<(), PipelineError> {
+    match source {
         Source::Generate(cfg) => {
-            let mut f = |line: &[u8], t: i64| put(line, Some(t));
-            cartflow_jobs::generate::generate(cfg, &mut Sink::Lines(&mut f)).map(|_| ()).map_err(Into::into)
+            let mut g = |line: &[u8], t: i64| f(line, Some(t));
+            cartflow_jobs::generate::generate(cfg, &mut Sink::Lines(&mut g)).map(|_| ()).map_err(Into::into)
         }
         Source::Csv(path) => {
             let mut json = Vec::with_capacity(512);
@@ -197,22 +215,23 @@ pub fn produce(
                 let r = match fields {
                     Some(fields) => {
                         cartflow_jobs::kaggle::record_to_json(fields, &mut json);
-                        put(&json, cartflow_jobs::event::parse_event_time(&fields[0]))
+                        f(&json, cartflow_jobs::event::parse_event_time(&fields[0]))
                     }
-                    None => put(raw.as_bytes(), None),
+                    None => f(raw.as_bytes(), None),
                 };
                 r.map_err(|source| cartflow_jobs::kaggle::KaggleError::Io { path: path.clone(), source })
             })
             .map(|_| ())
             .map_err(Into::into)
         }
-    };
-    if let Some(e) = err {
-        return Err(e);
     }
-    fed?;
-    stream.flush(true)?;
-    Ok(rep)
+}
+
+/// The partition key of an event record (its user), as text: what a Kinesis producer sends.
+pub fn event_partition_key(line: &[u8]) -> String {
+    let k = partition_key(line);
+    let s = String::from_utf8_lossy(&k).into_owned();
+    if s.is_empty() { "none".into() } else { s.chars().take(256).collect() }
 }
 
 /// Consumer loop control: read rounds until `done()` and a full round finds nothing.
@@ -571,7 +590,7 @@ pub fn reprocess(
     rules: &RuleSet,
     from: &str,
     to: &str,
-    store: &mut SqliteAlerts,
+    store: &mut impl handler::RangeStore,
     dry_run: bool,
 ) -> Result<ReprocessReport, PipelineError> {
     if let Some(r) = rules.rules.iter().find(|r| r.time == TimeField::IngestTime) {

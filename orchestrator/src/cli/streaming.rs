@@ -109,9 +109,13 @@ pub struct ProduceArgs {
     /// Shards of stream1 when it is created.
     #[arg(long, default_value_t = 4)]
     shards: usize,
-    /// The producer's name: a re-run under the same name resumes instead of producing twice.
+    /// The producer's name: a re-run under the same name resumes instead of producing twice
+    /// (local stream1 only: Kinesis has no idempotent producer).
     #[arg(long)]
     producer: Option<String>,
+    /// Where stream1 is: `local` (the stage's folder) or `aws` (Kinesis `{prefix}stream1`).
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +167,11 @@ pub struct ReprocessArgs {
     /// Replace the alerts only; re-run no downstream task.
     #[arg(long)]
     no_downstream: bool,
+    /// Where: `local` (the archive in the lake folder, alerts.db) or `aws` (the raw archive in
+    /// S3 replayed through cartflow's window engine, alerts in DynamoDB; the downstream tasks
+    /// re-run on AWS).
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
 }
 
 fn paths(p: &Project) -> Paths {
@@ -280,8 +289,25 @@ pub fn produce(p: &Project, a: ProduceArgs) -> anyhow::Result<ExitCode> {
     if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err(usage("--rate must be a positive number of events per second"));
     }
-    let producer = a.producer.unwrap_or(default_name);
     let started = Instant::now();
+    if a.backend == Backend::Aws {
+        if a.producer.is_some() {
+            return Err(usage(
+                "--producer (resume without producing twice) needs the local stream1: Kinesis has no idempotent producer",
+            ));
+        }
+        let rep = cartflow::aws::streaming::produce(&p.config.aws, &source, a.rate).map_err(|m| anyhow::anyhow!(m))?;
+        println!(
+            "produced {} event(s) into Kinesis {} in {} PutRecords call(s) ({} re-sent after throttling) in {:.1}s",
+            rep.records,
+            p.config.aws.streaming.name("stream1"),
+            rep.batches,
+            rep.retried,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let producer = a.producer.unwrap_or(default_name);
     let shards = cartflow_streaming::log::shard_count(&paths.stream1())?.unwrap_or(a.shards);
     let rep = pipeline::produce(&paths, shards, &producer, &source, None, a.rate)?;
     println!(
@@ -335,13 +361,26 @@ pub fn reprocess(p: &Project, a: ReprocessArgs, g: &Global) -> anyhow::Result<Ex
     }
     let Stage::Detector = a.stage;
     let set = load_rules(p, &a.rules)?;
-    let paths = paths(p);
-    let mut store = SqliteAlerts::open(&paths.alerts_db)?;
     let started = Instant::now();
-    let rep = pipeline::reprocess(&paths.lake, &set, &a.from, &a.to, &mut store, a.dry_run).map_err(|e| match e {
-        pipeline::PipelineError::Invalid(m) => usage(m),
-        e => e.into(),
-    })?;
+    let rep = match a.backend {
+        Backend::Local => {
+            let paths = paths(p);
+            let mut store = SqliteAlerts::open(&paths.alerts_db)?;
+            pipeline::reprocess(&paths.lake, &set, &a.from, &a.to, &mut store, a.dry_run).map_err(|e| match e {
+                pipeline::PipelineError::Invalid(m) => usage(m),
+                e => e.into(),
+            })?
+        }
+        Backend::Aws => {
+            let (rep, objects) = cartflow::aws::streaming::reprocess(&p.config.aws, &set, &a.from, &a.to, a.dry_run)
+                .map_err(|m| anyhow::anyhow!(m))?;
+            println!(
+                "read {objects} raw object(s) from S3; alerts in DynamoDB table {}",
+                p.config.aws.streaming.name("alerts")
+            );
+            rep
+        }
+    };
     println!(
         "reprocess detector {}..{}{}: {} archived event(s) read ({} invalid) in {:.1}s",
         a.from,
@@ -398,7 +437,7 @@ pub fn reprocess(p: &Project, a: ReprocessArgs, g: &Global) -> anyhow::Result<Ex
             dry_run: a.dry_run,
             tasks: children,
             downstream: true,
-            backend: Backend::Local,
+            backend: a.backend,
             params: Vec::new(),
         };
         let c = super::backfill(p, args, g).with_context(|| format!("re-running {id}"))?;

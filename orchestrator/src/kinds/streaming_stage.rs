@@ -264,7 +264,7 @@ async fn run_aws(r: &RenderedStreamingStage, rules: &RuleSet, ctx: &TaskContext)
     use cartflow_streaming::flink::{SinkKind, SourceKind};
     if !matches!(r.source.as_str(), "none" | "") {
         return Err(TaskFailure::permanent(format!(
-            "on the aws backend events reach Kinesis stream1 from the site, so `source` must be `none` (found `{}`); to replay a file into stream1 use `cartflow produce`",
+            "on the aws backend events reach Kinesis stream1 from the site, so `source` must be `none` (found `{}`); to replay a file or the simulator into Kinesis use `cartflow produce --backend aws`",
             r.source
         )));
     }

@@ -523,3 +523,110 @@ fn the_daily_dag_runs_end_to_end_on_the_aws_backend() {
     let html = p.read(".cartflow/dashboard.html");
     assert!(html.contains("<html") || html.contains("<!doctype"), "the dashboard is written");
 }
+
+#[test]
+fn the_detector_reprocesses_the_s3_archive_into_dynamodb_like_the_local_one_without_duplicates() {
+    let Some(moto) = Moto::start() else { return };
+    let p = Project::new();
+    p.write("cartflow.yaml", STREAMING_CONFIG);
+    p.write("streaming/rules/ddos.yaml", &cartflow_e2e_repo_file("streaming/rules/ddos.yaml"));
+    p.run(&[
+        "generate",
+        "--days",
+        "2",
+        "--events-per-day",
+        "3000",
+        "--format",
+        "raw",
+        "--out",
+        ".cartflow/lake",
+        "--seed",
+        "8",
+        "--bots-per-day",
+        "3",
+    ])
+    .expect_code(0);
+    setup(
+        &moto,
+        &format!(
+            "import os\ns3.create_bucket(Bucket='lake')\nroot = '{}'\nfor d, _, files in os.walk(root):\n    for f in files:\n        path = os.path.join(d, f)\n        s3.upload_file(path, 'lake', os.path.relpath(path, root))\n\
+             ddb = boto3.client('dynamodb')\n\
+             ddb.create_table(TableName='shop-alerts', KeySchema=[{{'AttributeName': 'id', 'KeyType': 'HASH'}}],\n\
+             \x20 AttributeDefinitions=[{{'AttributeName': 'id', 'AttributeType': 'S'}}], BillingMode='PAY_PER_REQUEST')\n\
+             # An alert the buggy detector raised and the fixed one does not.\n\
+             ddb.put_item(TableName='shop-alerts', Item={{'id': {{'S': 'ddos_user_burst|999|2019-10-01 05:00:00.000'}}, 'rule': {{'S': 'ddos_user_burst'}},\n\
+             \x20 'first_event': {{'S': '2019-10-01 05:00:01.000'}}, 'value': {{'N': '25'}}, 'status': {{'S': 'active'}}, 'notified': {{'BOOL': False}}}})",
+            p.path().join(".cartflow/lake").display()
+        ),
+    );
+    // The local reprocess over the same archive is the reference.
+    p.run(&["reprocess", "--stage", "detector", "--from", "2019-10-01", "--to", "2019-10-02", "--no-downstream"])
+        .expect_code(0);
+    let local = p.run(&["alerts", "--json"]);
+    local.expect_code(0);
+    let mut want: Vec<String> = local
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().expect("id").to_string())
+        .collect();
+    want.sort();
+    assert!(want.len() >= 3, "the bots raise alerts: {want:?}");
+
+    let args = [
+        "reprocess",
+        "--stage",
+        "detector",
+        "--from",
+        "2019-10-01",
+        "--to",
+        "2019-10-02",
+        "--no-downstream",
+        "--backend",
+        "aws",
+    ];
+    let r = run(&p, &moto, &args);
+    r.expect_code(0);
+    assert!(r.stdout.contains("alerts in DynamoDB table shop-alerts"), "{}", r.stdout);
+    const SCAN: &str = "import boto3\nitems = boto3.client('dynamodb').scan(TableName='shop-alerts')['Items']\nfor i in sorted(items, key=lambda i: i['id']['S']):\n    print(i['id']['S'], i['status']['S'])\n";
+    let scan = moto.boto3(SCAN);
+    let active: Vec<&str> =
+        scan.lines().filter(|l| l.ends_with(" active")).map(|l| l.trim_end_matches(" active")).collect();
+    assert_eq!(active, want, "DynamoDB holds what the local detector found");
+    assert!(scan.contains("ddos_user_burst|999|2019-10-01 05:00:00.000 retracted"), "{scan}");
+
+    // Again: nothing added, nothing duplicated.
+    let again = run(&p, &moto, &args);
+    again.expect_code(0);
+    assert_eq!(moto.boto3(SCAN), scan);
+    let rows: Vec<Vec<&str>> = again
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| ddos_user_burst"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", again.stdout);
+    assert!(rows.iter().all(|r| r[3] == "0" && r[4] == "0" && r[5] == "0"), "only unchanged alerts: {}", again.stdout);
+
+    // Events replayed into Kinesis stream1 by the producer.
+    setup(&moto, "boto3.client('kinesis').create_stream(StreamName='shop-stream1', ShardCount=2)");
+    let r = run(
+        &p,
+        &moto,
+        &["produce", "--generate", "--events-per-day", "1200", "--backend", "aws", "--bots-per-day", "1"],
+    );
+    r.expect_code(0);
+    let produced: u64 = r
+        .stdout
+        .split("produced ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    let count = moto.boto3(
+        "import boto3\nk = boto3.client('kinesis')\nn = 0\nfor s in k.list_shards(StreamName='shop-stream1')['Shards']:\n    it = k.get_shard_iterator(StreamName='shop-stream1', ShardId=s['ShardId'], ShardIteratorType='TRIM_HORIZON')['ShardIterator']\n    while it:\n        r = k.get_records(ShardIterator=it, Limit=10000)\n        n += len(r['Records'])\n        it = r['NextShardIterator'] if r['Records'] else None\nprint(n)",
+    );
+    assert_eq!(count.trim(), produced.to_string(), "{}", r.stdout);
+    assert!(produced > 1000, "{}", r.stdout);
+    let r = run(&p, &moto, &["produce", "--generate", "--backend", "aws", "--producer", "x"]);
+    r.expect_code(2);
+}
