@@ -535,7 +535,7 @@ fn the_detector_reprocesses_the_s3_archive_into_dynamodb_like_the_local_one_with
         "--days",
         "2",
         "--events-per-day",
-        "3000",
+        "1500",
         "--format",
         "raw",
         "--out",
