@@ -200,10 +200,7 @@ pub type LineSink<'a> = dyn FnMut(&[u8], Option<i64>) -> std::io::Result<()> + '
 
 /// Calls `f` with every record of `source` (one JSON event per line; an unparsable CSV row
 /// as it came) and its event time when readable. An error from `f` stops the feed.
-pub fn for_each_line(
-    source: &Source,
-    f: &mut LineSink<'_>,
-) -> Result<(), PipelineError> {
+pub fn for_each_line(source: &Source, f: &mut LineSink<'_>) -> Result<(), PipelineError> {
     match source {
         Source::Generate(cfg) => {
             let mut g = |line: &[u8], t: i64| f(line, Some(t));

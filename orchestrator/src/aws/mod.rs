@@ -409,3 +409,104 @@ impl Clients {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn log() -> (tempfile::TempDir, crate::kinds::TaskLog) {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = crate::kinds::TaskLog::new(dir.path().join("log"));
+        (dir, log)
+    }
+
+    fn quick() -> Backoff {
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(2))
+    }
+
+    fn err() -> AwsError {
+        AwsError { call: "glue:GetJobRun", resource: "job".into(), message: "connection reset".into() }
+    }
+
+    #[test]
+    fn watch_polls_through_transient_errors_to_the_terminal_phase_and_logs_each_change() {
+        let (_d, log) = log();
+        let script = Mutex::new(vec![
+            Ok(Phase::Running("STARTING".into())),
+            Err(err()),
+            Ok(Phase::Running("RUNNING".into())),
+            Ok(Phase::Running("RUNNING".into())),
+            Ok(Phase::Failed("boom".into())),
+        ]);
+        let probe = || {
+            let next = script.lock().expect("lock").remove(0);
+            async move { next }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let end = rt.block_on(watch("job run", quick(), &log, &cancel, probe));
+        assert_eq!(end, Ok(Phase::Failed("boom".into())));
+        let text = std::fs::read_to_string(log.path()).expect("log");
+        let lines: Vec<&str> = text.lines().map(|l| l.split("] ").nth(1).unwrap_or(l)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "job run: STARTING",
+                "job run: polling failed (1 in a row): AWS glue:GetJobRun on job failed: connection reset",
+                "job run: RUNNING",
+                "job run: FAILED: boom"
+            ],
+            "one line per change, none for a repeated state"
+        );
+    }
+
+    #[test]
+    fn watch_gives_up_after_five_failed_polls_and_stops_when_cancelled() {
+        let (_d, log) = log();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let polls = Mutex::new(0);
+        let failing = || {
+            *polls.lock().expect("lock") += 1;
+            async { Err::<Phase, _>(err()) }
+        };
+        let end = rt.block_on(watch("job", quick(), &log, &cancel, failing));
+        assert!(matches!(end, Err(WatchEnd::Unreachable(m)) if m.contains("connection reset")));
+        assert_eq!(*polls.lock().expect("lock"), 5);
+
+        let running = || async { Ok(Phase::Running("RUNNING".into())) };
+        cancel.cancel();
+        let end = rt.block_on(watch(
+            "job",
+            Backoff::new(Duration::from_secs(60), Duration::from_secs(60)),
+            &log,
+            &cancel,
+            running,
+        ));
+        assert_eq!(end, Err(WatchEnd::Cancelled));
+    }
+
+    #[test]
+    fn backoff_grows_by_half_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
+        let delays: Vec<f64> = (0..8).map(|_| b.next_delay().as_secs_f64()).collect();
+        for (d, base) in delays.iter().zip([10.0, 15.0, 22.5, 33.75, 50.625, 60.0, 60.0, 60.0]) {
+            assert!(*d >= base * 0.9 - 1e-9 && *d <= (base * 1.1).min(60.0) + 1e-9, "{delays:?}");
+        }
+    }
+
+    #[test]
+    fn lake_paths_map_to_the_lake_or_to_zone_buckets() {
+        let mut s = AwsSettings { lake: Some("s3://lake/root".into()), ..AwsSettings::default() };
+        assert_eq!(s.locate("raw/events/dt=2019-10-01").expect("loc").uri(), "s3://lake/root/raw/events/dt=2019-10-01");
+        s.zones.insert("raw".into(), "s3://raw-bucket/".into());
+        assert_eq!(s.locate("raw/events/dt=2019-10-01").expect("loc").uri(), "s3://raw-bucket/events/dt=2019-10-01");
+        assert_eq!(s.locate("curated/top").expect("loc").uri(), "s3://lake/root/curated/top");
+        let none = AwsSettings::default();
+        assert!(none.locate("raw/events").expect_err("no lake").contains("aws.lake"));
+        assert!(S3Loc::parse("lake/x").is_err() && S3Loc::parse("s3:///x").is_err());
+    }
+}

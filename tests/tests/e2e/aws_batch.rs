@@ -630,3 +630,24 @@ fn the_detector_reprocesses_the_s3_archive_into_dynamodb_like_the_local_one_with
     let r = run(&p, &moto, &["produce", "--generate", "--backend", "aws", "--producer", "x"]);
     r.expect_code(2);
 }
+
+#[test]
+fn a_cancelled_athena_ctas_stops_its_query_and_leaves_nothing_behind() {
+    let Some(moto) = Moto::start() else { return };
+    setup(&moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
+    moto.pace("athena::execution", 600);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.write("top.sql", "SELECT category_code, count(*) AS events FROM ecommerce.enriched_events GROUP BY 1\n");
+    p.dag(
+        "i.yaml",
+        "id: i\nschedule: '@daily'\ntasks:\n  - id: top\n    kind: athena_ctas\n    sql: top.sql\n    table: top_categories\n    timeout: 2s\n    retries: 0\n",
+    );
+    run(&p, &moto, &["run", "i", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
+    let state = moto.boto3(
+        "import boto3\na = boto3.client('athena')\nprint([a.get_query_execution(QueryExecutionId=i)['QueryExecution']['Status']['State'] for i in a.list_query_executions()['QueryExecutionIds']])\nprint(len(boto3.client('glue').get_tables(DatabaseName='ecommerce')['TableList']))",
+    );
+    assert_eq!(state, "['CANCELLED']\n0\n", "the query was stopped; no table, temporary or target");
+    let log = logs(&p, &moto, "i@2019-10-01T00:00:00Z", "top", 1);
+    assert!(log.contains("task cancelled; query stopped"), "{log}");
+}
