@@ -250,29 +250,39 @@ fn publish(df: &mut DataFrame, live: &Path) -> Result<(), CleanError> {
         .map_err(|m| CleanError::Io { path: live.to_path_buf(), source: std::io::Error::other(m) })
 }
 
-/// Cleans one staged partition.
-pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
-    let d = chrono_free_date(date).ok_or_else(|| CleanError::BadDate(date.to_string()))?;
-    let inputs = crate::parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")));
-    if inputs.is_empty() {
-        return Err(CleanError::Empty(date.to_string()));
-    }
-    let mut report = CleanReport {
-        location: format!("{CLEAN_EVENTS}/dt={date}"),
-        quarantine_location: format!("{QUARANTINE_EVENTS}/dt={date}"),
-        ..CleanReport::default()
-    };
+/// What one slice of a staged frame became: its valid rows (typed, in order) with their
+/// de-duplication keys, its quarantined rows, and the reasons.
+struct Slice {
+    rows_in: u64,
+    clean: DataFrame,
+    keys: Vec<u128>,
+    quarantine: DataFrame,
+    reasons: std::collections::BTreeMap<Reason, u64>,
+}
+
+/// Validates rows `range` of a staged frame. `hashers` make the 128-bit key of a valid row
+/// (the same for every slice, so that duplicates across slices are found).
+fn validate_slice(
+    df: &DataFrame,
+    range: std::ops::Range<usize>,
+    day: i64,
+    hashers: &(std::hash::RandomState, std::hash::RandomState),
+) -> PolarsResult<Slice> {
     let names = crate::event::COLUMNS;
-    // Typed outputs.
-    let mut times: Vec<i64> = Vec::new();
-    let mut types = StringChunkedBuilder::new("event_type".into(), 1 << 16);
-    let mut products: Vec<i64> = Vec::new();
-    let mut categories: Vec<i64> = Vec::new();
-    let mut codes = StringChunkedBuilder::new("category_code".into(), 1 << 16);
-    let mut brands = StringChunkedBuilder::new("brand".into(), 1 << 16);
-    let mut prices: Vec<f64> = Vec::new();
-    let mut users: Vec<i64> = Vec::new();
-    let mut sessions = StringChunkedBuilder::new("user_session".into(), 1 << 16);
+    let cols: Vec<Option<&StringChunked>> = names.iter().map(|n| str_col(df, n)).collect();
+    let raw = str_col(df, "_raw");
+    let source = str_col(df, "_source");
+    let n = range.len();
+    let mut times: Vec<i64> = Vec::with_capacity(n);
+    let mut types = StringChunkedBuilder::new("event_type".into(), n);
+    let mut products: Vec<i64> = Vec::with_capacity(n);
+    let mut categories: Vec<i64> = Vec::with_capacity(n);
+    let mut codes = StringChunkedBuilder::new("category_code".into(), n);
+    let mut brands = StringChunkedBuilder::new("brand".into(), n);
+    let mut prices: Vec<f64> = Vec::with_capacity(n);
+    let mut users: Vec<i64> = Vec::with_capacity(n);
+    let mut sessions = StringChunkedBuilder::new("user_session".into(), n);
+    let mut keys: Vec<u128> = Vec::with_capacity(n);
     // Quarantine: the staged text, its source and the reason.
     let mut q_cols: Vec<StringChunkedBuilder> =
         names.iter().map(|n| StringChunkedBuilder::new((*n).into(), 1024)).collect();
@@ -280,92 +290,61 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
     let mut q_source = StringChunkedBuilder::new("_source".into(), 1024);
     let mut q_reason = StringChunkedBuilder::new("reason".into(), 1024);
     let mut reasons: std::collections::BTreeMap<Reason, u64> = Default::default();
-    let (h1, h2) = (std::hash::RandomState::new(), std::hash::RandomState::new());
-    let mut seen: HashSet<u128> = HashSet::new();
-    for input in &inputs {
-        let df = read(input)?;
-        let cols: Vec<Option<&StringChunked>> = names.iter().map(|n| str_col(&df, n)).collect();
-        let raw = str_col(&df, "_raw");
-        let source = str_col(&df, "_source");
-        seen.reserve(df.height());
-        for i in 0..df.height() {
-            report.rows_in += 1;
-            let mut row = StagedRow { fields: [None; 9], raw: raw.and_then(|r| r.get(i)) };
-            for (k, c) in cols.iter().enumerate() {
-                row.fields[k] = c.and_then(|c| c.get(i));
+    for i in range {
+        let mut row = StagedRow { fields: [None; 9], raw: raw.and_then(|r| r.get(i)) };
+        for (k, c) in cols.iter().enumerate() {
+            row.fields[k] = c.and_then(|c| c.get(i));
+        }
+        match validate(&row, day) {
+            Ok(r) => {
+                let mut a = hashers.0.build_hasher();
+                let mut b = hashers.1.build_hasher();
+                for h in [&mut a, &mut b] {
+                    (r.event_time, r.event_type as u8, r.product_id, r.category_id).hash(h);
+                    (r.category_code, r.brand, r.price.to_bits(), r.user_id, r.user_session).hash(h);
+                }
+                keys.push((u128::from(a.finish()) << 64) | u128::from(b.finish()));
+                times.push(r.event_time * 1_000_000);
+                types.append_value(r.event_type.as_str());
+                products.push(r.product_id);
+                categories.push(r.category_id);
+                match r.category_code {
+                    Some(c) => codes.append_value(c),
+                    None => codes.append_null(),
+                }
+                match r.brand {
+                    Some(b) => brands.append_value(b),
+                    None => brands.append_null(),
+                }
+                prices.push(r.price);
+                users.push(r.user_id);
+                sessions.append_value(r.user_session);
             }
-            match validate(&row, d) {
-                Ok(r) => {
-                    let key = {
-                        let mut a = h1.build_hasher();
-                        let mut b = h2.build_hasher();
-                        for h in [&mut a, &mut b] {
-                            (r.event_time, r.event_type as u8, r.product_id, r.category_id).hash(h);
-                            (r.category_code, r.brand, r.price.to_bits(), r.user_id, r.user_session).hash(h);
-                        }
-                        (u128::from(a.finish()) << 64) | u128::from(b.finish())
-                    };
-                    if !seen.insert(key) {
-                        report.duplicates += 1;
-                        continue;
+            Err(reason) => {
+                *reasons.entry(reason).or_default() += 1;
+                for (b, v) in q_cols.iter_mut().zip(row.fields) {
+                    match v {
+                        Some(v) => b.append_value(v),
+                        None => b.append_null(),
                     }
-                    times.push(r.event_time * 1_000_000);
-                    types.append_value(r.event_type.as_str());
-                    products.push(r.product_id);
-                    categories.push(r.category_id);
-                    match r.category_code {
-                        Some(c) => codes.append_value(c),
-                        None => codes.append_null(),
-                    }
-                    match r.brand {
-                        Some(b) => brands.append_value(b),
-                        None => brands.append_null(),
-                    }
-                    prices.push(r.price);
-                    users.push(r.user_id);
-                    sessions.append_value(r.user_session);
                 }
-                Err(reason) => {
-                    *reasons.entry(reason).or_default() += 1;
-                    for (b, v) in q_cols.iter_mut().zip(row.fields) {
-                        match v {
-                            Some(v) => b.append_value(v),
-                            None => b.append_null(),
-                        }
-                    }
-                    match row.raw {
-                        Some(v) => q_raw.append_value(v),
-                        None => q_raw.append_null(),
-                    }
-                    match source.and_then(|s| s.get(i)) {
-                        Some(v) => q_source.append_value(v),
-                        None => q_source.append_null(),
-                    }
-                    q_reason.append_value(reason.as_str());
+                match row.raw {
+                    Some(v) => q_raw.append_value(v),
+                    None => q_raw.append_null(),
                 }
+                match source.and_then(|s| s.get(i)) {
+                    Some(v) => q_source.append_value(v),
+                    None => q_source.append_null(),
+                }
+                q_reason.append_value(reason.as_str());
             }
         }
     }
-    report.clean = times.len() as u64;
-    report.quarantined = reasons.values().sum();
-    report.reasons = reasons.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect();
-    if report.rows_in != report.clean + report.quarantined + report.duplicates {
-        return Err(CleanError::Unbalanced {
-            date: date.to_string(),
-            rows_in: report.rows_in,
-            clean: report.clean,
-            quarantined: report.quarantined,
-            duplicates: report.duplicates,
-        });
-    }
-    let live = lake.join(&report.location);
-    let perr = |source| CleanError::Polars { path: live.clone(), source };
     let time_col = Series::new("event_time".into(), times)
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))
-        .map_err(perr)?
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
         .into_column();
     let height = time_col.len();
-    let mut clean_df = DataFrame::new(
+    let clean = DataFrame::new(
         height,
         vec![
             time_col,
@@ -378,16 +357,87 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
             Column::new("user_id".into(), users),
             sessions.finish().into_series().into_column(),
         ],
-    )
-    .map_err(perr)?;
-    let qheight = report.quarantined as usize;
+    )?;
+    let qheight = reasons.values().sum::<u64>() as usize;
     let mut qcolumns: Vec<Column> = q_cols.into_iter().map(|b| b.finish().into_series().into_column()).collect();
     qcolumns.push(q_raw.finish().into_series().into_column());
     qcolumns.push(q_source.finish().into_series().into_column());
     qcolumns.push(q_reason.finish().into_series().into_column());
+    let quarantine = DataFrame::new(qheight, qcolumns)?;
+    Ok(Slice { rows_in: n as u64, clean, keys, quarantine, reasons })
+}
+
+/// Cleans one staged partition. Rows are validated in parallel slices (one per core); the
+/// de-duplication then runs over the slices in row order, so the first of equal rows is kept
+/// whatever the number of cores.
+pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
+    let d = chrono_free_date(date).ok_or_else(|| CleanError::BadDate(date.to_string()))?;
+    let inputs = crate::parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")));
+    if inputs.is_empty() {
+        return Err(CleanError::Empty(date.to_string()));
+    }
+    let mut report = CleanReport {
+        location: format!("{CLEAN_EVENTS}/dt={date}"),
+        quarantine_location: format!("{QUARANTINE_EVENTS}/dt={date}"),
+        ..CleanReport::default()
+    };
+    let live = lake.join(&report.location);
     let qlive = lake.join(&report.quarantine_location);
-    let mut q_df =
-        DataFrame::new(qheight, qcolumns).map_err(|source| CleanError::Polars { path: qlive.clone(), source })?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+    let hashers = (std::hash::RandomState::new(), std::hash::RandomState::new());
+    let mut seen: HashSet<u128> = HashSet::new();
+    let mut reasons: std::collections::BTreeMap<Reason, u64> = Default::default();
+    let (mut clean_parts, mut q_parts) = (Vec::new(), Vec::new());
+    for input in &inputs {
+        let df = read(input)?;
+        let h = df.height();
+        let per = h.div_ceil(threads).max(1);
+        let slices: Vec<PolarsResult<Slice>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..h)
+                .step_by(per)
+                .map(|lo| {
+                    let (df, hashers) = (&df, &hashers);
+                    scope.spawn(move || validate_slice(df, lo..(lo + per).min(h), d, hashers))
+                })
+                .collect();
+            handles.into_iter().map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        });
+        seen.reserve(h);
+        for slice in slices {
+            let slice = slice.map_err(|source| CleanError::Polars { path: input.clone(), source })?;
+            report.rows_in += slice.rows_in;
+            for (r, n) in slice.reasons {
+                *reasons.entry(r).or_default() += n;
+            }
+            let keep: BooleanChunked = slice.keys.iter().map(|k| seen.insert(*k)).collect();
+            report.duplicates += keep.len() as u64 - keep.sum().unwrap_or(0) as u64;
+            let kept = slice.clean.filter(&keep).map_err(|source| CleanError::Polars { path: live.clone(), source })?;
+            clean_parts.push(kept);
+            q_parts.push(slice.quarantine);
+        }
+    }
+    report.clean = clean_parts.iter().map(|f| f.height() as u64).sum();
+    report.quarantined = reasons.values().sum();
+    report.reasons = reasons.iter().map(|(r, n)| (r.as_str().to_string(), *n)).collect();
+    if report.rows_in != report.clean + report.quarantined + report.duplicates {
+        return Err(CleanError::Unbalanced {
+            date: date.to_string(),
+            rows_in: report.rows_in,
+            clean: report.clean,
+            quarantined: report.quarantined,
+            duplicates: report.duplicates,
+        });
+    }
+    let stack = |parts: Vec<DataFrame>, path: &Path| -> Result<DataFrame, CleanError> {
+        let mut it = parts.into_iter();
+        let mut acc = it.next().unwrap_or_default();
+        for p in it {
+            acc.vstack_mut_owned(p).map_err(|source| CleanError::Polars { path: path.to_path_buf(), source })?;
+        }
+        Ok(acc)
+    };
+    let mut clean_df = stack(clean_parts, &live)?;
+    let mut q_df = stack(q_parts, &qlive)?;
     publish(&mut q_df, &qlive)?;
     publish(&mut clean_df, &live)?;
     Ok(report)

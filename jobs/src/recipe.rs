@@ -472,25 +472,25 @@ fn apply_step(lf: LazyFrame, step: &Step, schema: &Schema) -> Result<LazyFrame, 
         }
         Step::Split { column, pattern, limit } => {
             need_string(column)?;
-            // A literal split into a list, then one column per part; the last part keeps
-            // the rest of the string (the remaining parts joined back with the delimiter).
-            let parts = col(column.as_str()).str().split(lit(pattern.clone()));
-            let mut exprs = Vec::with_capacity(limit + 1);
-            for i in 0..*limit {
-                exprs.push(parts.clone().list().get(lit(i as i64), true).alias(format!("{column}_{}", i + 1)));
-            }
-            let rest = parts
-                .clone()
-                .list()
-                .slice(lit(*limit as i64), lit(1_000_000i64))
-                .list()
-                .join(lit(pattern.clone()), true);
-            exprs.push(
-                when(parts.list().len().gt(lit(*limit as u32)))
-                    .then(rest)
-                    .otherwise(lit(NULL).cast(DataType::String))
-                    .alias(format!("{column}_{}", limit + 1)),
-            );
+            // Parts 1..=limit, then the rest of the string (the remaining parts with their
+            // delimiters) as part limit+1 — one pass per part over the text, no list column.
+            let n = *limit + 1;
+            let exprs: Vec<Expr> = (0..n)
+                .map(|i| {
+                    let pat = pattern.clone();
+                    col(column.as_str())
+                        .map(
+                            move |c: Column| {
+                                let ca = c.str()?;
+                                let out: StringChunked =
+                                    ca.iter().map(|v| v.and_then(|s| s.splitn(n, pat.as_str()).nth(i))).collect();
+                                Ok(out.with_name(c.name().clone()).into_column())
+                            },
+                            |_, f| Ok(Field::new(f.name().clone(), DataType::String)),
+                        )
+                        .alias(format!("{column}_{}", i + 1))
+                })
+                .collect();
             lf.with_columns(exprs)
         }
         Step::Rename(a, b) => {
