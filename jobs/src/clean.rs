@@ -340,9 +340,8 @@ fn validate_slice(
             }
         }
     }
-    let time_col = Series::new("event_time".into(), times)
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, None))?
-        .into_column();
+    let time_col =
+        Series::new("event_time".into(), times).cast(&DataType::Datetime(TimeUnit::Microseconds, None))?.into_column();
     let height = time_col.len();
     let clean = DataFrame::new(
         height,

@@ -479,7 +479,7 @@ async fn ensure_lambda(
     let log = &ctx.log;
     let package = s.lambda_package.as_ref().ok_or_else(|| {
         TaskFailure::permanent(
-            "set `aws.streaming.lambda_package` in cartflow.yaml: the alert handler's zip or binary (cargo build --release -p cartflow-streaming --features lambda --bin cartflow-alert-handler)",
+            "set `aws.streaming.lambda_package` in cartflow.yaml: the alert handler's zip or binary (cargo lambda build --release -p cartflow-streaming --features lambda --output-format zip)",
         )
     })?;
     let path = ctx.project_dir.join(package);

@@ -246,7 +246,8 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
     // The stack's output is cartflow's configuration: the real-time stage, ensured on the
     // stack's streams, table, topic and roles, finds them (and adds what the template leaves
     // to cartflow: the Flink application, the Lambda function).
-    let config = p.read("config-from-stack.yaml").replace("target/release/cartflow-alert-handler", "handler.bin");
+    let config =
+        p.read("config-from-stack.yaml").replace("target/lambda/cartflow-alert-handler/bootstrap.zip", "handler.bin");
     p.write("cartflow.yaml", &format!("{config}  poll: 200ms\n  max_poll: 1s\n"));
     p.write("handler.bin", "\u{7f}ELF pretend this is the alert handler");
     p.write("streaming/rules/ddos.yaml", &std::fs::read_to_string(repo("streaming/rules/ddos.yaml")).expect("rules"));
