@@ -13,13 +13,26 @@ use crate::kinds::{TaskContext, TaskFailure};
 /// started just before a crash (its id not yet saved) is still found and attached to.
 pub const RUN_KEY_ARG: &str = "--cartflow-task";
 
-async fn crawler_phase(client: &Client, name: &str) -> Result<(Phase, Option<String>), AwsError> {
+/// Where the crawl stands. With `since` (epoch seconds of our StartCrawler), a READY crawler
+/// whose last crawl began before it is still "starting": GetCrawler can show the previous
+/// crawl for a moment after StartCrawler, and its status is not ours. (60 s of clock skew
+/// are allowed.)
+async fn crawler_phase(client: &Client, name: &str, since: Option<i64>) -> Result<(Phase, Option<String>), AwsError> {
     let out = client.get_crawler().name(name).send().await.map_err(|e| AwsError::new("glue:GetCrawler", name, e))?;
     let c = out.crawler();
     let state = c.and_then(|c| c.state()).map(|s| s.as_str().to_string()).unwrap_or_else(|| "READY".into());
     let last = c.and_then(|c| c.last_crawl());
-    let phase =
-        Phase::crawler(&state, last.and_then(|l| l.status()).map(|s| s.as_str()), last.and_then(|l| l.error_message()));
+    let last_start = last.and_then(|l| l.start_time()).map(|t| t.secs());
+    let phase = match since {
+        Some(t) if state == "READY" && last_start.is_none_or(|s| s < t - 60) => {
+            Phase::Running("READY (our crawl has not appeared yet)".into())
+        }
+        _ => Phase::crawler(
+            &state,
+            last.and_then(|l| l.status()).map(|s| s.as_str()),
+            last.and_then(|l| l.error_message()),
+        ),
+    };
     let started = last.and_then(|l| l.start_time()).map(|t| t.to_string());
     Ok((phase, started))
 }
@@ -28,10 +41,15 @@ async fn crawler_phase(client: &Client, name: &str) -> Result<(Phase, Option<Str
 /// GetCrawler until READY, then the last crawl's status. Cancelling stops the crawl.
 pub async fn run_crawler(client: &Client, name: &str, ctx: &TaskContext) -> Result<String, TaskFailure> {
     let log = &ctx.log;
-    match client.start_crawler().name(name).send().await {
-        Ok(_) => log.line(format_args!("crawler {name}: started")),
+    let now = chrono::Utc::now().timestamp();
+    let since = match client.start_crawler().name(name).send().await {
+        Ok(_) => {
+            log.line(format_args!("crawler {name}: started"));
+            Some(now)
+        }
         Err(e) if e.as_service_error().is_some_and(|s| s.is_crawler_running_exception()) => {
             log.line(format_args!("crawler {name}: a crawl is already running; attaching to it"));
+            None
         }
         Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => {
             return Err(TaskFailure::permanent(format!(
@@ -39,17 +57,17 @@ pub async fn run_crawler(client: &Client, name: &str, ctx: &TaskContext) -> Resu
             )));
         }
         Err(e) => return Err(TaskFailure::new(AwsError::new("glue:StartCrawler", name, e).to_string())),
-    }
+    };
     let what = format!("crawler {name}");
     let c = client.clone();
     let n = name.to_string();
     let probe = move || {
         let (c, n) = (c.clone(), n.clone());
-        async move { crawler_phase(&c, &n).await.map(|(p, _)| p) }
+        async move { crawler_phase(&c, &n, since).await.map(|(p, _)| p) }
     };
     match watch(&what, ctx.aws.backoff(), log, &ctx.cancel, probe).await {
         Ok(Phase::Succeeded) => {
-            let started = crawler_phase(client, name).await.ok().and_then(|(_, s)| s).unwrap_or_default();
+            let started = crawler_phase(client, name, None).await.ok().and_then(|(_, s)| s).unwrap_or_default();
             Ok(format!("crawl of {name} (started {started}) SUCCEEDED"))
         }
         Ok(Phase::Failed(m)) => Err(TaskFailure::new(format!("crawl of {name} failed: {m}"))),
