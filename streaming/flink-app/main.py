@@ -25,11 +25,8 @@ def statements(sql):
     return plain, [s.strip() for s in body.split(";") if s.strip()]
 
 
-def main():
-    here = os.path.dirname(os.path.realpath(__file__))
-    with open(os.path.join(here, "statements.sql")) as f:
-        plain, inserts = statements(f.read())
-    env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+def prepare(env, plain):
+    """Applies the SET statements to the configuration and runs the CREATE TABLEs."""
     conf = env.get_config()
     for st in plain:
         m = re.match(r"SET\s+'([^']+)'\s*=\s*'([^']*)'", st, re.I)
@@ -37,6 +34,14 @@ def main():
             conf.set(m.group(1), m.group(2))
         else:
             env.execute_sql(st)
+
+
+def main():
+    here = os.path.dirname(os.path.realpath(__file__))
+    with open(os.path.join(here, "statements.sql")) as f:
+        plain, inserts = statements(f.read())
+    env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    prepare(env, plain)
     statement_set = env.create_statement_set()
     for ins in inserts:
         statement_set.add_insert_sql(ins)

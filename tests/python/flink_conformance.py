@@ -12,26 +12,19 @@ list of objects with the sink's column names.
 """
 
 import json
+import os
 import re
 import sys
 import time
 
 
-def statements(sql):
-    """SET / CREATE statements, and the INSERTs of the statement set."""
-    sql = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
-    head, _, block = sql.partition("EXECUTE STATEMENT SET")
-    plain = [s.strip() for s in head.split(";") if s.strip()]
-    body = block.strip()
-    assert body.startswith("BEGIN") and body.rstrip(";").rstrip().endswith("END"), body[:200]
-    body = body[len("BEGIN"):].rstrip().rstrip(";").rstrip()[: -len("END")]
-    inserts = [s.strip() for s in body.split(";") if s.strip()]
-    return plain, inserts
-
-
 def main():
     sql_file, out_file = sys.argv[1], sys.argv[2]
     from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    # The statements are split as the deployed runner splits them (streaming/flink-app/main.py).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "streaming", "flink-app"))
+    from main import prepare, statements
 
     started = time.time()
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
@@ -39,12 +32,7 @@ def main():
     conf.set("parallelism.default", "1")
     conf.set("table.exec.resource.default-parallelism", "1")
     plain, inserts = statements(open(sql_file).read())
-    for st in plain:
-        m = re.match(r"SET\s+'([^']+)'\s*=\s*'([^']*)'", st, re.I)
-        if m:
-            conf.set(m.group(1), m.group(2))
-        else:
-            env.execute_sql(st)
+    prepare(env, plain)
     sink_cols = [c.get_name() for c in env.from_path("stream2").get_resolved_schema().get_columns()]
     rows = []
     query_seconds = 0.0

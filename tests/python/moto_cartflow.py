@@ -172,7 +172,7 @@ def _output_names(select):
 
 
 class _CtasOutcome:
-    def __init__(self, backend, execution, query, context):
+    def __init__(self, backend, query, context):
         self.reason = None
         m = _CTAS.match("\n".join(l for l in query.splitlines() if not l.lstrip().startswith("--")))
         fail = _FAIL.search(query)
@@ -254,7 +254,7 @@ def _start_query_execution(self, query, context, config, workgroup, execution_pa
             return _tokens[(self.account_id, token)]
         exec_id = _start_query(self, query, context, config, workgroup, execution_parameters)
         execution = self.executions[exec_id]
-        outcome = _CtasOutcome(self, execution, query, context)
+        outcome = _CtasOutcome(self, query, context)
         v = re.search(r"insert-overwrite of (\w+)=(\S+)", query)
         outcome.values = {v.group(1): v.group(2)} if v else {}
         execution._cf_outcome = outcome
@@ -377,9 +377,9 @@ def _brew_error(kind, msg, status):
 
 def _start_brew_run(self):
     job, runs = _runs_of(self, _path_name(self))
-    limit = getattr(job, "max_capacity", None) and 0 or 1
+    # One run at a time per job, as DataBrew allows.
     running = [r for r in runs if r.state in ("STARTING", "RUNNING")]
-    if len(running) >= max(limit, 1):
+    if running:
         return _brew_error("ConflictException", f"Job {job.name} already has a running job run", 409)
     run = FakeBrewRun(job)
     runs.append(run)

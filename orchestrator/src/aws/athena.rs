@@ -212,19 +212,26 @@ pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) ->
         }
     };
     let what = format!("Athena query {id}");
-    let probe = || async { query_state(clients, &id).await.map(|q| q.phase) };
+    // The last answer is kept: its error category and scanned bytes are read after the end.
+    let last: std::sync::Mutex<Option<QueryEnd>> = std::sync::Mutex::new(None);
+    let probe = || async {
+        let q = query_state(clients, &id).await?;
+        let phase = q.phase.clone();
+        *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(q);
+        Ok(phase)
+    };
     let phase = watch(&what, ctx.aws.backoff(), log, &ctx.cancel, probe).await;
+    let end = last.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     match phase {
         Ok(Phase::Succeeded) => {}
         Ok(Phase::Failed(reason)) | Ok(Phase::Stopped(reason)) => {
-            let end = query_state(clients, &id).await.ok();
             discard(clients, c, &rec, ctx).await;
             ctx.facts.clear(FACT)?;
             let msg = format!(
                 "{what} (CTAS for {}.{}) failed: {reason}; {}.{} is unchanged",
                 c.database, c.table, c.database, c.table
             );
-            return Err(if end.is_some_and(|e| e.user_error) {
+            return Err(if end.as_ref().is_some_and(|e| e.user_error) {
                 TaskFailure::permanent(msg)
             } else {
                 TaskFailure::new(msg)
@@ -240,7 +247,7 @@ pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) ->
         }
         Err(WatchEnd::Unreachable(e)) => return Err(TaskFailure::new(format!("lost track of {what}: {e}"))),
     }
-    let scanned = query_state(clients, &id).await.map(|q| q.scanned).unwrap_or(0);
+    let scanned = end.map_or(0, |q| q.scanned);
     let summary = swap(clients, c, &rec, ctx).await.map_err(aws)?;
     ctx.facts.clear(FACT)?;
     Ok(format!("{summary} (query {id}, {scanned} bytes scanned)"))

@@ -187,10 +187,7 @@ impl CatalogTable {
 
     /// Its data columns, `name type`.
     pub fn columns(&self) -> Vec<String> {
-        self.table
-            .storage_descriptor()
-            .map(|s| s.columns().iter().map(|c| format!("{} {}", c.name(), c.r#type().unwrap_or("?"))).collect())
-            .unwrap_or_default()
+        self.column_pairs().into_iter().map(|(n, t)| format!("{n} {t}")).collect()
     }
 
     /// Its data columns as (name, type).

@@ -391,6 +391,8 @@ pub struct Clients {
     pub athena: aws_sdk_athena::Client,
     /// DataBrew.
     pub databrew: aws_sdk_databrew::Client,
+    /// The configuration they were built from, for the other services' clients.
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl Clients {
@@ -406,6 +408,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             athena: aws_sdk_athena::Client::new(&sdk),
             databrew: aws_sdk_databrew::Client::new(&sdk),
+            sdk,
         }
     }
 }

@@ -17,55 +17,48 @@ pub struct Object {
     pub size: i64,
 }
 
-/// Every object under `loc` (as a folder), in key order.
-pub async fn list(client: &Client, loc: &S3Loc) -> Result<Vec<Object>, AwsError> {
+/// Every page of a listing under `loc` (as a folder): the objects, and with a delimiter the
+/// "folders" (common prefixes) directly under it.
+async fn list_all(
+    client: &Client,
+    loc: &S3Loc,
+    delimiter: Option<&str>,
+) -> Result<(Vec<Object>, Vec<String>), AwsError> {
     let dir = loc.dir();
-    let mut out = Vec::new();
+    let (mut objects, mut folders) = (Vec::new(), Vec::new());
     let mut token: Option<String> = None;
     loop {
         let page = client
             .list_objects_v2()
             .bucket(&dir.bucket)
             .prefix(&dir.key)
+            .set_delimiter(delimiter.map(str::to_string))
             .set_continuation_token(token.take())
             .send()
             .await
             .map_err(|e| AwsError::new("s3:ListObjectsV2", dir.uri(), e))?;
         for o in page.contents() {
             if let Some(key) = o.key() {
-                out.push(Object { key: key.to_string(), size: o.size().unwrap_or(0) });
+                objects.push(Object { key: key.to_string(), size: o.size().unwrap_or(0) });
             }
         }
+        folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
         match page.next_continuation_token() {
             Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
             _ => break,
         }
     }
-    Ok(out)
+    Ok((objects, folders))
+}
+
+/// Every object under `loc` (as a folder), in key order.
+pub async fn list(client: &Client, loc: &S3Loc) -> Result<Vec<Object>, AwsError> {
+    Ok(list_all(client, loc, None).await?.0)
 }
 
 /// The "folders" directly under `loc`: common prefixes with delimiter `/`, each ending in `/`.
 pub async fn folders(client: &Client, loc: &S3Loc) -> Result<Vec<String>, AwsError> {
-    let dir = loc.dir();
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_objects_v2()
-            .bucket(&dir.bucket)
-            .prefix(&dir.key)
-            .delimiter("/")
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::new("s3:ListObjectsV2", dir.uri(), e))?;
-        out.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
-        match page.next_continuation_token() {
-            Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-            _ => break,
-        }
-    }
-    Ok(out)
+    Ok(list_all(client, loc, Some("/")).await?.1)
 }
 
 /// Whether a key names a data object: no file or folder under it starts with `_` or `.`

@@ -131,15 +131,15 @@ where
 
 /// Ensures the whole stage and checks its health; returns the summary line.
 pub async fn ensure(stage: &Stage, ctx: &TaskContext) -> Result<String, TaskFailure> {
-    let sdk = super::sdk_config().await;
     let base = super::Clients::load(&ctx.aws).await;
+    let sdk = &base.sdk;
     let c = Clients {
-        kinesis: aws_sdk_kinesis::Client::new(&sdk),
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-        sns: aws_sdk_sns::Client::new(&sdk),
-        firehose: aws_sdk_firehose::Client::new(&sdk),
-        flink: aws_sdk_kinesisanalyticsv2::Client::new(&sdk),
-        lambda: aws_sdk_lambda::Client::new(&sdk),
+        kinesis: aws_sdk_kinesis::Client::new(sdk),
+        dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+        sns: aws_sdk_sns::Client::new(sdk),
+        firehose: aws_sdk_firehose::Client::new(sdk),
+        flink: aws_sdk_kinesisanalyticsv2::Client::new(sdk),
+        lambda: aws_sdk_lambda::Client::new(sdk),
         s3: base.s3,
     };
     let s = &stage.settings;
@@ -594,7 +594,7 @@ pub fn reprocess(
     let day = |d: &str| cartflow_jobs::event::parse_event_time(&format!("{d} 00:00:00")).map(|t| t.div_euclid(86_400));
     let (d1, d2) =
         (day(from).ok_or(format!("`{from}` is not a date"))?, day(to).ok_or(format!("`{to}` is not a date"))?);
-    let (clients, sdk) = rt.block_on(async { (super::Clients::load(settings).await, super::sdk_config().await) });
+    let clients = rt.block_on(super::Clients::load(settings));
     let mut objects = 0u64;
     for d in d1..=d2 + 1 {
         let date = cartflow_jobs::event::date_of(d * 86_400);
@@ -605,7 +605,7 @@ pub fn reprocess(
                 as u64;
     }
     let mut store = cartflow_streaming::aws::DynamoAlerts::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(&clients.sdk),
         &settings.streaming.name("alerts"),
         rt.handle().clone(),
     );

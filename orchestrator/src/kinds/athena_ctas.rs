@@ -135,35 +135,36 @@ impl Kind for AthenaCtas {
     }
 
     async fn run(r: RenderedCtas, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
+        // The file is read again here: render may have run elsewhere (plan).
+        let text = std::fs::read_to_string(ctx.project_dir.join(&r.sql_file))
+            .map_err(|e| TaskFailure::permanent(format!("SQL file {}: {e}", r.sql_file.display())))?;
+        let sql = ctx.template.render(&Template::from(text.as_str()), Escaping::SqlLiteral)?;
+        ctx.log.line(format_args!(
+            "materializing {} from {} ({}{})",
+            r.table,
+            r.sql_file.display(),
+            match &r.partition {
+                Some((k, v)) => format!("insert-overwrite of {k}={v}"),
+                None => "full refresh".into(),
+            },
+            if ctx.backend == Backend::Aws { ", on Athena" } else { "" }
+        ));
         if ctx.backend == Backend::Aws {
             let clients = crate::aws::Clients::load(&ctx.aws).await;
             let base = ctx.aws.locate(&r.location).map_err(TaskFailure::permanent)?;
             let spec = crate::aws::athena::Ctas {
                 database: r.database.clone(),
                 table: r.name.clone(),
-                select: r.sql.clone(),
+                select: sql,
                 partition: r.partition.clone(),
                 base,
                 keep_versions: r.keep_versions,
             };
             let label = format!("{}.{} {}", ctx.dag_id, ctx.task_id, ctx.interval.start.format("%Y-%m-%d"));
-            ctx.log.line(format_args!(
-                "materializing {} from {} on Athena ({})",
-                r.table,
-                r.sql_file.display(),
-                match &r.partition {
-                    Some((k, v)) => format!("insert-overwrite of {k}={v}"),
-                    None => "full refresh".into(),
-                }
-            ));
             let summary = crate::aws::athena::run(&clients, &spec, &label, &ctx).await?;
             ctx.log.line(&summary);
             return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
         }
-        // The file is read again here: render may have run elsewhere (plan).
-        let text = std::fs::read_to_string(ctx.project_dir.join(&r.sql_file))
-            .map_err(|e| TaskFailure::permanent(format!("SQL file {}: {e}", r.sql_file.display())))?;
-        let sql = ctx.template.render(&Template::from(text.as_str()), Escaping::SqlLiteral)?;
         let spec = cartflow_jobs::ctas::CtasSpec {
             database: r.database.clone(),
             table: r.name.clone(),
@@ -172,15 +173,6 @@ impl Kind for AthenaCtas {
             location: r.location.clone(),
             keep_versions: r.keep_versions,
         };
-        ctx.log.line(format_args!(
-            "materializing {} from {} ({})",
-            r.table,
-            r.sql_file.display(),
-            match &r.partition {
-                Some((k, v)) => format!("insert-overwrite of {k}={v}"),
-                None => "full refresh".into(),
-            }
-        ));
         let (lake, catalog) = (ctx.lake.clone(), ctx.catalog.clone());
         let report =
             cartflow_jobs::sql::run_isolated(

@@ -81,47 +81,35 @@ impl Kind for PolarsJob {
         if chrono::NaiveDate::parse_from_str(&r.date, "%Y-%m-%d").is_err() {
             return Err(TaskFailure::permanent(format!("`date` must be YYYY-MM-DD, got `{}`", r.date)));
         }
-        if ctx.backend == Backend::Aws {
-            let clients = crate::aws::Clients::load(&ctx.aws).await;
-            let report = crate::aws::lake::compact(&clients, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?;
-            let summary = format!(
-                "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}",
-                report.rows_in,
-                report.rows_out,
-                report.unparsable,
-                report.files_in,
-                report.files_out,
-                report.bytes_out,
-                report.location
-            );
-            ctx.log.line(&summary);
-            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
-        }
-        match r.job {
-            JobName::Compact => {
+        let report = match (r.job, ctx.backend) {
+            (JobName::Compact, Backend::Aws) => {
+                let clients = crate::aws::Clients::load(&ctx.aws).await;
+                crate::aws::lake::compact(&clients, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?
+            }
+            (JobName::Compact, Backend::Local) => {
                 let cfg = cartflow_jobs::compact::CompactConfig {
                     lake: ctx.lake.clone(),
                     date: r.date.clone(),
                     target_file_bytes: r.target_file_mib * 1024 * 1024,
                 };
                 ctx.log.line(format_args!("compacting raw/events/dt={} in {}", r.date, ctx.lake.display()));
-                let report = tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
+                tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
                     .await
                     .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
-                    .map_err(|e| TaskFailure::new(e.to_string()))?;
-                let summary = format!(
-                    "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}",
-                    report.rows_in,
-                    report.rows_out,
-                    report.unparsable,
-                    report.files_in,
-                    report.files_out,
-                    report.bytes_out,
-                    report.location
-                );
-                ctx.log.line(&summary);
-                Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+                    .map_err(|e| TaskFailure::new(e.to_string()))?
             }
-        }
+        };
+        let summary = format!(
+            "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}",
+            report.rows_in,
+            report.rows_out,
+            report.unparsable,
+            report.files_in,
+            report.files_out,
+            report.bytes_out,
+            report.location
+        );
+        ctx.log.line(&summary);
+        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
     }
 }
