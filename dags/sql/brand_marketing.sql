@@ -6,45 +6,49 @@
 --   revenue_falling: revenue of the last 7 days (up to the newest day in the data) below 80% of
 --     the 7 days before, which had revenue.
 -- needs_marketing is either flag. Events without a brand are left out. Columns: docs/insights.md.
-WITH e AS (
-  SELECT brand, category_main, event_type, price, CAST(dt AS date) AS day
+-- The events are read once: everything is derived from their counts per brand, category and day.
+WITH daily AS (
+  SELECT brand, category_main, CAST(dt AS date) AS day,
+         count(*) FILTER (WHERE event_type = 'view') AS views,
+         count(*) FILTER (WHERE event_type = 'cart') AS carts,
+         count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
+         sum(price) FILTER (WHERE event_type = 'purchase') AS revenue
   FROM ecommerce.enriched_events
-  WHERE brand IS NOT NULL
+  GROUP BY brand, category_main, dt
 ),
 bounds AS (
-  SELECT max(day) AS last_day FROM e
+  SELECT max(day) AS last_day FROM daily WHERE brand IS NOT NULL
 ),
 brand_totals AS (
   SELECT
-    e.brand,
-    count(*) FILTER (WHERE e.event_type = 'view') AS views,
-    count(*) FILTER (WHERE e.event_type = 'cart') AS carts,
-    count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
-    round(coalesce(sum(e.price) FILTER (WHERE e.event_type = 'purchase'), 0), 2) AS revenue,
-    round(coalesce(sum(e.price) FILTER (
-      WHERE e.event_type = 'purchase' AND e.day > b.last_day - INTERVAL '7' DAY), 0), 2) AS revenue_last_7d,
-    round(coalesce(sum(e.price) FILTER (
-      WHERE e.event_type = 'purchase' AND e.day <= b.last_day - INTERVAL '7' DAY
-        AND e.day > b.last_day - INTERVAL '14' DAY), 0), 2) AS revenue_prev_7d
-  FROM e CROSS JOIN bounds b
-  GROUP BY e.brand
+    d.brand,
+    CAST(sum(d.views) AS bigint) AS views,
+    CAST(sum(d.carts) AS bigint) AS carts,
+    CAST(sum(d.purchases) AS bigint) AS purchases,
+    round(coalesce(sum(d.revenue), 0), 2) AS revenue,
+    round(coalesce(sum(d.revenue) FILTER (WHERE d.day > b.last_day - INTERVAL '7' DAY), 0), 2) AS revenue_last_7d,
+    round(coalesce(sum(d.revenue) FILTER (
+      WHERE d.day <= b.last_day - INTERVAL '7' DAY AND d.day > b.last_day - INTERVAL '14' DAY), 0), 2)
+      AS revenue_prev_7d
+  FROM daily d CROSS JOIN bounds b
+  WHERE d.brand IS NOT NULL
+  GROUP BY d.brand
 ),
 brand_category AS (
   SELECT brand, category_main
   FROM (
     SELECT brand, category_main,
-           row_number() OVER (PARTITION BY brand ORDER BY count(*) DESC, category_main) AS rn
-    FROM e
-    WHERE event_type = 'view' AND category_main IS NOT NULL
+           row_number() OVER (PARTITION BY brand ORDER BY sum(views) DESC, category_main) AS rn
+    FROM daily
+    WHERE brand IS NOT NULL AND category_main IS NOT NULL AND views > 0
     GROUP BY brand, category_main
   ) t
   WHERE rn = 1
 ),
 category_conversion AS (
   SELECT category_main,
-         CAST(count(*) FILTER (WHERE event_type = 'purchase') AS double)
-           / nullif(count(*) FILTER (WHERE event_type = 'view'), 0) AS view_to_purchase
-  FROM ecommerce.enriched_events
+         CAST(sum(purchases) AS double) / nullif(sum(views), 0) AS view_to_purchase
+  FROM daily
   WHERE category_main IS NOT NULL
   GROUP BY category_main
 ),

@@ -29,7 +29,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, TypeSignature, Volatility};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlan, LogicalPlanBuilder, ScalarUDF, Signature, SimpleScalarUDF, SubqueryAlias,
+    TypeSignature, Volatility,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::{Catalog, Column, Table};
@@ -337,13 +342,131 @@ impl SqlEngine {
         Ok(true)
     }
 
-    /// Runs a query and collects its result.
+    /// Runs a query and collects its result. Shared aggregated CTEs are computed once first
+    /// (see [`shared_subplans`]).
     pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
-        let df = self.ctx.sql(sql).await?;
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        let plan = self.materialize_shared(plan).await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok((schema, batches))
     }
+
+    /// Computes each subplan of [`shared_subplans`] once, into memory, and points every use of
+    /// it at that result; innermost first, until none is left. DataFusion (like Trino) would
+    /// otherwise plan a CTE once per reference and scan its input again each time.
+    async fn materialize_shared(&self, mut plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+        if matches!(
+            plan,
+            LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Statement(_)
+        ) {
+            return Ok(plan);
+        }
+        let mut n = 0;
+        loop {
+            let shared = shared_subplans(&plan);
+            if shared.is_empty() {
+                return Ok(plan);
+            }
+            for sub in shared {
+                let LogicalPlan::SubqueryAlias(alias) = &sub else { continue };
+                n += 1;
+                let scan = self.compute_once(alias, n).await?;
+                plan = plan
+                    .transform_up_with_subqueries(|p| {
+                        Ok(if p == sub { Transformed::yes(scan.clone()) } else { Transformed::no(p) })
+                    })?
+                    .data;
+            }
+        }
+    }
+
+    /// Runs the input of a shared subquery and returns a scan of its result under the same
+    /// alias (and so the same qualified schema).
+    async fn compute_once(&self, alias: &SubqueryAlias, n: usize) -> Result<LogicalPlan, SqlError> {
+        let df = self.ctx.execute_logical_plan(alias.input.as_ref().clone()).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut parts = df.collect_partitioned().await?;
+        for part in &mut parts {
+            for b in part.iter_mut() {
+                // The logical schema (names, nullability) the rest of the plan was built on.
+                *b = RecordBatch::try_new(schema.clone(), b.columns().to_vec())
+                    .map_err(|e| SqlError::Execution(e.to_string()))?;
+            }
+        }
+        let table = MemTable::try_new(schema, parts)?;
+        let scan = LogicalPlanBuilder::scan(format!("__cartflow_shared_{n}"), provider_as_source(Arc::new(table)), None)?
+            .alias(alias.alias.clone())?
+            .build()?;
+        Ok(scan)
+    }
+}
+
+/// The subqueries a plan computes more than once that are worth computing once: identical
+/// `SubqueryAlias` subtrees (a CTE referenced twice is planned as two copies) that aggregate,
+/// rank or de-duplicate (so their result is usually much smaller than their input; the rule
+/// DuckDB uses to materialize CTEs), and that stand alone (no reference to an enclosing query,
+/// not part of a recursive CTE). Only the innermost ones: the others are found again once
+/// these are replaced.
+fn shared_subplans(plan: &LogicalPlan) -> Vec<LogicalPlan> {
+    let mut recursive = false;
+    let mut seen: std::collections::HashMap<LogicalPlan, usize> = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|p| {
+        match p {
+            LogicalPlan::RecursiveQuery(_) => recursive = true,
+            LogicalPlan::SubqueryAlias(_) => *seen.entry(p.clone()).or_default() += 1,
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if recursive {
+        return Vec::new();
+    }
+    let candidates: Vec<&LogicalPlan> =
+        seen.iter().filter(|(p, n)| **n >= 2 && worth_computing_once(p)).map(|(p, _)| p).collect();
+    candidates
+        .iter()
+        .filter(|c| !candidates.iter().any(|o| !std::ptr::eq(*o, **c) && contains(c, o)))
+        .map(|c| (*c).clone())
+        .collect()
+}
+
+fn worth_computing_once(p: &LogicalPlan) -> bool {
+    let mut reduces = false;
+    let mut standalone = true;
+    let _ = p.apply_with_subqueries(|n| {
+        if matches!(n, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_)) {
+            reduces = true;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let _ = p.apply(|n| {
+        if n.contains_outer_reference() {
+            standalone = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    reduces && standalone
+}
+
+/// Whether `outer` has `inner` as a subtree (subqueries included), `outer` itself excluded.
+fn contains(outer: &LogicalPlan, inner: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = outer.apply_with_subqueries(|n| {
+        if !std::ptr::eq(n, outer) && n == inner {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn has_parquet(dir: &Path) -> bool {
@@ -440,6 +563,48 @@ mod tests {
         assert_eq!(mysql_to_chrono("%Y-%m-%d %H:%i:%s"), "%Y-%m-%d %H:%M:%S");
         assert_eq!(mysql_to_chrono("%W %M %e, %Y"), "%A %B %-d, %Y");
         assert_eq!(mysql_to_chrono("100%%"), "100%%");
+    }
+
+    async fn rows(e: &SqlEngine, sql: &str) -> String {
+        let (_, b) = e.query(sql).await.expect("query");
+        datafusion::arrow::util::pretty::pretty_format_batches(&b).expect("fmt").to_string()
+    }
+
+    async fn shared(e: &SqlEngine, sql: &str) -> usize {
+        shared_subplans(&e.ctx.state().create_logical_plan(sql).await.expect("plan")).len()
+    }
+
+    #[tokio::test]
+    async fn shared_aggregates_are_computed_once_with_the_same_answer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = SqlEngine::open(dir.path(), &dir.path().join("c.db")).await.expect("engine");
+        // An aggregated CTE used twice (self-join), and one built on it used twice again.
+        let sql = "WITH t AS (SELECT x, count(*) AS c FROM (VALUES (1), (1), (2), (3)) v(x) GROUP BY x),
+                        u AS (SELECT max(c) AS m FROM t)
+                   SELECT a.x, b.c, (SELECT m FROM u) AS m, (SELECT m + 1 FROM u) AS m1
+                   FROM t a JOIN t b ON a.x = b.x ORDER BY a.x";
+        assert_eq!(shared(&e, sql).await, 1, "the innermost shared CTE first");
+        let out = rows(&e, sql).await;
+        for row in ["| 1 | 2 | 2 | 3  |", "| 2 | 1 | 2 | 3  |", "| 3 | 1 | 2 | 3  |"] {
+            assert!(out.contains(row), "{out}");
+        }
+        // Used once, or not aggregating: planned as written.
+        assert_eq!(shared(&e, "WITH t AS (SELECT count(*) AS c FROM (VALUES (1)) v(x)) SELECT c FROM t").await, 0);
+        assert_eq!(
+            shared(&e, "WITH t AS (SELECT x FROM (VALUES (1)) v(x)) SELECT a.x FROM t a JOIN t b ON a.x = b.x").await,
+            0
+        );
+        // Correlated to the enclosing query: it cannot be computed on its own.
+        let correlated = "SELECT x FROM (VALUES (1), (2)) o(x)
+                          WHERE (SELECT count(*) FROM (SELECT DISTINCT y FROM (VALUES (1), (1)) i(y) WHERE i.y = o.x) s) > 0
+                            AND (SELECT count(*) FROM (SELECT DISTINCT y FROM (VALUES (1), (1)) i(y) WHERE i.y = o.x) s) > 0";
+        assert_eq!(shared(&e, correlated).await, 0);
+        assert!(rows(&e, correlated).await.contains("| 1 |"));
+        // Recursive CTEs are left to DataFusion.
+        let recursive = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3)
+                         SELECT count(*) AS c FROM r a JOIN r b ON a.n = b.n";
+        assert_eq!(shared(&e, recursive).await, 0);
+        assert!(rows(&e, recursive).await.contains("| 3 |"));
     }
 
     #[tokio::test]
