@@ -9,6 +9,10 @@
 //!
 //! The partitioned insights run once per day (as the daily DAG does), the full-refresh ones
 //! once. Prints the time of each, the total, and the ratio DuckDB time / cartflow time.
+//!
+//! For experiments: `CARTFLOW_BENCH_ONLY=a,b` runs only those insights (on both sides), and
+//! `CARTFLOW_BENCH_SET="datafusion.x = v; …"` sets DataFusion options on cartflow's session first,
+//! and `CARTFLOW_BENCH_EXPLAIN=1` prints each insight's `EXPLAIN ANALYZE` (of its first day).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,9 +58,17 @@ fn main() {
     let sql_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/sql");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let engine = rt.block_on(SqlEngine::open(&lake, &catalog_path)).expect("engine");
+    for set in std::env::var("CARTFLOW_BENCH_SET").unwrap_or_default().split(';').filter(|s| !s.trim().is_empty()) {
+        rt.block_on(engine.query(&format!("SET {set}"))).expect("SET");
+    }
+    let only: Vec<String> = std::env::var("CARTFLOW_BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let selected: Vec<(&str, bool)> =
+        INSIGHTS.into_iter().filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n)).collect();
     let mut total = 0.0;
     let mut parts = Vec::new();
-    for (name, partitioned) in INSIGHTS {
+    for &(name, partitioned) in &selected {
         let sql = std::fs::read_to_string(sql_dir.join(format!("{name}.sql"))).expect("sql");
         let t = Instant::now();
         let mut rows = 0;
@@ -67,6 +79,11 @@ fn main() {
             rows += b.iter().map(|b| b.num_rows()).sum::<usize>();
         }
         let secs = t.elapsed().as_secs_f64();
+        if std::env::var_os("CARTFLOW_BENCH_EXPLAIN").is_some() {
+            let first = if partitioned { sql.replace("{{ ds }}", &dates[0]) } else { sql.clone() };
+            let (_, b) = rt.block_on(engine.query(&format!("EXPLAIN ANALYZE {first}"))).expect("explain");
+            println!("{}", cartflow_jobs::sql::arrow::util::pretty::pretty_format_batches(&b).expect("fmt"));
+        }
         total += secs;
         parts.push(format!("{name} {secs:.2}s ({rows} rows)"));
     }
@@ -81,6 +98,7 @@ fn main() {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/insights_duckdb.py"))
         .arg(&lake)
         .arg(&sql_dir)
+        .arg(selected.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","))
         .args(&dates)
         .output()
         .expect("python");
