@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The partitioned insights run once per day (as the daily DAG does), the full-refresh ones
-//! once. Prints the time of each, the total, and the ratio DuckDB time / cartflow time.
+//! once. Both run `CARTFLOW_BENCH_RUNS` times (default 3) in alternation; prints the time of
+//! each insight, the totals, and the ratio of the median totals, DuckDB time / cartflow time.
 //!
 //! For experiments: `CARTFLOW_BENCH_ONLY=a,b` runs only those insights (on both sides), and
 //! `CARTFLOW_BENCH_SET="datafusion.x = v; …"` sets DataFusion options on cartflow's session first,
@@ -66,49 +67,73 @@ fn main() {
         .unwrap_or_default();
     let selected: Vec<(&str, bool)> =
         INSIGHTS.into_iter().filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n)).collect();
-    let mut total = 0.0;
-    let mut parts = Vec::new();
-    for &(name, partitioned) in &selected {
-        let sql = std::fs::read_to_string(sql_dir.join(format!("{name}.sql"))).expect("sql");
-        let t = Instant::now();
-        let mut rows = 0;
-        let runs: Vec<String> =
-            if partitioned { dates.iter().map(|d| sql.replace("{{ ds }}", d)).collect() } else { vec![sql.clone()] };
-        for q in runs {
-            let (_, b) = rt.block_on(engine.query(&q)).expect("query");
-            rows += b.iter().map(|b| b.num_rows()).sum::<usize>();
-        }
-        let secs = t.elapsed().as_secs_f64();
-        if std::env::var_os("CARTFLOW_BENCH_EXPLAIN").is_some() {
-            let first = if partitioned { sql.replace("{{ ds }}", &dates[0]) } else { sql.clone() };
-            let (_, b) = rt.block_on(engine.query(&format!("EXPLAIN ANALYZE {first}"))).expect("explain");
-            println!("{}", cartflow_jobs::sql::arrow::util::pretty::pretty_format_batches(&b).expect("fmt"));
-        }
-        total += secs;
-        parts.push(format!("{name} {secs:.2}s ({rows} rows)"));
-    }
-    println!("cartflow (DataFusion): {} = {total:.2}s", parts.join(" + "));
-
+    let explain = std::env::var_os("CARTFLOW_BENCH_EXPLAIN").is_some();
     let python = std::env::var("CARTFLOW_BENCH_PYTHON").unwrap_or_default();
-    if python.is_empty() {
+    let rounds: usize = std::env::var("CARTFLOW_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    // The machine is shared and its speed drifts by ±20% over minutes: the two engines run in
+    // alternation, and the ratio is that of their medians.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let mut total = 0.0;
+        let mut parts = Vec::new();
+        for &(name, partitioned) in &selected {
+            let sql = std::fs::read_to_string(sql_dir.join(format!("{name}.sql"))).expect("sql");
+            let t = Instant::now();
+            let mut rows = 0;
+            let runs: Vec<String> = if partitioned {
+                dates.iter().map(|d| sql.replace("{{ ds }}", d)).collect()
+            } else {
+                vec![sql.clone()]
+            };
+            for q in runs {
+                let (_, b) = rt.block_on(engine.query(&q)).expect("query");
+                rows += b.iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            if explain && round == 1 {
+                let first = if partitioned { sql.replace("{{ ds }}", &dates[0]) } else { sql.clone() };
+                let (_, b) = rt.block_on(engine.query(&format!("EXPLAIN ANALYZE {first}"))).expect("explain");
+                println!("{}", cartflow_jobs::sql::arrow::util::pretty::pretty_format_batches(&b).expect("fmt"));
+            }
+            total += secs;
+            parts.push(format!("{name} {secs:.2}s ({rows} rows)"));
+        }
+        println!("[{round}/{rounds}] cartflow (DataFusion): {} = {total:.2}s", parts.join(" + "));
+        ours.push(total);
+        if python.is_empty() {
+            continue;
+        }
+        let out = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/insights_duckdb.py"))
+            .arg(&lake)
+            .arg(&sql_dir)
+            .arg(selected.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","))
+            .args(&dates)
+            .output()
+            .expect("python");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the DuckDB peer failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        for line in text.lines().filter(|l| !l.starts_with("seconds=")) {
+            println!("[{round}/{rounds}] {line}");
+        }
+        theirs.push(
+            text.lines()
+                .find_map(|l| l.strip_prefix("seconds="))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("seconds= from the peer"),
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ours = median(&mut ours);
+    println!("cartflow median: {ours:.2}s");
+    if theirs.is_empty() {
         println!("duckdb: skipped (set CARTFLOW_BENCH_PYTHON to a Python with duckdb; scripts/bench-insights does)");
         return;
     }
-    let out = Command::new(&python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/insights_duckdb.py"))
-        .arg(&lake)
-        .arg(&sql_dir)
-        .arg(selected.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","))
-        .args(&dates)
-        .output()
-        .expect("python");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the DuckDB peer failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    print!("{text}");
-    let theirs: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("seconds="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("seconds= from the peer");
-    println!("ratio (duckdb time / cartflow time): {:.2}x", theirs / total);
+    let theirs = median(&mut theirs);
+    println!("duckdb median: {theirs:.2}s");
+    println!("ratio (duckdb time / cartflow time, medians of {rounds}): {:.2}x", theirs / ours);
 }

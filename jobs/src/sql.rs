@@ -574,12 +574,16 @@ pub fn columns_of(schema: &Schema) -> Vec<Column> {
 /// Timestamps with a time zone become naive UTC microseconds, and string views plain strings,
 /// so that what is written reads back the same in Athena, DuckDB and Polars.
 pub fn normalize(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
-    let target = |dt: &DataType| match dt {
-        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, None),
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::UInt64 | DataType::UInt32 => DataType::Int64,
-        other => other.clone(),
-    };
+    fn target(dt: &DataType) -> DataType {
+        match dt {
+            DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+            DataType::UInt64 | DataType::UInt32 => DataType::Int64,
+            // Partition columns are dictionary-encoded in the engine.
+            DataType::Dictionary(_, values) => target(values),
+            other => other.clone(),
+        }
+    }
     let fields: Vec<Field> =
         schema.fields().iter().map(|f| Field::new(f.name(), target(f.data_type()), true)).collect();
     let out_schema = Arc::new(Schema::new(fields));
