@@ -1,5 +1,7 @@
 -- Insight 1: unique visitors per day (partitioned by dt; each run replaces its day).
 -- Runs unchanged on Athena (Trino) and on cartflow's local engine. Columns: docs/insights.md.
+-- One day is read, so there is one group: no GROUP BY (the engines then count distinct values
+-- without per-group bookkeeping), and HAVING keeps a day without events out, as a GROUP BY would.
 SELECT
   count(DISTINCT user_id) AS unique_visitors,
   count(DISTINCT user_session) AS sessions,
@@ -7,7 +9,7 @@ SELECT
   count(*) FILTER (WHERE event_type = 'view') AS views,
   count(*) FILTER (WHERE event_type = 'cart') AS carts,
   count(*) FILTER (WHERE event_type = 'purchase') AS purchases,
-  dt
+  '{{ ds }}' AS dt
 FROM ecommerce.enriched_events
 WHERE dt = '{{ ds }}'
-GROUP BY dt
+HAVING count(*) > 0
