@@ -391,9 +391,11 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
         let df = read(input)?;
         let h = df.height();
         let per = h.div_ceil(threads).max(1);
+        // At least one slice, even of no rows: it gives the outputs their typed columns.
+        let starts: Vec<usize> = if h == 0 { vec![0] } else { (0..h).step_by(per).collect() };
         let slices: Vec<PolarsResult<Slice>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..h)
-                .step_by(per)
+            let handles: Vec<_> = starts
+                .into_iter()
                 .map(|lo| {
                     let (df, hashers) = (&df, &hashers);
                     scope.spawn(move || validate_slice(df, lo..(lo + per).min(h), d, hashers))
@@ -508,6 +510,28 @@ mod tests {
         }
         let raw = StagedRow { fields: [None; 9], raw: Some("{\"event_time\":\"2019") };
         assert_eq!(validate(&raw, DAY), Err(Reason::UnparsableRecord));
+    }
+
+    #[test]
+    fn a_staged_file_without_rows_gives_typed_empty_outputs() {
+        let lake = tempfile::tempdir().expect("tmp");
+        let mut cols: Vec<Column> =
+            crate::event::COLUMNS.iter().map(|n| Column::new((*n).into(), Vec::<String>::new())).collect();
+        cols.push(Column::new("_raw".into(), Vec::<String>::new()));
+        cols.push(Column::new("_source".into(), Vec::<String>::new()));
+        let mut staged = DataFrame::new(0, cols).expect("frame");
+        crate::publish_parquet(&mut staged, &lake.path().join(STAGED_EVENTS).join("dt=2019-10-01")).expect("staged");
+        let r = clean(lake.path(), "2019-10-01").expect("clean");
+        assert_eq!((r.rows_in, r.clean, r.quarantined, r.duplicates), (0, 0, 0, 0));
+        let clean_df = read(&lake.path().join(&r.location).join("part-00000.parquet")).expect("clean");
+        assert_eq!(clean_df.height(), 0);
+        assert_eq!(clean_df.width(), 9, "{:?}", clean_df.schema());
+        assert_eq!(
+            clean_df.column("event_time").expect("t").dtype(),
+            &DataType::Datetime(TimeUnit::Microseconds, None)
+        );
+        let q = read(&lake.path().join(&r.quarantine_location).join("part-00000.parquet")).expect("quarantine");
+        assert!(q.column("reason").is_ok(), "{:?}", q.schema());
     }
 
     #[test]
