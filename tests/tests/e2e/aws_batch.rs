@@ -219,14 +219,21 @@ fn cartflow_e2e_repo_file(rel: &str) -> String {
 
 const TABLES: &str = "import boto3\nglue = boto3.client('glue')\nfor t in glue.get_tables(DatabaseName='ecommerce')['TableList']:\n    print(t['Name'], t['StorageDescriptor']['Location'], [c['Name'] for c in t['StorageDescriptor']['Columns']])\n";
 
-#[test]
-fn athena_ctas_swaps_a_fresh_location_in_and_a_failed_query_leaves_the_table_as_it_was() {
-    let Some(moto) = Moto::start() else { return };
-    setup(&moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
-    moto.pace("athena::execution", 1);
+/// An Athena project: the lake bucket and the database in the emulator, each query running for
+/// `query_secs`, and `top.sql` counting events per category.
+fn athena_project(moto: &Moto, query_secs: u32) -> Project {
+    setup(moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
+    moto.pace("athena::execution", query_secs);
     let p = Project::new();
     p.write("cartflow.yaml", CONFIG);
     p.write("top.sql", "SELECT category_code, count(*) AS events FROM ecommerce.enriched_events GROUP BY 1;\n");
+    p
+}
+
+#[test]
+fn athena_ctas_swaps_a_fresh_location_in_and_a_failed_query_leaves_the_table_as_it_was() {
+    let Some(moto) = Moto::start() else { return };
+    let p = athena_project(&moto, 1);
     p.write("visitors.sql", "SELECT count(DISTINCT user_id) AS unique_visitors, dt\nFROM ecommerce.enriched_events\nWHERE dt = '{{ ds }}'\nGROUP BY dt\n");
     p.dag(
         "i.yaml",
@@ -634,11 +641,7 @@ fn the_detector_reprocesses_the_s3_archive_into_dynamodb_like_the_local_one_with
 #[test]
 fn a_cancelled_athena_ctas_stops_its_query_and_leaves_nothing_behind() {
     let Some(moto) = Moto::start() else { return };
-    setup(&moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
-    moto.pace("athena::execution", 600);
-    let p = Project::new();
-    p.write("cartflow.yaml", CONFIG);
-    p.write("top.sql", "SELECT category_code, count(*) AS events FROM ecommerce.enriched_events GROUP BY 1\n");
+    let p = athena_project(&moto, 600);
     p.dag(
         "i.yaml",
         "id: i\nschedule: '@daily'\ntasks:\n  - id: top\n    kind: athena_ctas\n    sql: top.sql\n    table: top_categories\n    timeout: 2s\n    retries: 0\n",
