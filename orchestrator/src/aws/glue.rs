@@ -22,7 +22,8 @@ async fn crawler_phase(client: &Client, name: &str, since: Option<i64>) -> Resul
     let c = out.crawler();
     let state = c.and_then(|c| c.state()).map(|s| s.as_str().to_string()).unwrap_or_else(|| "READY".into());
     let last = c.and_then(|c| c.last_crawl());
-    let last_start = last.and_then(|l| l.start_time()).map(|t| t.secs());
+    let start = last.and_then(|l| l.start_time());
+    let last_start = start.map(|t| t.secs());
     let phase = match since {
         Some(t) if state == "READY" && last_start.is_none_or(|s| s < t - 60) => {
             Phase::Running("READY (our crawl has not appeared yet)".into())
@@ -33,8 +34,7 @@ async fn crawler_phase(client: &Client, name: &str, since: Option<i64>) -> Resul
             last.and_then(|l| l.error_message()),
         ),
     };
-    let started = last.and_then(|l| l.start_time()).map(|t| t.to_string());
-    Ok((phase, started))
+    Ok((phase, start.map(|t| t.to_string())))
 }
 
 /// Runs a crawler to its end: StartCrawler (a crawl already running is attached to), poll
