@@ -3,19 +3,19 @@
 -- A row is kept when it is in the top 10 by events or by purchases. Columns: docs/insights.md.
 -- The events are read once: both grains are sums of the counts per (category, hour, weekday).
 WITH slots AS (
-  SELECT category_code, hour(event_time) AS hour_of_day, day_of_week(event_time) AS weekday,
+  SELECT category_code, event_hour AS hour_of_day, event_weekday AS weekday,
          count(*) AS events, count(*) FILTER (WHERE event_type = 'purchase') AS purchases
   FROM ecommerce.enriched_events
   WHERE category_code IS NOT NULL
-  GROUP BY category_code, hour(event_time), day_of_week(event_time)
+  GROUP BY category_code, event_hour, event_weekday
 ),
 by_slot AS (
-  SELECT 'hour' AS grain, hour_of_day AS slot, category_code, CAST(sum(events) AS bigint) AS events,
+  SELECT 'hour' AS grain, CAST(hour_of_day AS bigint) AS slot, category_code, CAST(sum(events) AS bigint) AS events,
          CAST(sum(purchases) AS bigint) AS purchases
   FROM slots
   GROUP BY hour_of_day, category_code
   UNION ALL
-  SELECT 'weekday' AS grain, weekday AS slot, category_code, CAST(sum(events) AS bigint) AS events,
+  SELECT 'weekday' AS grain, CAST(weekday AS bigint) AS slot, category_code, CAST(sum(events) AS bigint) AS events,
          CAST(sum(purchases) AS bigint) AS purchases
   FROM slots
   GROUP BY weekday, category_code

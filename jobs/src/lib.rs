@@ -15,6 +15,8 @@ pub mod rawzone;
 pub mod recipe;
 #[cfg(feature = "sql")]
 pub mod sql;
+#[cfg(feature = "sql")]
+mod sql_distinct;
 pub mod swap;
 
 use std::path::{Path, PathBuf};

@@ -98,8 +98,9 @@ fn udf(
 
 /// `hour`, `minute`, `second` and the weekday of a UTC (or zone-less) timestamp straight from
 /// its integer value: no calendar is needed for those. The general `date_part` kernel converts
-/// every value to a calendar date first; `top_categories`, which groups 7M rows by two of these,
-/// went from 0.50 s to 0.37 s. `None` for the other parts and types, which go through `date_part`.
+/// every value to a calendar date first: grouping 7M events by the hour and weekday of their
+/// time took 0.50 s through it, 0.39 s this way. `None` for the other parts and types, which go
+/// through `date_part`.
 fn clock_part(a: &dyn Array, part: DatePart, iso_dow: bool) -> Option<ArrayRef> {
     use datafusion::arrow::datatypes::{
         TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
@@ -108,26 +109,32 @@ fn clock_part(a: &dyn Array, part: DatePart, iso_dow: bool) -> Option<ArrayRef> 
     if tz.as_deref().is_some_and(|tz| !matches!(tz, "UTC" | "+00:00" | "Z")) {
         return None;
     }
-    // part = ((seconds / div) + shift) mod m, plus 1 for the ISO weekday; 1970-01-01 was a Thursday.
-    let (div, shift, m, plus): (i64, i64, i64, i64) = match part {
-        DatePart::Hour => (3_600, 0, 24, 0),
-        DatePart::Minute => (60, 0, 60, 0),
-        DatePart::Second => (1, 0, 60, 0),
-        DatePart::DayOfWeekMonday0 => (86_400, 3, 7, i64::from(iso_dow)),
-        _ => return None,
-    };
-    let per_second: i64 = match unit {
-        TimeUnit::Second => 1,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1_000_000,
-        TimeUnit::Nanosecond => 1_000_000_000,
-    };
-    let f = move |v: i64| (v.div_euclid(per_second).div_euclid(div) + shift).rem_euclid(m) + plus;
+    // part = ((value / (unit per second * seconds per step)) + shift) mod m, plus 1 for the ISO
+    // weekday; 1970-01-01 was a Thursday. The constants are generic parameters so that the
+    // compiler turns each division into a multiplication (runtime divisors made the parts cost
+    // 13% of `top_categories`).
+    fn parts<T, const STEP: i64, const SHIFT: i64, const M: i64>(a: &dyn Array, plus: i64) -> Int64Array
+    where
+        T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>,
+    {
+        a.as_primitive::<T>().unary(|v| (v.div_euclid(STEP) + SHIFT).rem_euclid(M) + plus)
+    }
+    macro_rules! by_unit {
+        ($per_second:literal, $t:ty) => {
+            match part {
+                DatePart::Hour => parts::<$t, { 3_600 * $per_second }, 0, 24>(a, 0),
+                DatePart::Minute => parts::<$t, { 60 * $per_second }, 0, 60>(a, 0),
+                DatePart::Second => parts::<$t, { $per_second }, 0, 60>(a, 0),
+                DatePart::DayOfWeekMonday0 => parts::<$t, { 86_400 * $per_second }, 3, 7>(a, i64::from(iso_dow)),
+                _ => return None,
+            }
+        };
+    }
     let out: Int64Array = match unit {
-        TimeUnit::Second => a.as_primitive::<TimestampSecondType>().unary(f),
-        TimeUnit::Millisecond => a.as_primitive::<TimestampMillisecondType>().unary(f),
-        TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().unary(f),
-        TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().unary(f),
+        TimeUnit::Second => by_unit!(1, TimestampSecondType),
+        TimeUnit::Millisecond => by_unit!(1_000, TimestampMillisecondType),
+        TimeUnit::Microsecond => by_unit!(1_000_000, TimestampMicrosecondType),
+        TimeUnit::Nanosecond => by_unit!(1_000_000_000, TimestampNanosecondType),
     };
     Some(Arc::new(out))
 }
@@ -347,6 +354,7 @@ impl SqlEngine {
         for f in trino_functions() {
             ctx.register_udf(f);
         }
+        ctx.register_udaf(crate::sql_distinct::count_udaf());
         let engine = SqlEngine { ctx, lake: lake.to_path_buf() };
         let mut databases = std::collections::BTreeSet::new();
         for t in tables {
