@@ -13,11 +13,12 @@
 //! 120k sessions a day) went from 0.87 s to 0.60 s, beside 0.41-0.55 s for DuckDB.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, StringViewArray};
 use datafusion::arrow::buffer::Buffer;
-use datafusion::arrow::compute::filter;
+use datafusion::arrow::compute::{filter, interleave};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::utils::SingleRowListArrayBuilder;
 use datafusion::common::{Result, ScalarValue};
@@ -30,6 +31,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr_common::binary_map::OutputType;
 use datafusion::physical_expr_common::binary_view_map::ArrowBytesViewSet;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// DataFusion's `count`, with the faster `count(DISTINCT …)` over string views.
 pub fn count_udaf() -> AggregateUDF {
@@ -105,6 +108,9 @@ struct Pinned {
 
 struct ViewDistinctCount {
     set: ArrowBytesViewSet,
+    /// The distinct values of other accumulators (their states), kept as they come: the union
+    /// is taken once, at the end (see [`union`]).
+    merged: Vec<ArrayRef>,
     pinned: VecDeque<Pinned>,
     rows: u64,
     skipped: u64,
@@ -121,6 +127,7 @@ impl ViewDistinctCount {
     fn new() -> Self {
         ViewDistinctCount {
             set: ArrowBytesViewSet::new(OutputType::Utf8View),
+            merged: Vec::new(),
             pinned: VecDeque::new(),
             rows: 0,
             skipped: 0,
@@ -214,24 +221,77 @@ impl Accumulator for ViewDistinctCount {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let Some(lists) = states.first() else { return Ok(()) };
-        for list in lists.as_list::<i32>().iter().flatten() {
-            self.set.insert(&list);
-        }
+        self.merged.extend(lists.as_list::<i32>().iter().flatten().filter(|l| !l.is_empty()));
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values = self.set.take().into_state();
+        let values = if self.merged.is_empty() {
+            self.set.take().into_state()
+        } else {
+            let parts = self.parts();
+            let (_, rows) = union(&parts, true);
+            let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            interleave(&parts, &rows)?
+        };
         Ok(vec![SingleRowListArrayBuilder::new(values).build_list_scalar()])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.set.non_null_len() as i64)))
+        let n = if self.merged.is_empty() { self.set.non_null_len() } else { union(&self.parts(), false).0 };
+        Ok(ScalarValue::Int64(Some(n as i64)))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.set.size() + self.pinned.iter().map(|p| p.lengths.capacity()).sum::<usize>()
+        std::mem::size_of_val(self)
+            + self.set.size()
+            + self.merged.iter().map(|a| a.get_array_memory_size()).sum::<usize>()
+            + self.pinned.iter().map(|p| p.lengths.capacity()).sum::<usize>()
     }
+}
+
+impl ViewDistinctCount {
+    /// The merged states and the values of this accumulator's own set, each distinct.
+    fn parts(&mut self) -> Vec<ArrayRef> {
+        let mut parts = std::mem::take(&mut self.merged);
+        if !self.set.is_empty() {
+            parts.push(self.set.take().into_state());
+        }
+        parts
+    }
+}
+
+/// The number of distinct non-null values in `parts`, string view arrays whose values are each
+/// distinct already (the sets of several accumulators), and with `rows` the (part, row) of one
+/// of each. The largest part goes into the table without a single comparison (its values are
+/// distinct), and the table is sized once. Inserting every state into DataFusion's set instead
+/// (its own merge) cost `daily_visitors` about 0.15 s of its 0.8 s in the insight benchmark: the
+/// merge runs on one core after the parallel part.
+fn union(parts: &[ArrayRef], rows: bool) -> (usize, Vec<(usize, usize)>) {
+    let mut order: Vec<(usize, &StringViewArray)> = parts.iter().map(|a| a.as_string_view()).enumerate().collect();
+    order.sort_by_key(|(_, a)| std::cmp::Reverse(a.len() - a.null_count()));
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let capacity = order.iter().map(|(_, a)| a.len()).sum();
+    let mut table: HashTable<(u32, u32)> = HashTable::with_capacity(capacity);
+    let value = |(p, r): (u32, u32)| parts[p as usize].as_string_view().value(r as usize).as_bytes();
+    for (first, &(p, a)) in order.iter().enumerate() {
+        for r in 0..a.len() {
+            if a.is_null(r) {
+                continue;
+            }
+            let v = a.value(r).as_bytes();
+            let h = hasher.hash_one(v);
+            let entry = (p as u32, r as u32);
+            if first == 0 {
+                table.insert_unique(h, entry, |&e| hasher.hash_one(value(e)));
+            } else if let Entry::Vacant(slot) = table.entry(h, |&e| value(e) == v, |&e| hasher.hash_one(value(e))) {
+                slot.insert(entry);
+            }
+        }
+    }
+    let n = table.len();
+    let kept = if rows { table.into_iter().map(|(p, r)| (p as usize, r as usize)).collect() } else { Vec::new() };
+    (n, kept)
 }
 
 #[cfg(test)]
@@ -320,6 +380,26 @@ mod tests {
             merged.merge_batch(&state).expect("merge");
         }
         assert_eq!(merged.evaluate().expect("evaluate"), ScalarValue::Int64(Some(expected.len() as i64)));
+        // A merged accumulator's state is the union, each value once; merged again with one of
+        // its halves, nothing is counted twice.
+        let mut again = ViewDistinctCount::new();
+        let (mut left, mut right) = (ViewDistinctCount::new(), ViewDistinctCount::new());
+        for (i, b) in batches.iter().enumerate() {
+            let a: ArrayRef = Arc::new(b.clone());
+            if i % 2 == 0 { &mut left } else { &mut right }.update_batch(&[a]).expect("update");
+        }
+        let left_state: Vec<ArrayRef> =
+            left.state().expect("state").iter().map(|s| s.to_array().expect("array")).collect();
+        let mut half = ViewDistinctCount::new();
+        half.merge_batch(&left_state).expect("merge");
+        let right_state: Vec<ArrayRef> =
+            right.state().expect("state").iter().map(|s| s.to_array().expect("array")).collect();
+        half.merge_batch(&right_state).expect("merge");
+        let union: Vec<ArrayRef> = half.state().expect("state").iter().map(|s| s.to_array().expect("array")).collect();
+        assert_eq!(union[0].as_list::<i32>().value(0).len(), expected.len(), "the union holds each value once");
+        again.merge_batch(&union).expect("merge");
+        again.merge_batch(&left_state).expect("merge");
+        assert_eq!(again.evaluate().expect("evaluate"), ScalarValue::Int64(Some(expected.len() as i64)));
     }
 
     #[test]
