@@ -25,6 +25,10 @@ use cartflow_jobs::sql::SqlEngine;
 const INSIGHTS: [(&str, bool); 4] =
     [("daily_visitors", true), ("cart_abandonment", true), ("top_categories", false), ("brand_marketing", false)];
 
+/// The cartflow binary's allocator, so that the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: cartflow_jobs::Allocator = cartflow_jobs::Allocator;
+
 fn main() {
     let days = std::env::var("CARTFLOW_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(10u32);
     let per_day: u64 =

@@ -38,6 +38,10 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// The cartflow binary's allocator, so that the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: cartflow_jobs::Allocator = cartflow_jobs::Allocator;
+
 fn main() {
     let days = env_u64("CARTFLOW_BENCH_DAYS", 10) as u32;
     let per_day = env_u64("CARTFLOW_BENCH_EVENTS_PER_DAY", 1_000_000);

@@ -2,6 +2,7 @@
 //! synthetic generator, the Kaggle CSV reader, the raw zone (Firehose's layout), compaction,
 //! crawling, cleaning, the DataBrew recipe interpreter, and the local SQL engine.
 
+mod alloc;
 pub mod catalog;
 pub mod clean;
 pub mod compact;
@@ -18,6 +19,8 @@ pub mod sql;
 #[cfg(feature = "sql")]
 mod sql_distinct;
 pub mod swap;
+
+pub use alloc::Allocator;
 
 use std::path::{Path, PathBuf};
 

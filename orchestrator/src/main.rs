@@ -6,6 +6,9 @@ use clap::Parser;
 
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: cartflow_jobs::Allocator = cartflow_jobs::Allocator;
+
 fn main() -> ExitCode {
     cartflow::process::restore_sigpipe();
     let args = cli::Cli::parse();
