@@ -383,7 +383,9 @@ impl SqlEngine {
         let table_url = ListingTableUrl::parse(&url)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
-            .with_table_partition_cols(t.partition_keys.iter().map(|k| (k.name.clone(), DataType::Utf8)).collect());
+            // String views, like the files' own strings: a value of up to 12 bytes (`2019-10-01`)
+            // sits in the view, so grouping and comparing by `dt` compares integers.
+            .with_table_partition_cols(t.partition_keys.iter().map(|k| (k.name.clone(), DataType::Utf8View)).collect());
         let state = self.ctx.state();
         let config = ListingTableConfig::new(table_url).with_listing_options(options).infer_schema(&state).await?;
         let provider = ListingTable::try_new(config)?;
