@@ -2,6 +2,7 @@
 -- Events without a category_code are left out. rank() keeps ties: equal counts share a rank.
 -- A row is kept when it is in the top 10 by events or by purchases. Columns: docs/insights.md.
 -- The events are read once: both grains are sums of the counts per (category, hour, weekday).
+-- event_hour and event_weekday are hour(event_time) and day_of_week(event_time), added by enrich.
 WITH slots AS (
   SELECT category_code, event_hour AS hour_of_day, event_weekday AS weekday,
          count(*) AS events, count(*) FILTER (WHERE event_type = 'purchase') AS purchases

@@ -71,9 +71,18 @@ fn main() {
         .unwrap_or_default();
     let selected: Vec<(&str, bool)> =
         INSIGHTS.into_iter().filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n)).collect();
+    if let Some(unknown) = only.iter().find(|o| !INSIGHTS.iter().any(|(n, _)| n == o)) {
+        let names: Vec<&str> = INSIGHTS.iter().map(|(n, _)| *n).collect();
+        panic!("CARTFLOW_BENCH_ONLY: no insight {unknown:?}; use some of {}", names.join(","));
+    }
     let explain = std::env::var_os("CARTFLOW_BENCH_EXPLAIN").is_some();
     let python = std::env::var("CARTFLOW_BENCH_PYTHON").unwrap_or_default();
-    let rounds: usize = std::env::var("CARTFLOW_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let rounds: usize = match std::env::var("CARTFLOW_BENCH_RUNS") {
+        Ok(v) => {
+            v.parse::<usize>().unwrap_or_else(|_| panic!("CARTFLOW_BENCH_RUNS={v:?}: give a number of rounds")).max(1)
+        }
+        Err(_) => 3,
+    };
     // The machine is shared and its speed drifts by ±20% over minutes: the two engines run in
     // alternation, and the ratio is that of their medians.
     // Each insight's queries, rendered once: one per day for the partitioned ones.

@@ -111,8 +111,8 @@ fn clock_part(a: &dyn Array, part: DatePart, iso_dow: bool) -> Option<ArrayRef> 
     }
     // part = ((value / (unit per second * seconds per step)) + shift) mod m, plus 1 for the ISO
     // weekday; 1970-01-01 was a Thursday. The constants are generic parameters so that the
-    // compiler turns each division into a multiplication (runtime divisors made the parts cost
-    // 13% of `top_categories`).
+    // compiler turns each division into a multiplication (with runtime divisors, the parts were
+    // 13% of the profile of a query grouping 7M events by `hour` and `day_of_week`).
     fn parts<T, const STEP: i64, const SHIFT: i64, const M: i64>(a: &dyn Array, plus: i64) -> Int64Array
     where
         T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>,

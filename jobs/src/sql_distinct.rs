@@ -108,6 +108,11 @@ struct Pinned {
     lengths: Vec<u8>,
 }
 
+/// The same memory: a pinned buffer cannot be freed, so its address is not reused while pinned.
+fn same_buffer(a: &Buffer, b: &Buffer) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
 struct ViewDistinctCount {
     set: ArrowBytesViewSet,
     /// The distinct values of other accumulators (their states), kept as they come: the union
@@ -138,16 +143,15 @@ impl ViewDistinctCount {
     }
 
     fn find(&self, buffer: &Buffer) -> Option<usize> {
-        self.pinned.iter().position(|p| p.buffer.as_ptr() == buffer.as_ptr() && p.buffer.len() == buffer.len())
+        self.pinned.iter().position(|p| same_buffer(&p.buffer, buffer))
     }
 
     /// The index in `pinned` of each of these buffers, pinning the new ones and forgetting the
     /// oldest others to make room; `None` when they are too many to pin.
     fn pin(&mut self, buffers: &[Buffer]) -> Option<Vec<usize>> {
-        let same = |a: &Buffer, b: &Buffer| a.as_ptr() == b.as_ptr() && a.len() == b.len();
         let mut fresh: Vec<&Buffer> = Vec::new();
         for b in buffers {
-            if self.find(b).is_none() && !fresh.iter().any(|f| same(f, b)) {
+            if self.find(b).is_none() && !fresh.iter().any(|f| same_buffer(f, b)) {
                 fresh.push(b);
             }
         }
@@ -155,7 +159,7 @@ impl ViewDistinctCount {
             return buffers.iter().map(|b| self.find(b)).collect();
         }
         while self.pinned.len() + fresh.len() > PINNED {
-            let old = self.pinned.iter().position(|p| !buffers.iter().any(|b| same(b, &p.buffer)))?;
+            let old = self.pinned.iter().position(|p| !buffers.iter().any(|b| same_buffer(b, &p.buffer)))?;
             self.pinned.remove(old);
         }
         for b in fresh {
