@@ -144,6 +144,12 @@ impl Run {
     }
 }
 
+/// One `command` task of a DAG file's `tasks:` list: `id` runs `sh -c 'SCRIPT'` after the
+/// comma-separated task ids `deps`.
+pub fn sh(id: &str, deps: &str, script: &str) -> String {
+    format!("  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n")
+}
+
 /// Sends a signal with the `kill` program.
 pub fn kill(pid: u32, signal: &str) {
     let ok = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status().expect("kill").success();

@@ -1,0 +1,303 @@
+//! Running DAGs from the CLI: recording, retries, a killed run resuming, one process per
+//! interval, Ctrl-C, `validate`, `plan`, task selection, JSON logs, the state's location and the
+//! repository's example DAG.
+
+use std::time::{Duration, Instant};
+
+use cartflow_e2e::{Project, alive, kill, sh};
+
+#[test]
+fn a_dag_of_commands_runs_and_is_recorded() {
+    let p = Project::new();
+    p.dag(
+        "etl.yaml",
+        &format!(
+            "id: etl\nschedule: '@daily'\nparams:\n  who: cartflow\ntasks:\n{}{}{}",
+            sh("extract", "", "echo extract {{ ds }} >> $DIR/trace; echo hello from {{ params.who }}"),
+            sh("transform", "extract", "echo transform {{ ds_nodash }} >> $DIR/trace"),
+            sh("load", "transform", "echo load {{ run_id }} >> $DIR/trace; echo to stderr >&2"),
+        ),
+    );
+    let r = p.run(&["run", "etl", "--date", "2019-10-01"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("run etl@2019-10-01T00:00:00Z success"), "{}", r.stdout);
+    assert_eq!(p.read("trace"), "extract 2019-10-01\ntransform 20191001\nload etl@2019-10-01T00:00:00Z\n");
+
+    let runs = p.run(&["runs"]);
+    runs.expect_code(0);
+    assert!(runs.stdout.contains("etl@2019-10-01T00:00:00Z") && runs.stdout.contains("success"), "{}", runs.stdout);
+    let tasks = p.run(&["tasks", "etl@2019-10-01T00:00:00Z"]);
+    assert_eq!(tasks.stdout.matches("success").count(), 4, "run line + 3 tasks\n{}", tasks.stdout);
+
+    let logs = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "extract"]);
+    logs.expect_code(0);
+    assert!(logs.stdout.contains("hello from cartflow"), "{}", logs.stdout);
+    let logs = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "load"]);
+    assert!(logs.stdout.contains("to stderr"), "stderr is captured too: {}", logs.stdout);
+    let bad = p.run(&["logs", "etl@2019-10-01T00:00:00Z", "lod"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("did you mean `load`?"), "{}", bad.stderr);
+}
+
+#[test]
+fn a_failing_task_retries_then_fails_the_run_with_exit_1() {
+    let p = Project::new();
+    p.dag(
+        "f.yaml",
+        &format!(
+            "id: f\ndefaults:\n  retries: 2\n  retry_delay: 100ms\ntasks:\n{}{}",
+            sh("flaky", "", "echo attempt $CARTFLOW_ATTEMPT >> $DIR/attempts; echo broken >&2; exit 4"),
+            sh("after", "flaky", "touch $DIR/after_ran"),
+        ),
+    );
+    let r = p.run(&["run", "f", "--date", "2019-10-01"]);
+    r.expect_code(1);
+    assert_eq!(p.read("attempts"), "attempt 1\nattempt 2\nattempt 3\n");
+    assert!(!p.path().join("after_ran").exists());
+    assert!(r.stdout.contains("failed") && r.stdout.contains("upstream_failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("`sh` exited with code 4"), "{}", r.stdout);
+    let attempts: Vec<(u32, String, Option<i32>)> = {
+        let db = p.store();
+        let mut s = db
+            .prepare("SELECT attempt, state, exit_code FROM task_attempts WHERE task_id = 'flaky' ORDER BY attempt")
+            .expect("query");
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("rows").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(
+        attempts,
+        vec![(1, "failed".into(), Some(4)), (2, "failed".into(), Some(4)), (3, "failed".into(), Some(4))]
+    );
+    let logs = p.run(&["logs", "f@2019-10-01T00:00:00Z", "flaky", "--attempt", "2"]);
+    assert!(logs.stdout.contains("broken") && logs.stdout.contains("retry 2/2"), "{}", logs.stdout);
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
+    let p = Project::new();
+    // `slow` blocks until the file `release` exists; the test kills cartflow while it waits.
+    p.dag(
+        "k.yaml",
+        &format!(
+            "id: k\ntasks:\n{}{}{}{}",
+            sh("first", "", "echo first >> $DIR/counter"),
+            sh("side", "first", "echo side >> $DIR/counter"),
+            sh(
+                "slow",
+                "first",
+                "echo slow >> $DIR/counter; echo $$ > $DIR/slow.pid; while [ ! -f $DIR/release ]; do sleep 0.05; done"
+            ),
+            sh("last", "slow, side", "echo last >> $DIR/counter"),
+        ),
+    );
+    let mut child = p.spawn(&["run", "k", "--date", "2019-10-01"]);
+    p.wait_for_lines("counter", 3, Duration::from_secs(30));
+    p.wait_for_lines("slow.pid", 1, Duration::from_secs(10));
+    // `side` wrote its line; wait until its success is recorded too before the crash.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p
+        .store()
+        .query_row("SELECT state FROM task_instances WHERE task_id = 'side'", [], |r| r.get::<_, String>(0))
+        .map_or(true, |s| s != "success")
+    {
+        assert!(Instant::now() < deadline, "`side` never succeeded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(child.id(), "KILL");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), None, "killed by a signal");
+    // The crash leaves the task's shell behind, as a real crash would; stop it.
+    let orphan: i32 = p.read("slow.pid").trim().parse().expect("pid");
+    kill(orphan as u32, "KILL");
+
+    std::fs::write(p.path().join("release"), "").expect("release");
+    let r = p.run(&["run", "k", "--date", "2019-10-01"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains("resuming k@2019-10-01T00:00:00Z: 2 task(s) already succeeded, 1 interrupted"),
+        "{}",
+        r.stderr
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for line in p.read("counter").lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("first"), Some(&1), "finished tasks do not run again: {counts:?}");
+    assert_eq!(counts.get("side"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("slow"), Some(&2), "the interrupted task runs again: {counts:?}");
+    assert_eq!(counts.get("last"), Some(&1), "{counts:?}");
+    let db = p.store();
+    let states: Vec<String> = db
+        .prepare("SELECT state FROM task_attempts WHERE task_id = 'slow' ORDER BY attempt")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(states, vec!["interrupted", "success"]);
+    let run_state: String = db.query_row("SELECT state FROM dag_runs", [], |r| r.get(0)).expect("run");
+    assert_eq!(run_state, "success");
+}
+
+#[test]
+fn a_second_process_cannot_run_the_same_interval() {
+    let p = Project::new();
+    p.dag(
+        "busy.yaml",
+        &format!(
+            "id: busy\ntasks:\n{}",
+            sh("wait", "", "touch $DIR/started; while [ ! -f $DIR/release ]; do sleep 0.05; done")
+        ),
+    );
+    let first = p.spawn(&["run", "busy", "--date", "2019-10-01"]);
+    p.wait_for_lines("started", 0, Duration::from_secs(1));
+    let until = Instant::now() + Duration::from_secs(30);
+    while !p.path().join("started").exists() {
+        assert!(Instant::now() < until, "first run did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let second = p.run(&["run", "busy", "--date", "2019-10-01"]);
+    second.expect_code(1);
+    assert!(second.stderr.contains("is being executed by another cartflow process (pid"), "{}", second.stderr);
+    // Another interval of the same DAG is not blocked.
+    std::fs::write(p.path().join("release"), "").expect("release");
+    p.run(&["run", "busy", "--date", "2019-10-02"]).expect_code(0);
+    let out = first.wait_with_output().expect("first");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_kills_its_processes() {
+    let p = Project::new();
+    p.dag(
+        "c.yaml",
+        &format!(
+            "id: c\ntasks:\n{}{}",
+            sh("long", "", "sleep 120 & echo $! > $DIR/child.pid; wait"),
+            sh("next", "long", "touch $DIR/next_ran"),
+        ),
+    );
+    let child = p.spawn(&["run", "c", "--date", "2019-10-01"]);
+    p.wait_for_lines("child.pid", 1, Duration::from_secs(30));
+    kill(child.id(), "INT");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelling"), "{stderr}");
+    let sleeper: i32 = p.read("child.pid").trim().parse().expect("pid");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(sleeper), "the task's process tree is killed");
+    assert!(!p.path().join("next_ran").exists());
+    let db = p.store();
+    let run_state: String = db.query_row("SELECT state FROM dag_runs", [], |r| r.get(0)).expect("run");
+    assert_eq!(run_state, "cancelled");
+    let task_states: Vec<(String, String)> = db
+        .prepare("SELECT task_id, state FROM task_instances ORDER BY task_id")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(task_states, vec![("long".into(), "cancelled".into()), ("next".into(), "cancelled".into())]);
+}
+
+#[test]
+fn validate_reports_every_problem_of_every_file() {
+    let p = Project::new();
+    p.dag("good.yaml", "id: good\ntasks:\n  - id: a\n    kind: noop\n");
+    p.dag("bad_one.yaml", "id: bad_one\nschedule: '0 2 * *'\ntasks:\n  - id: a\n    kind: noop\n    depends_on: [b]\n");
+    p.dag("bad_two.yml", "id: bad_two\ntasks:\n  - id: a\n    kind: comand\n  - id: a\n    kind: noop\n");
+    p.dag("broken.yaml", "id: broken\ntasks: [\n");
+    let r = p.run(&["validate"]);
+    r.expect_code(2);
+    insta::assert_snapshot!(r.stderr);
+    // The good DAG still runs: one bad file never hides the others.
+    let run = p.run(&["run", "good", "--date", "2019-10-01"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("warning: 5 problem(s) in other DAG files"), "{}", run.stderr);
+    // A DAG that does not compile cannot run, and says why.
+    let bad = p.run(&["run", "bad_two", "--date", "2019-10-01"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("unknown task kind `comand`"), "{}", bad.stderr);
+}
+
+#[test]
+fn plan_prints_rendered_configs_in_order_and_runs_nothing() {
+    let p = Project::new();
+    p.dag(
+        "plan.yaml",
+        "id: plan\nschedule: '0 2 * * *'\ntimezone: Europe/Berlin\nparams:\n  bucket: lake\ntasks:\n  - id: load\n    kind: command\n    depends_on: extract\n    program: touch\n    args: ['$DIR/ran', 's3://{{ params.bucket }}/dt={{ ds }}/']\n  - id: extract\n    kind: noop\n",
+    );
+    let r = p.run(&["plan", "plan", "--date", "2026-03-29", "-p", "bucket=other"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("interval [2026-03-29T03:00:00+02:00, 2026-03-30T02:00:00+02:00)"), "{}", r.stdout);
+    let extract = r.stdout.find("1. extract").expect("extract first");
+    let load = r.stdout.find("2. load").expect("load second");
+    assert!(extract < load);
+    assert!(r.stdout.contains("s3://other/dt=2026-03-29/"), "{}", r.stdout);
+    assert!(!p.path().join("ran").exists(), "plan runs nothing");
+    let bad = p.run(&["plan", "plan", "--date", "2026-03-29", "-p", "buckt=x"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("did you mean `bucket`?"), "{}", bad.stderr);
+}
+
+#[test]
+fn task_selection_and_rerun_from_the_cli() {
+    let p = Project::new();
+    p.dag(
+        "sel.yaml",
+        &format!(
+            "id: sel\ntasks:\n{}{}{}",
+            sh("a", "", "echo a >> $DIR/order"),
+            sh("b", "a", "echo b >> $DIR/order"),
+            sh("c", "b", "echo c >> $DIR/order"),
+        ),
+    );
+    p.run(&["run", "sel", "--date", "2019-10-01"]).expect_code(0);
+    p.run(&["run", "sel", "--date", "2019-10-01"]).expect_code(0);
+    assert_eq!(p.read("order"), "a\nb\nc\n", "a finished run is not redone");
+    p.run(&["run", "sel", "--date", "2019-10-01", "--task", "b", "--downstream"]).expect_code(0);
+    assert_eq!(p.read("order"), "a\nb\nc\nb\nc\n");
+    p.run(&["run", "sel", "--date", "2019-10-01", "--rerun"]).expect_code(0);
+    assert_eq!(p.read("order"), "a\nb\nc\nb\nc\na\nb\nc\n");
+    let r = p.run(&["run", "sel", "--date", "2019-10-01", "--task", "x"]);
+    r.expect_code(2);
+    let r = p.run(&["run", "sel", "--date", "2019-10-05", "--resume"]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("there is no run sel@2019-10-05T00:00:00Z to resume"), "{}", r.stderr);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let p = Project::new();
+    p.dag("j.yaml", "id: j\ntasks:\n  - id: a\n    kind: noop\n");
+    let r = p.run(&["--log-format", "json", "run", "j", "--date", "2019-10-01"]);
+    r.expect_code(0);
+    let lines: Vec<serde_json::Value> =
+        r.stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    assert!(lines.iter().any(|v| v["message"] == "task started" && v["task"] == "a" && v["dag"] == "j"), "{lines:?}");
+    assert!(lines.iter().any(|v| v["message"] == "run finished" && v["state"] == "success"), "{lines:?}");
+}
+
+#[test]
+fn state_location_is_configurable() {
+    let p = Project::new();
+    p.dag("s.yaml", "id: s\ntasks:\n  - id: a\n    kind: noop\n");
+    let custom = p.path().join("elsewhere/state.sqlite");
+    let r = p.command(&["run", "s", "--date", "2019-10-01"]).env("CARTFLOW_STATE", &custom).output().expect("run");
+    assert_eq!(r.status.code(), Some(0));
+    assert!(custom.exists());
+    assert!(!p.path().join(".cartflow/state.db").exists());
+    let runs = p.run(&["--state", custom.to_str().expect("utf8"), "runs"]);
+    assert!(runs.stdout.contains("s@2019-10-01T00:00:00Z"), "{}", runs.stdout);
+}
+
+#[test]
+fn the_example_dag_of_the_repository_runs() {
+    let p = Project::new();
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dags/example_etl.yaml")).expect("example");
+    p.dag("example_etl.yaml", &src);
+    let r = p.run(&["run", "example_etl", "--date", "2019-10-01"]);
+    r.expect_code(0);
+    assert!(p.read(".cartflow/example/latest.txt").contains("3 view"), "{}", p.read(".cartflow/example/latest.txt"));
+}

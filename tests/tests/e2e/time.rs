@@ -1,0 +1,261 @@
+//! Backfills and the scheduler.
+
+use std::time::Duration;
+
+use cartflow_e2e::{Project, kill, sh};
+
+fn counts(text: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        *m.entry(l.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+const DAILY: &str = "id: daily\nschedule: '@daily'\nstart_date: 2019-10-01\nmax_active_runs: 2\ntasks:\n";
+
+#[test]
+fn backfill_runs_each_complete_interval_once_and_skips_what_ran() {
+    let p = Project::new();
+    p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "echo {{ ds }} >> $DIR/ran; [ ! -f $DIR/fail_{{ ds }} ]")));
+    p.write("fail_2019-10-03", "");
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]);
+    r.expect_code(1);
+    assert!(r.stdout.contains("5 run(s), 4 succeeded, 1 not successful"), "{}", r.stdout);
+    assert!(r.stdout.contains("2019-10-03   create   failed"), "{}", r.stdout);
+    assert_eq!(counts(&p.read("ran")).values().sum::<usize>(), 5);
+
+    // none: everything has a run -> nothing runs.
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("5 interval(s), 0 to run, 5 skipped"), "{}", r.stdout);
+
+    // failed: only the failed interval runs again.
+    std::fs::remove_file(p.path().join("fail_2019-10-03")).expect("fix");
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05", "--reprocess", "failed"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("1 to run, 4 skipped"), "{}", r.stdout);
+    assert_eq!(counts(&p.read("ran")).get("2019-10-03"), Some(&2));
+
+    // completed: everything runs again.
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05", "--reprocess", "completed"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("5 to run, 0 skipped"), "{}", r.stdout);
+    assert_eq!(p.read("ran").lines().count(), 11);
+    let triggers: Vec<String> = p
+        .store()
+        .prepare("SELECT DISTINCT run_trigger FROM dag_runs")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(triggers, vec!["backfill"]);
+}
+
+#[test]
+fn backfill_dry_run_prints_the_plan_and_runs_nothing() {
+    let p = Project::new();
+    p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "echo {{ ds }} >> $DIR/ran")));
+    p.run(&["run", "daily", "--date", "2019-10-02"]).expect_code(0);
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-03", "--dry-run", "--reverse"]);
+    r.expect_code(0);
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("| 2019")).collect();
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(lines[0].contains("2019-10-03") && lines[0].contains("create"), "newest first: {}", r.stdout);
+    assert!(lines[1].contains("2019-10-02") && lines[1].contains("skip (success)"), "{}", r.stdout);
+    assert!(lines[2].contains("2019-10-01") && lines[2].contains("create"), "{}", r.stdout);
+    assert!(r.stdout.contains("dry run: nothing was run"));
+    assert_eq!(p.read("ran"), "2019-10-02\n", "only the manual run ran");
+}
+
+#[test]
+fn backfill_only_plans_complete_intervals() {
+    let p = Project::new();
+    p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", "true")));
+    let r = p
+        .command(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-10", "--dry-run"])
+        .env("CARTFLOW_NOW", "2019-10-04T12:00:00Z")
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("3 interval(s), 3 to run, 0 skipped, 7 not complete yet"), "{out}");
+}
+
+#[test]
+fn a_backfill_killed_midway_continues_where_it_stopped() {
+    let p = Project::new();
+    // Day 3 blocks until released; one run at a time.
+    p.dag(
+        "d.yaml",
+        &format!(
+            "{DAILY}{}",
+            sh("a", "", "echo {{ ds }} >> $DIR/ran; if [ {{ ds }} = 2019-10-03 ]; then while [ ! -f $DIR/release ]; do sleep 0.05; done; fi")
+        ),
+    );
+    // A first, complete backfill; then a `completed` reprocess that we kill on day 3.
+    std::fs::write(p.path().join("release"), "").expect("release");
+    p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-05"]).expect_code(0);
+    std::fs::remove_file(p.path().join("release")).expect("block");
+    std::fs::write(p.path().join("ran"), "").expect("reset");
+    let args = [
+        "backfill",
+        "daily",
+        "--from",
+        "2019-10-01",
+        "--to",
+        "2019-10-05",
+        "--reprocess",
+        "completed",
+        "--max-active-runs",
+        "1",
+    ];
+    let mut child = p.spawn(&args);
+    p.wait_for_lines("ran", 3, Duration::from_secs(30));
+    kill(child.id(), "KILL");
+    child.wait().expect("wait");
+    std::fs::write(p.path().join("release"), "").expect("release");
+    let r = p.run(&args);
+    r.expect_code(0);
+    assert!(r.stdout.contains("continuing backfill job"), "{}", r.stdout);
+    let c = counts(&p.read("ran"));
+    assert_eq!(c.get("2019-10-01"), Some(&1), "finished intervals are not redone: {c:?}");
+    assert_eq!(c.get("2019-10-02"), Some(&1), "{c:?}");
+    assert_eq!(c.get("2019-10-03"), Some(&2), "the interrupted interval resumes: {c:?}");
+    assert_eq!(c.get("2019-10-04"), Some(&1), "{c:?}");
+    assert_eq!(c.get("2019-10-05"), Some(&1), "{c:?}");
+    // The job is finished: the same command now plans afresh (and reruns everything).
+    let r = p.run(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2019-10-01",
+        "--to",
+        "2019-10-05",
+        "--reprocess",
+        "completed",
+        "--max-active-runs",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(!r.stdout.contains("continuing"), "{}", r.stdout);
+    assert!(r.stdout.contains("5 to run"), "{}", r.stdout);
+}
+
+#[test]
+fn backfill_respects_max_active_runs() {
+    let p = Project::new();
+    // Each run holds one of two lock dirs; a third concurrent run would find both taken.
+    let body = "mkdir $DIR/l1 2>/dev/null && L=l1 || { mkdir $DIR/l2 && L=l2; } || exit 9; sleep 0.3; rmdir $DIR/$L";
+    p.dag("d.yaml", &format!("{DAILY}{}", sh("a", "", body)));
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-06"]);
+    r.expect_code(0);
+    let r = p.run(&[
+        "backfill",
+        "daily",
+        "--from",
+        "2019-10-01",
+        "--to",
+        "2019-10-06",
+        "--reprocess",
+        "completed",
+        "--max-active-runs",
+        "3",
+    ]);
+    r.expect_code(1);
+}
+
+#[test]
+fn scheduler_once_runs_what_is_due_and_a_restart_neither_misses_nor_doubles() {
+    let p = Project::new();
+    p.dag(
+        "catchup.yaml",
+        &format!(
+            "id: catchup\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\nmax_active_runs: 2\ntasks:\n{}",
+            sh("a", "", "echo catchup {{ ds }} >> $DIR/ran")
+        ),
+    );
+    p.dag(
+        "latest.yaml",
+        &format!(
+            "id: latest\nschedule: '0 6 * * *'\nstart_date: 2019-09-01\ntasks:\n{}",
+            sh("a", "", "echo latest {{ ds }} >> $DIR/ran")
+        ),
+    );
+    p.dag("manual.yaml", &format!("id: manual\ntasks:\n{}", sh("a", "", "echo manual >> $DIR/ran")));
+    let once = |now: &str| {
+        let o = p.command(&["scheduler", "--once"]).env("CARTFLOW_NOW", now).output().expect("scheduler");
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (code, out) = once("2019-10-04T07:00:00Z");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        counts(&p.read("ran")).keys().cloned().collect::<Vec<_>>(),
+        vec!["catchup 2019-10-01", "catchup 2019-10-02", "catchup 2019-10-03", "latest 2019-10-03"],
+        "catchup replays from start_date; without catchup only the latest interval runs; manual DAGs never"
+    );
+    // Restart at the same instant: nothing is due.
+    let (_, out) = once("2019-10-04T07:00:00Z");
+    assert!(out.contains("nothing is due"), "{out}");
+    // Two days later: both DAGs pick up exactly what became due.
+    once("2019-10-06T07:00:00Z");
+    let c = counts(&p.read("ran"));
+    assert!(c.values().all(|n| *n == 1), "no run twice: {c:?}");
+    assert_eq!(c.len(), 4 + 2 + 1, "{c:?}");
+    assert!(c.contains_key("latest 2019-10-05") && !c.contains_key("latest 2019-10-04"), "{c:?}");
+}
+
+#[test]
+fn the_scheduler_respects_max_active_runs() {
+    let p = Project::new();
+    // One run at a time: a run that finds the lock taken fails.
+    let body = "mkdir $DIR/lock || exit 9; echo {{ ds }} >> $DIR/ran; sleep 0.2; rmdir $DIR/lock";
+    p.dag(
+        "one.yaml",
+        &format!(
+            "id: one\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\nmax_active_runs: 1\ntasks:\n{}",
+            sh("a", "", body)
+        ),
+    );
+    let o = p.command(&["scheduler", "--once"]).env("CARTFLOW_NOW", "2019-10-05T00:00:00Z").output().expect("run");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(p.read("ran"), "2019-10-01\n2019-10-02\n2019-10-03\n2019-10-04\n", "oldest first, one at a time");
+}
+
+#[test]
+fn the_scheduler_reloads_dags_and_keeps_the_last_good_version() {
+    let p = Project::new();
+    let good = format!(
+        "id: live\nschedule: '@daily'\nstart_date: 2019-10-01\ncatchup: true\ntasks:\n{}",
+        sh("a", "", "echo live {{ ds }} >> $DIR/ran")
+    );
+    p.dag("live.yaml", &good);
+    let mut child = p
+        .command(&["scheduler", "--tick", "100ms"])
+        .env("CARTFLOW_NOW", "2019-10-03T01:00:00Z")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("scheduler");
+    p.wait_for_lines("ran", 2, Duration::from_secs(30));
+    // A new DAG file is picked up.
+    p.dag(
+        "added.yaml",
+        &format!(
+            "id: added\nschedule: '@daily'\nstart_date: 2019-10-02\ncatchup: true\ntasks:\n{}",
+            sh("a", "", "echo added {{ ds }} >> $DIR/ran")
+        ),
+    );
+    p.wait_for_lines("ran", 3, Duration::from_secs(30));
+    // Breaking a file keeps its last good version loaded (and logs the error).
+    p.dag("live.yaml", "id: live\ntasks: [\n");
+    std::thread::sleep(Duration::from_millis(500));
+    kill(child.id(), "TERM");
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("no longer compiles; keeping its last good version"), "{err}");
+    assert!(err.contains("live.yaml:2:8: error: invalid YAML"), "{err}");
+    let c = counts(&p.read("ran"));
+    assert_eq!(c.keys().cloned().collect::<Vec<_>>(), vec!["added 2019-10-02", "live 2019-10-01", "live 2019-10-02"]);
+}
