@@ -1,6 +1,7 @@
 //! Data jobs of the lake house, with no knowledge of the engine: the event model, the
 //! synthetic generator, the Kaggle CSV reader, the raw zone (Firehose's layout), compaction,
-//! crawling, cleaning, the DataBrew recipe interpreter, and the local SQL engine.
+//! crawling, cleaning, the DataBrew recipe interpreter, the local SQL engine, and the
+//! self-contained HTML dashboard drawn from the insight tables it queries.
 
 mod alloc;
 pub mod catalog;
@@ -9,6 +10,8 @@ pub mod compact;
 pub mod crawl;
 #[cfg(feature = "sql")]
 pub mod ctas;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod event;
 pub mod generate;
 pub mod kaggle;

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cartflow::backfill::{self, Existing, Reprocess};
 use cartflow::dag::compile::{CompileOptions, compile_source};
-use cartflow::executor::{ExecOptions, Pools, execute};
+use cartflow::engine::backfill::{self, Existing, Reprocess};
+use cartflow::engine::executor::{ExecOptions, Pools, execute};
+use cartflow::engine::state::RunState;
 use cartflow::schedule::DataInterval;
-use cartflow::state::RunState;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 

@@ -281,6 +281,12 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
         .map(|(_, c)| c)
 }
 
+/// `" (did you mean `x`?)"` for the candidate closest to `word`, or nothing: the one hint of
+/// every "no such …" message.
+pub fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, candidates).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+}
+
 fn list(expected: &[&str]) -> String {
     expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
 }

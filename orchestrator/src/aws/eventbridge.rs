@@ -6,7 +6,9 @@ use aws_sdk_eventbridge::types::{
 };
 
 use super::AwsError;
-use crate::schedules_sync::{Change, CurrentRule, CurrentTarget, EventBridgeConfig, OWNER_TAG, RuleSpec, TARGET_ID};
+use crate::schedule::eventbridge::{
+    Change, CurrentRule, CurrentTarget, EventBridgeConfig, OWNER_TAG, RuleSpec, TARGET_ID,
+};
 
 /// An EventBridge client from the standard configuration chain.
 pub async fn client() -> Client {

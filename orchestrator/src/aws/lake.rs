@@ -1,69 +1,12 @@
-//! The lake on S3 for the Polars jobs and the sensors: a job downloads its partition to a
-//! scratch folder, runs the same Rust job as the local backend, and uploads the result (new
-//! objects first, then the previous version's objects are deleted: readers may briefly see
-//! both, never neither).
+//! The lake on S3 as the sensors and the dashboard read it: counting a partition's data
+//! objects, and mirroring catalog tables into a scratch lake for the local SQL engine.
 
 use super::{AwsError, Clients, S3Loc, s3};
-use crate::kinds::{TaskContext, TaskFailure};
 
 /// Data objects under a lake path on S3 (hidden `_`/`.` objects not counted).
 pub async fn count_objects(clients: &Clients, loc: &S3Loc) -> Result<u64, AwsError> {
     let dir = loc.dir();
     Ok(s3::list(&clients.s3, &dir).await?.iter().filter(|o| s3::is_data(&dir.key, &o.key)).count() as u64)
-}
-
-/// Compacts `raw/events/dt=DATE` on S3 into `staged/events/dt=DATE`.
-pub async fn compact(
-    clients: &Clients,
-    date: &str,
-    target_file_bytes: u64,
-    ctx: &TaskContext,
-) -> Result<cartflow_jobs::compact::CompactReport, TaskFailure> {
-    let aws = |e: AwsError| TaskFailure::new(e.to_string());
-    let rel_raw = format!("raw/events/dt={date}");
-    let rel_staged = format!("{}/dt={date}", cartflow_jobs::compact::STAGED_EVENTS);
-    let raw = ctx.aws.locate(&rel_raw).map_err(TaskFailure::permanent)?;
-    let staged = ctx.aws.locate(&rel_staged).map_err(TaskFailure::permanent)?.dir();
-    let scratch = tempfile::Builder::new()
-        .prefix("cartflow-compact-")
-        .tempdir()
-        .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
-    let files = s3::download(&clients.s3, &raw, &scratch.path().join(&rel_raw)).await.map_err(aws)?;
-    ctx.log.line(format_args!("downloaded {} raw object(s) from {}", files.len(), raw.dir()));
-    let cfg = cartflow_jobs::compact::CompactConfig {
-        lake: scratch.path().to_path_buf(),
-        date: date.to_string(),
-        target_file_bytes,
-    };
-    let report = tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
-        .await
-        .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
-        .map_err(|e| TaskFailure::new(e.to_string()))?;
-    let old: Vec<String> = s3::list(&clients.s3, &staged).await.map_err(aws)?.into_iter().map(|o| o.key).collect();
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let out_dir = scratch.path().join(&rel_staged);
-    let mut parts: Vec<_> = std::fs::read_dir(&out_dir)
-        .map_err(|e| TaskFailure::new(format!("{}: {e}", out_dir.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    parts.sort();
-    let mut new = Vec::new();
-    for p in &parts {
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
-        let loc = staged.join(&format!("{stem}-{stamp}.parquet"));
-        s3::upload(&clients.s3, p, &loc).await.map_err(aws)?;
-        new.push(loc.key);
-    }
-    let stale: Vec<String> = old.into_iter().filter(|k| !new.contains(k)).collect();
-    s3::delete(&clients.s3, &staged.bucket, &stale).await.map_err(aws)?;
-    ctx.log.line(format_args!(
-        "uploaded {} part(s) to {staged}; removed {} object(s) of the previous version",
-        new.len(),
-        stale.len()
-    ));
-    Ok(cartflow_jobs::compact::CompactReport { location: staged.uri(), ..report })
 }
 
 /// Copies catalog tables (definitions from Glue, Parquet from S3) into a scratch lake and

@@ -4,19 +4,25 @@
 //! (`AWS_PROFILE`), `credential_process`, container and instance roles — with the region from
 //! the same chain and the endpoint from `AWS_ENDPOINT_URL` (how the tests point the SDK at an
 //! emulator). Credentials never appear in DAG files. Requests use the SDK's adaptive retry
-//! mode, which backs off on throttling. AWS SDK types stay inside this module.
+//! mode, which backs off on throttling.
+//!
+//! This module is the shared plumbing of the aws halves of the task kinds (`kinds/*`, under the
+//! `aws` cargo feature): the clients, loaded once per process into an [`AwsEnv`]; errors; the
+//! poll loop ([`watch`]) and its [`Backoff`]; S3 listings and transfers ([`s3`], [`lake`]);
+//! the Glue catalog calls ([`glue`]); EventBridge rules; the real-time stage's data on AWS
+//! ([`realtime`]). It knows nothing of the engine or of the kinds. AWS SDK types stay in here
+//! and in the kinds' aws halves.
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 
-pub mod athena;
-pub mod databrew;
 pub mod eventbridge;
 pub mod glue;
-pub mod jobs;
 pub mod lake;
+pub mod realtime;
 pub mod s3;
-pub mod streaming;
+
+pub use crate::config::aws::{AwsSettings, S3Loc, StreamingSettings};
 
 /// An AWS call that failed: which call, on which resource, and what AWS said.
 #[derive(Debug, thiserror::Error)]
@@ -58,180 +64,6 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .retry_config(RetryConfig::adaptive().with_max_attempts(5))
         .load()
         .await
-}
-
-/// The aws backend's settings: `aws:` in `cartflow.yaml`. Where the lake lives and how often
-/// to poll; never credentials (those come from the standard chain).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSettings {
-    /// The lake root, `s3://bucket/` or `s3://bucket/prefix/`.
-    #[serde(default)]
-    pub lake: Option<String>,
-    /// A bucket (or prefix) per zone: the first folder of a lake path (`raw`, `staged`,
-    /// `clean`, `enriched`, `curated`) maps here, without that folder.
-    #[serde(default)]
-    pub zones: std::collections::BTreeMap<String, String>,
-    /// The Athena workgroup of the insight queries.
-    #[serde(default = "default_workgroup")]
-    pub athena_workgroup: String,
-    /// Where Athena writes query results (`s3://…`); default: the workgroup's setting.
-    #[serde(default)]
-    pub athena_output: Option<String>,
-    /// First delay between two polls of an AWS job; it grows by half each poll.
-    #[serde(default = "default_poll")]
-    pub poll: crate::dag::HumanDuration,
-    /// The longest delay between two polls.
-    #[serde(default = "default_max_poll")]
-    pub max_poll: crate::dag::HumanDuration,
-    /// S3 path-style addressing; default: on when `AWS_ENDPOINT_URL` points at an emulator.
-    #[serde(default)]
-    pub s3_path_style: Option<bool>,
-    /// The real-time stage's resources (the `streaming_stage` kind).
-    #[serde(default)]
-    pub streaming: StreamingSettings,
-}
-
-/// The real-time stage on AWS: names (from one prefix, as `infra/` names them), the roles the
-/// services assume, and the code bundles.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamingSettings {
-    /// Name prefix: `{prefix}stream1`, `{prefix}stream2`, `{prefix}alerts` (table and topic),
-    /// `{prefix}archive` (Firehose), `{prefix}detector` (Flink), `{prefix}alert-handler`
-    /// (Lambda). Default `cartflow-`.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// The role Managed Flink assumes (read stream1, write stream2, read the bundle).
-    #[serde(default)]
-    pub flink_role_arn: Option<String>,
-    /// The role Firehose assumes (read stream1, write the raw zone).
-    #[serde(default)]
-    pub firehose_role_arn: Option<String>,
-    /// The role of the alert handler (read stream2, write the table, publish to the topic).
-    #[serde(default)]
-    pub lambda_role_arn: Option<String>,
-    /// The alert handler's deployment package: a zip with `bootstrap` (e.g. from
-    /// `cargo lambda build --release -p cartflow-streaming --features lambda --output-format zip`),
-    /// or the `cartflow-alert-handler` binary itself (cartflow zips it as `bootstrap`).
-    #[serde(default)]
-    pub lambda_package: Option<std::path::PathBuf>,
-    /// The Kinesis SQL connector jar bundled with the Flink application (`lib/`); Managed
-    /// Flink needs it to read and write Kinesis.
-    #[serde(default)]
-    pub flink_connector_jar: Option<std::path::PathBuf>,
-    /// Where the Flink application bundle is uploaded (`s3://…/`); default `{lake}/_code/`.
-    #[serde(default)]
-    pub code: Option<String>,
-    /// The Managed Flink runtime, default `FLINK-1_20`.
-    #[serde(default)]
-    pub flink_runtime: Option<String>,
-}
-
-impl StreamingSettings {
-    /// The prefix of every name.
-    pub fn prefix(&self) -> &str {
-        self.prefix.as_deref().unwrap_or("cartflow-")
-    }
-
-    /// `{prefix}{what}`.
-    pub fn name(&self, what: &str) -> String {
-        format!("{}{what}", self.prefix())
-    }
-}
-
-fn default_workgroup() -> String {
-    "primary".into()
-}
-fn default_poll() -> crate::dag::HumanDuration {
-    crate::dag::HumanDuration(std::time::Duration::from_secs(10))
-}
-fn default_max_poll() -> crate::dag::HumanDuration {
-    crate::dag::HumanDuration(std::time::Duration::from_secs(60))
-}
-
-impl Default for AwsSettings {
-    fn default() -> Self {
-        AwsSettings {
-            lake: None,
-            zones: Default::default(),
-            athena_workgroup: default_workgroup(),
-            athena_output: None,
-            poll: default_poll(),
-            max_poll: default_max_poll(),
-            s3_path_style: None,
-            streaming: StreamingSettings::default(),
-        }
-    }
-}
-
-/// An S3 location: bucket and key prefix (no leading `/`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Loc {
-    /// The bucket.
-    pub bucket: String,
-    /// The key or key prefix.
-    pub key: String,
-}
-
-impl S3Loc {
-    /// Parses `s3://bucket/key`.
-    pub fn parse(uri: &str) -> Result<S3Loc, String> {
-        let rest = uri.strip_prefix("s3://").ok_or_else(|| format!("`{uri}` is not an s3:// URI"))?;
-        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("`{uri}` has no bucket"));
-        }
-        Ok(S3Loc { bucket: bucket.into(), key: key.into() })
-    }
-
-    /// This location as a folder: the key ends with `/` (or is empty).
-    pub fn dir(&self) -> S3Loc {
-        let mut key = self.key.clone();
-        if !key.is_empty() && !key.ends_with('/') {
-            key.push('/');
-        }
-        S3Loc { bucket: self.bucket.clone(), key }
-    }
-
-    /// A path under this folder.
-    pub fn join(&self, rel: &str) -> S3Loc {
-        let d = self.dir();
-        S3Loc { bucket: d.bucket, key: format!("{}{}", d.key, rel.trim_start_matches('/')) }
-    }
-
-    /// `s3://bucket/key`.
-    pub fn uri(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
-}
-
-impl std::fmt::Display for S3Loc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.uri())
-    }
-}
-
-impl AwsSettings {
-    /// Where a lake path (`raw/events/dt=2019-10-01`) lives on S3.
-    pub fn locate(&self, rel: &str) -> Result<S3Loc, String> {
-        let rel = rel.trim_matches('/');
-        let (zone, rest) = rel.split_once('/').unwrap_or((rel, ""));
-        if let Some(root) = self.zones.get(zone) {
-            return Ok(S3Loc::parse(root)?.join(rest));
-        }
-        let lake = self.lake.as_deref().ok_or_else(|| {
-            format!(
-                "the aws backend does not know where `{rel}` lives: set `aws.lake: s3://bucket/` (or `aws.zones.{zone}`) in cartflow.yaml"
-            )
-        })?;
-        Ok(S3Loc::parse(lake)?.join(rel))
-    }
-
-    /// The poll delays: `poll`, growing by half each time up to `max_poll`, with ±10% jitter.
-    pub fn backoff(&self) -> Backoff {
-        Backoff::new(self.poll.0, self.max_poll.0)
-    }
 }
 
 /// Delays between polls of a long-running AWS job: exponential (×1.5) with jitter, capped.
@@ -338,7 +170,7 @@ pub enum WatchEnd {
 pub async fn watch<F, Fut>(
     what: &str,
     mut backoff: Backoff,
-    log: &crate::kinds::TaskLog,
+    log: &(dyn Fn(&str) + Sync),
     cancel: &tokio_util::sync::CancellationToken,
     mut probe: F,
 ) -> Result<Phase, WatchEnd>
@@ -354,10 +186,10 @@ where
                 errors = 0;
                 if last.as_ref() != Some(&phase) {
                     match &phase {
-                        Phase::Running(s) => log.line(format_args!("{what}: {s}")),
-                        Phase::Succeeded => log.line(format_args!("{what}: SUCCEEDED")),
-                        Phase::Failed(m) => log.line(format_args!("{what}: FAILED: {m}")),
-                        Phase::Stopped(m) => log.line(format_args!("{what}: STOPPED: {m}")),
+                        Phase::Running(s) => log(&format!("{what}: {s}")),
+                        Phase::Succeeded => log(&format!("{what}: SUCCEEDED")),
+                        Phase::Failed(m) => log(&format!("{what}: FAILED: {m}")),
+                        Phase::Stopped(m) => log(&format!("{what}: STOPPED: {m}")),
                     }
                 }
                 if phase.is_terminal() {
@@ -367,7 +199,7 @@ where
             }
             Err(e) => {
                 errors += 1;
-                log.line(format_args!("{what}: polling failed ({errors} in a row): {e}"));
+                log(&format!("{what}: polling failed ({errors} in a row): {e}"));
                 if errors >= 5 {
                     return Err(WatchEnd::Unreachable(e.to_string()));
                 }
@@ -380,7 +212,7 @@ where
     }
 }
 
-/// The SDK clients of the batch kinds, from the standard chain.
+/// The SDK clients, built once per process from one configuration of the standard chain.
 #[derive(Debug, Clone)]
 pub struct Clients {
     /// Glue: crawlers, jobs, the catalog.
@@ -396,9 +228,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Loads the configuration once and builds every client.
-    pub async fn load(settings: &AwsSettings) -> Clients {
-        let sdk = sdk_config().await;
+    /// Builds every client from `sdk`.
+    pub fn new(sdk: aws_config::SdkConfig, settings: &AwsSettings) -> Clients {
         let path_style = settings.s3_path_style.unwrap_or_else(|| {
             std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
         });
@@ -413,6 +244,41 @@ impl Clients {
     }
 }
 
+/// The aws backend as a value: the settings of `cartflow.yaml` and the SDK clients, loaded once
+/// per process (the credential chain is resolved here, not on every task attempt) and shared by
+/// every task through the `Aws` variant of the engine's `Env`.
+#[derive(Debug, Clone)]
+pub struct AwsEnv {
+    /// `aws:` of cartflow.yaml.
+    pub settings: AwsSettings,
+    /// The SDK clients.
+    pub clients: Clients,
+}
+
+impl AwsEnv {
+    /// Loads the SDK configuration from the standard chain and builds every client.
+    pub async fn load(settings: AwsSettings) -> AwsEnv {
+        let clients = Clients::new(sdk_config().await, &settings);
+        AwsEnv { settings, clients }
+    }
+
+    /// The poll delays of AWS jobs: `poll`, growing by half each time up to `max_poll`, with
+    /// ±10% jitter.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.settings.poll.0, self.settings.max_poll.0)
+    }
+
+    /// Where a lake path (`raw/events/dt=2019-10-01`) lives on S3.
+    pub fn locate(&self, rel: &str) -> Result<S3Loc, String> {
+        self.settings.locate(rel)
+    }
+
+    /// The region of the standard chain (`us-east-1` when none is configured).
+    pub fn region(&self) -> String {
+        self.clients.sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -420,10 +286,9 @@ mod tests {
 
     use super::*;
 
-    fn log() -> (tempfile::TempDir, crate::kinds::TaskLog) {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = crate::kinds::TaskLog::new(dir.path().join("log"));
-        (dir, log)
+    /// A log that keeps its lines.
+    fn log() -> (Mutex<Vec<String>>, impl Fn(&Mutex<Vec<String>>, &str)) {
+        (Mutex::new(Vec::new()), |lines: &Mutex<Vec<String>>, l: &str| lines.lock().expect("lock").push(l.to_string()))
     }
 
     fn quick() -> Backoff {
@@ -436,7 +301,8 @@ mod tests {
 
     #[test]
     fn watch_polls_through_transient_errors_to_the_terminal_phase_and_logs_each_change() {
-        let (_d, log) = log();
+        let (lines, push) = log();
+        let log = |l: &str| push(&lines, l);
         let script = Mutex::new(vec![
             Ok(Phase::Running("STARTING".into())),
             Err(err()),
@@ -452,8 +318,7 @@ mod tests {
         let cancel = tokio_util::sync::CancellationToken::new();
         let end = rt.block_on(watch("job run", quick(), &log, &cancel, probe));
         assert_eq!(end, Ok(Phase::Failed("boom".into())));
-        let text = std::fs::read_to_string(log.path()).expect("log");
-        let lines: Vec<&str> = text.lines().map(|l| l.split("] ").nth(1).unwrap_or(l)).collect();
+        let lines = lines.into_inner().expect("lines");
         assert_eq!(
             lines,
             vec![
@@ -468,7 +333,8 @@ mod tests {
 
     #[test]
     fn watch_gives_up_after_five_failed_polls_and_stops_when_cancelled() {
-        let (_d, log) = log();
+        let (lines, push) = log();
+        let log = |l: &str| push(&lines, l);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let cancel = tokio_util::sync::CancellationToken::new();
         let polls = Mutex::new(0);
@@ -499,17 +365,5 @@ mod tests {
         for (d, base) in delays.iter().zip([10.0, 15.0, 22.5, 33.75, 50.625, 60.0, 60.0, 60.0]) {
             assert!(*d >= base * 0.9 - 1e-9 && *d <= (base * 1.1).min(60.0) + 1e-9, "{delays:?}");
         }
-    }
-
-    #[test]
-    fn lake_paths_map_to_the_lake_or_to_zone_buckets() {
-        let mut s = AwsSettings { lake: Some("s3://lake/root".into()), ..AwsSettings::default() };
-        assert_eq!(s.locate("raw/events/dt=2019-10-01").expect("loc").uri(), "s3://lake/root/raw/events/dt=2019-10-01");
-        s.zones.insert("raw".into(), "s3://raw-bucket/".into());
-        assert_eq!(s.locate("raw/events/dt=2019-10-01").expect("loc").uri(), "s3://raw-bucket/events/dt=2019-10-01");
-        assert_eq!(s.locate("curated/top").expect("loc").uri(), "s3://lake/root/curated/top");
-        let none = AwsSettings::default();
-        assert!(none.locate("raw/events").expect_err("no lake").contains("aws.lake"));
-        assert!(S3Loc::parse("lake/x").is_err() && S3Loc::parse("s3:///x").is_err());
     }
 }

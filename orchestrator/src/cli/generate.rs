@@ -30,8 +30,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 100_000)]
     events_per_day: u64,
     /// First day.
-    #[arg(long, default_value = "2019-10-01")]
-    start: String,
+    #[arg(long, default_value = "2019-10-01", value_parser = super::parse_day)]
+    start: chrono::NaiveDate,
     /// Seed; the same seed gives the same data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -56,8 +56,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let date = chrono::NaiveDate::parse_from_str(&a.start, "%Y-%m-%d")
-        .map_err(|_| usage(format!("--start {} is not a date (YYYY-MM-DD)", a.start)))?;
+    let date = a.start;
     if !(0.0..=1.0).contains(&a.malformed_rate) {
         return Err(usage("--malformed-rate is a share between 0 and 1"));
     }
@@ -122,39 +121,6 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         files,
         truth_path.display()
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cartflow ingest`.
-pub fn ingest(files: &[PathBuf], lake: &std::path::Path) -> anyhow::Result<ExitCode> {
-    for file in files {
-        let started = Instant::now();
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-            .split(".csv")
-            .next()
-            .unwrap_or_default()
-            .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_");
-        let r = cartflow_jobs::kaggle::ingest(file, lake, &format!("ingest-{name}"))?;
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "{}: {} records ({} malformed, kept for quarantine) -> {} raw object(s) under {} in {:.1}s ({:.0} rows/s){}",
-            file.display(),
-            r.records,
-            r.malformed,
-            r.written.files,
-            lake.join(cartflow_jobs::rawzone::RAW_EVENTS).display(),
-            secs,
-            r.records as f64 / secs.max(1e-9),
-            if r.replaced_files > 0 {
-                format!("; replaced {} earlier object(s)", r.replaced_files)
-            } else {
-                String::new()
-            }
-        );
-    }
     Ok(ExitCode::SUCCESS)
 }
 

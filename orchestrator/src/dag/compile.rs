@@ -14,9 +14,11 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use super::{Backoff, Dag, HumanDuration, RetryPolicy, Task, TriggerRule};
-use crate::kinds::{self, CompileEnv};
+use super::{Backoff, Dag, RetryPolicy, Task, TriggerRule};
+use crate::duration::HumanDuration;
+use crate::kinds;
 use crate::schedule::{self, Schedule};
+use crate::task::{CompileEnv, KindEntry};
 use crate::template;
 use crate::yaml::{self, DeError, Node, Pos, Value, did_you_mean};
 
@@ -256,7 +258,7 @@ struct RawTask {
     id: String,
     pos: Pos,
     id_pos: Pos,
-    kind: Option<&'static kinds::KindEntry>,
+    kind: Option<&'static KindEntry>,
     config: Node,
     depends_on: Vec<(String, Pos)>,
     trigger_rule: TriggerRule,

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::CompiledTask;
 use crate::schedule::Schedule;
+use crate::task::CompiledTask;
 use crate::yaml::Pos;
 
 pub mod compile;
@@ -64,9 +64,7 @@ impl Dag {
         let mut selected = vec![false; self.tasks.len()];
         for id in ids {
             let i = self.task_index(id).ok_or_else(|| {
-                let hint = crate::yaml::did_you_mean(id, self.tasks.iter().map(|t| t.id.as_str()))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let hint = crate::yaml::hint(id, self.tasks.iter().map(|t| t.id.as_str()));
                 format!("DAG `{}` has no task `{id}`{hint}", self.id)
             })?;
             selected[i] = true;
@@ -214,70 +212,9 @@ impl RetryPolicy {
     }
 }
 
-/// A duration in a DAG file: `30s`, `5m`, `1h30m`, `250ms`, `2d`, or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Parses `1h30m`-style text.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty duration".into());
-        }
-        if let Ok(secs) = s.parse::<u64>() {
-            return Ok(Duration::from_secs(secs));
-        }
-        let mut total = Duration::ZERO;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(format!("invalid duration `{s}`: expected a number at `{rest}`"));
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration `{s}`"))?;
-            rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-            let unit = &rest[..unit_len];
-            rest = &rest[unit_len..];
-            let d = match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n.saturating_mul(60)),
-                "h" => Duration::from_secs(n.saturating_mul(3600)),
-                "d" => Duration::from_secs(n.saturating_mul(86400)),
-                "" => {
-                    return Err(format!("invalid duration `{s}`: a unit is missing after {n} (ms, s, m, h, d)"));
-                }
-                other => {
-                    return Err(format!("invalid duration `{s}`: unknown unit `{other}` (use ms, s, m, h, d)"));
-                }
-            };
-            total = total.saturating_add(d);
-        }
-        Ok(total)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HumanDuration::parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(HumanDuration::parse("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(HumanDuration::parse("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(HumanDuration::parse("250ms"), Ok(Duration::from_millis(250)));
-        assert!(HumanDuration::parse("5 minutes").is_err());
-        assert!(HumanDuration::parse("5x").expect_err("unit").contains("unknown unit"));
-    }
 
     #[test]
     fn exponential_backoff_doubles_and_caps() {

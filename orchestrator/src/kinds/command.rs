@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::process::{self, GroupGuard};
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `command` kind.
@@ -80,7 +80,7 @@ impl Kind for Command {
     type Config = CommandConfig;
     type Rendered = RenderedCommand;
 
-    fn validate(config: &CommandConfig, _env: &super::CompileEnv) -> Result<(), String> {
+    fn validate(config: &CommandConfig, _env: &CompileEnv) -> Result<(), String> {
         if config.program.0.trim().is_empty() {
             return Err("`program` is empty".into());
         }

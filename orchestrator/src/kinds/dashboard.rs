@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::env::Env;
+use crate::task::{Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `dashboard` kind.
@@ -62,23 +63,23 @@ impl Kind for Dashboard {
         let out = ctx.project_dir.join(&r.out);
         // On AWS the insight tables are small: their definitions (Glue) and Parquet (S3) are
         // copied to a scratch lake and the same renderer reads them.
-        let scratch = match ctx.backend {
-            Backend::Aws => Some(mirror(&ctx, r.from.as_deref(), r.to.as_deref()).await?),
-            Backend::Local => None,
-        };
-        let (lake, catalog) = match &scratch {
-            Some(d) => (d.path().join("lake"), d.path().join("catalog.db")),
-            None => (ctx.lake.clone(), ctx.catalog.clone()),
+        let (lake, catalog, _scratch) = match &ctx.env {
+            Env::Local(local) => (local.lake.clone(), local.catalog.clone(), None::<tempfile::TempDir>),
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => {
+                let d = aws::mirror(aws, &ctx, r.from.as_deref(), r.to.as_deref()).await?;
+                (d.path().join("lake"), d.path().join("catalog.db"), Some(d))
+            }
         };
         let (from, to) = (r.from.clone(), r.to.clone());
         let (html, summary) = cartflow_jobs::sql::run_isolated(move || async move {
-            crate::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
+            cartflow_jobs::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
                 .await
                 .map_err(cartflow_jobs::sql::SqlError::Query)
         })
         .await
         .map_err(|e| TaskFailure::new(e.to_string()))?;
-        crate::dashboard::write(&out, &html).map_err(TaskFailure::new)?;
+        cartflow_jobs::dashboard::write(&out, &html).map_err(TaskFailure::new)?;
         let summary = format!(
             "{} ({} days, {} events, {} brands flagged)",
             out.display(),
@@ -91,21 +92,32 @@ impl Kind for Dashboard {
     }
 }
 
-/// The insight tables the dashboard reads.
-const INSIGHTS: [&str; 4] = ["daily_visitors", "cart_abandonment", "top_categories", "brand_marketing"];
+/// AWS: the insight tables copied from Glue and S3 into a scratch lake.
+#[cfg(feature = "aws")]
+mod aws {
+    use crate::aws::AwsEnv;
+    use crate::task::{TaskContext, TaskFailure};
 
-async fn mirror(ctx: &TaskContext, from: Option<&str>, to: Option<&str>) -> Result<tempfile::TempDir, TaskFailure> {
-    let dir = tempfile::Builder::new()
-        .prefix("cartflow-dashboard-")
-        .tempdir()
-        .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
-    let mut catalog = cartflow_jobs::catalog::Catalog::open(&dir.path().join("catalog.db"))
-        .map_err(|e| TaskFailure::new(e.to_string()))?;
-    let clients = crate::aws::Clients::load(&ctx.aws).await;
-    let lake = dir.path().join("lake");
-    let n = crate::aws::lake::mirror_tables(&clients, "ecommerce", &INSIGHTS, (from, to), &lake, &mut catalog)
-        .await
-        .map_err(|e| TaskFailure::new(e.to_string()))?;
-    ctx.log.line(format_args!("read the insight tables from Glue and S3 ({n} object(s))"));
-    Ok(dir)
+    /// The insight tables the dashboard reads.
+    const INSIGHTS: [&str; 4] = ["daily_visitors", "cart_abandonment", "top_categories", "brand_marketing"];
+
+    pub async fn mirror(
+        aws: &AwsEnv,
+        ctx: &TaskContext,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<tempfile::TempDir, TaskFailure> {
+        let dir = tempfile::Builder::new()
+            .prefix("cartflow-dashboard-")
+            .tempdir()
+            .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
+        let mut catalog = cartflow_jobs::catalog::Catalog::open(&dir.path().join("catalog.db"))
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let lake = dir.path().join("lake");
+        let n = crate::aws::lake::mirror_tables(&aws.clients, "ecommerce", &INSIGHTS, (from, to), &lake, &mut catalog)
+            .await
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        ctx.log.line(format_args!("read the insight tables from Glue and S3 ({n} object(s))"));
+        Ok(dir)
+    }
 }

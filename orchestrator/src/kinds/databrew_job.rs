@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use cartflow_jobs::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::env::{Env, LocalEnv};
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `databrew_job` kind.
@@ -92,48 +93,145 @@ impl Kind for DatabrewJob {
         if chrono::NaiveDate::parse_from_str(&r.date, "%Y-%m-%d").is_err() {
             return Err(TaskFailure::permanent(format!("`date` must be YYYY-MM-DD, got `{}`", r.date)));
         }
-        if ctx.backend == Backend::Aws {
-            let clients = crate::aws::Clients::load(&ctx.aws).await;
-            ctx.log.line(format_args!(
-                "DataBrew job {} (its dataset and the recipe {} are deployed by infra/; the run takes no parameters)",
-                r.job_name,
-                r.recipe.display()
-            ));
-            let id = crate::aws::databrew::run_job(&clients.databrew, &r.job_name, &ctx).await?;
-            let summary = format!("DataBrew job {} run {id} SUCCEEDED", r.job_name);
-            ctx.log.line(&summary);
-            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
-        }
-        let path = ctx.project_dir.join(&r.recipe);
-        let recipe = Recipe::load(&path).map_err(|e| TaskFailure::permanent(e.to_string()))?;
-        ctx.log.line(format_args!(
-            "recipe {} ({} steps) over {}/dt={} -> {} (local equivalent of DataBrew job {})",
-            r.recipe.display(),
-            recipe.steps.len(),
-            r.input,
-            r.date,
-            r.output,
-            r.job_name
-        ));
-        let lake = ctx.lake.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            cartflow_jobs::recipe::run_job(&lake, &recipe, &r.input, &r.output, &r.date)
-        })
-        .await
-        .map_err(|e| TaskFailure::new(format!("the recipe job panicked: {e}")))?
-        .map_err(|e| match e {
-            cartflow_jobs::recipe::RecipeJobError::Recipe(e) => TaskFailure::permanent(e.to_string()),
-            other => TaskFailure::new(other.to_string()),
-        })?;
-        let summary = format!(
-            "rows in {} = out {} + removed by the recipe {}; {} columns at {}",
-            report.rows_in,
-            report.rows_out,
-            report.removed,
-            report.columns.len(),
-            report.location
-        );
+        let summary = match &ctx.env {
+            Env::Local(local) => run_local(r, local, &ctx).await?,
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => aws::run(&r, aws, &ctx).await?,
+        };
         ctx.log.line(&summary);
         Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+    }
+}
+
+/// Local: the recipe interpreted with Polars over the lake folder.
+async fn run_local(r: RenderedDatabrewJob, local: &LocalEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    let path = ctx.project_dir.join(&r.recipe);
+    let recipe = Recipe::load(&path).map_err(|e| TaskFailure::permanent(e.to_string()))?;
+    ctx.log.line(format_args!(
+        "recipe {} ({} steps) over {}/dt={} -> {} (local equivalent of DataBrew job {})",
+        r.recipe.display(),
+        recipe.steps.len(),
+        r.input,
+        r.date,
+        r.output,
+        r.job_name
+    ));
+    let lake = local.lake.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        cartflow_jobs::recipe::run_job(&lake, &recipe, &r.input, &r.output, &r.date)
+    })
+    .await
+    .map_err(|e| TaskFailure::new(format!("the recipe job panicked: {e}")))?
+    .map_err(|e| match e {
+        cartflow_jobs::recipe::RecipeJobError::Recipe(e) => TaskFailure::permanent(e.to_string()),
+        other => TaskFailure::new(other.to_string()),
+    })?;
+    Ok(format!(
+        "rows in {} = out {} + removed by the recipe {}; {} columns at {}",
+        report.rows_in,
+        report.rows_out,
+        report.removed,
+        report.columns.len(),
+        report.location
+    ))
+}
+
+/// AWS: the recipe job's runs, started once per task and re-attached to on retry.
+#[cfg(feature = "aws")]
+mod aws {
+    use aws_sdk_databrew::Client;
+
+    use super::RenderedDatabrewJob;
+    use crate::aws::{AwsEnv, AwsError, Phase};
+    use crate::kinds::aws_job::{self, JobRun, Started};
+    use crate::task::{TaskContext, TaskFailure};
+
+    /// Runs the DataBrew job to its end. DataBrew job runs take no parameters: the job's
+    /// dataset and recipe (deployed by infra/) decide what it reads. The run id is saved before
+    /// polling; a retry re-attaches; a start refused because the job is already running (a run
+    /// of an earlier attempt whose id was not saved yet) attaches to that run.
+    pub async fn run(r: &RenderedDatabrewJob, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+        ctx.log.line(format_args!(
+            "DataBrew job {} (its dataset and the recipe {} are deployed by infra/; the run takes no parameters)",
+            r.job_name,
+            r.recipe.display()
+        ));
+        let job = DatabrewJobRun { client: aws.clients.databrew.clone(), job: r.job_name.clone() };
+        let id = aws_job::run(&job, aws, ctx).await?;
+        Ok(format!("DataBrew job {} run {id} SUCCEEDED", r.job_name))
+    }
+
+    struct DatabrewJobRun {
+        client: Client,
+        job: String,
+    }
+
+    impl DatabrewJobRun {
+        /// The newest run of the job that is still going.
+        async fn running(&self) -> Result<Option<String>, AwsError> {
+            let out = self
+                .client
+                .list_job_runs()
+                .name(&self.job)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("databrew:ListJobRuns", &self.job, e))?;
+            Ok(out
+                .job_runs()
+                .iter()
+                .find(|r| !Phase::databrew_job_run(r.state().map(|s| s.as_str()).unwrap_or(""), None).is_terminal())
+                .and_then(|r| r.run_id().map(str::to_string)))
+        }
+    }
+
+    impl JobRun for DatabrewJobRun {
+        const FACT: &'static str = "databrew_run_id";
+
+        fn what(&self) -> String {
+            format!("DataBrew job {}", self.job)
+        }
+
+        async fn describe(&self, id: &str) -> Result<Phase, AwsError> {
+            let job = &self.job;
+            let out = self
+                .client
+                .describe_job_run()
+                .name(job)
+                .run_id(id)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("databrew:DescribeJobRun", format!("{job} run {id}"), e))?;
+            let state = out.state().map(|s| s.as_str()).unwrap_or("STARTING");
+            Ok(Phase::databrew_job_run(state, out.error_message()))
+        }
+
+        async fn start(&self) -> Result<Started, AwsError> {
+            let j = &self.job;
+            match self.client.start_job_run().name(j).send().await {
+                Ok(out) => Ok(Started::New(out.run_id().to_string())),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conflict_exception() || s.is_service_quota_exceeded_exception()) =>
+                {
+                    match self.running().await? {
+                        Some(id) => Ok(Started::Existing(id)),
+                        None => Err(AwsError::new("databrew:StartJobRun", j, e)),
+                    }
+                }
+                Err(e) => Err(AwsError::new("databrew:StartJobRun", j, e)),
+            }
+        }
+
+        async fn stop(&self, id: &str) -> Result<(), AwsError> {
+            let j = &self.job;
+            self.client
+                .stop_job_run()
+                .name(j)
+                .run_id(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::new("databrew:StopJobRun", format!("{j} run {id}"), e))
+        }
     }
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::env::{Env, LocalEnv};
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `glue_job` kind.
@@ -62,7 +63,7 @@ impl Kind for GlueJob {
     type Config = GlueJobConfig;
     type Rendered = RenderedGlueJob;
 
-    fn validate(c: &GlueJobConfig, _env: &super::CompileEnv) -> Result<(), String> {
+    fn validate(c: &GlueJobConfig, _env: &CompileEnv) -> Result<(), String> {
         if let Some(k) = c.arguments.keys().find(|k| !k.starts_with("--")) {
             return Err(format!("job argument `{k}` must start with `--` (Glue's convention)"));
         }
@@ -83,36 +84,138 @@ impl Kind for GlueJob {
     }
 
     async fn run(r: RenderedGlueJob, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        if ctx.backend == Backend::Aws {
-            let clients = crate::aws::Clients::load(&ctx.aws).await;
-            let mut args: std::collections::HashMap<String, String> = r.arguments.clone().into_iter().collect();
-            args.insert("--date".into(), r.date.clone());
-            let key = format!("{}/{}/{}", ctx.dag_id, ctx.run_id, ctx.task_id);
-            let id = crate::aws::glue::run_job(&clients.glue, &r.job_name, args, &key, &ctx).await?;
-            let summary = format!("Glue job {} run {id} SUCCEEDED for dt={}", r.job_name, r.date);
-            ctx.log.line(&summary);
-            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
+        let summary = match &ctx.env {
+            Env::Local(local) => run_local(&r, local, &ctx).await?,
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => aws::run(&r, aws, &ctx).await?,
+        };
+        ctx.log.line(&summary);
+        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+    }
+}
+
+/// Local: the job's Rust equivalent.
+async fn run_local(r: &RenderedGlueJob, local: &LocalEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    match r.local {
+        LocalJob::CleanEvents => {
+            let lake = local.lake.clone();
+            let date = r.date.clone();
+            ctx.log.line(format_args!("clean_events for dt={date} (local equivalent of Glue job {})", r.job_name));
+            let report = tokio::task::spawn_blocking(move || cartflow_jobs::clean::clean(&lake, &date))
+                .await
+                .map_err(|e| TaskFailure::new(format!("clean_events panicked: {e}")))?
+                .map_err(|e| TaskFailure::new(e.to_string()))?;
+            let reasons: Vec<String> = report.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            Ok(format!(
+                "rows in {} = clean {} + quarantined {} + duplicates {}{}",
+                report.rows_in,
+                report.clean,
+                report.quarantined,
+                report.duplicates,
+                if reasons.is_empty() { String::new() } else { format!(" (quarantine: {})", reasons.join(", ")) }
+            ))
         }
-        match r.local {
-            LocalJob::CleanEvents => {
-                let lake = ctx.lake.clone();
-                let date = r.date.clone();
-                ctx.log.line(format_args!("clean_events for dt={date} (local equivalent of Glue job {})", r.job_name));
-                let report = tokio::task::spawn_blocking(move || cartflow_jobs::clean::clean(&lake, &date))
-                    .await
-                    .map_err(|e| TaskFailure::new(format!("clean_events panicked: {e}")))?
-                    .map_err(|e| TaskFailure::new(e.to_string()))?;
-                let reasons: Vec<String> = report.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
-                let summary = format!(
-                    "rows in {} = clean {} + quarantined {} + duplicates {}{}",
-                    report.rows_in,
-                    report.clean,
-                    report.quarantined,
-                    report.duplicates,
-                    if reasons.is_empty() { String::new() } else { format!(" (quarantine: {})", reasons.join(", ")) }
-                );
-                ctx.log.line(&summary);
-                Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+    }
+}
+
+/// AWS: StartJobRun with the rendered arguments, re-attached to on retry.
+#[cfg(feature = "aws")]
+mod aws {
+    use std::collections::HashMap;
+
+    use aws_sdk_glue::Client;
+
+    use super::RenderedGlueJob;
+    use crate::aws::{AwsEnv, AwsError, Phase};
+    use crate::kinds::aws_job::{self, JobRun, Started};
+    use crate::task::{TaskContext, TaskFailure};
+
+    /// The job argument that names the task instance a Glue job run belongs to, so that a run
+    /// started just before a crash (its id not yet saved) is still found and attached to.
+    pub const RUN_KEY_ARG: &str = "--cartflow-task";
+
+    pub async fn run(r: &RenderedGlueJob, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+        let mut arguments: HashMap<String, String> = r.arguments.clone().into_iter().collect();
+        arguments.insert("--date".into(), r.date.clone());
+        let run_key = format!("{}/{}/{}", ctx.dag_id, ctx.run_id, ctx.task_id);
+        arguments.insert(RUN_KEY_ARG.into(), run_key.clone());
+        let job = GlueJobRun { client: aws.clients.glue.clone(), job: r.job_name.clone(), arguments, run_key };
+        let id = aws_job::run(&job, aws, ctx).await?;
+        Ok(format!("Glue job {} run {id} SUCCEEDED for dt={}", r.job_name, r.date))
+    }
+
+    /// One Glue job of one task instance: its arguments carry [`RUN_KEY_ARG`] = `run_key`.
+    struct GlueJobRun {
+        client: Client,
+        job: String,
+        arguments: HashMap<String, String>,
+        run_key: String,
+    }
+
+    impl JobRun for GlueJobRun {
+        const FACT: &'static str = "glue_job_run_id";
+
+        fn what(&self) -> String {
+            format!("Glue job {}", self.job)
+        }
+
+        async fn describe(&self, id: &str) -> Result<Phase, AwsError> {
+            let (c, job) = (&self.client, &self.job);
+            let out = c
+                .get_job_run()
+                .job_name(job)
+                .run_id(id)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("glue:GetJobRun", format!("{job} run {id}"), e))?;
+            let run = out.job_run();
+            let state = run.and_then(|r| r.job_run_state()).map(|s| s.as_str()).unwrap_or("STARTING");
+            Ok(Phase::glue_job_run(state, run.and_then(|r| r.error_message())))
+        }
+
+        async fn start(&self) -> Result<Started, AwsError> {
+            let (c, j) = (&self.client, &self.job);
+            // A run of this task that is still going (started right before a crash, before its
+            // id was saved) is attached to, not duplicated.
+            let runs = c
+                .get_job_runs()
+                .job_name(j)
+                .max_results(50)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("glue:GetJobRuns", j, e))?;
+            if let Some(r) = runs.job_runs().iter().find(|r| {
+                r.arguments().and_then(|a| a.get(RUN_KEY_ARG)).is_some_and(|k| *k == self.run_key)
+                    && !Phase::glue_job_run(r.job_run_state().map(|s| s.as_str()).unwrap_or(""), None).is_terminal()
+            }) {
+                return Ok(Started::Existing(r.id().unwrap_or_default().to_string()));
+            }
+            let out = c
+                .start_job_run()
+                .job_name(j)
+                .set_arguments(Some(self.arguments.clone()))
+                .send()
+                .await
+                .map_err(|e| AwsError::new("glue:StartJobRun", j, e))?;
+            Ok(Started::New(out.job_run_id().unwrap_or_default().to_string()))
+        }
+
+        async fn stop(&self, id: &str) -> Result<(), AwsError> {
+            let (c, j) = (&self.client, &self.job);
+            let out = c
+                .batch_stop_job_run()
+                .job_name(j)
+                .job_run_ids(id)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("glue:BatchStopJobRun", format!("{j} run {id}"), e))?;
+            match out.errors().first() {
+                Some(err) => Err(AwsError {
+                    call: "glue:BatchStopJobRun",
+                    resource: format!("{j} run {id}"),
+                    message: err.error_detail().and_then(|d| d.error_message()).unwrap_or("refused").to_string(),
+                }),
+                None => Ok(()),
             }
         }
     }

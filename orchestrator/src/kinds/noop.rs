@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::task::{Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, TemplateError};
 
 /// The `noop` kind.

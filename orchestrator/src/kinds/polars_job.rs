@@ -2,13 +2,14 @@
 //! interval. Jobs: `compact` (a raw partition of many small gzip JSON objects → a few
 //! Parquet files near a target size, lossless, published by a swap).
 //!
-//! Local: Polars on the lake folder. AWS: the same job over the partition on S3 (downloaded to
-//! a scratch folder with the standard credential chain, the result uploaded back; see
-//! `aws::lake`).
+//! Local: Polars on the lake folder. AWS: the same job over the partition on S3: downloaded to
+//! a scratch folder, compacted by the same Rust job, and uploaded back (new objects first, then
+//! the previous version's objects are deleted: readers may briefly see both, never neither).
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::env::Env;
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `polars_job` kind.
@@ -62,7 +63,7 @@ impl Kind for PolarsJob {
     type Config = PolarsJobConfig;
     type Rendered = RenderedPolarsJob;
 
-    fn validate(c: &PolarsJobConfig, _env: &super::CompileEnv) -> Result<(), String> {
+    fn validate(c: &PolarsJobConfig, _env: &CompileEnv) -> Result<(), String> {
         if c.target_file_mib == 0 {
             return Err("`target_file_mib` must be at least 1".into());
         }
@@ -81,18 +82,18 @@ impl Kind for PolarsJob {
         if chrono::NaiveDate::parse_from_str(&r.date, "%Y-%m-%d").is_err() {
             return Err(TaskFailure::permanent(format!("`date` must be YYYY-MM-DD, got `{}`", r.date)));
         }
-        let report = match (r.job, ctx.backend) {
-            (JobName::Compact, Backend::Aws) => {
-                let clients = crate::aws::Clients::load(&ctx.aws).await;
-                crate::aws::lake::compact(&clients, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?
+        let report = match (r.job, &ctx.env) {
+            #[cfg(feature = "aws")]
+            (JobName::Compact, Env::Aws(aws)) => {
+                aws::compact(aws, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?
             }
-            (JobName::Compact, Backend::Local) => {
+            (JobName::Compact, Env::Local(local)) => {
                 let cfg = cartflow_jobs::compact::CompactConfig {
-                    lake: ctx.lake.clone(),
+                    lake: local.lake.clone(),
                     date: r.date.clone(),
                     target_file_bytes: r.target_file_mib * 1024 * 1024,
                 };
-                ctx.log.line(format_args!("compacting raw/events/dt={} in {}", r.date, ctx.lake.display()));
+                ctx.log.line(format_args!("compacting raw/events/dt={} in {}", r.date, local.lake.display()));
                 tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
                     .await
                     .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
@@ -111,5 +112,67 @@ impl Kind for PolarsJob {
         );
         ctx.log.line(&summary);
         Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+    }
+}
+
+/// AWS: the partition on S3, through a scratch folder.
+#[cfg(feature = "aws")]
+mod aws {
+    use crate::aws::{AwsEnv, AwsError, s3};
+    use crate::task::{TaskContext, TaskFailure};
+
+    /// Compacts `raw/events/dt=DATE` on S3 into `staged/events/dt=DATE`.
+    pub async fn compact(
+        aws: &AwsEnv,
+        date: &str,
+        target_file_bytes: u64,
+        ctx: &TaskContext,
+    ) -> Result<cartflow_jobs::compact::CompactReport, TaskFailure> {
+        let clients = &aws.clients;
+        let fail = |e: AwsError| TaskFailure::new(e.to_string());
+        let rel_raw = format!("raw/events/dt={date}");
+        let rel_staged = format!("{}/dt={date}", cartflow_jobs::compact::STAGED_EVENTS);
+        let raw = aws.locate(&rel_raw).map_err(TaskFailure::permanent)?;
+        let staged = aws.locate(&rel_staged).map_err(TaskFailure::permanent)?.dir();
+        let scratch = tempfile::Builder::new()
+            .prefix("cartflow-compact-")
+            .tempdir()
+            .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
+        let files = s3::download(&clients.s3, &raw, &scratch.path().join(&rel_raw)).await.map_err(fail)?;
+        ctx.log.line(format_args!("downloaded {} raw object(s) from {}", files.len(), raw.dir()));
+        let cfg = cartflow_jobs::compact::CompactConfig {
+            lake: scratch.path().to_path_buf(),
+            date: date.to_string(),
+            target_file_bytes,
+        };
+        let report = tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
+            .await
+            .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
+            .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let old: Vec<String> = s3::list(&clients.s3, &staged).await.map_err(fail)?.into_iter().map(|o| o.key).collect();
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let out_dir = scratch.path().join(&rel_staged);
+        let mut parts: Vec<_> = std::fs::read_dir(&out_dir)
+            .map_err(|e| TaskFailure::new(format!("{}: {e}", out_dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        parts.sort();
+        let mut new = Vec::new();
+        for p in &parts {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("part");
+            let loc = staged.join(&format!("{stem}-{stamp}.parquet"));
+            s3::upload(&clients.s3, p, &loc).await.map_err(fail)?;
+            new.push(loc.key);
+        }
+        let stale: Vec<String> = old.into_iter().filter(|k| !new.contains(k)).collect();
+        s3::delete(&clients.s3, &staged.bucket, &stale).await.map_err(fail)?;
+        ctx.log.line(format_args!(
+            "uploaded {} part(s) to {staged}; removed {} object(s) of the previous version",
+            new.len(),
+            stale.len()
+        ));
+        Ok(cartflow_jobs::compact::CompactReport { location: staged.uri(), ..report })
     }
 }

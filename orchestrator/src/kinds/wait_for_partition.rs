@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Kind, TaskContext, TaskFailure, TaskOutput};
-use crate::dag::HumanDuration;
+use crate::duration::HumanDuration;
+use crate::env::Env;
+use crate::task::{Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `wait_for_partition` kind.
@@ -95,20 +96,21 @@ impl Kind for WaitForPartition {
     }
 
     async fn run(r: RenderedWait, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        let (clients, place) = if ctx.backend == Backend::Aws {
-            let loc = ctx.aws.locate(&r.path).map_err(TaskFailure::permanent)?;
-            (Some(crate::aws::Clients::load(&ctx.aws).await), loc.dir().uri())
-        } else {
-            (None, ctx.lake.join(&r.path).display().to_string())
+        let place = match &ctx.env {
+            Env::Local(local) => local.lake.join(&r.path).display().to_string(),
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => aws.locate(&r.path).map_err(TaskFailure::permanent)?.dir().uri(),
         };
         let poke = Duration::from_secs_f64(r.poke_interval_secs.max(0.01));
         let settle = Duration::from_secs_f64(r.settle_secs);
         let mut last: Option<(u64, tokio::time::Instant)> = None;
         loop {
-            let n = match &clients {
-                Some(c) => {
+            let n = match &ctx.env {
+                Env::Local(local) => count_objects(&local.lake.join(&r.path)),
+                #[cfg(feature = "aws")]
+                Env::Aws(aws) => {
                     let loc = crate::aws::S3Loc::parse(&place).map_err(TaskFailure::permanent)?;
-                    match crate::aws::lake::count_objects(c, &loc).await {
+                    match crate::aws::lake::count_objects(&aws.clients, &loc).await {
                         Ok(n) => n,
                         Err(e) => {
                             // A listing error is logged and retried at the next poke; the
@@ -119,7 +121,6 @@ impl Kind for WaitForPartition {
                         }
                     }
                 }
-                None => count_objects(&ctx.lake.join(&r.path)),
             };
             let now = tokio::time::Instant::now();
             if n >= r.min_objects {

@@ -5,6 +5,10 @@
 //! `[start, end)`; a run for an interval is due at its end, and `{{ ds }}` is the interval's
 //! start date in the DAG's timezone (Airflow's model).
 
+pub mod clock;
+pub mod cron;
+pub mod eventbridge;
+
 use std::fmt;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
@@ -30,7 +34,7 @@ pub enum Schedule {
         /// The expression as the user wrote it (or the alias).
         expr: String,
         /// The parsed form.
-        parsed: crate::cron::CronExpr,
+        parsed: crate::schedule::cron::CronExpr,
     },
 }
 
@@ -92,7 +96,7 @@ impl Schedule {
                 hint: Some("write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *`".into()),
             });
         }
-        let parsed = crate::cron::CronExpr::parse(five).map_err(|m| ScheduleError {
+        let parsed = crate::schedule::cron::CronExpr::parse(five).map_err(|m| ScheduleError {
             message: format!("invalid cron expression `{s}`: {m}"),
             hint: Some(
                 "write `minute hour day-of-month month day-of-week`, e.g. `0 2 * * *` (day-of-week 0-7 or SUN-SAT)"

@@ -264,6 +264,112 @@ impl Trigger {
             Trigger::Backfill => "backfill",
         }
     }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Some(match s {
+            "manual" => Trigger::Manual,
+            "scheduled" => Trigger::Scheduled,
+            "backfill" => Trigger::Backfill,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How one attempt of a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// It succeeded.
+    Success,
+    /// It failed.
+    Failed,
+    /// It ran past the task's timeout and was stopped.
+    TimedOut,
+    /// The task skipped itself (`skip_exit_code`).
+    Skipped,
+    /// The run was cancelled while it ran.
+    Cancelled,
+    /// The process running it died (crash, SIGKILL); the task ran again after.
+    Interrupted,
+}
+
+impl AttemptOutcome {
+    /// The name as stored and printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Skipped => "skipped",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<AttemptOutcome> {
+        Some(match s {
+            "success" => AttemptOutcome::Success,
+            "failed" => AttemptOutcome::Failed,
+            "timed_out" => AttemptOutcome::TimedOut,
+            "skipped" => AttemptOutcome::Skipped,
+            "cancelled" => AttemptOutcome::Cancelled,
+            "interrupted" => AttemptOutcome::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where one attempt stands: running, or ended with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    /// Still running (or its process died and no one has claimed the run since).
+    Running,
+    /// Over.
+    Ended(AttemptOutcome),
+}
+
+impl AttemptState {
+    /// Parses a stored name (`running` or an outcome).
+    pub fn parse(s: &str) -> Option<AttemptState> {
+        match s {
+            "running" => Some(AttemptState::Running),
+            other => AttemptOutcome::parse(other).map(AttemptState::Ended),
+        }
+    }
+
+    /// The name as stored and printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Ended(o) => o.name(),
+        }
+    }
+}
+
+impl fmt::Display for AttemptState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for AttemptState {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +428,26 @@ mod tests {
         assert_eq!(r.interrupt(), Ok(TaskState::Queued));
         let c = r.cancel().expect("cancel");
         assert_eq!(c.clear(), Ok(TaskState::Queued));
+    }
+
+    #[test]
+    fn stored_names_parse_back() {
+        for t in [Trigger::Manual, Trigger::Scheduled, Trigger::Backfill] {
+            assert_eq!(Trigger::parse(t.name()), Some(t));
+        }
+        for o in [
+            AttemptOutcome::Success,
+            AttemptOutcome::Failed,
+            AttemptOutcome::TimedOut,
+            AttemptOutcome::Skipped,
+            AttemptOutcome::Cancelled,
+            AttemptOutcome::Interrupted,
+        ] {
+            assert_eq!(AttemptState::parse(o.name()), Some(AttemptState::Ended(o)));
+        }
+        assert_eq!(AttemptState::parse("running"), Some(AttemptState::Running));
+        assert_eq!(AttemptState::parse("exploded"), None);
+        assert_eq!(Trigger::parse("cron"), None);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::dag::Dag;
-use crate::executor::{self, ExecError, ExecOptions, Pools};
+use crate::engine::executor::{self, ExecError, ExecOptions, Pools};
+use crate::engine::state::{RunState, TaskState, Trigger};
+use crate::engine::store::{self, RunStore, StoreError};
 use crate::schedule::DataInterval;
-use crate::state::{RunState, TaskState, Trigger};
-use crate::store::{self, RunStore, StoreError};
 
 /// Which intervals that already have a run are run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -246,20 +246,31 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// How the runs of a backfill execute.
+#[derive(Debug, Clone)]
+pub struct Execution<'a> {
+    /// The run store.
+    pub state_path: &'a Path,
+    /// Pools shared by the runs.
+    pub pools: Arc<Pools>,
+    /// The options of every run (the trigger and rerun flag are set per run).
+    pub base: ExecOptions,
+    /// Runs at once.
+    pub max_active_runs: usize,
+}
+
 /// Runs a plan with at most `max_active_runs` runs at once. The plan is recorded as a job
 /// first (unless it continues one), and each finished run is recorded in it.
-#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     dag: Arc<Dag>,
     req_key_source: &Request<'_>,
     plan: BackfillPlan,
-    state_path: &Path,
-    pools: Arc<Pools>,
-    base: ExecOptions,
-    max_active_runs: usize,
+    how: &Execution<'_>,
     cancel: CancellationToken,
     on_done: &mut (dyn FnMut(&Outcome) + Send),
 ) -> Result<Vec<Outcome>, ExecError> {
+    let Execution { state_path, pools, base, max_active_runs } = how;
+    let (state_path, max_active_runs) = (*state_path, *max_active_runs);
     let mut store = RunStore::open(state_path)?;
     let job = match &plan.continues {
         Some(id) => id.clone(),

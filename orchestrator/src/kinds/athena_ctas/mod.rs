@@ -4,14 +4,18 @@
 //! Parquet to a fresh location and publishes it by an atomic swap — the run's partition for a
 //! partitioned table (insert-overwrite), the whole table otherwise, keeping `keep_versions`
 //! versions. AWS: CTAS into a temporary table at a fresh S3 location with a deterministic
-//! ClientRequestToken, then the same swap through Glue (see `aws::athena`).
+//! ClientRequestToken, then the same swap through Glue (`aws.rs` beside this file).
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::env::{Env, LocalEnv};
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
+
+#[cfg(feature = "aws")]
+mod aws;
 
 /// The `athena_ctas` kind.
 #[derive(Debug)]
@@ -147,57 +151,54 @@ impl Kind for AthenaCtas {
                 Some((k, v)) => format!("insert-overwrite of {k}={v}"),
                 None => "full refresh".into(),
             },
-            if ctx.backend == Backend::Aws { ", on Athena" } else { "" }
-        ));
-        if ctx.backend == Backend::Aws {
-            let clients = crate::aws::Clients::load(&ctx.aws).await;
-            let base = ctx.aws.locate(&r.location).map_err(TaskFailure::permanent)?;
-            let spec = crate::aws::athena::Ctas {
-                database: r.database.clone(),
-                table: r.name.clone(),
-                select: sql,
-                partition: r.partition.clone(),
-                base,
-                keep_versions: r.keep_versions,
-            };
-            let label = format!("{}.{} {}", ctx.dag_id, ctx.task_id, ctx.interval.start.format("%Y-%m-%d"));
-            let summary = crate::aws::athena::run(&clients, &spec, &label, &ctx).await?;
-            ctx.log.line(&summary);
-            return Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() });
-        }
-        let spec = cartflow_jobs::ctas::CtasSpec {
-            database: r.database.clone(),
-            table: r.name.clone(),
-            sql,
-            partition: r.partition.clone(),
-            location: r.location.clone(),
-            keep_versions: r.keep_versions,
-        };
-        let (lake, catalog) = (ctx.lake.clone(), ctx.catalog.clone());
-        let report =
-            cartflow_jobs::sql::run_isolated(
-                move || async move { cartflow_jobs::ctas::ctas(&lake, &catalog, &spec).await },
-            )
-            .await
-            .map_err(|e| match e {
-                cartflow_jobs::sql::SqlError::Query(m) => {
-                    TaskFailure::permanent(format!("{} ({}): {m}", r.table, r.sql_file.display()))
-                }
-                other => TaskFailure::new(format!("{}: {other}", r.table)),
-            })?;
-        let summary = format!(
-            "{} rows -> {} at {} (catalog version {}){}",
-            report.rows,
-            r.table,
-            report.location,
-            report.version,
-            if report.removed.is_empty() {
-                String::new()
-            } else {
-                format!("; removed {} old version(s)", report.removed.len())
+            match &ctx.env {
+                Env::Local(_) => "",
+                #[cfg(feature = "aws")]
+                Env::Aws(_) => ", on Athena",
             }
-        );
+        ));
+        let summary = match &ctx.env {
+            Env::Local(local) => run_local(&r, sql, local).await?,
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => aws::run(&r, sql, aws, &ctx).await?,
+        };
         ctx.log.line(&summary);
         Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
     }
+}
+
+/// Local: DataFusion over the local catalog, then the catalog swap.
+async fn run_local(r: &RenderedCtas, sql: String, local: &LocalEnv) -> Result<String, TaskFailure> {
+    let spec = cartflow_jobs::ctas::CtasSpec {
+        database: r.database.clone(),
+        table: r.name.clone(),
+        sql,
+        partition: r.partition.clone(),
+        location: r.location.clone(),
+        keep_versions: r.keep_versions,
+    };
+    let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
+    let report =
+        cartflow_jobs::sql::run_isolated(
+            move || async move { cartflow_jobs::ctas::ctas(&lake, &catalog, &spec).await },
+        )
+        .await
+        .map_err(|e| match e {
+            cartflow_jobs::sql::SqlError::Query(m) => {
+                TaskFailure::permanent(format!("{} ({}): {m}", r.table, r.sql_file.display()))
+            }
+            other => TaskFailure::new(format!("{}: {other}", r.table)),
+        })?;
+    Ok(format!(
+        "{} rows -> {} at {} (catalog version {}){}",
+        report.rows,
+        r.table,
+        report.location,
+        report.version,
+        if report.removed.is_empty() {
+            String::new()
+        } else {
+            format!("; removed {} old version(s)", report.removed.len())
+        }
+    ))
 }

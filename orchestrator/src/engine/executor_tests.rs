@@ -159,7 +159,7 @@ async fn retries_back_off_exponentially_then_succeed() {
     assert!(gap2 >= 0.6, "second retry waits twice as long: {gap2}");
     let store = RunStore::open(&f.path().join("state.db")).expect("store");
     let attempts = store.attempts(&r.run_id, Some("flaky")).expect("attempts");
-    let states: Vec<&str> = attempts.iter().map(|a| a.state.as_str()).collect();
+    let states: Vec<&str> = attempts.iter().map(|a| a.state.name()).collect();
     assert_eq!(states, vec!["failed", "failed", "success"]);
 }
 

@@ -14,13 +14,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::clock;
 use crate::dag::Dag;
 use crate::dag::compile::{CompileOptions, compile_dir};
-use crate::executor::{self, ExecError, ExecOptions, Pools, RunReport};
+use crate::engine::executor::{self, ExecError, ExecOptions, Pools, RunReport};
+use crate::engine::state::{RunState, Trigger};
+use crate::engine::store::{self, RunStore};
+use crate::schedule::clock;
 use crate::schedule::{DataInterval, Schedule};
-use crate::state::{RunState, Trigger};
-use crate::store::{self, RunStore};
 
 /// The intervals of `dag` that are due at `now`, oldest first.
 ///

@@ -11,8 +11,9 @@
 use aws_sdk_athena::types::{QueryExecutionContext, ResultConfiguration};
 use serde::{Deserialize, Serialize};
 
-use super::{AwsError, Clients, Phase, S3Loc, WatchEnd, glue, s3, watch};
-use crate::kinds::{TaskContext, TaskFailure};
+use super::RenderedCtas;
+use crate::aws::{AwsEnv, AwsError, Clients, Phase, S3Loc, WatchEnd, glue, s3, watch};
+use crate::task::{TaskContext, TaskFailure};
 
 /// What to materialize.
 #[derive(Debug, Clone)]
@@ -166,10 +167,26 @@ async fn discard(clients: &Clients, c: &Ctas, r: &Record, ctx: &TaskContext) {
     }
 }
 
+/// Materializes the rendered task on Athena: the CTAS at a fresh location, then the swap.
+pub async fn run(r: &RenderedCtas, select: String, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    let base = aws.locate(&r.location).map_err(TaskFailure::permanent)?;
+    let spec = Ctas {
+        database: r.database.clone(),
+        table: r.name.clone(),
+        select,
+        partition: r.partition.clone(),
+        base,
+        keep_versions: r.keep_versions,
+    };
+    let label = format!("{}.{} {}", ctx.dag_id, ctx.task_id, ctx.interval.start.format("%Y-%m-%d"));
+    materialize(aws, &spec, &label, ctx).await
+}
+
 /// Runs the CTAS and the swap. `label` says which DAG, task and interval it is for.
-pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) -> Result<String, TaskFailure> {
+async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    let clients = &aws.clients;
     let log = &ctx.log;
-    let aws = |e: AwsError| TaskFailure::new(e.to_string());
+    let fail = |e: AwsError| TaskFailure::new(e.to_string());
     let mut rec = match ctx.facts.get(FACT)?.and_then(|s| serde_json::from_str::<Record>(&s).ok()) {
         Some(r) => {
             log.line(format_args!(
@@ -197,12 +214,12 @@ pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) ->
                 .query_string(&sql)
                 .client_request_token(&rec.token)
                 .query_execution_context(QueryExecutionContext::builder().database(&c.database).build())
-                .work_group(&ctx.aws.athena_workgroup);
-            if let Some(out) = &ctx.aws.athena_output {
+                .work_group(&aws.settings.athena_workgroup);
+            if let Some(out) = &aws.settings.athena_output {
                 req = req.result_configuration(ResultConfiguration::builder().output_location(out).build());
             }
             let out = req.send().await.map_err(|e| {
-                aws(AwsError::new("athena:StartQueryExecution", format!("CTAS of {}.{}", c.database, c.table), e))
+                fail(AwsError::new("athena:StartQueryExecution", format!("CTAS of {}.{}", c.database, c.table), e))
             })?;
             let id = out.query_execution_id().unwrap_or_default().to_string();
             rec.query_id = Some(id.clone());
@@ -220,7 +237,8 @@ pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) ->
         *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(q);
         Ok(phase)
     };
-    let phase = watch(&what, ctx.aws.backoff(), log, &ctx.cancel, probe).await;
+    let line = |l: &str| log.line(l);
+    let phase = watch(&what, aws.backoff(), &line, &ctx.cancel, probe).await;
     let end = last.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     match phase {
         Ok(Phase::Succeeded) => {}
@@ -248,7 +266,7 @@ pub async fn run(clients: &Clients, c: &Ctas, label: &str, ctx: &TaskContext) ->
         Err(WatchEnd::Unreachable(e)) => return Err(TaskFailure::new(format!("lost track of {what}: {e}"))),
     }
     let scanned = end.map_or(0, |q| q.scanned);
-    let summary = swap(clients, c, &rec, ctx).await.map_err(aws)?;
+    let summary = swap(clients, c, &rec, ctx).await.map_err(fail)?;
     ctx.facts.clear(FACT)?;
     Ok(format!("{summary} (query {id}, {scanned} bytes scanned)"))
 }

@@ -36,11 +36,14 @@ use aws_sdk_lambda::types::{Architecture, Environment, EventSourcePosition, Func
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use super::{AwsError, Backoff, S3Loc, StreamingSettings, s3};
-use crate::kinds::{TaskContext, TaskFailure};
+use cartflow_streaming::rules::RuleSet;
+
+use super::RenderedStreamingStage;
+use crate::aws::{AwsEnv, AwsError, Backoff, S3Loc, StreamingSettings, s3};
+use crate::task::{TaskContext, TaskFailure, TaskOutput};
 
 /// The Flink application's runner, bundled next to the generated SQL.
-pub const FLINK_RUNNER: &str = include_str!("../../../streaming/flink-app/main.py");
+pub const FLINK_RUNNER: &str = include_str!("../../../../streaming/flink-app/main.py");
 
 /// The JQ query Firehose partitions the raw zone with: the event's own date and hour.
 pub const PARTITION_QUERY: &str = "{dt: .event_time[0:10], hour: .event_time[11:13]}";
@@ -56,8 +59,6 @@ pub struct Stage {
     pub raw: S3Loc,
     /// Where the Flink bundle goes.
     pub code: S3Loc,
-    /// The region (for ARNs and the SQL's connectors).
-    pub region: String,
 }
 
 struct Clients {
@@ -68,11 +69,8 @@ struct Clients {
     flink: aws_sdk_kinesisanalyticsv2::Client,
     lambda: aws_sdk_lambda::Client,
     s3: aws_sdk_s3::Client,
-}
-
-/// The region of the standard chain (`us-east-1` when none is configured).
-pub async fn region() -> String {
-    super::sdk_config().await.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into())
+    /// How the waits for resources to become ready poll.
+    backoff: Backoff,
 }
 
 fn required<'a>(v: &'a Option<String>, key: &str) -> Result<&'a str, TaskFailure> {
@@ -107,12 +105,12 @@ pub fn sha256_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
 }
 
-async fn wait<F, Fut>(what: &str, ctx: &TaskContext, mut ready: F) -> Result<(), TaskFailure>
+async fn wait<F, Fut>(what: &str, c: &Clients, ctx: &TaskContext, mut ready: F) -> Result<(), TaskFailure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<String>, AwsError>>,
 {
-    let mut backoff = Backoff::new(ctx.aws.poll.0.min(Duration::from_secs(5)), ctx.aws.max_poll.0);
+    let mut backoff = c.backoff.clone();
     let until = tokio::time::Instant::now() + Duration::from_secs(30 * 60);
     loop {
         match ready().await.map_err(fail)? {
@@ -130,8 +128,8 @@ where
 }
 
 /// Ensures the whole stage and checks its health; returns the summary line.
-pub async fn ensure(stage: &Stage, ctx: &TaskContext) -> Result<String, TaskFailure> {
-    let base = super::Clients::load(&ctx.aws).await;
+pub async fn ensure(stage: &Stage, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    let base = &aws.clients;
     let sdk = &base.sdk;
     let c = Clients {
         kinesis: aws_sdk_kinesis::Client::new(sdk),
@@ -140,7 +138,8 @@ pub async fn ensure(stage: &Stage, ctx: &TaskContext) -> Result<String, TaskFail
         firehose: aws_sdk_firehose::Client::new(sdk),
         flink: aws_sdk_kinesisanalyticsv2::Client::new(sdk),
         lambda: aws_sdk_lambda::Client::new(sdk),
-        s3: base.s3,
+        s3: base.s3.clone(),
+        backoff: Backoff::new(aws.settings.poll.0.min(Duration::from_secs(5)), aws.settings.max_poll.0),
     };
     let s = &stage.settings;
     let log = &ctx.log;
@@ -194,7 +193,7 @@ async fn ensure_stream(c: &Clients, name: &str, ctx: &TaskContext) -> Result<Str
         ctx.log.line(format_args!("Kinesis stream {name}: created (on-demand)"));
     }
     let arn = std::sync::Mutex::new(String::new());
-    wait(&format!("Kinesis stream {name}"), ctx, || async {
+    wait(&format!("Kinesis stream {name}"), c, ctx, || async {
         match describe().await? {
             Some((StreamStatus::Active, a)) => {
                 *arn.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = a;
@@ -236,7 +235,7 @@ async fn ensure_table(c: &Clients, name: &str, ctx: &TaskContext) -> Result<(), 
             .map_err(|e| fail(AwsError::new("dynamodb:CreateTable", name, e)))?;
         ctx.log.line(format_args!("DynamoDB table {name}: created"));
     }
-    wait(&format!("DynamoDB table {name}"), ctx, || async {
+    wait(&format!("DynamoDB table {name}"), c, ctx, || async {
         Ok(match status().await? {
             Some(TableStatus::Active) => None,
             Some(s) => Some(s.as_str().to_string()),
@@ -434,7 +433,7 @@ async fn ensure_flink(c: &Clients, stage: &Stage, ctx: &TaskContext) -> Result<i
     let started = std::sync::atomic::AtomicBool::new(false);
     let version = std::sync::atomic::AtomicI64::new(0);
     let relaxed = std::sync::atomic::Ordering::Relaxed;
-    wait(&format!("Flink application {name}"), ctx, || async {
+    wait(&format!("Flink application {name}"), c, ctx, || async {
         let app = describe().await?.ok_or_else(|| AwsError {
             call: "kinesisanalyticsv2:DescribeApplication",
             resource: name.clone(),
@@ -571,146 +570,37 @@ async fn ensure_lambda(
     Ok(sha)
 }
 
-/// Reprocessing the detector on AWS: a replay of the raw archive in S3 through cartflow's
-/// window engine — the same semantics as the Flink SQL (the conformance test runs both on the
-/// same events) — replacing the alerts of the range in the DynamoDB table: new ones put,
-/// changed ones updated, the ones the fixed rules no longer raise retracted, none duplicated.
-/// The raw partitions of `from..=to` and the day after (a window of the last day may end
-/// there) are downloaded to a scratch folder first.
-pub fn reprocess(
-    settings: &super::AwsSettings,
-    rules: &cartflow_streaming::rules::RuleSet,
-    from: &str,
-    to: &str,
-    dry_run: bool,
-) -> Result<(cartflow_streaming::pipeline::ReprocessReport, u64), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let scratch =
-        tempfile::Builder::new().prefix("cartflow-reprocess-").tempdir().map_err(|e| format!("scratch: {e}"))?;
-    let day = |d: &str| cartflow_jobs::event::parse_event_time(&format!("{d} 00:00:00")).map(|t| t.div_euclid(86_400));
-    let (d1, d2) =
-        (day(from).ok_or(format!("`{from}` is not a date"))?, day(to).ok_or(format!("`{to}` is not a date"))?);
-    let clients = rt.block_on(super::Clients::load(settings));
-    let mut objects = 0u64;
-    for d in d1..=d2 + 1 {
-        let date = cartflow_jobs::event::date_of(d * 86_400);
-        let rel = format!("raw/events/dt={date}");
-        let loc = settings.locate(&rel)?;
-        objects +=
-            rt.block_on(s3::download(&clients.s3, &loc, &scratch.path().join(&rel))).map_err(|e| e.to_string())?.len()
-                as u64;
+/// Ensures the whole stage on AWS from the rendered task.
+pub async fn run(
+    r: &RenderedStreamingStage,
+    rules: &RuleSet,
+    aws: &AwsEnv,
+    ctx: &TaskContext,
+) -> Result<TaskOutput, TaskFailure> {
+    use cartflow_streaming::flink::{SinkKind, SourceKind};
+    if !matches!(r.source.as_str(), "none" | "") {
+        return Err(TaskFailure::permanent(format!(
+            "on the aws backend events reach Kinesis stream1 from the site, so `source` must be `none` (found `{}`); to replay a file or the simulator into Kinesis use `cartflow produce --backend aws`",
+            r.source
+        )));
     }
-    let mut store = cartflow_streaming::aws::DynamoAlerts::new(
-        aws_sdk_dynamodb::Client::new(&clients.sdk),
-        &settings.streaming.name("alerts"),
-        rt.handle().clone(),
+    let settings = aws.settings.streaming.clone();
+    let region = aws.region();
+    let sql = cartflow_streaming::flink::generate(
+        rules,
+        &SourceKind::Kinesis { stream: settings.name("stream1"), region: region.clone() },
+        &SinkKind::Kinesis { stream: settings.name("stream2"), region },
+        &r.rules.display().to_string(),
     );
-    let rep = cartflow_streaming::pipeline::reprocess(scratch.path(), rules, from, to, &mut store, dry_run)
-        .map_err(|e| e.to_string())?;
-    Ok((rep, objects))
-}
-
-/// What the Kinesis producer did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Produced {
-    /// Records put into stream1.
-    pub records: u64,
-    /// PutRecords calls.
-    pub batches: u64,
-    /// Records Kinesis refused at first (throughput) and that were re-sent.
-    pub retried: u64,
-}
-
-/// Replays `source` into Kinesis stream1 (`{prefix}stream1`) with PutRecords: batches of up
-/// to 500 records, the user as partition key (a user's events stay in order within a shard),
-/// records Kinesis refuses (throughput exceeded) re-sent with backoff, optionally at `rate`
-/// events per second. Kinesis has no idempotent producer: a second run sends the events again.
-pub fn produce(
-    settings: &super::AwsSettings,
-    source: &cartflow_streaming::pipeline::Source,
-    rate: Option<f64>,
-) -> Result<Produced, String> {
-    use aws_sdk_kinesis::primitives::Blob;
-    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let client = aws_sdk_kinesis::Client::new(&rt.block_on(super::sdk_config()));
-    let stream = settings.streaming.name("stream1");
-    let mut out = Produced::default();
-    let started = std::time::Instant::now();
-    let mut batch: Vec<PutRecordsRequestEntry> = Vec::with_capacity(500);
-    let mut bytes = 0usize;
-    let mut failure: Option<String> = None;
-    let send = |batch: &mut Vec<PutRecordsRequestEntry>, out: &mut Produced| -> Result<(), String> {
-        let mut pending = std::mem::take(batch);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        for attempt in 0..10 {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let res = rt
-                .block_on(client.put_records().stream_name(&stream).set_records(Some(pending.clone())).send())
-                .map_err(|e| AwsError::new("kinesis:PutRecords", &stream, e).to_string())?;
-            out.batches += 1;
-            let failed: Vec<PutRecordsRequestEntry> = res
-                .records()
-                .iter()
-                .zip(&pending)
-                .filter(|(r, _)| r.error_code().is_some())
-                .map(|(_, e)| e.clone())
-                .collect();
-            out.records += (pending.len() - failed.len()) as u64;
-            if attempt > 0 {
-                out.retried += pending.len() as u64;
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                std::thread::sleep(backoff.next_delay());
-            }
-        }
-        Err(format!("AWS kinesis:PutRecords on {stream}: {} record(s) still refused after 10 tries", pending.len()))
+    let raw = aws.locate("raw/events").map_err(TaskFailure::permanent)?;
+    let code = match &settings.code {
+        Some(uri) => crate::aws::S3Loc::parse(uri).map_err(TaskFailure::permanent)?,
+        None => aws.locate("_code").map_err(TaskFailure::permanent)?,
     };
-    let mut put = |line: &[u8], _t: Option<i64>| -> std::io::Result<()> {
-        let key = cartflow_streaming::pipeline::event_partition_key(line);
-        let size = line.len() + key.len();
-        if batch.len() == 500 || bytes + size > 4_500_000 {
-            if let Err(e) = send(&mut batch, &mut out) {
-                failure = Some(e);
-                return Err(std::io::Error::other("PutRecords failed"));
-            }
-            bytes = 0;
-            if let Some(rate) = rate {
-                let due = Duration::from_secs_f64(out.records as f64 / rate.max(0.001));
-                if due > started.elapsed() {
-                    std::thread::sleep(due - started.elapsed());
-                }
-            }
-        }
-        let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(line.to_vec()))
-            .partition_key(key)
-            .build()
-            .map_err(std::io::Error::other)?;
-        batch.push(entry);
-        bytes += size;
-        Ok(())
-    };
-    let fed = cartflow_streaming::pipeline::for_each_line(source, &mut put);
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    fed.map_err(|e| e.to_string())?;
-    if !batch.is_empty() {
-        send(&mut batch, &mut out)?;
-    }
-    Ok(out)
+    let stage = Stage { settings, sql, raw, code };
+    let summary = ensure(&stage, aws, ctx).await?;
+    ctx.log.line(&summary);
+    Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
 }
 
 #[cfg(test)]

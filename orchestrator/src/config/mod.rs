@@ -30,6 +30,8 @@ use serde::Deserialize;
 
 use crate::yaml;
 
+pub mod aws;
+
 /// The project config.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +56,10 @@ pub struct ProjectConfig {
     pub pools: BTreeMap<String, u32>,
     /// EventBridge rules for scheduled DAGs (`cartflow schedules sync --backend aws`).
     #[serde(default)]
-    pub eventbridge: Option<crate::schedules_sync::EventBridgeConfig>,
+    pub eventbridge: Option<crate::schedule::eventbridge::EventBridgeConfig>,
     /// The aws backend's settings.
     #[serde(default)]
-    pub aws: crate::aws::AwsSettings,
+    pub aws: aws::AwsSettings,
 }
 
 fn default_dags() -> PathBuf {
@@ -90,7 +92,7 @@ impl Default for ProjectConfig {
             streaming: default_streaming(),
             pools: BTreeMap::new(),
             eventbridge: None,
-            aws: crate::aws::AwsSettings::default(),
+            aws: aws::AwsSettings::default(),
         }
     }
 }

@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cartflow_jobs::sql::SqlEngine;
-use cartflow_jobs::sql::arrow::array::{Array, ArrayRef, Float64Array, StringArray};
-use cartflow_jobs::sql::arrow::compute::cast;
-use cartflow_jobs::sql::arrow::datatypes::DataType;
-use cartflow_jobs::sql::arrow::record_batch::RecordBatch;
+use crate::sql::SqlEngine;
+use crate::sql::arrow::array::{Array, ArrayRef, Float64Array, StringArray};
+use crate::sql::arrow::compute::cast;
+use crate::sql::arrow::datatypes::DataType;
+use crate::sql::arrow::record_batch::RecordBatch;
 use plotters::prelude::*;
 
 /// What the dashboard shows, in numbers (also printed by `cartflow dashboard` and the demo).

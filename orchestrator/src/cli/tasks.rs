@@ -1,0 +1,39 @@
+//! `cartflow tasks`: the task instances of a run.
+
+use std::process::ExitCode;
+
+use cartflow::project::Project;
+
+use super::runs::{fmt_dur, fmt_ts, open_store};
+use super::{table, usage};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run id (see `cartflow runs`).
+    run_id: String,
+}
+
+pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
+    let run_id = a.run_id.as_str();
+    let store = open_store(p)?;
+    let run = store.run(run_id)?.ok_or_else(|| usage(format!("no run `{run_id}` (see `cartflow runs`)")))?;
+    let attempts = store.attempts(run_id, None)?;
+    let mut t = table::new(&["task", "state", "attempts", "started", "duration", "exit", "error / summary"]);
+    for task in store.tasks(run_id)? {
+        let last = attempts.iter().rfind(|a| a.task_id == task.task_id);
+        t.add_row(vec![
+            task.task_id.clone(),
+            task.state.name().to_string(),
+            task.attempts.to_string(),
+            fmt_ts(last.map(|a| a.started_at)),
+            fmt_dur(last.map(|a| a.started_at), last.and_then(|a| a.ended_at)),
+            last.and_then(|a| a.exit_code).map(|c| c.to_string()).unwrap_or_default(),
+            last.and_then(|a| a.error.as_deref().or(a.summary.as_deref()))
+                .map(|e| table::clip(e, 100))
+                .unwrap_or_default(),
+        ]);
+    }
+    println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,86 @@
+//! Facts: small key/value records a task keeps across attempts and crashes (an AWS job run
+//! id saved before polling).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{RunStore, StoreError};
+use crate::task::FactStore;
+
+/// The facts of one task attempt: one connection to the store, opened on first use (most
+/// attempts keep no facts and open none).
+#[derive(Debug)]
+pub struct AttemptFacts {
+    path: PathBuf,
+    store: OnceLock<Mutex<RunStore>>,
+}
+
+impl AttemptFacts {
+    /// Facts in the store at `path`.
+    pub fn new(path: &Path) -> AttemptFacts {
+        AttemptFacts { path: path.to_path_buf(), store: OnceLock::new() }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&RunStore) -> Result<T, StoreError>) -> Result<T, String> {
+        let store = match self.store.get() {
+            Some(s) => s,
+            None => {
+                let opened = RunStore::open(&self.path).map_err(|e| e.to_string())?;
+                self.store.get_or_init(|| Mutex::new(opened))
+            }
+        };
+        let store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&store).map_err(|e| e.to_string())
+    }
+}
+
+impl FactStore for AttemptFacts {
+    fn get(&self, run_id: &str, task_id: &str, key: &str) -> Result<Option<String>, String> {
+        self.with(|s| s.fact(run_id, task_id, key))
+    }
+
+    fn set(&self, run_id: &str, task_id: &str, key: &str, value: &str) -> Result<(), String> {
+        self.with(|s| s.set_fact(run_id, task_id, key, value))
+    }
+
+    fn clear(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), String> {
+        self.with(|s| s.clear_fact(run_id, task_id, key))
+    }
+}
+
+impl RunStore {
+    /// Saves a fact about a task (overwriting the previous value of `key`).
+    pub fn set_fact(&self, run_id: &str, task_id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, task_id, key) DO UPDATE SET value = excluded.value",
+                params![run_id, task_id, key, value],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+    /// Forgets a fact saved by [`RunStore::set_fact`].
+    pub fn clear_fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2 AND key = ?3",
+                params![run_id, task_id, key],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+    /// Reads a fact saved by [`RunStore::set_fact`].
+    pub fn fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM task_facts WHERE run_id = ?1 AND task_id = ?2 AND key = ?3",
+                params![run_id, task_id, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+}

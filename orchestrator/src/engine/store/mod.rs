@@ -1,0 +1,321 @@
+//! The run store: DAG runs, task instances and every attempt, in SQLite.
+//!
+//! One database file (default `.cartflow/state.db`) in WAL mode, with versioned migrations
+//! (`PRAGMA user_version`). A run is claimed by one process at a time: the claim records the
+//! owner (pid and process start time) and is refused while that owner is alive, so two
+//! processes can never run the same (dag, logical date) at once; a dead owner's run is taken
+//! over, its running attempts recorded as interrupted.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+mod backfills;
+mod facts;
+mod query;
+mod runs;
+mod schema;
+
+pub use backfills::BackfillRunRow;
+pub use facts::AttemptFacts;
+pub use query::{AttemptRow, RunRow, TaskRow};
+pub use runs::{Claim, ClaimedRun, Op, my_token};
+
+/// Errors of the run store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("run store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The folder for the database cannot be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another live process is running this run.
+    #[error(
+        "run {run_id} is being executed by another cartflow process (pid {pid}); wait for it to finish or stop it first"
+    )]
+    RunBusy {
+        /// The run.
+        run_id: String,
+        /// The owner's pid.
+        pid: String,
+    },
+    /// `--resume` was asked but there is nothing to resume.
+    #[error("there is no run {run_id} to resume")]
+    NoSuchRun {
+        /// The run.
+        run_id: String,
+    },
+    /// The database was written by a newer cartflow.
+    #[error(
+        "run store {path} has schema version {found}, newer than this cartflow understands ({known}); upgrade cartflow"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// A stored value cannot be read back.
+    #[error("run store {path}: corrupt row: {what}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What.
+        what: String,
+    },
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}
+
+/// The id of the run of `dag_id` for the interval starting at `start`.
+pub fn run_id(dag_id: &str, start: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    // Hand-rolled: backfill planning formats one id per interval (tens of thousands).
+    fn push(s: &mut String, v: u32, width: usize) {
+        let mut buf = [b'0'; 4];
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        s.extend(buf[..width].iter().map(|b| *b as char));
+    }
+    let mut s = String::with_capacity(dag_id.len() + 21);
+    s.push_str(dag_id);
+    s.push('@');
+    push(&mut s, start.year().clamp(0, 9999) as u32, 4);
+    s.push('-');
+    push(&mut s, start.month(), 2);
+    s.push('-');
+    push(&mut s, start.day(), 2);
+    s.push('T');
+    push(&mut s, start.hour(), 2);
+    s.push(':');
+    push(&mut s, start.minute(), 2);
+    s.push(':');
+    push(&mut s, start.second(), 2);
+    s.push('Z');
+    s
+}
+
+/// A connection to the run store.
+#[derive(Debug)]
+pub struct RunStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl RunStore {
+    /// Opens (creating and migrating) the store at `path`.
+    pub fn open(path: &Path) -> Result<RunStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut store = RunStore { conn, path: path.to_path_buf() };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder for task logs, beside the database.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.path.parent().map(|p| p.join("logs")).unwrap_or_else(|| PathBuf::from("logs"))
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use rusqlite::params;
+
+    use super::schema::MIGRATIONS;
+    use super::*;
+    use crate::engine::state::{RunState, TaskState, Trigger};
+    use crate::process;
+    use crate::schedule::DataInterval;
+
+    fn interval() -> DataInterval {
+        DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"))
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_idempotent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("s/state.db");
+        let s = RunStore::open(&p).expect("open");
+        assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
+        drop(s);
+        let s = RunStore::open(&p).expect("reopen");
+        assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
+        s.conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(s);
+        assert!(matches!(RunStore::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn claim_creates_then_resumes_keeping_successes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true), ("b", true), ("c", true)];
+        let claim = Claim {
+            dag_id: "d",
+            interval: interval(),
+            trigger: Trigger::Manual,
+            tasks: &tasks,
+            rerun: false,
+            require_existing: false,
+        };
+        let c = s.claim(&claim).expect("claim");
+        assert!(!c.existed);
+        assert_eq!(c.run_id, "d@2019-10-01T00:00:00Z");
+        let now = Utc::now();
+        let running = TaskState::Queued.start(1, now).expect("start");
+        let ok = running.succeed(now).expect("ok");
+        let failed = TaskState::Queued.start(1, now).expect("start").fail("x".into(), now, None).expect("fail");
+        s.apply(
+            &c.run_id,
+            &[
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: ok, attempts: 1 },
+                Op::AttemptStarted { task_id: "b".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "b".into(), state: running, attempts: 1 },
+                Op::Task { task_id: "c".into(), state: failed, attempts: 1 },
+            ],
+        )
+        .expect("apply");
+        // The same process may claim again (its own token); b was running: interrupted.
+        let c2 = s.claim(&claim).expect("reclaim");
+        assert!(c2.existed);
+        assert!(matches!(c2.tasks["a"].0, TaskState::Success { .. }));
+        assert_eq!(c2.tasks["b"].0, TaskState::Queued);
+        assert_eq!(c2.tasks["c"].0, TaskState::Queued);
+        assert_eq!(c2.interrupted, vec!["b".to_string()]);
+        let attempts = s.attempts(&c.run_id, Some("b")).expect("attempts");
+        assert_eq!(attempts[0].state, "interrupted");
+        // A rerun clears successes too.
+        let c3 = s.claim(&Claim { rerun: true, ..claim.clone() }).expect("rerun");
+        assert_eq!(c3.tasks["a"].0, TaskState::Queued);
+        assert_eq!(c3.tasks["a"].1, 1, "attempt numbers keep counting");
+    }
+
+    #[test]
+    fn a_live_owner_blocks_a_second_claim() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let claim = Claim {
+            dag_id: "d",
+            interval: interval(),
+            trigger: Trigger::Manual,
+            tasks: &tasks,
+            rerun: false,
+            require_existing: false,
+        };
+        let c = s.claim(&claim).expect("claim");
+        // Pretend pid 1 (always alive: init) owns it.
+        let init = process::process_token(1).unwrap_or_else(|| "1:?".into());
+        s.conn
+            .execute("UPDATE dag_runs SET owner = ?1, heartbeat_at = ?2", params![init, ts(Utc::now())])
+            .expect("owner");
+        let err = s.claim(&claim).expect_err("busy");
+        assert!(matches!(err, StoreError::RunBusy { .. }), "{err}");
+        // A dead owner is taken over.
+        s.conn.execute("UPDATE dag_runs SET owner = '999999999:1'", []).expect("owner");
+        s.claim(&claim).expect("takeover");
+        s.finish(&c.run_id, RunState::Success).expect("finish");
+        assert_eq!(s.run(&c.run_id).expect("run").expect("exists").state, RunState::Success);
+    }
+
+    #[test]
+    fn resume_requires_an_existing_run() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let claim = Claim {
+            dag_id: "d",
+            interval: interval(),
+            trigger: Trigger::Manual,
+            tasks: &tasks,
+            rerun: false,
+            require_existing: true,
+        };
+        assert!(matches!(s.claim(&claim), Err(StoreError::NoSuchRun { .. })));
+    }
+
+    #[test]
+    fn run_ids_name_the_interval_start_in_utc() {
+        let t = DateTime::parse_from_rfc3339("2019-10-01T02:05:09+02:00").expect("ts").with_timezone(&Utc);
+        assert_eq!(run_id("daily", t), "daily@2019-10-01T00:05:09Z");
+    }
+
+    #[test]
+    fn a_row_that_cannot_be_read_back_is_corrupt_not_guessed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let claim = Claim {
+            dag_id: "d",
+            interval: interval(),
+            trigger: Trigger::Manual,
+            tasks: &tasks,
+            rerun: false,
+            require_existing: false,
+        };
+        let c = s.claim(&claim).expect("claim");
+        s.apply(&c.run_id, &[Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: Utc::now() }])
+            .expect("apply");
+        assert_eq!(s.attempts(&c.run_id, None).expect("attempts")[0].state, "running");
+        // A state this cartflow does not know (a newer one wrote it, or the file was edited).
+        s.conn.execute("UPDATE dag_runs SET state = 'exploded'", []).expect("corrupt run");
+        for err in [s.runs(None, 10).expect_err("runs"), s.run(&c.run_id).expect_err("run")] {
+            assert!(matches!(&err, StoreError::Corrupt { what, .. } if what.contains("exploded")), "{err}");
+        }
+        s.conn.execute("UPDATE dag_runs SET state = 'running', run_trigger = 'cron'", []).expect("trigger");
+        assert!(matches!(s.runs(None, 10), Err(StoreError::Corrupt { what, .. }) if what.contains("cron")));
+        s.conn.execute("UPDATE task_attempts SET state = 'melted'", []).expect("attempt");
+        assert!(
+            matches!(s.attempts(&c.run_id, None), Err(StoreError::Corrupt { what, .. }) if what.contains("melted"))
+        );
+    }
+
+    #[test]
+    fn facts_round_trip() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        s.set_fact("r", "t", "job_run_id", "jr_1").expect("set");
+        s.set_fact("r", "t", "job_run_id", "jr_2").expect("overwrite");
+        assert_eq!(s.fact("r", "t", "job_run_id").expect("get").as_deref(), Some("jr_2"));
+        assert_eq!(s.fact("r", "t", "nope").expect("get"), None);
+    }
+}

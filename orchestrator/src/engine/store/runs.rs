@@ -1,0 +1,281 @@
+//! Runs and their task instances: claiming a run (creating it, or taking over a dead owner's),
+//! persisting batches of state changes, heartbeats, and the end of an execution.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{RunStore, StoreError, parse_ts, run_id, ts};
+use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
+use crate::process;
+use crate::schedule::DataInterval;
+
+/// This process's owner token.
+pub fn my_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        process::process_token(pid).unwrap_or_else(|| format!("{pid}:?"))
+    })
+}
+
+pub(super) fn owner_alive(token: &str, heartbeat: Option<DateTime<Utc>>) -> bool {
+    let pid: i32 = token.split(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    match process::process_token(pid) {
+        Some(live) if live == token => true,
+        Some(live) if live.ends_with(":?") || token.ends_with(":?") => {
+            heartbeat.is_some_and(|h| Utc::now() - h < chrono::Duration::seconds(60))
+        }
+        _ => false,
+    }
+}
+
+/// One change to persist.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A task's new state (and how many attempts it has started so far).
+    Task {
+        /// The task.
+        task_id: String,
+        /// Its state.
+        state: TaskState,
+        /// Attempts started so far.
+        attempts: u32,
+    },
+    /// An attempt started.
+    AttemptStarted {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// When.
+        started_at: DateTime<Utc>,
+    },
+    /// An attempt ended.
+    AttemptEnded {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// How it ended.
+        outcome: AttemptOutcome,
+        /// When.
+        ended_at: DateTime<Utc>,
+        /// Why it failed.
+        error: Option<String>,
+        /// The process exit code.
+        exit_code: Option<i32>,
+        /// A one-line summary.
+        summary: Option<String>,
+        /// The attempt's log, if one was written.
+        log_path: Option<String>,
+    },
+}
+
+/// How to claim a run.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// The DAG.
+    pub dag_id: &'a str,
+    /// The interval.
+    pub interval: DataInterval,
+    /// Who asks.
+    pub trigger: Trigger,
+    /// Every task of the DAG, and whether it is selected for this execution.
+    pub tasks: &'a [(&'a str, bool)],
+    /// Clear selected tasks even when they succeeded.
+    pub rerun: bool,
+    /// Refuse when the run does not exist yet.
+    pub require_existing: bool,
+}
+
+/// A claimed run: its id and the state of each task at the start of this execution.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The run id.
+    pub run_id: String,
+    /// Whether the run existed before.
+    pub existed: bool,
+    /// Task id → (state, attempts started so far).
+    pub tasks: HashMap<String, (TaskState, u32)>,
+    /// Tasks whose attempt was interrupted by the death of an earlier process.
+    pub interrupted: Vec<String>,
+}
+
+impl RunStore {
+    /// Claims a run for this process: creates it, or takes over an existing one (resume).
+    pub fn claim(&mut self, c: &Claim) -> Result<ClaimedRun, StoreError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let now = Utc::now();
+        let run_id = run_id(c.dag_id, c.interval.start);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let existing: Option<(Option<String>, Option<String>)> = tx
+            .query_row("SELECT owner, heartbeat_at FROM dag_runs WHERE run_id = ?1", [&run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(&e)?;
+        let existed = existing.is_some();
+        if let Some((Some(owner), hb)) = &existing
+            && owner != my_token()
+            && owner_alive(owner, hb.as_deref().and_then(parse_ts))
+        {
+            let pid = owner.split(':').next().unwrap_or("?").to_string();
+            return Err(StoreError::RunBusy { run_id, pid });
+        }
+        if !existed && c.require_existing {
+            return Err(StoreError::NoSuchRun { run_id });
+        }
+        if existed {
+            tx.execute(
+                "UPDATE dag_runs SET state = 'running', run_trigger = ?2, started_at = ?3, ended_at = NULL, owner = ?4, heartbeat_at = ?3 WHERE run_id = ?1",
+                params![run_id, c.trigger.name(), ts(now), my_token()],
+            )
+            .map_err(&e)?;
+        } else {
+            tx.execute(
+                "INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, state, run_trigger, created_at, started_at, owner, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?3, ?4, 'running', ?5, ?6, ?6, ?7, ?6)",
+                params![run_id, c.dag_id, ts(c.interval.start), ts(c.interval.end), c.trigger.name(), ts(now), my_token()],
+            )
+            .map_err(&e)?;
+        }
+        let mut stored: HashMap<String, (TaskState, u32)> = HashMap::new();
+        {
+            let mut stmt =
+                tx.prepare("SELECT task_id, state_json, attempts FROM task_instances WHERE run_id = ?1").map_err(&e)?;
+            let rows = stmt
+                .query_map([&run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+                .map_err(&e)?;
+            for row in rows {
+                let (task, json, attempts) = row.map_err(&e)?;
+                let state: TaskState = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("task {task} of {run_id}: {err}"),
+                })?;
+                stored.insert(task, (state, attempts));
+            }
+        }
+        let mut out = HashMap::new();
+        let mut interrupted = Vec::new();
+        for &(task, selected) in c.tasks {
+            let (state, attempts) = stored.remove(task).unwrap_or((TaskState::Queued, 0));
+            let corrupt = |e: crate::engine::state::IllegalTransition| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("task {task} of {run_id}: {e}"),
+            };
+            let new_state = match &state {
+                TaskState::Running { attempt, .. } => {
+                    tx.execute(
+                        "UPDATE task_attempts SET state = ?5, ended_at = ?4, error = 'the cartflow process running this attempt died'
+                         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                        params![run_id, task, attempt, ts(now), AttemptOutcome::Interrupted.name()],
+                    )
+                    .map_err(&e)?;
+                    interrupted.push(task.to_string());
+                    state.interrupt().map_err(corrupt)?
+                }
+                // A retry that was due when the process died: it is queued again.
+                TaskState::UpForRetry { .. } => state.interrupt().map_err(corrupt)?,
+                TaskState::Success { .. } if selected && c.rerun => state.clear().map_err(corrupt)?,
+                TaskState::Success { .. } => state.clone(),
+                s if s.is_terminal() && selected => state.clear().map_err(corrupt)?,
+                _ => state.clone(),
+            };
+            if state.is_terminal() && new_state == TaskState::Queued {
+                // A fresh start of a finished task: what its attempts saved (a finished AWS
+                // job run to re-attach to) belongs to the previous execution.
+                tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
+                    .map_err(&e)?;
+            }
+            let json = serde_json::to_string(&new_state).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, state_json = excluded.state_json, updated_at = excluded.updated_at",
+                params![run_id, task, new_state.name(), json, attempts, ts(now)],
+            )
+            .map_err(&e)?;
+            out.insert(task.to_string(), (new_state, attempts));
+        }
+        tx.commit().map_err(&e)?;
+        Ok(ClaimedRun { run_id, existed, tasks: out, interrupted })
+    }
+    /// Persists a batch of changes of one run in one transaction.
+    pub fn apply(&mut self, run_id: &str, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let now = ts(Utc::now());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        {
+            let mut task = tx
+                .prepare_cached(
+                    "UPDATE task_instances SET state = ?3, state_json = ?4, attempts = ?5, updated_at = ?6 WHERE run_id = ?1 AND task_id = ?2",
+                )
+                .map_err(&e)?;
+            let mut started = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO task_attempts (run_id, task_id, attempt, state, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+                )
+                .map_err(&e)?;
+            let mut ended = tx
+                .prepare_cached(
+                    "UPDATE task_attempts SET state = ?4, ended_at = ?5, error = ?6, exit_code = ?7, summary = ?8, log_path = ?9
+                     WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                )
+                .map_err(&e)?;
+            for op in ops {
+                match op {
+                    Op::Task { task_id, state, attempts } => {
+                        let json = serde_json::to_string(state).unwrap_or_default();
+                        task.execute(params![run_id, task_id, state.name(), json, attempts, now]).map_err(&e)?;
+                    }
+                    Op::AttemptStarted { task_id, attempt, started_at } => {
+                        started.execute(params![run_id, task_id, attempt, ts(*started_at)]).map_err(&e)?;
+                    }
+                    Op::AttemptEnded { task_id, attempt, outcome, ended_at, error, exit_code, summary, log_path } => {
+                        ended
+                            .execute(params![
+                                run_id,
+                                task_id,
+                                attempt,
+                                outcome.name(),
+                                ts(*ended_at),
+                                error,
+                                exit_code,
+                                summary,
+                                log_path
+                            ])
+                            .map_err(&e)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(&e)
+    }
+    /// Tells other processes this run's owner is alive.
+    pub fn heartbeat(&self, run_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE dag_runs SET heartbeat_at = ?2 WHERE run_id = ?1 AND owner = ?3",
+                params![run_id, ts(Utc::now()), my_token()],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+    /// Records the end of an execution and releases the run.
+    pub fn finish(&mut self, run_id: &str, state: RunState) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL WHERE run_id = ?1",
+                params![run_id, state.name(), ts(Utc::now())],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+}

@@ -1,0 +1,110 @@
+//! The store's schema: versioned migrations (`PRAGMA user_version`) and the connection's
+//! settings.
+
+use std::time::Duration;
+
+use rusqlite::TransactionBehavior;
+
+use super::{RunStore, StoreError};
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // v1
+    r#"
+    CREATE TABLE dag_runs (
+        run_id         TEXT PRIMARY KEY,
+        dag_id         TEXT NOT NULL,
+        logical_date   TEXT NOT NULL,
+        interval_start TEXT NOT NULL,
+        interval_end   TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        run_trigger    TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        started_at     TEXT,
+        ended_at       TEXT,
+        owner          TEXT,
+        heartbeat_at   TEXT,
+        UNIQUE (dag_id, logical_date)
+    );
+    CREATE INDEX dag_runs_by_dag ON dag_runs (dag_id, logical_date);
+    CREATE TABLE task_instances (
+        run_id     TEXT NOT NULL REFERENCES dag_runs (run_id) ON DELETE CASCADE,
+        task_id    TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        state_json TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id)
+    );
+    CREATE TABLE task_attempts (
+        run_id     TEXT NOT NULL,
+        task_id    TEXT NOT NULL,
+        attempt    INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        error      TEXT,
+        exit_code  INTEGER,
+        summary    TEXT,
+        log_path   TEXT,
+        PRIMARY KEY (run_id, task_id, attempt),
+        FOREIGN KEY (run_id, task_id) REFERENCES task_instances (run_id, task_id) ON DELETE CASCADE
+    );
+    "#,
+    // v2: small key/value facts a task saves while it runs (an AWS job run id saved before
+    // polling, so that a retry re-attaches instead of starting a second job).
+    r#"
+    CREATE TABLE task_facts (
+        run_id  TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id, key)
+    );
+    "#,
+    // v3: backfill jobs, so that re-running a backfill command after a crash continues the
+    // same job instead of starting over.
+    r#"
+    CREATE TABLE backfills (
+        backfill_id TEXT PRIMARY KEY,
+        dag_id      TEXT NOT NULL,
+        request     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX backfills_open ON backfills (request) WHERE finished_at IS NULL;
+    CREATE TABLE backfill_runs (
+        backfill_id TEXT NOT NULL REFERENCES backfills (backfill_id) ON DELETE CASCADE,
+        run_id      TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        action      TEXT NOT NULL,
+        state       TEXT,
+        PRIMARY KEY (backfill_id, run_id)
+    );
+    "#,
+];
+
+impl RunStore {
+    pub(super) fn init(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        self.conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+        self.conn.pragma_update(None, "journal_mode", "WAL").map_err(&e)?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(&e)?;
+        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&e)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m).map_err(&e)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+    /// The schema version.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.sql())
+    }
+}

@@ -1,0 +1,177 @@
+//! Reprocess a stage after a fix: re-run it over the raw archive for a date range, replace
+//! its output for those days (never duplicating it), and re-run what depends on it.
+//!
+//! Today's stage is the detector (the Flink application's rules): its alerts are replaced from
+//! the raw archive — locally in the alerts database, on AWS in DynamoDB — and then, in every
+//! DAG with a `streaming_stage` task, the tasks downstream of that stage run again for those
+//! days through a backfill (`--reprocess completed`).
+
+use std::path::PathBuf;
+
+use cartflow_streaming::pipeline::{self, ReprocessReport};
+use cartflow_streaming::rules::RuleSet;
+use chrono::NaiveDate;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, FlowError, Observer, backfill, plan_and_run, usage};
+use crate::engine::backfill::{Outcome, Reprocess};
+use crate::env::{Backend, Env};
+use crate::project::Project;
+use crate::task::Kind;
+
+/// A reprocess of the detector.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// First day.
+    pub from: NaiveDate,
+    /// Last day, inclusive.
+    pub to: NaiveDate,
+    /// The (fixed) rules file, relative to the project folder.
+    pub rules: PathBuf,
+    /// Report the diff and the plan; change nothing.
+    pub dry_run: bool,
+    /// Re-run the downstream tasks of this DAG only (default: every DAG with a stage).
+    pub dag: Option<String>,
+    /// Re-run downstream tasks at all.
+    pub downstream: bool,
+    /// Where the archive and the alerts are.
+    pub backend: Backend,
+}
+
+/// The detector's new alerts for the range.
+#[derive(Debug)]
+pub struct Replaced {
+    /// The diff per rule and day, and what was read.
+    pub report: ReprocessReport,
+    /// On AWS: the raw objects read from S3.
+    pub s3_objects: Option<u64>,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
+}
+
+/// The tasks of one DAG that depend on the stage.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The DAG.
+    pub dag: String,
+    /// Its `streaming_stage` task.
+    pub stage: String,
+    /// The tasks right after it (their own downstream run too).
+    pub children: Vec<String>,
+}
+
+/// What a reprocess did.
+#[derive(Debug)]
+pub struct Reprocessed {
+    /// The alerts' replacement.
+    pub replaced: Replaced,
+    /// Per DAG: its downstream tasks and, unless a dry run or none, the backfill's outcomes.
+    pub downstream: Vec<(Downstream, Option<Vec<Outcome>>)>,
+}
+
+fn date(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// Replaces the detector's alerts for the range from the raw archive.
+pub fn replace_alerts(project: &Project, req: &Request) -> Result<Replaced, FlowError> {
+    if req.to < req.from {
+        return Err(usage(format!("--to {} is before --from {}", req.to, req.from)));
+    }
+    let rules = RuleSet::load(&project.dir.join(&req.rules)).map_err(|e| usage(e.to_string()))?;
+    let (from, to) = (date(req.from), date(req.to));
+    let started = std::time::Instant::now();
+    let (report, s3_objects) = match req.backend {
+        Backend::Local => {
+            let paths = pipeline::Paths::under(&project.streaming(), &project.lake());
+            let mut store = cartflow_streaming::handler::SqliteAlerts::open(&paths.alerts_db)
+                .map_err(|e| FlowError::Step(e.to_string()))?;
+            let rep =
+                pipeline::reprocess(&paths.lake, &rules, &from, &to, &mut store, req.dry_run).map_err(|e| match e {
+                    pipeline::PipelineError::Invalid(m) => usage(m),
+                    e => FlowError::Step(e.to_string()),
+                })?;
+            (rep, None)
+        }
+        #[cfg(feature = "aws")]
+        Backend::Aws => {
+            let (rep, objects) = crate::aws::realtime::reprocess(&project.config.aws, &rules, &from, &to, req.dry_run)
+                .map_err(FlowError::Step)?;
+            (rep, Some(objects))
+        }
+        #[cfg(not(feature = "aws"))]
+        Backend::Aws => return Err(crate::env::EnvError::AwsNotBuilt.into()),
+    };
+    Ok(Replaced { report, s3_objects, elapsed: started.elapsed() })
+}
+
+/// The DAGs with a `streaming_stage` task (or just `only`), and the tasks right after it.
+pub fn downstream_of_the_stage(project: &Project, only: Option<&str>) -> Result<Vec<Downstream>, FlowError> {
+    let set = project.load()?;
+    let mut out = Vec::new();
+    for (id, dag) in &set.dags {
+        if only.is_some_and(|d| d != id) {
+            continue;
+        }
+        let stage_kind = crate::kinds::streaming_stage::StreamingStage::NAME;
+        let Some(stage) = dag.tasks.iter().find(|t| t.kind() == stage_kind) else { continue };
+        let children = stage.downstream.iter().map(|&i| dag.tasks[i].id.clone()).collect();
+        out.push(Downstream { dag: id.clone(), stage: stage.id.clone(), children });
+    }
+    Ok(out)
+}
+
+/// The whole reprocess: the alerts (reported to `on_replaced`, for the diff), then each DAG's
+/// downstream tasks for those days (reported to `observer`, backfill by backfill).
+pub async fn run(
+    project: &Project,
+    req: &Request,
+    cancel: CancellationToken,
+    on_replaced: &mut (dyn FnMut(&Replaced) + Send),
+    observer: &mut Observer<'_>,
+) -> Result<Reprocessed, FlowError> {
+    let replaced = {
+        let (project, req) = (project.clone(), req.clone());
+        tokio::task::spawn_blocking(move || replace_alerts(&project, &req))
+            .await
+            .map_err(|e| FlowError::Step(format!("the reprocess panicked: {e}")))??
+    };
+    on_replaced(&replaced);
+    let mut downstream = Vec::new();
+    if !req.downstream {
+        return Ok(Reprocessed { replaced, downstream });
+    }
+    let dags = downstream_of_the_stage(project, req.dag.as_deref())?;
+    if dags.is_empty() {
+        observer(Event::Note("no DAG has a streaming_stage task: no downstream task to re-run".into()));
+        return Ok(Reprocessed { replaced, downstream });
+    }
+    let mut env: Option<Env> = None;
+    for d in dags {
+        if d.children.is_empty() {
+            observer(Event::Note(format!("{}: nothing downstream of `{}`", d.dag, d.stage)));
+            downstream.push((d, None));
+            continue;
+        }
+        observer(Event::Note(format!(
+            "{}: re-running what is downstream of `{}` ({}) for {}..{}",
+            d.dag,
+            d.stage,
+            d.children.join(", "),
+            date(req.from),
+            date(req.to)
+        )));
+        let picked = project.dag(&d.dag)?;
+        let mut request = backfill::Request::new(picked.dag, date(req.from), date(req.to));
+        request.mode = Reprocess::Completed;
+        request.tasks = d.children.clone();
+        request.downstream = true;
+        let env = match &env {
+            Some(e) => e.clone(),
+            None => env.insert(project.env(req.backend).await?).clone(),
+        };
+        let outcomes = plan_and_run(project, &env, request, req.dry_run, cancel.clone(), observer).await?;
+        downstream.push((d, outcomes));
+    }
+    Ok(Reprocessed { replaced, downstream })
+}
