@@ -15,10 +15,6 @@ fn main() -> ExitCode {
     cli::init_logging(&args.global);
     match cli::dispatch(args) {
         Ok(code) => code,
-        Err(e) => {
-            let code = cli::exit_code_for(&e);
-            eprintln!("error: {e:#}");
-            code
-        }
+        Err(e) => cli::report_error(&e),
     }
 }

@@ -31,13 +31,12 @@ pub enum ProjectError {
     #[error("DAGs folder {} does not exist (use --dags DIR or set `dags:` in cartflow.yaml)", .0.display())]
     NoDagsDir(PathBuf),
     /// The DAGs folder cannot be read.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}: {error}", path.display())]
     Read {
         /// The folder.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No DAG has that id.
     #[error("no DAG `{name}` in {}{hint}", dir.display())]
@@ -70,6 +69,22 @@ pub struct Picked {
     pub problems_elsewhere: usize,
 }
 
+impl ProjectError {
+    /// Whether this is the user's to fix (a missing folder, an unknown or broken DAG) rather
+    /// than a failure of the machine.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ProjectError::Read { .. })
+    }
+
+    /// The compile problems behind the error, if it is a DAG that does not compile.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ProjectError::DoesNotCompile { diagnostics, .. } => diagnostics,
+            _ => &[],
+        }
+    }
+}
+
 impl Project {
     /// The project in `dir`, with the DAGs folder and run store overridden when given.
     pub fn open(dir: PathBuf, dags: Option<PathBuf>, state: Option<PathBuf>) -> Result<Project, ConfigError> {
@@ -90,7 +105,7 @@ impl Project {
             return Err(ProjectError::NoDagsDir(self.dags_dir.clone()));
         }
         compile_dir(&self.dags_dir, &self.compile_options())
-            .map_err(|source| ProjectError::Read { path: self.dags_dir.clone(), source })
+            .map_err(|error| ProjectError::Read { path: self.dags_dir.clone(), error })
     }
 
     /// One DAG, by id or by the path of its file. Its own compile errors are fatal; those of
@@ -132,6 +147,11 @@ impl Project {
     /// The streaming stage's folder of the local backend.
     pub fn streaming(&self) -> PathBuf {
         self.dir.join(&self.config.streaming)
+    }
+
+    /// The local streams, alerts database and notifications of the streaming stage.
+    pub fn streaming_paths(&self) -> cartflow_streaming::pipeline::Paths {
+        cartflow_streaming::pipeline::Paths::under(&self.streaming(), &self.lake())
     }
 
     /// The local backend's places.

@@ -58,17 +58,7 @@ pub fn run(p: &Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let (dry_run, backend) = (a.dry_run, a.backend.backend);
     let mut printer = Printer::new(g, dry_run);
     let outcomes = with_signals(|cancel| async move {
-        // The plan is checked (and a dry run printed) before the backend is set up.
-        let planned = flows::backfill::plan(p, request)?;
-        printer.event(Event::BackfillPlanned(&planned));
-        if dry_run {
-            return anyhow::Ok(None);
-        }
-        let env = p.env(backend).await?;
-        let outcomes =
-            flows::backfill::run(p, env, &planned, cancel, &mut |o| printer.event(Event::IntervalDone(o))).await?;
-        printer.event(Event::BackfillDone(&planned, &outcomes));
-        Ok(Some(outcomes))
+        flows::plan_and_run(p, backend, request, dry_run, cancel, &mut |e| printer.event(e)).await
     })??;
     Ok(match outcomes {
         Some(o) if !flows::all_succeeded(&o) => ExitCode::from(1),

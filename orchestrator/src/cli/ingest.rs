@@ -18,7 +18,7 @@ pub struct Args {
 
 pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     let lake = a.lake.unwrap_or_else(|| p.lake());
-    flows::ingest(&a.files, &lake, &mut |e| {
+    flows::ingest(&a.files, &lake, &tokio_util::sync::CancellationToken::new(), &mut |e| {
         if let Event::Note(line) = e {
             println!("{line}");
         }

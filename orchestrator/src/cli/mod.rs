@@ -157,7 +157,7 @@ pub struct ParamArgs {
 /// `--task` and `--downstream`: which tasks of each interval run.
 #[derive(Debug, Clone, Args)]
 pub struct TaskSelection {
-    /// Run only these tasks (repeatable).
+    /// Run only these tasks of each interval (repeatable).
     #[arg(long = "task")]
     pub tasks: Vec<String>,
     /// With --task: also run everything downstream of them.
@@ -182,9 +182,11 @@ pub fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{s} is not a date (YYYY-MM-DD)"))
 }
 
-/// A day as the flags write it.
-pub fn day(d: chrono::NaiveDate) -> String {
-    d.format("%Y-%m-%d").to_string()
+pub use cartflow::schedule::ymd as day;
+
+/// Days since 1970-01-01 of a calendar day.
+pub fn epoch_day(d: chrono::NaiveDate) -> i64 {
+    d.signed_duration_since(chrono::NaiveDate::default()).num_days()
 }
 
 /// A usage or config error: exit code 2.
@@ -192,14 +194,30 @@ pub fn day(d: chrono::NaiveDate) -> String {
 #[error("{0}")]
 pub struct UsageError(String);
 
-/// Exit code for an error that ended a command: 2 for usage and config errors, 1 otherwise.
+/// Exit code for an error that ended a command: 2 for usage and config errors, 130 for a
+/// cancel, 1 otherwise.
 pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<FlowError>().is_some_and(|f| matches!(f.root(), FlowError::Cancelled)) {
+        return ExitCode::from(130);
+    }
     let usage = e.downcast_ref::<UsageError>().is_some()
         || e.downcast_ref::<cartflow::config::ConfigError>().is_some()
-        || e.downcast_ref::<ProjectError>().is_some()
+        || e.downcast_ref::<ProjectError>().is_some_and(ProjectError::is_usage)
         || e.downcast_ref::<cartflow::env::EnvError>().is_some()
         || e.downcast_ref::<FlowError>().is_some_and(FlowError::is_usage);
     if usage { ExitCode::from(2) } else { ExitCode::from(1) }
+}
+
+/// Prints the error that ended a command — a DAG's compile problems first, each as
+/// `file:line:col: error: …` — and returns its exit code.
+pub fn report_error(e: &anyhow::Error) -> ExitCode {
+    let project =
+        e.downcast_ref::<ProjectError>().or_else(|| e.downcast_ref::<FlowError>().and_then(|f| f.project_error()));
+    for d in project.map(ProjectError::diagnostics).unwrap_or_default() {
+        eprintln!("{d}");
+    }
+    eprintln!("error: {e:#}");
+    exit_code_for(e)
 }
 
 /// A usage error.
@@ -233,27 +251,14 @@ fn open_project(g: &Global) -> anyhow::Result<Project> {
     Ok(Project::open(dir, g.dags.clone(), g.state.clone())?)
 }
 
-/// Picks a DAG of the project; its own compile errors are printed and fatal, those of other
-/// files a warning.
+/// Picks a DAG of the project; its own compile errors are fatal (printed by
+/// [`report_error`]), those of other files a warning.
 pub fn pick_dag(p: &Project, name: &str) -> anyhow::Result<std::sync::Arc<cartflow::dag::Dag>> {
-    match p.dag(name) {
-        Ok(picked) => {
-            if picked.problems_elsewhere > 0 {
-                eprintln!(
-                    "warning: {} problem(s) in other DAG files (see `cartflow validate`)",
-                    picked.problems_elsewhere
-                );
-            }
-            Ok(picked.dag)
-        }
-        Err(ProjectError::DoesNotCompile { name, file, diagnostics }) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            Err(ProjectError::DoesNotCompile { name, file, diagnostics: Vec::new() }.into())
-        }
-        Err(e) => Err(e.into()),
+    let picked = p.dag(name)?;
+    if picked.problems_elsewhere > 0 {
+        eprintln!("warning: {}", cartflow::flows::problems_elsewhere(picked.problems_elsewhere));
     }
+    Ok(picked.dag)
 }
 
 /// The async runtime of a command.

@@ -10,7 +10,7 @@ use cartflow_streaming::pipeline::{self, Source};
 use chrono::NaiveDate;
 
 use super::streaming::paths;
-use super::{day, parse_day, usage};
+use super::{day, epoch_day, parse_day, usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,8 +63,7 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
             if a.days == 0 || a.events_per_day == 0 {
                 return Err(usage("--days and --events-per-day must be at least 1"));
             }
-            let start_day =
-                cartflow_jobs::event::parse_event_time(&format!("{} 00:00:00", day(a.start))).unwrap_or(0) / 86_400;
+            let start_day = epoch_day(a.start);
             let cfg = cartflow_jobs::generate::GenConfig {
                 start_day,
                 days: a.days,

@@ -43,7 +43,7 @@ pub fn run(p: &Project, cmd: Cmd) -> anyhow::Result<ExitCode> {
             set.diagnostics.len()
         )));
     }
-    let (desired, errors) = desired_rules(set.dags.values().map(|d| d.as_ref()), &cfg);
+    let (desired, errors) = desired_rules(set.dags.values().map(|d| d.scheduled()), &cfg);
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("error: {e}");

@@ -13,7 +13,7 @@ use cartflow_streaming::rules::RuleSet;
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
 
-use super::{day, parse_day, usage};
+use super::{day, epoch_day, parse_day, usage};
 
 /// Where the Flink SQL reads.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub enum Cmd {
 
 /// The local streams, alerts and notifications of the project.
 pub fn paths(p: &Project) -> Paths {
-    Paths::under(&p.streaming(), &p.lake())
+    p.streaming_paths()
 }
 
 fn load_rules(p: &Project, rules: &std::path::Path) -> anyhow::Result<RuleSet> {
@@ -107,9 +107,8 @@ pub fn run(p: &Project, cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Run { rules, close } => {
             let set = load_rules(p, &rules)?;
-            let close_at = close
-                .and_then(|d| cartflow_jobs::event::parse_event_time(&format!("{} 00:00:00", day(d))))
-                .map(|t| (t + 86_400) * 1000);
+            // Milliseconds of the end of that day (its windows close).
+            let close_at = close.map(|d| (epoch_day(d) + 1) * 86_400 * 1000);
             let paths = paths(p);
             if cartflow_streaming::log::shard_count(&paths.stream1())?.is_none() {
                 return Err(usage(format!(

@@ -54,6 +54,11 @@ pub struct Dag {
 }
 
 impl Dag {
+    /// Its schedule, with its id and timezone.
+    pub fn scheduled(&self) -> crate::schedule::Scheduled<'_> {
+        crate::schedule::Scheduled { id: &self.id, schedule: &self.schedule, timezone: self.timezone }
+    }
+
     /// The index of a task.
     pub fn task_index(&self, id: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.id == id)

@@ -88,13 +88,14 @@ impl Action {
         }
     }
 
-    fn parse_stored(s: &str) -> Action {
-        match s {
+    fn parse_stored(s: &str) -> Option<Action> {
+        Some(match s {
+            "create" => Action::Create,
             "resume" => Action::Resume,
             "retry failed" => Action::RetryFailed,
             "rerun" => Action::Rerun,
-            _ => Action::Create,
-        }
+            _ => return None,
+        })
     }
 
     /// Whether the interval will run.
@@ -208,19 +209,26 @@ pub fn plan_request(
         Some((id, runs)) => {
             let by_run: HashMap<String, DataInterval> =
                 complete.iter().map(|i| (store::run_id(&req.dag.id, i.start), *i)).collect();
-            let items = runs
-                .into_iter()
-                .filter_map(|(run_id, action, state)| {
-                    let interval = *by_run.get(&run_id)?;
-                    let action = match (state.as_deref().and_then(RunState::parse), existing.get(&interval.start)) {
-                        (Some(s), _) => Action::Skip(SkipReason::DoneInThisBackfill(s)),
-                        (None, Some((RunState::Running, true))) => Action::Skip(SkipReason::InFlight),
-                        (None, Some((RunState::Running, false))) => Action::Resume,
-                        (None, _) => Action::parse_stored(&action),
+            let corrupt = |what: String| StoreError::Corrupt { path: store.path().to_path_buf(), what };
+            let mut items = Vec::new();
+            for (run_id, action, state) in runs {
+                let Some(interval) = by_run.get(&run_id).copied() else { continue };
+                let state =
+                    match state.as_deref() {
+                        None => None,
+                        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
+                            corrupt(format!("backfill {id}: run {run_id} ended in unknown state `{s}`"))
+                        })?),
                     };
-                    Some(Planned { interval, run_id, action })
-                })
-                .collect();
+                let action = match (state, existing.get(&interval.start)) {
+                    (Some(s), _) => Action::Skip(SkipReason::DoneInThisBackfill(s)),
+                    (None, Some((RunState::Running, true))) => Action::Skip(SkipReason::InFlight),
+                    (None, Some((RunState::Running, false))) => Action::Resume,
+                    (None, _) => Action::parse_stored(&action)
+                        .ok_or_else(|| corrupt(format!("backfill {id}: run {run_id} has unknown action `{action}`")))?,
+                };
+                items.push(Planned { interval, run_id, action });
+            }
             (items, Some(id))
         }
         None => (plan(&req.dag.id, &complete, &existing, req.mode), None),

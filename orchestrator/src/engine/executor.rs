@@ -110,6 +110,9 @@ pub struct ExecOptions {
     pub trigger: Trigger,
 }
 
+/// Runs in the current folder on the local backend, whose places are the default ones relative
+/// to the current folder (set `env`, e.g. from [`crate::project::Project::exec_options`], to
+/// run in a project).
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
@@ -345,7 +348,8 @@ pub async fn execute(
         state_path,
         opts,
         pools,
-        cancel,
+        // The run's own token: aborting this run stops its tasks, not the runs beside it.
+        cancel: cancel.child_token(),
         slots,
         ops: Vec::new(),
         ready: VecDeque::new(),
@@ -356,8 +360,12 @@ pub async fn execute(
         tx,
         observer,
     };
-    run.start()?;
-    run.drive(rx).await?;
+    if let Err(e) = run.start() {
+        return Err(run.abort(e));
+    }
+    if let Err(e) = run.drive(rx).await {
+        return Err(run.abort(e));
+    }
     run.finish(started, reused)
 }
 
@@ -691,6 +699,18 @@ impl RunLoop<'_> {
         (self.observer)(Event::Task { task: task_id, state: &slot.state });
         work.push(i);
         Ok(())
+    }
+
+    /// The loop cannot go on (the store failed, or the state machine refused a move): stop what
+    /// was started, release the run as failed if the store still answers, and return `e`.
+    fn abort(mut self, e: ExecError) -> ExecError {
+        warn!(dag = %self.dag.id, run = %self.run_id, error = %e, running = self.running, "the run stops: stopping its tasks");
+        self.cancel.cancel();
+        let _ = self.store.apply(&self.run_id, &std::mem::take(&mut self.ops));
+        if let Err(f) = self.store.finish(&self.run_id, RunState::Failed) {
+            warn!(run = %self.run_id, error = %f, "could not release the run; the next claim takes it over");
+        }
+        e
     }
 
     /// Records the run's end and reports every task.

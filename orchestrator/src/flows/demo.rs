@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, FlowError, Observer, all_succeeded, backfill, plan_and_run, usage};
+use super::{
+    Event, FlowError, Observer, all_succeeded, backfill, check_cancel, plan_and_run, problems_elsewhere, usage,
+};
 use crate::engine::backfill::Reprocess;
-use crate::env::Env;
+use crate::env::Backend;
 use crate::project::Project;
 
 /// The files of the daily DAG, embedded so that the demo runs in any folder.
@@ -135,19 +137,17 @@ pub async fn run(
         )));
         days
     } else {
-        super::ingest(&req.input, &lake, observer)?;
+        super::ingest(&req.input, &lake, &cancel, observer)?;
         raw_days(&lake)
     };
     let (Some(first), Some(last)) = (days.first().cloned(), days.last().cloned()) else {
         return Err(usage("no raw data to run over (the input had no records)"));
     };
     observer(Event::Note(format!("demo: running the daily DAG over {first} .. {last}")));
+    check_cancel(&cancel)?;
     let picked = project.dag(DAG)?;
     if picked.problems_elsewhere > 0 {
-        observer(Event::Warning(format!(
-            "{} problem(s) in other DAG files (see `cartflow validate`)",
-            picked.problems_elsewhere
-        )));
+        observer(Event::Warning(problems_elsewhere(picked.problems_elsewhere)));
     }
     let mut request = backfill::Request::new(picked.dag, first.clone(), last.clone());
     request.mode = Reprocess::Completed;
@@ -159,9 +159,9 @@ pub async fn run(
             ("seed".to_string(), req.seed.to_string()),
         ];
     }
-    let env = Env::Local(project.local_env());
-    let outcomes = plan_and_run(project, &env, request, false, cancel, observer).await?.unwrap_or_default();
-    let spaths = cartflow_streaming::pipeline::Paths::under(&project.streaming(), &lake);
+    let outcomes =
+        plan_and_run(project, Backend::Local, request, false, cancel.clone(), observer).await?.unwrap_or_default();
+    let spaths = project.streaming_paths();
     let dashboard_path = project.dir.join(".cartflow/dashboard.html");
     let mut report = Report {
         succeeded: all_succeeded(&outcomes),
@@ -175,6 +175,7 @@ pub async fn run(
     if !report.succeeded {
         return Ok(report);
     }
+    check_cancel(&cancel)?;
     let step = |e: &dyn std::fmt::Display| FlowError::Step(e.to_string());
     let mut store = cartflow_streaming::handler::SqliteAlerts::open(&spaths.alerts_db).map_err(|e| step(&e))?;
     if !req.input.is_empty() {

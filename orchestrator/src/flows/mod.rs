@@ -36,13 +36,59 @@ pub enum FlowError {
     /// A step of the flow failed (with what it was doing).
     #[error("{0}")]
     Step(String),
+    /// Stopped by a cancel (Ctrl-C) between two steps.
+    #[error("cancelled")]
+    Cancelled,
+    /// What the flow was doing when `source` happened.
+    #[error("{what}: {source}")]
+    Context {
+        /// What it was doing.
+        what: String,
+        /// What went wrong.
+        source: Box<FlowError>,
+    },
 }
 
 impl FlowError {
     /// Whether this is the user's mistake (a usage or config error) rather than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, FlowError::Usage(_) | FlowError::Project(_) | FlowError::Env(_))
+        match self.root() {
+            FlowError::Usage(_) | FlowError::Env(_) => true,
+            FlowError::Project(p) => p.is_usage(),
+            _ => false,
+        }
     }
+
+    /// The error under any context.
+    pub fn root(&self) -> &FlowError {
+        match self {
+            FlowError::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The project error under any context, if that is what it is.
+    pub fn project_error(&self) -> Option<&ProjectError> {
+        match self.root() {
+            FlowError::Project(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// This error, saying what the flow was doing.
+    pub fn context(self, what: impl Into<String>) -> FlowError {
+        FlowError::Context { what: what.into(), source: Box::new(self) }
+    }
+}
+
+/// Stops between two steps of a flow once `cancel` fired.
+pub fn check_cancel(cancel: &tokio_util::sync::CancellationToken) -> Result<(), FlowError> {
+    if cancel.is_cancelled() { Err(FlowError::Cancelled) } else { Ok(()) }
+}
+
+/// The warning for compile problems in DAG files other than the one a command uses.
+pub fn problems_elsewhere(n: usize) -> String {
+    format!("{n} problem(s) in other DAG files (see `cartflow validate`)")
 }
 
 /// A usage error.
@@ -104,9 +150,11 @@ pub type Observer<'o> = dyn FnMut(Event<'_>) + Send + 'o;
 pub fn ingest(
     files: &[std::path::PathBuf],
     lake: &std::path::Path,
+    cancel: &tokio_util::sync::CancellationToken,
     observer: &mut Observer<'_>,
 ) -> Result<(), FlowError> {
     for file in files {
+        check_cancel(cancel)?;
         let started = std::time::Instant::now();
         let name = file
             .file_name()
@@ -138,10 +186,11 @@ pub fn ingest(
     Ok(())
 }
 
-/// Plans a backfill, reports the plan, and (unless `dry_run`) runs it, reporting each interval.
+/// Plans a backfill and reports the plan; unless `dry_run`, sets up the backend (only then: a
+/// dry run touches nothing on AWS) and runs it, reporting each interval and the end.
 pub async fn plan_and_run(
     project: &crate::project::Project,
-    env: &crate::env::Env,
+    backend: crate::env::Backend,
     request: backfill::Request,
     dry_run: bool,
     cancel: tokio_util::sync::CancellationToken,
@@ -152,8 +201,8 @@ pub async fn plan_and_run(
     if dry_run {
         return Ok(None);
     }
-    let outcomes =
-        backfill::run(project, env.clone(), &planned, cancel, &mut |o| observer(Event::IntervalDone(o))).await?;
+    let env = project.env(backend).await?;
+    let outcomes = backfill::run(project, env, &planned, cancel, &mut |o| observer(Event::IntervalDone(o))).await?;
     observer(Event::BackfillDone(&planned, &outcomes));
     Ok(Some(outcomes))
 }

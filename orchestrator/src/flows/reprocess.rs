@@ -13,10 +13,11 @@ use cartflow_streaming::rules::RuleSet;
 use chrono::NaiveDate;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, FlowError, Observer, backfill, plan_and_run, usage};
+use super::{Event, FlowError, Observer, backfill, check_cancel, plan_and_run, problems_elsewhere, usage};
 use crate::engine::backfill::{Outcome, Reprocess};
-use crate::env::{Backend, Env};
+use crate::env::Backend;
 use crate::project::Project;
+use crate::schedule::ymd;
 use crate::task::Kind;
 
 /// A reprocess of the detector.
@@ -69,21 +70,17 @@ pub struct Reprocessed {
     pub downstream: Vec<(Downstream, Option<Vec<Outcome>>)>,
 }
 
-fn date(d: NaiveDate) -> String {
-    d.format("%Y-%m-%d").to_string()
-}
-
 /// Replaces the detector's alerts for the range from the raw archive.
 pub fn replace_alerts(project: &Project, req: &Request) -> Result<Replaced, FlowError> {
     if req.to < req.from {
         return Err(usage(format!("--to {} is before --from {}", req.to, req.from)));
     }
     let rules = RuleSet::load(&project.dir.join(&req.rules)).map_err(|e| usage(e.to_string()))?;
-    let (from, to) = (date(req.from), date(req.to));
+    let (from, to) = (ymd(req.from), ymd(req.to));
     let started = std::time::Instant::now();
     let (report, s3_objects) = match req.backend {
         Backend::Local => {
-            let paths = pipeline::Paths::under(&project.streaming(), &project.lake());
+            let paths = project.streaming_paths();
             let mut store = cartflow_streaming::handler::SqliteAlerts::open(&paths.alerts_db)
                 .map_err(|e| FlowError::Step(e.to_string()))?;
             let rep =
@@ -132,9 +129,13 @@ pub async fn run(
 ) -> Result<Reprocessed, FlowError> {
     let replaced = {
         let (project, req) = (project.clone(), req.clone());
-        tokio::task::spawn_blocking(move || replace_alerts(&project, &req))
-            .await
-            .map_err(|e| FlowError::Step(format!("the reprocess panicked: {e}")))??
+        let work = tokio::task::spawn_blocking(move || replace_alerts(&project, &req));
+        // A cancel does not wait for the replay: the alerts change in one transaction per
+        // day, so stopping here leaves each day either replaced or as it was.
+        tokio::select! {
+            r = work => r.map_err(|e| FlowError::Step(format!("the reprocess panicked: {e}")))??,
+            () = cancel.cancelled() => return Err(FlowError::Cancelled),
+        }
     };
     on_replaced(&replaced);
     let mut downstream = Vec::new();
@@ -146,7 +147,6 @@ pub async fn run(
         observer(Event::Note("no DAG has a streaming_stage task: no downstream task to re-run".into()));
         return Ok(Reprocessed { replaced, downstream });
     }
-    let mut env: Option<Env> = None;
     for d in dags {
         if d.children.is_empty() {
             observer(Event::Note(format!("{}: nothing downstream of `{}`", d.dag, d.stage)));
@@ -158,19 +158,21 @@ pub async fn run(
             d.dag,
             d.stage,
             d.children.join(", "),
-            date(req.from),
-            date(req.to)
+            ymd(req.from),
+            ymd(req.to)
         )));
+        check_cancel(&cancel)?;
         let picked = project.dag(&d.dag)?;
-        let mut request = backfill::Request::new(picked.dag, date(req.from), date(req.to));
+        if picked.problems_elsewhere > 0 {
+            observer(Event::Warning(problems_elsewhere(picked.problems_elsewhere)));
+        }
+        let mut request = backfill::Request::new(picked.dag, ymd(req.from), ymd(req.to));
         request.mode = Reprocess::Completed;
         request.tasks = d.children.clone();
         request.downstream = true;
-        let env = match &env {
-            Some(e) => e.clone(),
-            None => env.insert(project.env(req.backend).await?).clone(),
-        };
-        let outcomes = plan_and_run(project, &env, request, req.dry_run, cancel.clone(), observer).await?;
+        let outcomes = plan_and_run(project, req.backend, request, req.dry_run, cancel.clone(), observer)
+            .await
+            .map_err(|e| e.context(format!("re-running {}", d.dag)))?;
         downstream.push((d, outcomes));
     }
     Ok(Reprocessed { replaced, downstream })

@@ -2,7 +2,7 @@
 //! [`REGISTRY`], its name, its `about` line and a table of its config's keys, read from the
 //! source of its config struct (field names, serde attributes, types, default functions and
 //! `///` comments). `kind_reference_in_docs_is_current` fails when the file is stale;
-//! `CARTFLOW_UPDATE_DOCS=1 cargo test -p cartflow kinds::docs` rewrites it.
+//! `CARTFLOW_UPDATE_DOCS=1 cargo test --workspace --lib kinds::docs` rewrites it.
 //!
 //! The source is read as text, line by line (it is rustfmt-formatted: one field per line,
 //! attributes on their own lines). A kind is found by its `const NAME: &'static str = "<name>";`
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::kinds::REGISTRY;
 
 /// The line before the generated text in `docs/dags.md`.
-const BEGIN: &str = "<!-- kinds:begin (generated from the registry by `CARTFLOW_UPDATE_DOCS=1 cargo test -p cartflow kinds::docs`; do not edit) -->";
+const BEGIN: &str = "<!-- kinds:begin (generated from the registry by `CARTFLOW_UPDATE_DOCS=1 cargo test --workspace --lib kinds::docs`; do not edit) -->";
 /// The line after it.
 const END: &str = "<!-- kinds:end -->";
 /// Set to `1`, the test rewrites `docs/dags.md` instead of failing.
@@ -892,7 +892,7 @@ fn kind_reference_in_docs_is_current() {
     assert!(
         want == doc,
         "the kind reference in docs/dags.md is stale: at line {}, the generator writes\n  {}\nbut the file has\n  {}\n\
-         Update it with `{UPDATE}=1 cargo test -p cartflow kinds::docs` and commit docs/dags.md.",
+         Update it with `{UPDATE}=1 cargo test --workspace --lib kinds::docs` and commit docs/dags.md.",
         first + 1,
         line(&want),
         line(&doc)

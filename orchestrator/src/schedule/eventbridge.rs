@@ -15,8 +15,7 @@ use chrono::{Duration, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::dag::Dag;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Scheduled};
 
 /// The EventBridge part of `cartflow.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -178,10 +177,10 @@ fn offsets(tz: Tz) -> BTreeSet<i32> {
 }
 
 /// Translates a DAG's schedule into an EventBridge `cron(...)` expression.
-pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
-    let Schedule::Cron { expr, parsed } = &dag.schedule else { return Ok(None) };
+pub fn eventbridge_cron(dag: Scheduled<'_>) -> Result<Option<String>, Unexpressible> {
+    let Schedule::Cron { expr, parsed } = dag.schedule else { return Ok(None) };
     let refuse = |why: String| Unexpressible {
-        dag: dag.id.clone(),
+        dag: dag.id.to_string(),
         schedule: expr.clone(),
         tz: dag.timezone.name().to_string(),
         why,
@@ -238,7 +237,7 @@ pub fn eventbridge_cron(dag: &Dag) -> Result<Option<String>, Unexpressible> {
 
 /// The rules the DAGs should have, and the DAGs that cannot have one.
 pub fn desired_rules<'a>(
-    dags: impl IntoIterator<Item = &'a Dag>,
+    dags: impl IntoIterator<Item = Scheduled<'a>>,
     cfg: &EventBridgeConfig,
 ) -> (Vec<RuleSpec>, Vec<Unexpressible>) {
     let mut rules = Vec::new();
@@ -247,8 +246,8 @@ pub fn desired_rules<'a>(
         match eventbridge_cron(dag) {
             Ok(None) => {}
             Ok(Some(expr)) => rules.push(RuleSpec {
-                name: rule_name(&cfg.rule_prefix, &dag.id),
-                dag_id: dag.id.clone(),
+                name: rule_name(&cfg.rule_prefix, dag.id),
+                dag_id: dag.id.to_string(),
                 schedule_expression: expr,
                 description: format!(
                     "cartflow: runs what is due of DAG {} (schedule `{}` in {})",
@@ -256,7 +255,7 @@ pub fn desired_rules<'a>(
                     dag.schedule,
                     dag.timezone.name()
                 ),
-                input: target_input(&cfg.target, &dag.id),
+                input: target_input(&cfg.target, dag.id),
             }),
             Err(e) => errors.push(e),
         }
@@ -334,18 +333,20 @@ pub fn plan_sync(desired: &[RuleSpec], current: &[CurrentRule], target: &TargetC
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
-    use crate::dag::compile::{CompileOptions, compile_source};
 
-    fn dag(id: &str, schedule: &str, tz: &str) -> Dag {
-        let yaml = format!("id: {id}\nschedule: '{schedule}'\ntimezone: {tz}\ntasks:\n  - id: a\n    kind: noop\n");
-        compile_source(Path::new("t.yaml"), &yaml, &CompileOptions::default()).expect("compiles")
+    /// A DAG's schedule: (id, schedule, timezone).
+    fn dag(id: &str, schedule: &str, tz: &str) -> (String, Schedule, Tz) {
+        (id.to_string(), Schedule::parse(schedule).expect("schedule"), tz.parse().expect("tz"))
+    }
+
+    fn scheduled((id, schedule, timezone): &(String, Schedule, Tz)) -> Scheduled<'_> {
+        Scheduled { id, schedule, timezone: *timezone }
     }
 
     fn cron(schedule: &str, tz: &str) -> Result<Option<String>, Unexpressible> {
-        eventbridge_cron(&dag("d", schedule, tz))
+        eventbridge_cron(scheduled(&dag("d", schedule, tz)))
     }
 
     #[test]
@@ -400,7 +401,7 @@ mod tests {
     #[test]
     fn sync_plans_create_update_delete_and_leaves_foreign_rules_alone() {
         let dags = [dag("a", "@daily", "UTC"), dag("b", "0 3 * * *", "UTC"), dag("m", "none", "UTC")];
-        let (desired, errors) = desired_rules(dags.iter(), &cfg());
+        let (desired, errors) = desired_rules(dags.iter().map(scheduled), &cfg());
         assert!(errors.is_empty());
         assert_eq!(desired.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["cartflow-a", "cartflow-b"]);
         let t = &cfg().target;

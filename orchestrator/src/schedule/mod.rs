@@ -14,6 +14,22 @@ use std::fmt;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
+/// A schedule and what it belongs to: a DAG's id, its schedule and its timezone.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheduled<'a> {
+    /// The DAG.
+    pub id: &'a str,
+    /// When it runs.
+    pub schedule: &'a Schedule,
+    /// The timezone of the schedule.
+    pub timezone: Tz,
+}
+
+/// `YYYY-MM-DD`: how a calendar day is written everywhere (flags, partitions, `ds`).
+pub fn ymd(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
 /// A problem with a `schedule:` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -89,6 +89,21 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
 
+/// A nullable timestamp column; text that is not a timestamp is a conversion failure (which
+/// [`RunStore`] reports as [`StoreError::Corrupt`]), never a guess.
+fn ts_column(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(s) => parse_ts(&s).map(Some).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                format!("`{s}` is not a timestamp").into(),
+            )
+        }),
+    }
+}
+
 /// The id of the run of `dag_id` for the interval starting at `start`.
 pub fn run_id(dag_id: &str, start: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
@@ -149,8 +164,14 @@ impl RunStore {
         self.path.parent().map(|p| p.join("logs")).unwrap_or_else(|| PathBuf::from("logs"))
     }
 
+    /// Maps SQLite's errors; a value that does not convert (see [`ts_column`]) is corrupt.
     fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+        move |source| match source {
+            rusqlite::Error::FromSqlConversionFailure(col, _, e) => {
+                StoreError::Corrupt { path: self.path.clone(), what: format!("column {col}: {e}") }
+            }
+            source => StoreError::Sqlite { path: self.path.clone(), source },
+        }
     }
 }
 

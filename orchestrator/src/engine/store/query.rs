@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::runs::{my_token, owner_alive};
-use super::{RunStore, StoreError, parse_ts, ts};
+use super::{RunStore, StoreError, parse_ts, ts, ts_column};
 use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
 
 /// A DAG run as listed.
@@ -99,12 +99,11 @@ impl RunStore {
     }
     /// The latest interval start of any run of `dag_id`.
     pub fn last_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let s: Option<String> = self
-            .conn
-            .query_row("SELECT max(interval_start) FROM dag_runs WHERE dag_id = ?1", [dag_id], |r| r.get(0))
-            .map_err(self.sql())?;
-        Ok(s.as_deref().and_then(parse_ts))
+        self.conn
+            .query_row("SELECT max(interval_start) FROM dag_runs WHERE dag_id = ?1", [dag_id], |r| ts_column(r, 0))
+            .map_err(self.sql())
     }
+
     /// Runs of `dag_id` in state `running` whose owner is alive (another process, or us).
     pub fn live_runs(&self, dag_id: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
@@ -128,9 +127,7 @@ impl RunStore {
     /// A `dag_runs` row (its first eight columns as the queries select them); the inner error names a
     /// value that cannot be read back.
     fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Result<RunRow, String>> {
-        let get_ts = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-            Ok(r.get::<_, Option<String>>(i)?.as_deref().and_then(parse_ts))
-        };
+        let get_ts = |i: usize| ts_column(r, i);
         let run_id: String = r.get(0)?;
         let (state, trigger): (String, String) = (r.get(4)?, r.get(5)?);
         let (Some(interval_start), Some(interval_end)) = (get_ts(2)?, get_ts(3)?) else {
@@ -220,8 +217,14 @@ impl RunStore {
                         task_id: r.get(0)?,
                         attempt: r.get(1)?,
                         state: AttemptState::Running,
-                        started_at: r.get::<_, String>(3).map(|s| parse_ts(&s).unwrap_or_default())?,
-                        ended_at: r.get::<_, Option<String>>(4)?.as_deref().and_then(parse_ts),
+                        started_at: ts_column(r, 3)?.ok_or_else(|| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                3,
+                                rusqlite::types::Type::Null,
+                                "an attempt without a start time".into(),
+                            )
+                        })?,
+                        ended_at: ts_column(r, 4)?,
                         error: r.get(5)?,
                         exit_code: r.get(6)?,
                         summary: r.get(7)?,
