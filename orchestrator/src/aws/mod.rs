@@ -286,11 +286,6 @@ mod tests {
 
     use super::*;
 
-    /// A log that keeps its lines.
-    fn log() -> (Mutex<Vec<String>>, impl Fn(&Mutex<Vec<String>>, &str)) {
-        (Mutex::new(Vec::new()), |lines: &Mutex<Vec<String>>, l: &str| lines.lock().expect("lock").push(l.to_string()))
-    }
-
     fn quick() -> Backoff {
         Backoff::new(Duration::from_millis(1), Duration::from_millis(2))
     }
@@ -301,8 +296,9 @@ mod tests {
 
     #[test]
     fn watch_polls_through_transient_errors_to_the_terminal_phase_and_logs_each_change() {
-        let (lines, push) = log();
-        let log = |l: &str| push(&lines, l);
+        // A log that keeps its lines.
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = |l: &str| lines.lock().expect("lock").push(l.to_string());
         let script = Mutex::new(vec![
             Ok(Phase::Running("STARTING".into())),
             Err(err()),
@@ -333,8 +329,9 @@ mod tests {
 
     #[test]
     fn watch_gives_up_after_five_failed_polls_and_stops_when_cancelled() {
-        let (lines, push) = log();
-        let log = |l: &str| push(&lines, l);
+        // A log that keeps its lines.
+        let lines = Mutex::new(Vec::<String>::new());
+        let log = |l: &str| lines.lock().expect("lock").push(l.to_string());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let cancel = tokio_util::sync::CancellationToken::new();
         let polls = Mutex::new(0);
