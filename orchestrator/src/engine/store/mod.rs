@@ -190,6 +190,18 @@ mod tests {
         DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"))
     }
 
+    /// A manual claim of DAG `d`'s 2019-10-01 run with these tasks.
+    fn manual_claim<'a>(tasks: &'a [(&'a str, bool)]) -> Claim<'a> {
+        Claim {
+            dag_id: "d",
+            interval: interval(),
+            trigger: Trigger::Manual,
+            tasks,
+            rerun: false,
+            require_existing: false,
+        }
+    }
+
     #[test]
     fn migrations_are_versioned_and_idempotent() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -209,14 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true), ("b", true), ("c", true)];
-        let claim = Claim {
-            dag_id: "d",
-            interval: interval(),
-            trigger: Trigger::Manual,
-            tasks: &tasks,
-            rerun: false,
-            require_existing: false,
-        };
+        let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
         assert!(!c.existed);
         assert_eq!(c.run_id, "d@2019-10-01T00:00:00Z");
@@ -255,14 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
-        let claim = Claim {
-            dag_id: "d",
-            interval: interval(),
-            trigger: Trigger::Manual,
-            tasks: &tasks,
-            rerun: false,
-            require_existing: false,
-        };
+        let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
         // Pretend pid 1 (always alive: init) owns it.
         let init = process::process_token(1).unwrap_or_else(|| "1:?".into());
@@ -305,14 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
-        let claim = Claim {
-            dag_id: "d",
-            interval: interval(),
-            trigger: Trigger::Manual,
-            tasks: &tasks,
-            rerun: false,
-            require_existing: false,
-        };
+        let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
         s.apply(&c.run_id, &[Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: Utc::now() }])
             .expect("apply");
