@@ -266,7 +266,8 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
             rows_out: report.rows_out,
         });
     }
-    // Publish: the old version aside, the new one into place, then drop the old.
+    // Publish: fsynced, exchanged with the live version in one step, the old one dropped.
+    crate::crash::point("compact.written");
     crate::swap::swap_in(&fresh, &live).map_err(swap_err(&live))?;
     Ok(report)
 }

@@ -7,6 +7,7 @@ mod alloc;
 pub mod catalog;
 pub mod clean;
 pub mod compact;
+pub mod crash;
 pub mod crawl;
 #[cfg(feature = "sql")]
 pub mod ctas;
@@ -43,16 +44,23 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Writes a frame as the only part of a fresh folder and swaps it into `live` (see [`swap`]):
-/// a reader sees the old partition or the new one, never a mix.
-pub fn publish_parquet(df: &mut DataFrame, live: &Path) -> Result<(), String> {
-    swap::recover(live)?;
-    let fresh = swap::fresh(live)?;
-    let part = fresh.join("part-00000.parquet");
-    let file = std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+/// Writes a frame as one zstd Parquet file. Not fsynced: publishing the folder that holds it
+/// does that (see [`swap`]).
+pub fn write_part(df: &mut DataFrame, part: &Path) -> Result<(), String> {
+    let file = std::fs::File::create(part).map_err(|e| format!("{}: {e}", part.display()))?;
     ParquetWriter::new(file)
         .with_compression(ParquetCompression::Zstd(None))
         .finish(df)
         .map_err(|e| format!("{}: {e}", part.display()))?;
+    Ok(())
+}
+
+/// Writes a frame as the only part of a fresh folder and swaps it into `live` (see [`swap`]):
+/// fsynced first, then exchanged in one step, so a reader sees the old partition or the new
+/// one, never none and never a mix.
+pub fn publish_parquet(df: &mut DataFrame, live: &Path) -> Result<(), String> {
+    swap::recover(live)?;
+    let fresh = swap::fresh(live)?;
+    write_part(df, &fresh.join("part-00000.parquet"))?;
     swap::swap_in(&fresh, live)
 }

@@ -1,0 +1,163 @@
+//! Named crash points, for the crash-point harness: `CARTFLOW_CRASH_AT=<name>[:<n>]` makes the
+//! process `abort()` the `n`-th time (1-based, default 1) it reaches [`point`]`(<name>)`. Unset,
+//! a point costs one load of a cached value. The variable is read once per process.
+//!
+//! The points of the jobs crate (the orchestrator adds its own, with the same function):
+//!
+//! | name | where |
+//! |---|---|
+//! | `swap.staged` | [`swap_in`]: the fresh folder is written and fsynced, before the exchange |
+//! | `swap.exchanged` | [`swap_in`]: the new version is live, the old one not yet deleted |
+//! | `swap.together.staged` | [`publish_together`]: every fresh folder fsynced and the pointers written, before the intent is committed |
+//! | `swap.together.committed` | [`publish_together`]: the intent is durable, nothing exchanged yet |
+//! | `swap.together.exchanged` | [`publish_together`]: after each pair is exchanged (`:1` = only the first is live) |
+//! | `swap.together.published` | [`publish_together`]: every pair live, the old versions and the intent not yet removed |
+//! | `compact.written` | compaction: every part written into the fresh folder, before the publish |
+//!
+//! [`swap_in`]: crate::swap::swap_in
+//! [`publish_together`]: crate::swap::publish_together
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable that names the point to crash at.
+pub const ENV: &str = "CARTFLOW_CRASH_AT";
+
+/// Every crash point of the jobs crate (the table above).
+pub const POINTS: &[&str] = &[
+    "swap.staged",
+    "swap.exchanged",
+    "swap.together.staged",
+    "swap.together.committed",
+    "swap.together.exchanged",
+    "swap.together.published",
+    "compact.written",
+];
+
+/// Where to crash: a point's name and the hit (1-based) that aborts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    name: String,
+    nth: u64,
+}
+
+/// Reads `name` or `name:n` (n ≥ 1). `None` when unset or empty.
+fn parse(value: Option<&str>) -> Result<Option<Target>, String> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let (name, nth) = match v.rsplit_once(':') {
+        Some((name, n)) => match n.parse::<u64>() {
+            Ok(n) if n >= 1 && !name.is_empty() => (name, n),
+            _ => return Err(format!("{ENV}={v}: expected `point` or `point:n` with n ≥ 1")),
+        },
+        None => (v, 1),
+    };
+    Ok(Some(Target { name: name.to_string(), nth }))
+}
+
+/// Counts a hit of `name` against the target; true when this hit is the one to crash at.
+fn hit(target: Option<&Target>, hits: &AtomicU64, name: &str) -> bool {
+    match target {
+        Some(t) if t.name == name => hits.fetch_add(1, Ordering::SeqCst) + 1 == t.nth,
+        _ => false,
+    }
+}
+
+fn target() -> Option<&'static Target> {
+    static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            let value = std::env::var(ENV).ok();
+            parse(value.as_deref()).unwrap_or_else(|e| {
+                // No crash rather than a wrong one; the harness sees the process finish.
+                tracing::warn!(error = %e, "crash point ignored");
+                None
+            })
+        })
+        .as_ref()
+}
+
+/// A crash point: aborts the process here if `CARTFLOW_CRASH_AT` names it (and this is its
+/// n-th hit). Only one point is armed per process, so one counter suffices.
+pub fn point(name: &str) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    if hit(target(), &HITS, name) {
+        eprintln!("cartflow: crash point `{name}` reached ({ENV}), aborting");
+        std::process::abort();
+    }
+}
+
+/// Runs a test of this crate in a child process armed with a crash point.
+#[cfg(test)]
+pub(crate) mod child {
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+
+    /// The variable that hands the child its folder; a child test without it does nothing.
+    pub(crate) const DIR: &str = "CARTFLOW_TEST_CHILD_DIR";
+
+    /// Runs the ignored test `test` (its full path, e.g. `swap::tests::child`) of this test
+    /// binary with `CARTFLOW_CRASH_AT=at` and [`DIR`]` = dir`. True if it aborted at the point,
+    /// false if it finished without reaching it; any other end fails the calling test.
+    pub(crate) fn crashes(test: &str, at: &str, dir: &Path) -> bool {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+            .env(super::ENV, at)
+            .env(DIR, dir)
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("running 1 test"), "no test {test}: {stderr}");
+        if out.status.signal() == Some(6) {
+            assert!(stderr.contains(&format!("crash point `{}`", at.split(':').next().unwrap_or(at))), "{stderr}");
+            return true;
+        }
+        assert!(
+            out.status.success(),
+            "{test} at {at}: {}\n{}{stderr}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_names_a_point_and_its_hit() {
+        assert_eq!(parse(None), Ok(None));
+        assert_eq!(parse(Some("  ")), Ok(None));
+        assert_eq!(parse(Some("swap.staged")), Ok(Some(Target { name: "swap.staged".into(), nth: 1 })));
+        assert_eq!(parse(Some("swap.exchanged:3")), Ok(Some(Target { name: "swap.exchanged".into(), nth: 3 })));
+        for bad in ["swap.staged:0", "swap.staged:x", ":2", "swap.staged:"] {
+            assert!(parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_nth_hit_of_the_named_point_crashes() {
+        let t = Target { name: "a.b".into(), nth: 3 };
+        let hits = AtomicU64::new(0);
+        let seq: Vec<bool> = ["a.b", "other", "a.b", "a.b", "a.b"].iter().map(|n| hit(Some(&t), &hits, n)).collect();
+        assert_eq!(seq, [false, false, false, true, false]);
+        assert!(!hit(None, &AtomicU64::new(0), "a.b"), "unset: never");
+    }
+
+    #[test]
+    fn the_list_is_the_points_in_the_code() {
+        let sources = [include_str!("swap.rs"), include_str!("compact.rs")];
+        let mut used: Vec<&str> = sources
+            .iter()
+            .flat_map(|s| s.split("crash::point(\"").skip(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut listed = POINTS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(used, listed);
+    }
+}
