@@ -15,7 +15,8 @@
 //!
 //! Valid rows that are exact duplicates of an earlier valid row (all nine typed fields
 //! equal) are dropped and counted. `rows in = clean + quarantined + duplicates` always holds
-//! and is checked before anything is published.
+//! and is checked before anything is published. The clean partition and its quarantine are
+//! published together: a crash leaves both new or both as they were ([`crate::swap::publish_together`]).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -245,9 +246,25 @@ fn str_col<'a>(df: &'a DataFrame, name: &str) -> Option<&'a StringChunked> {
     df.column(name).ok().and_then(|c| c.str().ok())
 }
 
-fn publish(df: &mut DataFrame, live: &Path) -> Result<(), CleanError> {
-    crate::publish_parquet(df, live)
-        .map_err(|m| CleanError::Io { path: live.to_path_buf(), source: std::io::Error::other(m) })
+fn swap_err(path: &Path) -> impl Fn(String) -> CleanError + '_ {
+    move |m| CleanError::Io { path: path.to_path_buf(), source: std::io::Error::other(m) }
+}
+
+/// Publishes the clean rows and their quarantine together: after a crash anywhere, the next
+/// run finds both new or both as they were (see [`crate::swap::publish_together`]).
+fn publish(outputs: [(&mut DataFrame, &Path); 2]) -> Result<(), CleanError> {
+    for (_, live) in &outputs {
+        crate::swap::recover(live).map_err(swap_err(live))?;
+    }
+    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    for (df, live) in outputs {
+        let fresh = crate::swap::fresh(live).map_err(swap_err(live))?;
+        crate::write_part(df, &fresh.join("part-00000.parquet")).map_err(swap_err(live))?;
+        staged.push((fresh, live));
+    }
+    crate::crash::point("clean.written");
+    let pairs: Vec<(&Path, &Path)> = staged.iter().map(|(fresh, live)| (fresh.as_path(), *live)).collect();
+    crate::swap::publish_together(&pairs).map_err(swap_err(pairs[0].1))
 }
 
 /// What one slice of a staged frame became: its valid rows (typed, in order) with their
@@ -439,8 +456,7 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
     };
     let mut clean_df = stack(clean_parts, &live)?;
     let mut q_df = stack(q_parts, &qlive)?;
-    publish(&mut q_df, &qlive)?;
-    publish(&mut clean_df, &live)?;
+    publish([(&mut clean_df, &live), (&mut q_df, &qlive)])?;
     Ok(report)
 }
 
@@ -532,6 +548,73 @@ mod tests {
         );
         let q = read(&lake.path().join(&r.quarantine_location).join("part-00000.parquet")).expect("quarantine");
         assert!(q.column("reason").is_ok(), "{:?}", q.schema());
+    }
+
+    /// A staged partition of `good` valid rows (distinct products) and `bad` rows with a
+    /// negative price.
+    fn stage(lake: &Path, good_rows: usize, bad: usize) {
+        let products: Vec<String> = (0..good_rows + bad).map(|i| (1000 + i).to_string()).collect();
+        let mut cols: Vec<Column> = crate::event::COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                let values: Vec<String> = (0..good_rows + bad)
+                    .map(|i| match k {
+                        2 => products[i].clone(),
+                        6 if i >= good_rows => "-1".to_string(),
+                        _ => good()[k].unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                Column::new((*n).into(), values)
+            })
+            .collect();
+        cols.push(Column::new("_raw".into(), vec![None::<String>; good_rows + bad]));
+        cols.push(Column::new("_source".into(), vec!["raw/x"; good_rows + bad]));
+        let mut staged = DataFrame::new(good_rows + bad, cols).expect("frame");
+        crate::publish_parquet(&mut staged, &lake.join(STAGED_EVENTS).join("dt=2019-10-01")).expect("staged");
+    }
+
+    /// Rows of a published partition (all its parts).
+    fn rows(dir: &Path) -> usize {
+        crate::parquet_files(dir).iter().map(|p| read(p).expect("part").height()).sum()
+    }
+
+    /// The child of the crash test: cleans the lake it is given.
+    #[test]
+    #[ignore = "run by the crash test, in a child process"]
+    fn child() {
+        let Some(dir) = std::env::var_os(crate::crash::child::DIR) else { return };
+        clean(Path::new(&dir), "2019-10-01").expect("clean");
+    }
+
+    #[test]
+    fn clean_and_quarantine_are_published_together_whatever_the_crash_point() {
+        let mut crashed = Vec::new();
+        for point in crate::crash::POINTS {
+            for nth in 1..=2 {
+                let at = format!("{point}:{nth}");
+                let lake = tempfile::tempdir().expect("tmp");
+                stage(lake.path(), 3, 1);
+                let first = clean(lake.path(), "2019-10-01").expect("first");
+                assert_eq!((first.clean, first.quarantined), (3, 1));
+                stage(lake.path(), 5, 2);
+                if !crate::crash::child::crashes("clean::tests::child", &at, lake.path()) {
+                    continue;
+                }
+                crashed.push(at.clone());
+                // What the next run repairs before it writes.
+                let live = lake.path().join(&first.location);
+                let qlive = lake.path().join(&first.quarantine_location);
+                crate::swap::recover(&live).expect("recover");
+                crate::swap::recover(&qlive).expect("recover");
+                let got = (rows(&live), rows(&qlive));
+                assert!(got == (3, 1) || got == (5, 2), "after a crash at {at}: clean and quarantine are {got:?}");
+                let again = clean(lake.path(), "2019-10-01").expect("again");
+                assert_eq!((again.clean, again.quarantined, rows(&live), rows(&qlive)), (5, 2, 5, 2), "{at}");
+            }
+        }
+        assert!(!crashed.is_empty(), "no crash point on the path of clean");
+        eprintln!("crashed at {crashed:?}");
     }
 
     #[test]

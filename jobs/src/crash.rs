@@ -13,6 +13,7 @@
 //! | `swap.together.exchanged` | [`publish_together`]: after each pair is exchanged (`:1` = only the first is live) |
 //! | `swap.together.published` | [`publish_together`]: every pair live, the old versions and the intent not yet removed |
 //! | `compact.written` | compaction: every part written into the fresh folder, before the publish |
+//! | `clean.written` | cleaning: the clean and quarantine parts written, before they are published together |
 //!
 //! [`swap_in`]: crate::swap::swap_in
 //! [`publish_together`]: crate::swap::publish_together
@@ -32,6 +33,7 @@ pub const POINTS: &[&str] = &[
     "swap.together.exchanged",
     "swap.together.published",
     "compact.written",
+    "clean.written",
 ];
 
 /// Where to crash: a point's name and the hit (1-based) that aborts.
@@ -148,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_list_is_the_points_in_the_code() {
-        let sources = [include_str!("swap.rs"), include_str!("compact.rs")];
+        let sources = [include_str!("swap.rs"), include_str!("compact.rs"), include_str!("clean.rs")];
         let mut used: Vec<&str> = sources
             .iter()
             .flat_map(|s| s.split("crash::point(\"").skip(1))
