@@ -64,7 +64,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let engine = rt.block_on(SqlEngine::open(&lake, &catalog_path)).expect("engine");
     for set in std::env::var("CARTFLOW_BENCH_SET").unwrap_or_default().split(';').filter(|s| !s.trim().is_empty()) {
-        rt.block_on(engine.query(&format!("SET {set}"))).expect("SET");
+        rt.block_on(engine.execute_trusted(&format!("SET {set}"))).expect("SET");
     }
     let only: Vec<String> = std::env::var("CARTFLOW_BENCH_ONLY")
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())

@@ -64,8 +64,57 @@ fn as_strings(a: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
     Ok(s.iter().map(|v| v.map(str::to_string)).collect())
 }
 
-/// Runs the query and publishes its rows.
+/// Why a table location cannot be used, if it cannot: it must be a relative path under the
+/// lake without `..` components (`/` and `\` both separate) or control characters.
+pub fn location_problem(location: &str) -> Option<&'static str> {
+    if location.trim().is_empty() {
+        return Some("it is empty");
+    }
+    if location.chars().any(char::is_control) {
+        return Some("it has control characters");
+    }
+    if location.starts_with(['/', '\\']) {
+        return Some("absolute paths are not allowed (it must stay inside the lake)");
+    }
+    if location.split(['/', '\\']).any(|seg| seg == "..") {
+        return Some("`..` components are not allowed (it must stay inside the lake)");
+    }
+    None
+}
+
+/// Why a partition value cannot name a partition folder (`key=value`), if it cannot: it must
+/// be one plain value — ASCII letters, digits and `_ . : + -` (a date, a timestamp, a name),
+/// without `..`, at most 200 characters.
+pub fn partition_value_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        return Some("it is empty");
+    }
+    if value.len() > 200 {
+        return Some("it is longer than 200 characters");
+    }
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || "_.:+-".contains(c)) {
+        return Some("only letters, digits and `_ . : + -` are allowed (a date, a timestamp or a plain name)");
+    }
+    if value.contains("..") {
+        return Some("`..` is not allowed");
+    }
+    None
+}
+
+/// Runs the query and publishes its rows. The location and the partition value are checked
+/// first: nothing outside the lake is ever written or deleted.
 pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<CtasReport, SqlError> {
+    if let Some(why) = location_problem(&spec.location) {
+        return Err(SqlError::Query(format!("table location {:?} is refused: {why}", spec.location)));
+    }
+    if let Some((key, value)) = &spec.partition {
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(SqlError::Query(format!("partition key {key:?} is not a column name")));
+        }
+        if let Some(why) = partition_value_problem(value) {
+            return Err(SqlError::Query(format!("partition value {value:?} of `{key}` is refused: {why}")));
+        }
+    }
     let tables = {
         let catalog = Catalog::open(catalog_path)?;
         catalog.ensure_database(&spec.database)?;
@@ -321,6 +370,34 @@ mod tests {
     }
 
     const PER_DAY: &str = "SELECT count(DISTINCT user_id) AS users, count(*) AS events, dt FROM ecommerce.events WHERE dt = '{D}' GROUP BY dt";
+
+    #[tokio::test]
+    async fn nothing_outside_the_lake_is_written_or_deleted() {
+        let (dir, cat) = lake();
+        let lake = dir.path().join("a/lake");
+        std::fs::create_dir_all(&lake).expect("lake");
+        // A folder beside the lake, with a file, that a hostile spec aims at.
+        let victim = dir.path().join("a/victim");
+        std::fs::create_dir_all(victim.join("version-1")).expect("victim");
+        std::fs::write(victim.join("keep.txt"), "x").expect("write");
+        let sql = |v: &str| format!("SELECT 1 AS n, '{v}' AS dt");
+        // Four folders up from lake/curated/out/dt=.. is the lake's parent.
+        let climb = "../../../../../victim";
+        let cases = [
+            CtasSpec { location: victim.display().to_string(), ..spec("SELECT 1 AS n", None) },
+            CtasSpec { location: "../victim".into(), ..spec("SELECT 1 AS n", None) },
+            spec(&sql(climb), Some(climb)),
+            spec(&sql("a/b"), Some("a/b")),
+        ];
+        for s in cases {
+            let err = ctas(&lake, &cat, &s).await.expect_err("refused");
+            assert!(matches!(err, SqlError::Query(_)), "{err}");
+            assert!(err.to_string().contains("location") || err.to_string().contains("partition value"), "{err}");
+            assert!(victim.join("keep.txt").exists() && victim.join("version-1").exists(), "{err}");
+            let names: Vec<_> = std::fs::read_dir(&victim).expect("ls").flatten().map(|e| e.file_name()).collect();
+            assert_eq!(names.len(), 2, "nothing written beside the victim's files: {names:?}");
+        }
+    }
 
     #[tokio::test]
     async fn partitioned_tables_overwrite_only_their_partition_and_prune_on_dt() {

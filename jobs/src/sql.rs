@@ -35,7 +35,7 @@ use datafusion::logical_expr::{
     ColumnarValue, LogicalPlan, LogicalPlanBuilder, ScalarUDF, Signature, SimpleScalarUDF, SubqueryAlias,
     TypeSignature, Volatility,
 };
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 
 use crate::catalog::{Catalog, Column, Table};
 
@@ -326,9 +326,16 @@ impl std::fmt::Debug for SqlEngine {
     }
 }
 
-fn table_dir(lake: &Path, location: &str) -> PathBuf {
-    let p = Path::new(location);
-    if p.is_absolute() { p.to_path_buf() } else { lake.join(p) }
+/// The folder of a catalog location: always under the lake (an absolute location, or one with
+/// `..`, names none).
+fn table_dir(lake: &Path, location: &str) -> Option<PathBuf> {
+    crate::ctas::location_problem(location).is_none().then(|| lake.join(location))
+}
+
+/// What a query may do: read. DDL (`CREATE`, `DROP`), DML (`INSERT`, `COPY … TO`) and
+/// statements (`SET`, transactions) are refused before anything runs.
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 impl SqlEngine {
@@ -375,7 +382,15 @@ impl SqlEngine {
         if t.format != "parquet" {
             return Ok(false);
         }
-        let dir = table_dir(&self.lake, &t.location);
+        let Some(dir) = table_dir(&self.lake, &t.location) else {
+            tracing::warn!(
+                "table {}.{} not registered: its location {:?} is not under the lake",
+                t.database,
+                t.name,
+                t.location
+            );
+            return Ok(false);
+        };
         if !has_parquet(&dir) {
             return Ok(false);
         }
@@ -395,10 +410,27 @@ impl SqlEngine {
         Ok(true)
     }
 
-    /// Runs a query and collects its result. Shared aggregated CTEs are computed once first
-    /// (see [`shared_subplans`]).
+    /// Runs a query and collects its result. The query may only read: a plan that would
+    /// define, change or write anything (`CREATE`, `DROP`, `INSERT`, `COPY … TO`, `SET`) is
+    /// refused before it runs, as the same check as [`SessionContext::sql_with_options`] with
+    /// DDL, DML and statements disallowed. Shared aggregated CTEs are computed once first (see
+    /// [`shared_subplans`]).
     pub async fn query(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
         let plan = self.ctx.state().create_logical_plan(sql).await?;
+        read_only().verify_plan(&plan).map_err(|e| {
+            SqlError::Query(format!("a query only reads (SELECT); this one would not: {}", e.strip_backtrace()))
+        })?;
+        self.run_plan(plan).await
+    }
+
+    /// Runs SQL of cartflow's own (session settings for a benchmark): any statement, with no
+    /// read-only check. Never with SQL from a DAG or a user.
+    pub async fn execute_trusted(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        self.run_plan(plan).await
+    }
+
+    async fn run_plan(&self, plan: LogicalPlan) -> Result<(SchemaRef, Vec<RecordBatch>), SqlError> {
         let plan = self.materialize_shared(plan).await?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -662,6 +694,31 @@ mod tests {
                          SELECT count(*) AS c FROM r a JOIN r b ON a.n = b.n";
         assert_eq!(shared(&e, recursive).await, 0);
         assert!(rows(&e, recursive).await.contains("| 3 |"));
+    }
+
+    #[tokio::test]
+    async fn a_query_may_only_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = SqlEngine::open(dir.path(), &dir.path().join("c.db")).await.expect("engine");
+        let out = dir.path().join("x.csv");
+        let loc = dir.path().join("ext");
+        std::fs::create_dir_all(&loc).expect("mkdir");
+        for sql in [
+            format!("COPY (SELECT 1 AS a) TO '{}'", out.display()),
+            format!("CREATE EXTERNAL TABLE x (a INT) STORED AS CSV LOCATION '{}'", loc.display()),
+            "CREATE TABLE m AS SELECT 1 AS a".to_string(),
+            "CREATE VIEW v AS SELECT 1 AS a".to_string(),
+            "DROP TABLE IF EXISTS m".to_string(),
+            "SET datafusion.execution.batch_size = 1".to_string(),
+            format!("EXPLAIN ANALYZE COPY (SELECT 1 AS a) TO '{}'", out.display()),
+        ] {
+            let err = e.query(&sql).await.expect_err(&sql).to_string();
+            assert!(err.contains("only reads"), "{sql}: {err}");
+        }
+        assert!(!out.exists(), "COPY wrote nothing");
+        assert!(e.query("SELECT * FROM m").await.is_err() && e.query("SELECT * FROM x").await.is_err());
+        e.query("CREATE TABLE m AS SELECT 1 AS a").await.expect_err("still refused");
+        assert!(rows(&e, "SELECT 1 AS a").await.contains("| 1 |"));
     }
 
     #[test]
