@@ -2,9 +2,18 @@
 //!
 //! The language is deliberately tiny: a placeholder is a variable name, nothing else (no
 //! expressions, no filters). Every placeholder is checked when the DAG compiles; an unknown
-//! variable is a compile error. Rendering substitutes values as text; a kind that puts a
-//! rendered value into a path or into SQL renders with [`Escaping::Path`] or
-//! [`Escaping::SqlLiteral`], which refuse values that could change the meaning of the result.
+//! variable is a compile error.
+//!
+//! The text of a template is the DAG author's and trusted; the values are not (a `-p` on the
+//! command line, the web UI, an EventBridge input). So rendering knows where each value goes
+//! ([`Escaping`]):
+//! - **SQL** ([`Escaping::Sql`]): the SQL text is read as the SQL tokenizer reads it (string
+//!   literals, quoted identifiers, comments). Inside a `'…'` literal a value is escaped as a
+//!   literal (its quotes doubled); outside one only a number or a date/timestamp may stand; an
+//!   error names the variable and the placeholder's line and column.
+//! - **Paths** ([`Escaping::Path`]): the rendered path as a whole, the DAG's text included, must be
+//!   relative and free of `..` components, so that it stays inside its root (lake, project).
+//! - **Partition values** ([`Escaping::PartitionValue`]): one plain folder-name value.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +23,13 @@ use serde::{Deserialize, Serialize};
 /// The fixed variables every task can use (besides `params.NAME`).
 pub const VARIABLES: &[&str] =
     &["ds", "ds_nodash", "data_interval_start", "data_interval_end", "dag.id", "task.id", "run_id", "logical_date"];
+
+/// The fixed variables whose value is a date or a timestamp (so they may stand outside an SQL
+/// literal).
+pub const DATE_VARIABLES: &[&str] = &["ds", "ds_nodash", "data_interval_start", "data_interval_end", "logical_date"];
+
+/// The longest value of a `-p NAME=VALUE`, in bytes.
+pub const MAX_PARAM_BYTES: usize = 4 * 1024;
 
 /// A template string from a DAG file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -35,6 +51,30 @@ pub enum Piece<'a> {
     Var { name: &'a str, offset: usize },
 }
 
+/// A 1-based line and column (in characters) of a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Line.
+    pub line: usize,
+    /// Column.
+    pub column: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` of `text`.
+    pub fn of(text: &str, offset: usize) -> Position {
+        let before = &text[..offset.min(text.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Position { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
 /// A template syntax problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -48,11 +88,41 @@ pub enum TemplateError {
     #[error("unknown template variable `{name}`")]
     UnknownVariable { name: String, offset: usize, hint: Option<String> },
     /// A value that may not be placed where it was asked to go.
-    #[error("value {value:?} of `{name}` cannot be used in a {context}: {why}")]
-    Unsafe { name: String, value: String, context: &'static str, why: &'static str },
+    #[error("value {} of `{name}` cannot be used {context}{}: {why}", clip(.value), .at.map(|p| format!(" (at {p})")).unwrap_or_default())]
+    Unsafe { name: String, value: String, context: &'static str, why: &'static str, at: Option<Position> },
+    /// A rendered path or partition value that would leave its root or change its meaning.
+    #[error("{what} {} is refused: {why}{}", clip(.rendered), from_values(.values))]
+    Refused {
+        /// `path`, `partition value`.
+        what: &'static str,
+        /// The rendered text.
+        rendered: String,
+        /// Why.
+        why: &'static str,
+        /// The variables that went into it, with their values.
+        values: Vec<(String, String)>,
+    },
     /// A rendered value a task kind cannot use (a number that is not a number, ...).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A value for a message: quoted, and cut after 60 characters (a value may be huge).
+fn clip(v: &str) -> String {
+    if v.chars().count() <= 60 {
+        format!("{v:?}")
+    } else {
+        let head: String = v.chars().take(60).collect();
+        format!("{head:?}… ({} bytes)", v.len())
+    }
+}
+
+fn from_values(values: &[(String, String)]) -> String {
+    if values.is_empty() {
+        return " (by the DAG's own text)".into();
+    }
+    let list: Vec<String> = values.iter().map(|(k, v)| format!("`{k}` = {}", clip(v))).collect();
+    format!(" (from {})", list.join(", "))
 }
 
 /// Splits a template into text and placeholders.
@@ -119,12 +189,23 @@ pub fn check(s: &str, params: &BTreeMap<String, String>) -> Result<(), TemplateE
 pub enum Escaping {
     /// Plain text (argv elements, environment values, log lines): anything goes.
     None,
-    /// A relative path segment inside the lake or a project folder: no `..`, no absolute
-    /// paths, no control characters.
+    /// A relative path inside the lake or a project folder. The rendered path — the template's
+    /// text and its values together — must not be absolute, must have no `..` component (`/`
+    /// and `\` both separate) and no control characters: then it stays inside its root.
     Path,
-    /// Inside a single-quoted SQL string literal or an identifier: no quotes, no `;`, no
-    /// comments, no control characters.
+    /// SQL text (an SQL file): each placeholder is rendered for where it stands. Inside a
+    /// single-quoted string literal the value is escaped as a literal (`'` doubled; control
+    /// characters refused; in an `E'…'`/`U&'…'` escape string backslashes refused too). Outside
+    /// quotes only a number (`42`, `-1.5`: a negative one in parentheses) or a date/timestamp
+    /// (`2019-10-01`, `2019-10-01T00:00:00+00:00`) may stand. In a `"quoted"` identifier only
+    /// letters, digits, `_ - .` and spaces; in a comment no line break, `*` or `/`.
+    Sql,
+    /// A whole value used as one SQL string or name (Glue job arguments): no quotes, no `;`, no
+    /// comments, no control characters, checked value by value.
     SqlLiteral,
+    /// A partition value naming a folder (`dt=<value>`): the rendered text is one plain value
+    /// (letters, digits, `_ . : + -`; no `..`), like a date or a timestamp.
+    PartitionValue,
 }
 
 /// The values of the template variables for one task of one run.
@@ -167,20 +248,74 @@ impl Context {
         self.vars.get(name).map(String::as_str)
     }
 
+    fn value<'a>(&'a self, name: &str, offset: usize) -> Result<&'a str, TemplateError> {
+        self.get(name).ok_or_else(|| TemplateError::UnknownVariable { name: name.to_string(), offset, hint: None })
+    }
+
     /// Renders a template.
     pub fn render(&self, t: &Template, escaping: Escaping) -> Result<String, TemplateError> {
+        if escaping == Escaping::Sql {
+            return self.render_sql(t);
+        }
+        let (rendered, values) = self.substitute(t)?;
+        let problem = match escaping {
+            Escaping::Path => path_problem(&rendered).map(|why| ("path", why)),
+            Escaping::PartitionValue => {
+                cartflow_jobs::ctas::partition_value_problem(&rendered).map(|why| ("partition value", why))
+            }
+            Escaping::SqlLiteral => {
+                for (name, value) in &values {
+                    sql_literal_value(name, value)?;
+                }
+                None
+            }
+            Escaping::None | Escaping::Sql => None,
+        };
+        match problem {
+            Some((what, why)) => Err(TemplateError::Refused { what, rendered, why, values }),
+            None => Ok(rendered),
+        }
+    }
+
+    /// The template with its values put in as they are, and the variables used.
+    fn substitute(&self, t: &Template) -> Result<(String, Vec<(String, String)>), TemplateError> {
         let mut out = String::with_capacity(t.0.len());
+        let mut values: Vec<(String, String)> = Vec::new();
         for piece in parse(&t.0)? {
             match piece {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Var { name, offset } => {
-                    let value = self.get(name).ok_or_else(|| TemplateError::UnknownVariable {
-                        name: name.to_string(),
-                        offset,
-                        hint: None,
-                    })?;
-                    validate(name, value, escaping)?;
+                    let value = self.value(name, offset)?;
                     out.push_str(value);
+                    if !values.iter().any(|(k, _)| k == name) {
+                        values.push((name.to_string(), value.to_string()));
+                    }
+                }
+            }
+        }
+        Ok((out, values))
+    }
+
+    fn render_sql(&self, t: &Template) -> Result<String, TemplateError> {
+        let mut out = String::with_capacity(t.0.len());
+        let mut lexer = SqlLexer::default();
+        for piece in parse(&t.0)? {
+            match piece {
+                Piece::Text(s) => {
+                    lexer.feed_str(s);
+                    out.push_str(s);
+                }
+                Piece::Var { name, offset } => {
+                    let value = self.value(name, offset)?;
+                    let place = lexer.placeholder();
+                    let unsafe_ = |context, why| TemplateError::Unsafe {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                        context,
+                        why,
+                        at: Some(Position::of(&t.0, offset)),
+                    };
+                    out.push_str(&sql_value(value, place).map_err(|(c, w)| unsafe_(c, w))?);
                 }
             }
         }
@@ -188,33 +323,361 @@ impl Context {
     }
 }
 
-fn validate(name: &str, value: &str, escaping: Escaping) -> Result<(), TemplateError> {
-    let unsafe_ =
-        |context, why| Err(TemplateError::Unsafe { name: name.to_string(), value: value.to_string(), context, why });
-    match escaping {
-        Escaping::None => Ok(()),
-        Escaping::Path => {
-            if value.chars().any(char::is_control) {
-                return unsafe_("path", "control characters");
+/// Why a rendered relative path could leave its root, if it could.
+pub fn path_problem(p: &str) -> Option<&'static str> {
+    if p.chars().any(char::is_control) {
+        return Some("it has control characters");
+    }
+    if p.starts_with(['/', '\\']) {
+        return Some("absolute paths are not allowed (it must stay inside its root)");
+    }
+    if p.split(['/', '\\']).any(|seg| seg == "..") {
+        return Some("`..` components are not allowed (it must stay inside its root)");
+    }
+    None
+}
+
+fn sql_literal_value(name: &str, value: &str) -> Result<(), TemplateError> {
+    let unsafe_ = |why| TemplateError::Unsafe {
+        name: name.to_string(),
+        value: value.to_string(),
+        context: "in an SQL literal",
+        why,
+        at: None,
+    };
+    if value.chars().any(char::is_control) {
+        return Err(unsafe_("control characters"));
+    }
+    if value.contains(['\'', '"', ';', '`', '\\']) || value.contains("--") || value.contains("/*") {
+        return Err(unsafe_("quotes, `;`, backslashes and comments are not allowed"));
+    }
+    Ok(())
+}
+
+/// Where a placeholder stands in SQL text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlPlace {
+    /// Outside quotes and comments.
+    Code,
+    /// Inside a `'…'` string literal; `escapes` for an `E'…'`/`U&'…'` string, where a backslash
+    /// escapes.
+    Literal { escapes: bool },
+    /// Right after a backslash inside an escape string.
+    Escaped,
+    /// Inside a `"…"` or `` `…` `` identifier.
+    Identifier,
+    /// Inside a `--` or `/* */` comment.
+    Comment,
+}
+
+/// A number (`42`, `-1.5`), a date (`2019-10-01`) or a timestamp (RFC 3339, or
+/// `YYYY-MM-DDTHH:MM:SS`): what may stand outside quotes.
+pub fn is_number_or_date(v: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = v.strip_prefix('-').unwrap_or(v);
+    let number = match unsigned.split_once('.') {
+        Some((i, f)) => digits(i) && digits(f),
+        None => digits(unsigned),
+    };
+    if number {
+        return v.len() <= 40;
+    }
+    let b = v.as_bytes();
+    let date = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
+    if date {
+        return true;
+    }
+    v.len() <= 40
+        && v.starts_with(|c: char| c.is_ascii_digit())
+        && v.chars().all(|c| c.is_ascii_digit() || "T:+-.Z".contains(c))
+        && (chrono::DateTime::parse_from_rfc3339(v).is_ok()
+            || chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").is_ok())
+}
+
+/// A value rendered for its place in SQL, or why it cannot stand there.
+fn sql_value(value: &str, place: SqlPlace) -> Result<String, (&'static str, &'static str)> {
+    match place {
+        SqlPlace::Code => {
+            if !is_number_or_date(value) {
+                return Err((
+                    "outside a quoted SQL literal",
+                    "only a number (42, -1.5) or a date/timestamp (2019-10-01) may stand there; \
+                     quote the placeholder ('{{ … }}') to use the value as text",
+                ));
             }
-            if value.starts_with('/') || value.starts_with('\\') {
-                return unsafe_("path", "absolute paths are not allowed");
-            }
-            if value.split(['/', '\\']).any(|seg| seg == "..") {
-                return unsafe_("path", "`..` segments are not allowed");
-            }
-            Ok(())
+            Ok(if value.starts_with('-') { format!("({value})") } else { value.to_string() })
         }
-        Escaping::SqlLiteral => {
+        SqlPlace::Literal { escapes } => {
             if value.chars().any(char::is_control) {
-                return unsafe_("SQL literal", "control characters");
+                return Err(("in an SQL string literal", "control characters (line breaks, NUL, …) are not allowed"));
             }
-            if value.contains(['\'', '"', ';', '`', '\\']) || value.contains("--") || value.contains("/*") {
-                return unsafe_("SQL literal", "quotes, `;`, backslashes and comments are not allowed");
+            if escapes && value.contains('\\') {
+                return Err(("in an SQL escape string", "backslashes are not allowed"));
             }
-            Ok(())
+            Ok(value.replace('\'', "''"))
+        }
+        SqlPlace::Escaped => Err(("after a backslash in an SQL escape string", "a placeholder may not stand there")),
+        SqlPlace::Identifier => {
+            let ok = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c));
+            if !ok {
+                return Err(("in a quoted SQL identifier", "only letters, digits, `_ - .` and spaces are allowed"));
+            }
+            Ok(value.to_string())
+        }
+        SqlPlace::Comment => {
+            if value.chars().any(|c| c.is_control() || c == '*' || c == '/') {
+                return Err(("in an SQL comment", "line breaks, `*` and `/` are not allowed"));
+            }
+            Ok(value.to_string())
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lex {
+    #[default]
+    Code,
+    /// After a `-` in code: a comment if another follows.
+    Dash,
+    /// After a `/` in code: a comment if `*` follows.
+    Slash,
+    Str {
+        escapes: bool,
+    },
+    /// After a `'` in a string: its end unless another `'` follows.
+    StrQuote {
+        escapes: bool,
+    },
+    /// After a backslash in an escape string.
+    StrBackslash,
+    Ident(char),
+    IdentQuote(char),
+    LineComment,
+    BlockComment,
+    /// After a `*` in a block comment.
+    BlockStar,
+}
+
+/// Reads SQL text as Trino's and DataFusion's tokenizers do, as far as quoting goes: string
+/// literals (`''` inside), quoted identifiers, `--` and `/* */` comments. The code outside
+/// literals and comments is kept (literals as `''`, identifiers as `""`, comments as a space)
+/// for [`check_sql`].
+#[derive(Debug, Default)]
+struct SqlLexer {
+    state: Lex,
+    /// The last character of code (for `E'` and `U&'`).
+    prev: char,
+    /// The code outside literals and comments.
+    code: String,
+}
+
+impl SqlLexer {
+    fn feed_str(&mut self, s: &str) {
+        for c in s.chars() {
+            self.feed(c);
+        }
+    }
+
+    fn feed(&mut self, c: char) {
+        match self.state {
+            Lex::Code => match c {
+                '\'' => {
+                    self.state = Lex::Str { escapes: matches!(self.prev, 'e' | 'E' | '&') };
+                    self.code.push_str("''");
+                }
+                '"' | '`' => {
+                    self.state = Lex::Ident(c);
+                    self.code.push_str("\"\"");
+                }
+                '-' => self.state = Lex::Dash,
+                '/' => self.state = Lex::Slash,
+                _ => {
+                    self.code.push(c);
+                    self.prev = c;
+                }
+            },
+            Lex::Dash | Lex::Slash => {
+                let (first, opens) = if self.state == Lex::Dash { ('-', '-') } else { ('/', '*') };
+                if c == opens {
+                    self.state = if first == '-' { Lex::LineComment } else { Lex::BlockComment };
+                    self.code.push(' ');
+                } else {
+                    self.state = Lex::Code;
+                    self.code.push(first);
+                    self.prev = first;
+                    self.feed(c);
+                }
+            }
+            Lex::Str { escapes } => match c {
+                '\'' => self.state = Lex::StrQuote { escapes },
+                '\\' if escapes => self.state = Lex::StrBackslash,
+                _ => {}
+            },
+            Lex::StrQuote { escapes } => {
+                if c == '\'' {
+                    self.state = Lex::Str { escapes };
+                } else {
+                    self.state = Lex::Code;
+                    self.prev = '\'';
+                    self.feed(c);
+                }
+            }
+            Lex::StrBackslash => self.state = Lex::Str { escapes: true },
+            Lex::Ident(q) => {
+                if c == q {
+                    self.state = Lex::IdentQuote(q);
+                }
+            }
+            Lex::IdentQuote(q) => {
+                if c == q {
+                    self.state = Lex::Ident(q);
+                } else {
+                    self.state = Lex::Code;
+                    self.prev = q;
+                    self.feed(c);
+                }
+            }
+            Lex::LineComment => {
+                if c == '\n' {
+                    self.state = Lex::Code;
+                    self.code.push('\n');
+                    self.prev = '\n';
+                }
+            }
+            Lex::BlockComment => {
+                if c == '*' {
+                    self.state = Lex::BlockStar;
+                }
+            }
+            Lex::BlockStar => {
+                self.state = match c {
+                    '/' => Lex::Code,
+                    '*' => Lex::BlockStar,
+                    _ => Lex::BlockComment,
+                };
+                self.prev = ' ';
+            }
+        }
+    }
+
+    /// Where a placeholder at this point stands; the lexer then moves past its value.
+    fn placeholder(&mut self) -> SqlPlace {
+        // A pending `-`, `/`, `'` or `"` ends here: the value follows it.
+        if matches!(self.state, Lex::Dash | Lex::Slash | Lex::StrQuote { .. } | Lex::IdentQuote(_)) {
+            self.feed(' ');
+            self.code.pop();
+        }
+        match self.state {
+            Lex::Code => {
+                // The value is a number or a date: code that opens nothing.
+                self.code.push('0');
+                self.prev = '0';
+                SqlPlace::Code
+            }
+            Lex::Str { escapes } => SqlPlace::Literal { escapes },
+            Lex::StrBackslash => SqlPlace::Escaped,
+            Lex::Ident(_) => SqlPlace::Identifier,
+            Lex::LineComment => SqlPlace::Comment,
+            Lex::BlockComment | Lex::BlockStar => {
+                self.state = Lex::BlockComment;
+                SqlPlace::Comment
+            }
+            Lex::Dash | Lex::Slash | Lex::StrQuote { .. } | Lex::IdentQuote(_) => SqlPlace::Code,
+        }
+    }
+
+    fn finish(&mut self) {
+        if matches!(self.state, Lex::Dash | Lex::Slash) {
+            self.feed(' ');
+        }
+    }
+}
+
+/// Checks the SQL text of an insight file (its own text: the author's) at compile time: it is
+/// one query — `SELECT`, `WITH … SELECT`, `VALUES` or a parenthesized query, with at most a
+/// trailing `;` — and every placeholder outside quotes is a date variable or a param (whose
+/// value is checked when the run renders it). Returns every problem, each with its position.
+pub fn check_sql(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Ok(pieces) = parse(text) else { return problems };
+    let mut lexer = SqlLexer::default();
+    for piece in pieces {
+        match piece {
+            Piece::Text(s) => lexer.feed_str(s),
+            Piece::Var { name, offset } => {
+                let place = lexer.placeholder();
+                let text_var = !DATE_VARIABLES.contains(&name) && !name.starts_with("params.");
+                if place == SqlPlace::Code && text_var {
+                    problems.push(format!(
+                        "{}: `{{{{ {name} }}}}` stands outside a quoted SQL literal, where only numbers and dates may; \
+                         write '{{{{ {name} }}}}'",
+                        Position::of(text, offset)
+                    ));
+                }
+            }
+        }
+    }
+    lexer.finish();
+    if let Some(why) = one_query(&lexer.code) {
+        problems.push(why);
+    }
+    problems
+}
+
+/// Why SQL code (literals and comments blanked) is not one query, if it is not.
+fn one_query(code: &str) -> Option<String> {
+    let body = code.trim();
+    let body = body.strip_suffix(';').unwrap_or(body).trim_end();
+    if body.contains(';') {
+        return Some("the SQL file must be one SELECT: it has more than one statement (`;`)".into());
+    }
+    if body.starts_with('(') {
+        return None;
+    }
+    let word: String = body.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    if ["SELECT", "WITH", "VALUES"].iter().any(|k| word.eq_ignore_ascii_case(k)) {
+        return None;
+    }
+    let shown = if word.is_empty() { body.chars().take(20).collect() } else { word };
+    Some(format!("the SQL file must be one SELECT (or WITH … SELECT); it starts with `{shown}`"))
+}
+
+/// The shells whose `-c` argument is a script.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"];
+
+/// The `{{ params.* }}` placeholders spliced into a shell script: the argument after `-c` (or
+/// `-ec`, `-euxc`, …) of a `command` whose program is a shell. A param there is untrusted text
+/// run as code (`-p out_dir='x; rm -rf ~'`); it belongs in an argument (`"$1"`) or in `env:`.
+/// Returns one message per placeholder, for the compile step of `command` to report.
+pub fn params_in_shell_script(program: &str, args: &[&str]) -> Vec<String> {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if !SHELLS.contains(&name) {
+        return Vec::new();
+    }
+    let args = if name == "busybox" { args.get(1..).unwrap_or_default() } else { args };
+    let Some(i) = args.iter().position(|a| {
+        a.strip_prefix('-')
+            .is_some_and(|o| !o.starts_with('-') && o.chars().all(|c| c.is_ascii_alphabetic()) && o.contains('c'))
+    }) else {
+        return Vec::new();
+    };
+    let Some(script) = args.get(i + 1) else { return Vec::new() };
+    let Ok(pieces) = parse(script) else { return Vec::new() };
+    pieces
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var { name: var, offset } if var.starts_with("params.") => Some(format!(
+                "`{{{{ {var} }}}}` is spliced into the `{name} {}` script (at {}): a param is untrusted text and \
+                 would run as shell code; pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
+                 or through `env:` and quote it (\"$VAR\")",
+                args[i],
+                Position::of(script, offset)
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 impl fmt::Display for Template {
@@ -270,7 +733,117 @@ mod tests {
             c.render(&"select '{{ params.evil }}'".into(), Escaping::SqlLiteral),
             Err(TemplateError::Unsafe { .. })
         ));
-        assert!(matches!(c.render(&"raw/{{ params.up }}".into(), Escaping::Path), Err(TemplateError::Unsafe { .. })));
+        assert!(matches!(c.render(&"raw/{{ params.up }}".into(), Escaping::Path), Err(TemplateError::Refused { .. })));
         assert_eq!(c.render(&"raw/dt={{ ds }}".into(), Escaping::Path).expect("safe"), "raw/dt=2019-10-01");
+    }
+
+    #[test]
+    fn params_spliced_into_a_shell_script_are_found() {
+        let found = params_in_shell_script("sh", &["-c", "rm -rf {{ params.dir }}/x; echo {{ ds }}"]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("`{{ params.dir }}` is spliced into the `sh -c` script (at line 1, column 8)"),
+            "{found:?}"
+        );
+        assert_eq!(params_in_shell_script("/bin/bash", &["-euc", "a\n{{ params.x }} {{ params.y }}"]).len(), 2);
+        // As an argument or in env, a param is data.
+        assert!(params_in_shell_script("sh", &["-c", "test -s \"$1\"", "check", "{{ params.dir }}"]).is_empty());
+        assert!(params_in_shell_script("python3", &["-c", "print('{{ params.x }}')"]).is_empty());
+        assert!(params_in_shell_script("sh", &["script.sh", "{{ params.x }}"]).is_empty());
+    }
+
+    #[test]
+    fn sql_placeholders_are_rendered_for_where_they_stand() {
+        let c = with(&[("v", "a'b"), ("n", "-2"), ("d", "2019-10-01")]);
+        let r = |t: &str| c.render(&t.into(), Escaping::Sql);
+        assert_eq!(
+            r("SELECT '{{ params.v }}', {{ params.n }}, {{ params.d }}").expect("ok"),
+            "SELECT 'a''b', (-2), 2019-10-01"
+        );
+        // A quote doubled in the text does not end the literal; the literal's end does.
+        assert_eq!(r("SELECT 'it''s {{ params.v }}'").expect("ok"), "SELECT 'it''s a''b'");
+        assert!(r("SELECT 'x' || {{ params.v }}").is_err());
+        assert!(r("SELECT 'x''{{ params.v }}'").is_ok());
+        assert_eq!(r("SELECT x -{{ params.n }}").expect("ok"), "SELECT x -(-2)");
+        // Comments and quoted identifiers.
+        assert_eq!(r("SELECT 1 -- {{ params.v }}\n, {{ ds }}").expect("ok"), "SELECT 1 -- a'b\n, 2019-10-01");
+        assert!(r("SELECT 1 -- x\n, {{ params.v }}").is_err(), "the comment ended at the line break");
+        assert!(r("SELECT /* {{ params.v }} */ {{ params.v }}").is_err());
+        assert_eq!(r("SELECT \"{{ params.d }}\" FROM t").expect("ok"), "SELECT \"2019-10-01\" FROM t");
+        assert!(r("SELECT \"{{ params.v }}\" FROM t").is_err());
+        for (v, t) in [
+            ("x\nDROP TABLE t", "SELECT 1 -- {{ params.v }}"),
+            ("*/ UNION SELECT 2 /*", "SELECT 1 /* {{ params.v }} */"),
+            ("\\' OR 1=1 --", "SELECT E'{{ params.v }}'"),
+            ("x", "SELECT E'\\{{ params.v }}'"),
+            ("a\u{0}b", "SELECT '{{ params.v }}'"),
+        ] {
+            let err = with(&[("v", v)]).render(&t.into(), Escaping::Sql).expect_err(t).to_string();
+            assert!(err.contains("`params.v`") && err.contains("(at line 1, column "), "{err}");
+        }
+        // Without the E prefix a backslash is an ordinary character (Trino, DataFusion).
+        let bs = with(&[("v", "\\' OR 1=1 --")]);
+        assert_eq!(bs.render(&"SELECT '{{ params.v }}'".into(), Escaping::Sql).expect("ok"), "SELECT '\\'' OR 1=1 --'");
+        let long = "x".repeat(100_000);
+        let err =
+            with(&[("v", &long)]).render(&"SELECT {{ params.v }}".into(), Escaping::Sql).expect_err("long").to_string();
+        assert!(err.len() < 600 && err.contains("(100000 bytes)"), "a huge value is cut in the message: {err}");
+    }
+
+    #[test]
+    fn numbers_and_dates_are_told_from_text() {
+        for v in [
+            "0",
+            "42",
+            "-1",
+            "2.50",
+            "2019-10-01",
+            "20191001",
+            "2019-10-01T00:00:00+00:00",
+            "2019-10-01T05:06:07Z",
+            "2019-10-01T05:06:07",
+        ] {
+            assert!(is_number_or_date(v), "{v}");
+        }
+        for v in [
+            "",
+            "-",
+            "1.",
+            ".5",
+            "1e5",
+            "0x1f",
+            "2019-13-01",
+            "2019-10-1",
+            "1 ",
+            "NaN",
+            "inf",
+            "2019-10-01 00:00:00",
+            "١٢",
+        ] {
+            assert!(!is_number_or_date(v), "{v}");
+        }
+    }
+
+    fn with(params: &[(&str, &str)]) -> Context {
+        let interval =
+            crate::schedule::DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+        let params: BTreeMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Context::new("daily", "daily@2019-10-01T00:00:00Z", &interval, &params).for_task("load")
+    }
+
+    #[test]
+    fn the_rendered_path_is_checked_not_each_value() {
+        let c = with(&[("p", "./x"), ("dot", "."), ("sub", "a/b")]);
+        let err = c.render(&".{{ params.p }}".into(), Escaping::Path).expect_err("`../x`").to_string();
+        assert!(err.contains("path \"../x\" is refused") && err.contains("`params.p` = \"./x\""), "{err}");
+        assert!(c.render(&"raw/.{{ params.dot }}/x".into(), Escaping::Path).is_err(), "`raw/../x`");
+        // The DAG's own text is checked too.
+        assert!(c.render(&"../{{ ds }}".into(), Escaping::Path).is_err());
+        assert!(c.render(&"/etc/{{ ds }}".into(), Escaping::Path).is_err());
+        assert!(c.render(&"raw/\\..\\x".into(), Escaping::Path).is_err());
+        assert_eq!(
+            c.render(&"raw/{{ params.sub }}/{{ params.p }}".into(), Escaping::Path).expect("inside"),
+            "raw/a/b/./x"
+        );
     }
 }
