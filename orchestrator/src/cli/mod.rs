@@ -170,11 +170,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     cartflow::duration::HumanDuration::parse(s)
 }
 
-/// `NAME=VALUE`.
+/// `NAME=VALUE`: a value is untrusted input, at most [`template::MAX_PARAM_BYTES`] long.
+///
+/// [`template::MAX_PARAM_BYTES`]: cartflow::template::MAX_PARAM_BYTES
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected NAME=VALUE, got `{s}`"))
+    let max = cartflow::template::MAX_PARAM_BYTES;
+    let (k, v) = s.split_once('=').ok_or_else(|| {
+        let shown: String = s.chars().take(60).collect();
+        format!("expected NAME=VALUE, got `{shown}`")
+    })?;
+    if k.is_empty() {
+        return Err("expected NAME=VALUE: the name is empty".into());
+    }
+    if v.len() > max {
+        return Err(format!(
+            "the value of `{k}` is {} bytes long; a param value may have at most {max} bytes",
+            v.len()
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// A calendar day, `YYYY-MM-DD`: the one date parser of every date flag.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use cartflow::engine::executor;
 use cartflow::engine::state::{RunState, Trigger};
-use cartflow::flows::{check_tasks, interval_for, merged_params};
+use cartflow::flows::{check_render, check_tasks, interval_for, merged_params};
 use cartflow::project::Project;
 
 use super::progress::{Progress, print_report};
@@ -36,6 +36,7 @@ pub fn run(p: &Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let interval = interval_for(&dag, &a.date)?;
     let params = merged_params(&dag, &a.params.params)?;
     check_tasks(&dag, &a.select.tasks)?;
+    check_render(&dag, &interval, &params)?;
     let report = with_signals(|cancel| async move {
         let env = p.env(a.backend.backend).await?;
         let mut opts = p.exec_options(env, Trigger::Manual);

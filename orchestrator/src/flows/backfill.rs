@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{FlowError, check_tasks, merged_params, usage};
+use super::{FlowError, check_render, check_tasks, merged_params, usage};
 use crate::dag::Dag;
 use crate::engine::backfill::{self, BackfillPlan, Outcome, Reprocess};
 use crate::engine::state::Trigger;
@@ -110,6 +110,13 @@ pub fn plan(project: &Project, request: Request) -> Result<Planned, FlowError> {
     let to = range_end(&request.to, dag)?;
     if to <= from {
         return Err(usage(format!("--to {} is before --from {}", request.to, request.from)));
+    }
+    // A value that cannot stand where a template puts it is refused before anything runs. Only
+    // the dates differ from one interval to the next, and they always render: the first and
+    // the last interval stand for all.
+    let intervals = dag.schedule.intervals_between(from, to, dag.timezone);
+    for interval in intervals.first().into_iter().chain(intervals.last()) {
+        check_render(dag, interval, &params)?;
     }
     let mut planned =
         Planned { request, from, to, plan: BackfillPlan { items: Vec::new(), incomplete: 0, continues: None }, params };

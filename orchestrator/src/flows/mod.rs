@@ -109,6 +109,21 @@ pub fn merged_params(dag: &Dag, overrides: &[(String, String)]) -> Result<BTreeM
     Ok(params)
 }
 
+/// Renders every task of `dag` for `interval` with `params`, as its run will: a value that
+/// cannot stand where a template puts it (a `-p` value outside SQL quotes, a path or partition
+/// value leaving the lake) is a usage error before anything runs, naming the task and the
+/// variable. Every problem is reported.
+pub fn check_render(dag: &Dag, interval: &DataInterval, params: &BTreeMap<String, String>) -> Result<(), FlowError> {
+    let run_id = crate::engine::store::run_id(&dag.id, interval.start);
+    let ctx = crate::template::Context::new(&dag.id, &run_id, interval, params);
+    let problems: Vec<String> = dag
+        .tasks
+        .iter()
+        .filter_map(|t| t.config.render_json(&ctx.for_task(&t.id)).err().map(|e| format!("task `{}`: {e}", t.id)))
+        .collect();
+    if problems.is_empty() { Ok(()) } else { Err(usage(problems.join("\n"))) }
+}
+
 /// Refuses task ids the DAG does not have.
 pub fn check_tasks(dag: &Dag, tasks: &[String]) -> Result<(), FlowError> {
     if let Some(bad) = tasks.iter().find(|t| dag.task_index(t).is_none()) {
