@@ -27,3 +27,6 @@ mod aws_batch;
 
 #[path = "e2e/aws_platform.rs"]
 mod aws_platform;
+
+#[path = "e2e/hostile.rs"]
+mod hostile;

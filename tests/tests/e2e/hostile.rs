@@ -1,0 +1,182 @@
+//! Input as attackers give it: hostile `-p` values and DAG settings that aim outside the lake,
+//! into SQL or into a shell. Each is refused with a message naming what is wrong, or rendered
+//! harmlessly; nothing outside the lake is written or deleted and no command is injected.
+
+use std::path::Path;
+
+use cartflow_e2e::{Project, Run};
+
+/// A DAG `h` of one `athena_ctas` task `q` over `q.sql` (`extra`: more YAML lines of the task).
+fn ctas_project(sql: &str, extra: &str, params: &str) -> Project {
+    let p = Project::new();
+    p.write("q.sql", sql);
+    p.dag(
+        "h.yaml",
+        &format!(
+            "id: h\nschedule: '@daily'\nstart_date: 2019-10-01\nparams:\n{params}\ntasks:\n  - id: q\n    kind: athena_ctas\n    sql: q.sql\n    table: h\n{extra}"
+        ),
+    );
+    p
+}
+
+/// A folder with a file in it, to be left alone.
+fn sentinel(dir: &Path) {
+    std::fs::create_dir_all(dir.join("version-1")).expect("sentinel");
+    std::fs::write(dir.join("keep.txt"), "precious").expect("sentinel file");
+}
+
+#[track_caller]
+fn assert_sentinel(dir: &Path, r: &Run) {
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keep.txt")).ok().as_deref(),
+        Some("precious"),
+        "{} was touched\n{}{}",
+        dir.display(),
+        r.stdout,
+        r.stderr
+    );
+    let names: Vec<_> = std::fs::read_dir(dir).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 2, "nothing was added to {}: {names:?}", dir.display());
+}
+
+#[test]
+fn a_value_outside_sql_quotes_cannot_add_a_union() {
+    let p = ctas_project("SELECT {{ params.num }} AS n\n", "", "  num: '1'");
+    let r = p.run(&["run", "h", "--date", "2019-10-01", "-p", "num=1 UNION ALL SELECT 2"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("`params.num`") && r.stderr.contains("outside a quoted SQL literal (at line 1, column 8)"),
+        "{}",
+        r.stderr
+    );
+    let b = p.run(&["backfill", "h", "--from", "2019-10-01", "--to", "2019-10-03", "-p", "num=1 UNION ALL SELECT 2"]);
+    b.expect_code(2);
+    assert!(b.stderr.contains("`params.num`"), "{}", b.stderr);
+    assert!(!p.path().join(".cartflow/lake/curated/h").exists(), "no table was made");
+    // A number is what may stand there.
+    p.run(&["run", "h", "--date", "2019-10-01", "-p", "num=-7"]).expect_code(0);
+    let log = p.run(&["logs", "h@2019-10-01T00:00:00Z", "q"]);
+    assert!(log.stdout.contains("1 rows -> ecommerce.h"), "{}", log.stdout);
+}
+
+#[test]
+fn a_quote_in_a_value_stays_inside_its_literal() {
+    let p = ctas_project("SELECT x FROM (VALUES ('a'), ('b')) v(x) WHERE x = '{{ params.who }}'\n", "", "  who: a");
+    // Escaped, the value is one string that no row equals: no row, not every row.
+    p.run(&["run", "h", "--date", "2019-10-01", "-p", "who=nobody' OR '1'='1"]).expect_code(0);
+    let log = p.run(&["logs", "h@2019-10-01T00:00:00Z", "q"]);
+    assert!(log.stdout.contains("0 rows -> ecommerce.h"), "{}", log.stdout);
+    p.run(&["run", "h", "--date", "2019-10-02"]).expect_code(0);
+    assert!(p.run(&["logs", "h@2019-10-02T00:00:00Z", "q"]).stdout.contains("1 rows -> ecommerce.h"));
+}
+
+#[test]
+fn an_insight_file_that_writes_is_refused_and_writes_nothing() {
+    for sql in [
+        "COPY (SELECT 1 AS a) TO '$OUT'",
+        "CREATE EXTERNAL TABLE x (a INT) STORED AS CSV LOCATION '$OUT'",
+        "INSERT INTO ecommerce.h SELECT 1",
+        "SELECT 1 AS a; COPY (SELECT 1 AS a) TO '$OUT'",
+        "DROP TABLE ecommerce.h",
+    ] {
+        let p = ctas_project("", "", "  x: '1'");
+        let out = p.path().join("pwned.csv");
+        p.write("q.sql", &sql.replace("$OUT", &out.display().to_string()));
+        let v = p.run(&["validate"]);
+        v.expect_code(2);
+        assert!(v.stderr.contains("must be one SELECT"), "{sql}: {}", v.stderr);
+        p.run(&["run", "h", "--date", "2019-10-01"]).expect_code(2);
+        assert!(!out.exists(), "{sql} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn a_rendered_path_cannot_climb_out_of_its_root() {
+    let p = Project::new();
+    p.dag(
+        "d.yaml",
+        "id: d\nschedule: '@daily'\nparams:\n  p: x.html\ntasks:\n  - id: dash\n    kind: dashboard\n    out: '.{{ params.p }}'\n",
+    );
+    let name = format!("{}-outside.html", p.path().file_name().and_then(|n| n.to_str()).expect("name"));
+    let outside = p.path().parent().expect("parent").join(&name);
+    let r = p.run(&["run", "d", "--date", "2019-10-01", "-p", &format!("p=./{name}")]);
+    let wrote = outside.exists();
+    let _ = std::fs::remove_file(&outside);
+    assert!(!wrote, "the dashboard was written outside the project: {}", outside.display());
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains(&format!("path \"../{name}\" is refused")) && r.stderr.contains("`params.p`"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_absolute_or_climbing_location_is_refused_at_compile_time() {
+    let p = ctas_project("SELECT 1 AS n\n", "", "  x: '1'");
+    let victim = p.path().join("victim");
+    sentinel(&victim);
+    for loc in [victim.display().to_string(), "../victim".to_string(), "curated/../../../victim".to_string()] {
+        p.dag(
+            "h.yaml",
+            &format!(
+                "id: h\nschedule: '@daily'\ntasks:\n  - id: q\n    kind: athena_ctas\n    sql: q.sql\n    table: h\n    location: '{loc}'\n"
+            ),
+        );
+        let v = p.run(&["validate"]);
+        v.expect_code(2);
+        assert!(v.stderr.contains("`location`"), "{loc}: {}", v.stderr);
+        let r = p.run(&["run", "h", "--date", "2019-10-01"]);
+        r.expect_code(2);
+        assert_sentinel(&victim, &r);
+    }
+}
+
+#[test]
+fn a_partition_value_cannot_name_a_folder_outside_the_lake() {
+    let p = ctas_project(
+        "SELECT 1 AS n, '{{ params.pv }}' AS dt\n",
+        "    partitioned_by: dt\n    partition_value: '{{ params.pv }}'\n",
+        "  pv: '2019-10-01'",
+    );
+    // Five folders up from .cartflow/lake/curated/h/dt=.. is the project folder.
+    let victim = p.path().join("v/victim");
+    sentinel(&victim);
+    for pv in ["../../../../../../v/victim", "a/b", "..", "x\\..\\y"] {
+        let r = p.run(&["run", "h", "--date", "2019-10-01", "-p", &format!("pv={pv}")]);
+        assert_sentinel(&victim, &r);
+        r.expect_code(2);
+        assert!(r.stderr.contains("partition value") && r.stderr.contains("`params.pv`"), "{pv}: {}", r.stderr);
+    }
+    assert!(!p.path().join(".staging").exists(), "no staging folder outside the lake");
+    p.run(&["run", "h", "--date", "2019-10-01"]).expect_code(0);
+    assert!(p.path().join(".cartflow/lake/curated/h/dt=2019-10-01").is_dir());
+}
+
+#[test]
+fn the_example_dag_never_runs_a_param_as_shell_code() {
+    let p = Project::new();
+    p.dag("example_etl.yaml", &crate::lake::repo_file("dags/example_etl.yaml"));
+    let values =
+        ["x; touch PWNED", "$(touch PWNED)", "x\"; touch PWNED; \"", "`touch PWNED`", "x' ; touch PWNED ; '", "-x"];
+    for (day, v) in values.iter().enumerate() {
+        let date = format!("2019-10-{:02}", day + 1);
+        let r = p.run(&["run", "example_etl", "--date", &date, "-p", &format!("out_dir={v}")]);
+        assert!(!p.path().join("PWNED").exists(), "{v:?} ran as shell code\n{}{}", r.stdout, r.stderr);
+        r.expect_code(0);
+        assert!(p.read(&format!("{v}/latest.txt")).contains("3 view"), "{v:?}: the value was used as data");
+    }
+}
+
+#[test]
+fn oversized_input_is_refused_with_a_clear_message() {
+    let p = Project::new();
+    p.dag("example_etl.yaml", &crate::lake::repo_file("dags/example_etl.yaml"));
+    let r = p.run(&["run", "example_etl", "--date", "2019-10-01", "-p", &format!("out_dir={}", "x".repeat(5000))]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("a param value may have at most 4096 bytes"), "{}", &r.stderr[..r.stderr.len().min(500)]);
+    let p = ctas_project(&format!("SELECT 1 AS n -- {}\n", "x".repeat(1 << 20)), "", "  x: '1'");
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(v.stderr.contains("is larger than 1 MiB"), "{}", v.stderr);
+}
