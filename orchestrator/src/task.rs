@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::Env;
+use crate::process;
 use crate::schedule::DataInterval;
 use crate::template::{self, TemplateError};
 use crate::yaml::{self, DeError, Node};
@@ -105,6 +106,8 @@ pub trait FactStore: Debug + Send + Sync {
     fn set(&self, run_id: &str, task_id: &str, key: &str, value: &str) -> Result<(), String>;
     /// Forgets `key`.
     fn clear(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), String>;
+    /// Records the process group attempt `attempt` runs, committed when this returns.
+    fn record_group(&self, run_id: &str, task_id: &str, attempt: u32, group: &process::Group) -> Result<(), String>;
 }
 
 /// Key/value facts of one task instance, kept in the run store: what an attempt saves (an AWS
@@ -140,6 +143,12 @@ impl Facts {
     /// Forgets `key`.
     pub fn clear(&self, key: &str) -> Result<(), TaskFailure> {
         self.store.clear(&self.run_id, &self.task_id, key).map_err(Self::failure)
+    }
+
+    /// Records that attempt `attempt` runs process group `group`, so that whoever takes the run
+    /// over after a crash of this process kills what is left of it.
+    pub fn record_group(&self, attempt: u32, group: &process::Group) -> Result<(), TaskFailure> {
+        self.store.record_group(&self.run_id, &self.task_id, attempt, group).map_err(Self::failure)
     }
 }
 

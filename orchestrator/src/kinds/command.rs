@@ -5,8 +5,11 @@
 //!
 //! The program runs in its own process group. A timeout or cancel sends SIGTERM to the group,
 //! then SIGKILL after a grace period; when the program exits, whatever it left running in its
-//! group is killed too, so a task never leaks processes. The same implementation serves both
-//! backends: on `aws` the program runs where cartflow runs.
+//! group is killed too, so a task never leaks processes. Nor does a crash of cartflow: the
+//! program dies with it (parent-death signal, on Linux), and the group is recorded with the
+//! attempt, so that the process resuming the run kills what is left of it before the next
+//! attempt starts (see [`crate::process`]). The same implementation serves both backends: on
+//! `aws` the program runs where cartflow runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::{self, GroupGuard};
+use crate::process;
 use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
@@ -124,7 +127,7 @@ impl Kind for Command {
         ctx.log.line(format_args!("$ {} {}", r.program, shell_words(&r.args)));
 
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&r.args).current_dir(&cwd).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.args(&r.args).current_dir(&cwd).stdin(Stdio::null()).stdout(out).stderr(err);
         if r.clear_env {
             cmd.env_clear();
             for keep in ["PATH", "HOME"] {
@@ -134,19 +137,26 @@ impl Kind for Command {
             }
         }
         cmd.env("CARTFLOW_DAG_ID", &ctx.dag_id)
-            .env("CARTFLOW_TASK_ID", &ctx.task_id)
-            .env("CARTFLOW_RUN_ID", &ctx.run_id)
-            .env("CARTFLOW_ATTEMPT", ctx.attempt.to_string())
             .env("CARTFLOW_DS", ctx.interval.ds())
             .env("CARTFLOW_DATA_INTERVAL_START", ctx.interval.start_rfc3339())
             .env("CARTFLOW_DATA_INTERVAL_END", ctx.interval.end_rfc3339());
         cmd.envs(&r.env);
+        // After `env:`, which cannot override them: they name the attempt for whoever takes the
+        // run over after a crash (see `process::kill_leftover`).
+        cmd.envs(process::attempt_env(&ctx.run_id, &ctx.task_id, ctx.attempt));
 
-        let mut child = cmd.spawn().map_err(|e| {
+        let (mut child, guard) = process::spawn_group(cmd).await.map_err(|e| {
             TaskFailure::permanent(format!("cannot start `{}` in {}: {e}", program.display(), cwd.display()))
         })?;
-        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-        let guard = GroupGuard::new(pgid);
+        // Recorded before anything else can happen: a crash from here on leaves a group that
+        // the next owner of the run can find and kill. Unrecorded, it could be orphaned.
+        match guard.identity() {
+            Some(group) => ctx.facts.record_group(ctx.attempt, group)?,
+            None => ctx.log.line(format_args!(
+                "process group {} not recorded (no /proc): a crash of cartflow would leave it running",
+                guard.pgid()
+            )),
+        }
 
         let status = tokio::select! {
             status = child.wait() => status,

@@ -71,6 +71,17 @@ fn a_failing_task_retries_then_fails_the_run_with_exit_1() {
     assert!(logs.stdout.contains("broken") && logs.stdout.contains("retry 2/2"), "{}", logs.stdout);
 }
 
+/// Processes a failed test must not leave behind: killed on drop if they still run.
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&pid| alive(pid)) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
 #[test]
 fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     let p = Project::new();
@@ -81,17 +92,25 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
             "id: k\ntasks:\n{}{}{}{}",
             sh("first", "", "echo first >> $DIR/counter"),
             sh("side", "first", "echo side >> $DIR/counter"),
+            // Each attempt records its shell (the group leader) and a grandchild it leaves in its
+            // group; attempt 2 notes whether anything of attempt 1 still runs beside it.
             sh(
                 "slow",
                 "first",
-                "echo slow >> $DIR/counter; echo $$ > $DIR/slow.pid; while [ ! -f $DIR/release ]; do sleep 0.05; done"
+                "echo slow >> $DIR/counter; sleep 300 & echo $! > $DIR/bg.$CARTFLOW_ATTEMPT.pid; \
+                 echo $$ > $DIR/slow.$CARTFLOW_ATTEMPT.pid; \
+                 for f in $DIR/slow.1.pid $DIR/bg.1.pid; do \
+                   [ $CARTFLOW_ATTEMPT = 1 ] || { p=$(cat $f); [ -n \"$p\" ] && [ -e /proc/$p ] \
+                     && ! grep -q \") Z\" /proc/$p/stat && echo $f >> $DIR/beside; }; \
+                 done; \
+                 while [ ! -f $DIR/release ]; do sleep 0.05; done"
             ),
             sh("last", "slow, side", "echo last >> $DIR/counter"),
         ),
     );
     let mut child = p.spawn(&["run", "k", "--date", "2019-10-01"]);
     p.wait_for_lines("counter", 3, Duration::from_secs(30));
-    p.wait_for_lines("slow.pid", 1, Duration::from_secs(10));
+    p.wait_for_lines("slow.1.pid", 1, Duration::from_secs(10));
     // `side` wrote its line; wait until its success is recorded too before the crash.
     let deadline = Instant::now() + Duration::from_secs(10);
     while p
@@ -105,9 +124,15 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     kill(child.id(), "KILL");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), None, "killed by a signal");
-    // The crash leaves the task's shell behind, as a real crash would; stop it.
-    let orphan: i32 = p.read("slow.pid").trim().parse().expect("pid");
-    kill(orphan as u32, "KILL");
+    let leader: i32 = p.read("slow.1.pid").trim().parse().expect("pid");
+    let grandchild: i32 = p.read("bg.1.pid").trim().parse().expect("pid");
+    let _cleanup = KillOnDrop(vec![leader, grandchild]);
+    // The task's shell dies with cartflow (parent-death signal)...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(leader) {
+        assert!(Instant::now() < deadline, "the task's shell {leader} outlived cartflow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     std::fs::write(p.path().join("release"), "").expect("release");
     let r = p.run(&["run", "k", "--date", "2019-10-01"]);
@@ -125,6 +150,12 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     assert_eq!(counts.get("side"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("slow"), Some(&2), "the interrupted task runs again: {counts:?}");
     assert_eq!(counts.get("last"), Some(&1), "{counts:?}");
+    // ...and what it left in its group is killed when the run is taken over, before the
+    // second attempt starts.
+    assert!(!p.path().join("beside").exists(), "ran beside attempt 2: {}", p.read("beside"));
+    for pid in [leader, grandchild] {
+        assert!(!alive(pid), "process {pid} of the crashed attempt is alive after the resume");
+    }
     let db = p.store();
     let states: Vec<String> = db
         .prepare("SELECT state FROM task_attempts WHERE task_id = 'slow' ORDER BY attempt")

@@ -1,5 +1,5 @@
 //! Facts: small key/value records a task keeps across attempts and crashes (an AWS job run
-//! id saved before polling).
+//! id saved before polling), and the process group an attempt runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use rusqlite::{OptionalExtension, params};
 
 use super::{RunStore, StoreError};
+use crate::process;
 use crate::task::FactStore;
 
 /// The facts of one task attempt: one connection to the store, opened on first use (most
@@ -47,6 +48,10 @@ impl FactStore for AttemptFacts {
 
     fn clear(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), String> {
         self.with(|s| s.clear_fact(run_id, task_id, key))
+    }
+
+    fn record_group(&self, run_id: &str, task_id: &str, attempt: u32, group: &process::Group) -> Result<(), String> {
+        self.with(|s| s.record_group(run_id, task_id, attempt, group))
     }
 }
 

@@ -4,7 +4,8 @@
 //! (`PRAGMA user_version`). A run is claimed by one process at a time: the claim records the
 //! owner (pid and process start time) and is refused while that owner is alive, so two
 //! processes can never run the same (dag, logical date) at once; a dead owner's run is taken
-//! over, its running attempts recorded as interrupted.
+//! over, its running attempts recorded as interrupted and what they left of their process
+//! groups (recorded with each attempt) killed before anything starts again.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,16 @@ pub enum StoreError {
         run_id: String,
         /// The owner's pid.
         pid: String,
+    },
+    /// An attempt that is not running in the store asked to record its process group.
+    #[error("attempt {attempt} of task {task_id} in run {run_id} is not running in the run store")]
+    NotRunning {
+        /// The run.
+        run_id: String,
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
     },
     /// `--resume` was asked but there is nothing to resume.
     #[error("there is no run {run_id} to resume")]
@@ -214,6 +225,124 @@ mod tests {
         s.conn.pragma_update(None, "user_version", 99).expect("bump");
         drop(s);
         assert!(matches!(RunStore::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn a_store_of_an_older_version_opens_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("state.db");
+        {
+            // A store as cartflow left it before attempts recorded their process group (v3).
+            let conn = rusqlite::Connection::open(&p).expect("open");
+            for m in &MIGRATIONS[..3] {
+                conn.execute_batch(m).expect("migrate");
+            }
+            conn.pragma_update(None, "user_version", 3).expect("version");
+            conn.execute_batch(
+                "INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, state, run_trigger, created_at)
+                 VALUES ('d@2019-10-01T00:00:00Z', 'd', '2019-10-01T00:00:00.000Z', '2019-10-01T00:00:00.000Z', '2019-10-02T00:00:00.000Z', 'failed', 'manual', '2019-10-02T00:00:00.000Z');
+                 INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at)
+                 VALUES ('d@2019-10-01T00:00:00Z', 'a', 'queued', '{\"state\":\"queued\"}', 1, '2019-10-02T00:00:00.000Z');
+                 INSERT INTO task_attempts (run_id, task_id, attempt, state, started_at, ended_at, error)
+                 VALUES ('d@2019-10-01T00:00:00Z', 'a', 1, 'failed', '2019-10-02T00:00:00.000Z', '2019-10-02T00:00:01.000Z', 'boom');",
+            )
+            .expect("rows");
+        }
+        let s = RunStore::open(&p).expect("open an older store");
+        assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
+        assert_eq!(s.runs(None, 10).expect("runs")[0].state, RunState::Failed);
+        let attempts = s.attempts("d@2019-10-01T00:00:00Z", None).expect("attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].error.as_deref(), Some("boom"));
+        let pgid: Option<i64> = s.conn.query_row("SELECT pgid FROM task_attempts", [], |r| r.get(0)).expect("pgid");
+        assert_eq!(pgid, None);
+    }
+
+    /// A child process, killed and reaped when the test ends, passed or not.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `sleep 300` in its own group with the environment of attempt 1 of task `a`, and its group.
+    fn attempt_process() -> (Reaped, process::Group) {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .envs(process::attempt_env("d@2019-10-01T00:00:00Z", "a", 1))
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let group = process::Group::of_leader(child.id() as i32).expect("/proc");
+        (Reaped(child), group)
+    }
+
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    }
+
+    #[test]
+    fn taking_over_a_dead_owners_run_kills_the_process_group_its_running_attempt_recorded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let claim = manual_claim(&tasks);
+        let start = |s: &mut RunStore, run_id: &str, attempt: u32| {
+            let now = Utc::now();
+            let running = TaskState::Queued.start(attempt, now).expect("start");
+            s.apply(
+                run_id,
+                &[
+                    Op::AttemptStarted { task_id: "a".into(), attempt, started_at: now },
+                    Op::Task { task_id: "a".into(), state: running, attempts: attempt },
+                ],
+            )
+            .expect("apply");
+        };
+        let c = s.claim(&claim).expect("claim");
+        let (_child, group) = attempt_process();
+        let pid = group.pgid;
+        // Not running in the store: refused, not lost.
+        assert!(matches!(s.record_group(&c.run_id, "a", 1, &group), Err(StoreError::NotRunning { .. })));
+        start(&mut s, &c.run_id, 1);
+        s.record_group(&c.run_id, "a", 1, &group).expect("record");
+
+        // Our own claim again: our processes are ours to manage, not killed.
+        s.claim(&claim).expect("reclaim");
+        assert!(running(pid), "a claim by the same process kills nothing");
+
+        // The pid was recycled (another start time): the process is left alone.
+        start(&mut s, &c.run_id, 1);
+        let recycled = process::Group { leader_start: group.leader_start + 1, ..group.clone() };
+        s.record_group(&c.run_id, "a", 1, &recycled).expect("record");
+        s.conn.execute("UPDATE dag_runs SET owner = '999999999:1'", []).expect("dead owner");
+        let c2 = s.claim(&claim).expect("takeover");
+        assert_eq!(c2.interrupted, vec!["a".to_string()]);
+        assert!(running(pid), "a recycled pid is never hit");
+        assert_eq!(
+            s.attempts(&c.run_id, Some("a")).expect("attempts")[0].error.as_deref(),
+            Some("the cartflow process running this attempt died")
+        );
+
+        // The recorded group, its owner dead: killed before the claim returns.
+        start(&mut s, &c.run_id, 1);
+        s.record_group(&c.run_id, "a", 1, &group).expect("record");
+        s.conn.execute("UPDATE dag_runs SET owner = '999999999:1'", []).expect("dead owner");
+        let c3 = s.claim(&claim).expect("takeover");
+        assert_eq!(c3.interrupted, vec!["a".to_string()]);
+        assert!(!running(pid), "the crashed attempt's process {pid} is killed");
+        let error = s.attempts(&c.run_id, Some("a")).expect("attempts")[0].error.clone().unwrap_or_default();
+        assert_eq!(
+            error,
+            format!(
+                "the cartflow process running this attempt died; its process group {pid} was still running and was killed"
+            )
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! Runs and their task instances: claiming a run (creating it, or taking over a dead owner's),
-//! persisting batches of state changes, heartbeats, and the end of an execution.
+//! Runs and their task instances: claiming a run (creating it, or taking over a dead owner's,
+//! killing what its running attempts left of their process groups), persisting batches of
+//! state changes, heartbeats, and the end of an execution.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use tracing::warn;
 
 use super::{RunStore, StoreError, parse_ts, run_id, ts};
 use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
-use crate::process;
+use crate::process::{self, Leftover};
 use crate::schedule::DataInterval;
 
 /// This process's owner token.
@@ -29,6 +32,46 @@ pub(super) fn owner_alive(token: &str, heartbeat: Option<DateTime<Utc>>) -> bool
             heartbeat.is_some_and(|h| Utc::now() - h < chrono::Duration::seconds(60))
         }
         _ => false,
+    }
+}
+
+/// How long a takeover waits for the killed processes of a crashed attempt to end.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// The process group attempt `attempt` of `task` recorded, if it recorded one.
+fn recorded_group(
+    tx: &rusqlite::Transaction,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+) -> rusqlite::Result<Option<process::Group>> {
+    tx.query_row(
+        "SELECT pgid, leader_start, boot_id FROM task_attempts
+         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3 AND pgid IS NOT NULL",
+        params![run_id, task, attempt],
+        |r| Ok(process::Group { pgid: r.get(0)?, leader_start: r.get(1)?, boot_id: r.get(2)? }),
+    )
+    .optional()
+}
+
+/// Kills what attempt `attempt` of `task` left of its process group when its owner died;
+/// whether anything was still running.
+fn kill_leftover(run_id: &str, task: &str, attempt: u32, group: &process::Group) -> bool {
+    let vars = process::attempt_env(run_id, task, attempt);
+    let pgid = group.pgid;
+    match process::kill_leftover(group, &vars) {
+        Leftover::Killed => {
+            warn!(run = %run_id, task = %task, attempt, pgid, "killed the process group a crashed attempt left running");
+            true
+        }
+        Leftover::Gone | Leftover::Recycled => false,
+        Leftover::OtherBoot => {
+            warn!(
+                run = %run_id, task = %task, attempt, pgid,
+                "the crashed attempt ran on another host or before a reboot; its processes are not checked"
+            );
+            false
+        }
     }
 }
 
@@ -119,6 +162,8 @@ impl RunStore {
             .optional()
             .map_err(&e)?;
         let existed = existing.is_some();
+        // What an earlier owner's attempts left running is ours to kill; our own, not.
+        let taking_over = existing.as_ref().is_some_and(|(owner, _)| owner.as_deref() != Some(my_token()));
         if let Some((Some(owner), hb)) = &existing
             && owner != my_token()
             && owner_alive(owner, hb.as_deref().and_then(parse_ts))
@@ -161,6 +206,7 @@ impl RunStore {
         }
         let mut out = HashMap::new();
         let mut interrupted = Vec::new();
+        let mut killed = Vec::new();
         for &(task, selected) in c.tasks {
             let (state, attempts) = stored.remove(task).unwrap_or((TaskState::Queued, 0));
             let corrupt = |e: crate::engine::state::IllegalTransition| StoreError::Corrupt {
@@ -169,10 +215,18 @@ impl RunStore {
             };
             let new_state = match &state {
                 TaskState::Running { attempt, .. } => {
+                    let mut error = String::from("the cartflow process running this attempt died");
+                    if taking_over
+                        && let Some(group) = recorded_group(&tx, &run_id, task, *attempt).map_err(&e)?
+                        && kill_leftover(&run_id, task, *attempt, &group)
+                    {
+                        error.push_str(&format!("; its process group {} was still running and was killed", group.pgid));
+                        killed.push(group.pgid);
+                    }
                     tx.execute(
-                        "UPDATE task_attempts SET state = ?5, ended_at = ?4, error = 'the cartflow process running this attempt died'
+                        "UPDATE task_attempts SET state = ?5, ended_at = ?4, error = ?6
                          WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
-                        params![run_id, task, attempt, ts(now), AttemptOutcome::Interrupted.name()],
+                        params![run_id, task, attempt, ts(now), AttemptOutcome::Interrupted.name(), error],
                     )
                     .map_err(&e)?;
                     interrupted.push(task.to_string());
@@ -201,7 +255,32 @@ impl RunStore {
             out.insert(task.to_string(), (new_state, attempts));
         }
         tx.commit().map_err(&e)?;
+        // SIGKILL is sent; the next attempt starts once the old one is really gone.
+        if !killed.is_empty() && !process::wait_gone(&killed, LEFTOVER_WAIT) {
+            warn!(run = %run_id, groups = ?killed, "processes of a crashed attempt still run {LEFTOVER_WAIT:?} after SIGKILL");
+        }
         Ok(ClaimedRun { run_id, existed, tasks: out, interrupted })
+    }
+    /// Records the process group attempt `attempt` of `task_id` runs (see [`process::Group`]).
+    pub fn record_group(
+        &self,
+        run_id: &str,
+        task_id: &str,
+        attempt: u32,
+        group: &process::Group,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE task_attempts SET pgid = ?4, leader_start = ?5, boot_id = ?6
+                 WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3 AND state = 'running'",
+                params![run_id, task_id, attempt, group.pgid, group.leader_start, group.boot_id],
+            )
+            .map_err(self.sql())?;
+        if n == 0 {
+            return Err(StoreError::NotRunning { run_id: run_id.to_string(), task_id: task_id.to_string(), attempt });
+        }
+        Ok(())
     }
     /// Persists a batch of changes of one run in one transaction.
     pub fn apply(&mut self, run_id: &str, ops: &[Op]) -> Result<(), StoreError> {

@@ -81,6 +81,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (backfill_id, run_id)
     );
     "#,
+    // v4: the process group an attempt runs (its id, its leader's start time in clock ticks
+    // after boot, the boot), so that the process taking over a crashed owner's run can kill
+    // what the attempt left running, and never a process that merely got a recycled pid.
+    r#"
+    ALTER TABLE task_attempts ADD COLUMN pgid INTEGER;
+    ALTER TABLE task_attempts ADD COLUMN leader_start INTEGER;
+    ALTER TABLE task_attempts ADD COLUMN boot_id TEXT;
+    "#,
 ];
 
 impl RunStore {
