@@ -69,6 +69,9 @@ pub struct RawZoneWriter {
     level: Compression,
     seq: u64,
     buffers: BTreeMap<(i64, i64), Buffer>,
+    /// Objects cut by size or age from numbered records, written but not yet published: they
+    /// wait for the caller's next checkpoint ([`RawZoneWriter::stage_all`]).
+    staged: Vec<(PathBuf, PathBuf)>,
     stats: RawZoneStats,
 }
 
@@ -90,6 +93,7 @@ impl RawZoneWriter {
             level: Compression::fast(),
             seq: 0,
             buffers: BTreeMap::new(),
+            staged: Vec::new(),
             stats: RawZoneStats::default(),
         }
     }
@@ -99,10 +103,13 @@ impl RawZoneWriter {
         self.append_inner(line, event_time, None)
     }
 
-    /// Appends a record numbered by the caller (a stream offset). Objects are then named after
-    /// their first record's number (`<name>-<seq>.json.gz`) and replace an object of the same
-    /// name: a consumer that restarts from its last checkpoint with empty buffers cuts the same
-    /// objects again, so replaying never duplicates a record in the archive.
+    /// Appends a record numbered by the caller (a stream offset), for a consumer that
+    /// checkpoints in two phases. Objects are named after their first record's number
+    /// (`<name>-<seq>.json.gz`), are fsynced, and are never published by this writer: an object
+    /// cut by size or age waits, hidden, for the next [`RawZoneWriter::stage_all`], so what is
+    /// visible in the archive is always covered by a checkpoint. A consumer that restarts from
+    /// its last checkpoint re-reads only records that no visible object holds, and the hidden
+    /// objects it cuts again replace those of the same name: replaying never duplicates a record.
     pub fn append_seq(&mut self, line: &[u8], event_time: i64, seq: u64) -> Result<(), RawZoneError> {
         self.append_inner(line, event_time, Some(seq))
     }
@@ -111,7 +118,7 @@ impl RawZoneWriter {
         let key = (event_time.div_euclid(86_400), event_time.rem_euclid(86_400) / 3600);
         let stale = self.buffers.get(&key).is_some_and(|b| event_time - b.first_time >= self.max_age_secs);
         if stale {
-            self.flush_key(key)?;
+            self.cut(key, seq.is_some())?;
         }
         let buf = self.buffers.entry(key).or_insert_with(|| Buffer {
             data: Vec::with_capacity(1 << 16),
@@ -123,9 +130,21 @@ impl RawZoneWriter {
         buf.data.push(b'\n');
         buf.records += 1;
         if buf.data.len() >= self.max_bytes {
-            self.flush_key(key)?;
+            self.cut(key, seq.is_some())?;
         }
         Ok(())
+    }
+
+    /// A buffer is full or old: published now, or (numbered records) staged for the checkpoint.
+    fn cut(&mut self, key: (i64, i64), staged: bool) -> Result<(), RawZoneError> {
+        if staged {
+            if let Some(r) = self.write_key(key)? {
+                self.staged.push(r);
+            }
+            Ok(())
+        } else {
+            self.flush_key(key)
+        }
     }
 
     fn flush_key(&mut self, key: (i64, i64)) -> Result<(), RawZoneError> {
@@ -161,6 +180,10 @@ impl RawZoneWriter {
         gz.write_all(&buf.data).map_err(io)?;
         let mut w = gz.finish().map_err(io)?;
         w.flush().map_err(io)?;
+        if buf.first_seq.is_some() {
+            // Durable before the checkpoint that publishes it names it.
+            w.get_ref().sync_data().map_err(io)?;
+        }
         drop(w);
         self.stats.records += buf.records;
         self.stats.files += 1;
@@ -171,9 +194,10 @@ impl RawZoneWriter {
     /// Writes every buffer to a hidden temporary object without publishing it, for a
     /// two-phase checkpoint: the caller records the returned renames with its offsets, then
     /// applies them with [`publish`] (again after a crash, if need be).
+    /// Objects already cut by size or age come first.
     pub fn stage_all(&mut self) -> Result<Vec<(PathBuf, PathBuf)>, RawZoneError> {
         let keys: Vec<(i64, i64)> = self.buffers.keys().copied().collect();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.staged);
         for k in keys {
             out.extend(self.write_key(k)?);
         }
@@ -186,8 +210,9 @@ impl RawZoneWriter {
         Ok(self.stats)
     }
 
-    /// Writes every buffer out.
+    /// Writes every buffer out (and publishes what was staged).
     pub fn flush_all(&mut self) -> Result<(), RawZoneError> {
+        publish(&std::mem::take(&mut self.staged))?;
         let keys: Vec<(i64, i64)> = self.buffers.keys().copied().collect();
         for k in keys {
             self.flush_key(k)?;
@@ -207,14 +232,24 @@ impl RawZoneWriter {
 }
 
 /// Publishes staged objects (see [`RawZoneWriter::stage_all`]); a rename whose temporary file
-/// is gone was done before. Idempotent.
+/// is gone was done before. Idempotent. The folders are fsynced afterwards, so the renames
+/// survive a power loss once this returns.
 pub fn publish(renames: &[(PathBuf, PathBuf)]) -> Result<(), RawZoneError> {
+    let mut dirs = std::collections::BTreeSet::new();
     for (tmp, dest) in renames {
         match std::fs::rename(tmp, dest) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && dest.exists() => {}
             Err(source) => return Err(RawZoneError::Io { path: dest.clone(), source }),
         }
+        if let Some(d) = dest.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| RawZoneError::Io { path: d.clone(), source })?;
     }
     Ok(())
 }
@@ -271,5 +306,35 @@ mod tests {
             lines += s.lines().count();
         }
         assert_eq!(lines, 12, "every record is in exactly one object");
+    }
+
+    #[test]
+    fn numbered_records_become_visible_only_through_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = RawZoneWriter::new(dir.path(), "a", 64, 60);
+        let t0 = 1_569_888_000;
+        for i in 0..20u64 {
+            w.append_seq(format!("{{\"i\":{i}}}").as_bytes(), t0 + i as i64, i).expect("append");
+        }
+        assert!(w.stats().files >= 2, "the size limit cut objects: {:?}", w.stats());
+        assert_eq!(
+            list_partition(dir.path(), "2019-10-01").expect("list"),
+            Vec::<PathBuf>::new(),
+            "nothing published yet"
+        );
+        let renames = w.stage_all().expect("stage");
+        assert!(renames.len() >= 3, "{renames:?}");
+        assert_eq!(list_partition(dir.path(), "2019-10-01").expect("list"), Vec::<PathBuf>::new());
+        publish(&renames).expect("publish");
+        publish(&renames).expect("publishing again is a no-op");
+        let files = list_partition(dir.path(), "2019-10-01").expect("list");
+        assert_eq!(files.len(), renames.len());
+        let mut lines = 0;
+        for f in &files {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(std::fs::File::open(f).expect("open")).read_to_string(&mut s).expect("gunzip");
+            lines += s.lines().count();
+        }
+        assert_eq!(lines, 20);
     }
 }

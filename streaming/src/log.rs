@@ -509,7 +509,8 @@ impl Checkpoint {
         Ok(Checkpoint { offsets, state: bytes[nl + 1..].to_vec() })
     }
 
-    /// Writes the checkpoint atomically (temporary file, fsync, rename).
+    /// Writes the checkpoint atomically and durably (temporary file, fsync, rename, fsync of the
+    /// folder).
     pub fn save(&self, dir: &Path, consumer: &str) -> Result<(), LogError> {
         let path = ckpt_path(dir, consumer);
         let parent = path.parent().unwrap_or(dir);
@@ -521,7 +522,9 @@ impl Checkpoint {
         f.write_all(&self.state).map_err(io(&tmp))?;
         f.sync_data().map_err(io(&tmp))?;
         drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename itself is durable once the folder is.
+        File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))
     }
 }
 

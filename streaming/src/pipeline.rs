@@ -5,10 +5,13 @@
 //! stopped:
 //! - the producer is idempotent (each record carries the producer's id and a sequence number,
 //!   and a restarted producer skips what each shard already has);
-//! - the archiver commits in two phases: it writes its buffers to hidden objects, saves the
-//!   renames with its offsets, then publishes them; objects are named after the offset of
-//!   their first record, so the objects it cuts after a restart replace identical ones — the
-//!   archive never holds a record twice;
+//! - the archiver commits in two phases: it writes its buffers to hidden, fsynced objects
+//!   (those cut by size or age between checkpoints wait hidden too), saves their renames with
+//!   its offsets and each shard's last event time, then publishes them; what is visible is
+//!   always covered by a checkpoint, and objects are named after the offset of their first
+//!   record, so the objects it cuts after a restart replace hidden ones of the same name — the
+//!   archive never holds a record twice, and a record without a readable time lands in the
+//!   partition an uninterrupted archiver would choose;
 //! - the detector checkpoints its open windows with its offsets; alerts re-emitted after a
 //!   restart carry the same deterministic id, which the handler's conditional put absorbs.
 
@@ -257,6 +260,38 @@ impl Rounds<'_> {
 
 const CHECKPOINT_EVERY: u64 = 200_000;
 
+/// The archiver's part of its checkpoint: the staged objects not yet known to be published,
+/// and each shard's last event time (where a record without a readable time goes).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ArchiverState {
+    renames: Vec<(PathBuf, PathBuf)>,
+    #[serde(default)]
+    last_time: Vec<Option<i64>>,
+}
+
+impl ArchiverState {
+    /// The state saved with a checkpoint; an older checkpoint held the renames alone.
+    fn parse(bytes: &[u8]) -> Result<ArchiverState, serde_json::Error> {
+        if bytes.is_empty() {
+            return Ok(ArchiverState::default());
+        }
+        match serde_json::from_slice::<Vec<(PathBuf, PathBuf)>>(bytes) {
+            Ok(renames) => Ok(ArchiverState { renames, last_time: Vec::new() }),
+            Err(_) => serde_json::from_slice(bytes),
+        }
+    }
+
+    fn save(&self, dir: &Path, offsets: &[u64]) -> Result<(), LogError> {
+        let state = serde_json::to_vec(self).unwrap_or_default();
+        Checkpoint { offsets: offsets.to_vec(), state }.save(dir, "archiver")
+    }
+}
+
+/// A named crash point of the harness (`CARTFLOW_CRASH_AT`).
+fn crash_point(name: &str) {
+    cartflow_jobs::crash::point(name);
+}
+
 /// What the archiver did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ArchiveReport {
@@ -269,8 +304,10 @@ pub struct ArchiveReport {
 /// The archiver (Firehose's job): stream1 → the raw zone, until `done()` and caught up.
 ///
 /// A record is archived under its event time's partition. One whose time cannot be read goes
-/// with the record before it on its shard (or on any shard), else at `default_time` (epoch
-/// seconds: the start of the interval being replayed), else at its arrival time.
+/// with the record before it on its shard, else at `default_time` (epoch seconds: the start of
+/// the interval being replayed), else at its arrival time. That choice depends only on the
+/// shard's records, never on how reads interleave, and the shards' last times are part of the
+/// checkpoint: a resumed archiver files every record where an uninterrupted one would.
 pub fn archive(
     paths: &Paths,
     done: &dyn Fn() -> bool,
@@ -279,35 +316,42 @@ pub fn archive(
     const CONSUMER: &str = "archiver";
     let dir = paths.stream1();
     let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
-    let mut ck = Checkpoint::load(&dir, CONSUMER)?;
-    if !ck.state.is_empty() {
-        // A checkpoint whose objects may not all be published yet: finish it.
-        let renames: Vec<(PathBuf, PathBuf)> = serde_json::from_slice(&ck.state)
-            .map_err(|e| LogError::Checkpoint { path: dir.join("checkpoints"), message: e.to_string() })?;
-        rawzone::publish(&renames)?;
-        ck.state.clear();
-        ck.save(&dir, CONSUMER)?;
-    }
+    let ck = Checkpoint::load(&dir, CONSUMER)?;
+    let saved = ArchiverState::parse(&ck.state)
+        .map_err(|e| LogError::Checkpoint { path: dir.join("checkpoints"), message: e.to_string() })?;
     let mut reader = Reader::open(&dir, &ck.offsets)?;
+    let mut last_time = saved.last_time.clone();
+    last_time.resize(reader.shards(), None);
+    if !saved.renames.is_empty() {
+        // A checkpoint whose objects may not all be published yet: finish it.
+        rawzone::publish(&saved.renames)?;
+        crash_point("archiver.published");
+        ArchiverState { renames: Vec::new(), last_time: last_time.clone() }.save(&dir, &ck.offsets)?;
+    }
     let mut writers: Vec<RawZoneWriter> = (0..reader.shards())
         .map(|s| RawZoneWriter::new(&paths.lake, &format!("archive-s{s:03}"), 4 << 20, 900))
         .collect();
-    let mut last_time = vec![None::<i64>; reader.shards()];
-    let mut any_time = default_time;
     let mut rep = ArchiveReport::default();
     let mut since = 0u64;
     let mut rounds = Rounds { done, finishing: false };
-    let checkpoint = |reader: &Reader, writers: &mut [RawZoneWriter]| -> Result<u64, PipelineError> {
+    // Two phases: the staged objects are written (fsynced) and named in a checkpoint with the
+    // offsets and the shards' last times, then published, then the checkpoint is cleared.
+    let checkpoint = |reader: &Reader, writers: &mut [RawZoneWriter], last_time: &[Option<i64>]| {
         let mut renames = Vec::new();
         for w in writers.iter_mut() {
             renames.extend(w.stage_all()?);
         }
+        crash_point("archiver.staged");
         let n = renames.len() as u64;
-        let state = serde_json::to_vec(&renames).unwrap_or_default();
-        Checkpoint { offsets: reader.offsets(), state }.save(&dir, CONSUMER)?;
-        rawzone::publish(&renames)?;
-        Checkpoint { offsets: reader.offsets(), state: Vec::new() }.save(&dir, CONSUMER)?;
-        Ok(n)
+        let offsets = reader.offsets();
+        let mut state = ArchiverState { renames, last_time: last_time.to_vec() };
+        state.save(&dir, &offsets)?;
+        crash_point("archiver.checkpointed");
+        rawzone::publish(&state.renames)?;
+        crash_point("archiver.published");
+        state.renames.clear();
+        state.save(&dir, &offsets)?;
+        Ok::<u64, PipelineError>(n)
     };
     loop {
         let mut got = 0;
@@ -315,15 +359,13 @@ pub fn archive(
             let mut err = None;
             let w = &mut writers[s];
             let lt = &mut last_time[s];
-            let any = &mut any_time;
             got += reader.read(s, 10_000, |off, arrival, data| {
                 let t = crate::json::parse(data)
                     .ok()
                     .and_then(|r| r.get("event_time").and_then(event_time_ms))
                     .map(|ms| ms / 1000);
-                let t = t.or(*lt).or(*any).unwrap_or(arrival / 1000);
+                let t = t.or(*lt).or(default_time).unwrap_or(arrival / 1000);
                 *lt = Some(t);
-                *any = Some(t);
                 if let Err(e) = w.append_seq(data, t, off) {
                     err = Some(e);
                 }
@@ -335,14 +377,14 @@ pub fn archive(
         rep.records += got as u64;
         since += got as u64;
         if since >= CHECKPOINT_EVERY {
-            checkpoint(&reader, &mut writers)?;
+            checkpoint(&reader, &mut writers, &last_time)?;
             since = 0;
         }
         if rounds.stop_after(got) {
             break;
         }
     }
-    checkpoint(&reader, &mut writers)?;
+    checkpoint(&reader, &mut writers, &last_time)?;
     rep.objects = writers.iter().map(|w| w.stats().files).sum();
     Ok(rep)
 }
@@ -670,4 +712,74 @@ fn read_gz_lines(path: &Path, out: &mut Vec<(i64, Vec<u8>)>) -> Result<(), Pipel
 /// The alerts of a store as `(id, value)`, sorted: what tests compare.
 pub fn alert_set(store: &SqliteAlerts, filter: &handler::AlertFilter) -> Result<Vec<(String, u64)>, PipelineError> {
     Ok(store.list(filter)?.into_iter().map(|a| (a.id, a.value)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Every archived line of a day, by object, in object order.
+    fn archived(lake: &Path, date: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in rawzone::list_partition(lake, date).expect("list") {
+            let mut s = String::new();
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(&f).expect("open"))
+                .read_to_string(&mut s)
+                .expect("gunzip");
+            out.extend(s.lines().map(str::to_string));
+        }
+        out
+    }
+
+    const VALID: &str = r#"{"event_time":"2019-10-02 07:00:00 UTC","event_type":"view","user_id":1}"#;
+    const MALFORMED: &str = r#"{"event_time":"not a time","user_id":1"#;
+    /// When both records arrived: 2019-10-05.
+    const ARRIVAL_MS: i64 = 1_570_233_600_000;
+
+    fn append(paths: &Paths, records: &[&str], first: u64) {
+        let mut s = Stream::open(&paths.stream1(), 1).expect("stream");
+        for (i, r) in records.iter().enumerate() {
+            s.append_to(0, r.as_bytes(), ARRIVAL_MS, (7, first + i as u64)).expect("append");
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_time_is_filed_where_an_uninterrupted_archiver_files_it() {
+        // Uninterrupted: the malformed record goes with the record before it on its shard.
+        let one = tempfile::tempdir().expect("tmp");
+        let p1 = Paths::under(one.path(), &one.path().join("lake"));
+        append(&p1, &[VALID, MALFORMED], 0);
+        archive(&p1, &|| true, None).expect("archive");
+        assert_eq!(archived(&p1.lake, "2019-10-02"), vec![VALID.to_string(), MALFORMED.to_string()]);
+
+        // Stopped after its checkpoint (the valid record), then resumed when the malformed
+        // one arrives: the resumed archiver knows the shard's last time from the checkpoint.
+        let two = tempfile::tempdir().expect("tmp");
+        let p2 = Paths::under(two.path(), &two.path().join("lake"));
+        append(&p2, &[VALID], 0);
+        archive(&p2, &|| true, None).expect("archive");
+        append(&p2, &[MALFORMED], 1);
+        let rep = archive(&p2, &|| true, None).expect("resume");
+        assert_eq!(rep.records, 1);
+        let mut lines = archived(&p2.lake, "2019-10-02");
+        lines.sort();
+        let mut want = archived(&p1.lake, "2019-10-02");
+        want.sort();
+        assert_eq!(lines, want, "the same day as the uninterrupted archiver");
+        assert!(archived(&p2.lake, "2019-10-05").is_empty(), "not at its arrival day");
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_older_format_is_read() {
+        let old = br#"[["/l/.a.tmp","/l/a.json.gz"]]"#;
+        let s = ArchiverState::parse(old).expect("old format");
+        assert_eq!(s.renames, vec![(PathBuf::from("/l/.a.tmp"), PathBuf::from("/l/a.json.gz"))]);
+        assert!(s.last_time.is_empty());
+        let new =
+            serde_json::to_vec(&ArchiverState { renames: Vec::new(), last_time: vec![Some(5), None] }).expect("json");
+        assert_eq!(ArchiverState::parse(&new).expect("new format").last_time, vec![Some(5), None]);
+        assert!(ArchiverState::parse(b"{oops").is_err());
+    }
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Bot bursts per generated day.
     #[arg(long, default_value_t = 4)]
     bots_per_day: u32,
+    /// Share of generated records that are malformed (0 to 1): an unreadable time, a negative
+    /// price, an unknown event type, no user, a bad product id, or cut short (not JSON).
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
     /// Events per second (default: as fast as possible).
     #[arg(long)]
     rate: Option<f64>,
@@ -63,16 +67,23 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
             if a.days == 0 || a.events_per_day == 0 {
                 return Err(usage("--days and --events-per-day must be at least 1"));
             }
+            if !(0.0..=1.0).contains(&a.malformed_rate) {
+                return Err(usage("--malformed-rate is a share between 0 and 1"));
+            }
             let start_day = epoch_day(a.start);
             let cfg = cartflow_jobs::generate::GenConfig {
                 start_day,
                 days: a.days,
                 events_per_day: a.events_per_day,
                 seed: a.seed,
-                malformed_rate: 0.0,
+                malformed_rate: a.malformed_rate,
                 bots_per_day: a.bots_per_day,
             };
-            (Source::Generate(cfg), format!("generate:{}:{}:{}:{}", day(a.start), a.days, a.events_per_day, a.seed))
+            let mut name = format!("generate:{}:{}:{}:{}", day(a.start), a.days, a.events_per_day, a.seed);
+            if a.malformed_rate > 0.0 {
+                name.push_str(&format!(":{}", a.malformed_rate));
+            }
+            (Source::Generate(cfg), name)
         }
     };
     if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cartflow_e2e::{Project, alive, kill};
+use cartflow_e2e::{Project, Run, alive, kill};
 
 fn repo_file(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)).expect("repository file")
@@ -13,9 +13,18 @@ fn repo_file(rel: &str) -> String {
 
 /// Every archived line, sorted (a multiset).
 fn archive(p: &Project) -> Vec<String> {
+    archive_lines(p, false)
+}
+
+/// Every archived line with its partition (`dt=…/hour=…`), sorted.
+fn archive_by_partition(p: &Project) -> Vec<String> {
+    archive_lines(p, true)
+}
+
+fn archive_lines(p: &Project, partition: bool) -> Vec<String> {
     let mut out = Vec::new();
     let root = p.path().join(".cartflow/lake/raw/events");
-    let mut stack = vec![root];
+    let mut stack = vec![root.clone()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
@@ -28,7 +37,9 @@ fn archive(p: &Project) -> Vec<String> {
                 flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).expect("open"))
                     .read_to_string(&mut s)
                     .expect("gunzip");
-                out.extend(s.lines().map(str::to_string));
+                let part = path.parent().and_then(|h| h.strip_prefix(&root).ok()).map(|r| r.display().to_string());
+                let part = part.unwrap_or_default();
+                out.extend(s.lines().map(|l| if partition { format!("{part} {l}") } else { l.to_string() }));
             }
         }
     }
@@ -106,6 +117,73 @@ fn killed_producers_and_consumers_resume_without_losing_or_doubling_an_event_or_
     idle.expect_code(0);
     assert!(idle.stdout.starts_with("archived 0 event(s)"), "{}", idle.stdout);
     assert_eq!(archive(&p).len(), want_archive.len());
+}
+
+/// The archiver's crash points: killed at each (with malformed records in the stream, whose
+/// partition comes from the record before them), the stage resumes to the archive and the alerts
+/// of a run that was never interrupted.
+#[test]
+fn the_stage_crashed_at_each_archiver_point_resumes_to_the_uninterrupted_archive() {
+    const PRODUCE_MALFORMED: &[&str] = &[
+        "produce",
+        "--generate",
+        "--events-per-day",
+        "250000",
+        "--seed",
+        "9",
+        "--bots-per-day",
+        "2",
+        "--malformed-rate",
+        "0.02",
+    ];
+    let clean = Project::new();
+    clean.write("streaming/rules/ddos.yaml", &repo_file("streaming/rules/ddos.yaml"));
+    let prod = clean.run(PRODUCE_MALFORMED);
+    prod.expect_code(0);
+    let n_produced: usize = prod
+        .stdout
+        .strip_prefix("produced ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("produced N");
+    let produced = clean.path().join(".cartflow/streaming");
+    let copy_stream = |to: &Project| {
+        let dest = to.path().join(".cartflow");
+        std::fs::create_dir_all(&dest).expect("mkdir");
+        let ok = std::process::Command::new("cp").arg("-a").arg(&produced).arg(&dest).status().expect("cp");
+        assert!(ok.success());
+    };
+    let fresh = Project::new();
+    fresh.write("streaming/rules/ddos.yaml", &repo_file("streaming/rules/ddos.yaml"));
+    copy_stream(&fresh);
+    fresh.run(RUN).expect_code(0);
+    let want_archive = archive_by_partition(&fresh);
+    let want_alerts = alerts(&fresh);
+    assert_eq!(want_archive.len(), n_produced, "the uninterrupted archive holds every produced record");
+    let line = |l: &String| l.split_once(' ').map(|(_, l)| l.to_string()).unwrap_or_default();
+    assert!(
+        want_archive.iter().map(line).any(|l| serde_json::from_str::<serde_json::Value>(&l).is_err()),
+        "malformed lines are archived too"
+    );
+    assert!(want_archive.iter().all(|l| l.starts_with("dt=2019-10-0")), "every line in the generated days");
+
+    // 250k records: a checkpoint at 200k, then the last one; `:2` crashes in the last.
+    let points =
+        ["archiver.staged", "archiver.checkpointed", "archiver.published", "archiver.staged:2", "archiver.published:2"];
+    for point in points {
+        let p = Project::new();
+        p.write("streaming/rules/ddos.yaml", &repo_file("streaming/rules/ddos.yaml"));
+        copy_stream(&p);
+        let crashed = Run::from(p.command(RUN).env("CARTFLOW_CRASH_AT", point).output().expect("run"));
+        assert_eq!(crashed.code, None, "{point}: the process aborted there\n{}", crashed.stderr);
+        p.run(RUN).expect_code(0);
+        assert_eq!(
+            archive_by_partition(&p),
+            want_archive,
+            "{point}: every event archived exactly once, in the same partition"
+        );
+        assert_eq!(alerts(&p), want_alerts, "{point}: the same alerts");
+    }
 }
 
 fn stage_dag() -> String {
