@@ -25,17 +25,23 @@ pub struct CronExpr {
 const MONTHS: &[&str] = &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
+/// One field as a bitset of the values `lo..=hi` it matches. Numbers beyond the field (also
+/// beyond any integer type) and steps longer than the field's span are errors, never a wrap.
 fn parse_field(field: &str, what: &str, lo: u32, hi: u32, names: &[&str], name_base: u32) -> Result<u64, String> {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let value = |s: &str| -> Result<u32, String> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
             return Ok(i as u32 + name_base);
         }
-        let n: u32 = s.parse().map_err(|_| format!("{what} `{s}` is not a number"))?;
-        if n < lo || n > hi {
-            return Err(format!("{what} {n} is out of range {lo}-{hi}"));
+        if !all_digits(s) {
+            return Err(format!("{what} `{s}` is not a number"));
         }
-        Ok(n)
+        match s.parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(format!("{what} {s} is out of range {lo}-{hi}")),
+        }
     };
+    let span = hi - lo + 1;
     let mut bits = 0u64;
     for item in field.split(',') {
         if item.is_empty() {
@@ -43,10 +49,14 @@ fn parse_field(field: &str, what: &str, lo: u32, hi: u32, names: &[&str], name_b
         }
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("step `{s}` in {what} is not a number"))?;
-                if step == 0 {
-                    return Err(format!("a step of 0 in {what}"));
+                if !all_digits(s) {
+                    return Err(format!("step `{s}` in {what} is not a number"));
                 }
+                let step = match s.parse::<u32>() {
+                    Ok(0) => return Err(format!("a step of 0 in {what}")),
+                    Ok(n) if n <= span => n,
+                    _ => return Err(format!("step {s} in {what} is out of range 1-{span}")),
+                };
                 (r, step)
             }
             None => (item, 1),
@@ -63,10 +73,9 @@ fn parse_field(field: &str, what: &str, lo: u32, hi: u32, names: &[&str], name_b
             let a = value(range)?;
             (a, if item.contains('/') { hi } else { a })
         };
-        let mut v = a;
-        while v <= b {
+        // a..=b lies within lo..=hi (at most 0..=63) and step within 1..=span: no overflow.
+        for v in (a..=b).step_by(step as usize) {
             bits |= 1 << v;
-            v += step;
         }
     }
     Ok(bits)
@@ -239,5 +248,99 @@ mod tests {
         assert_eq!(CronExpr::parse("0 0 * * 8"), Err("day-of-week 8 is out of range 0-7".to_string()));
         assert_eq!(CronExpr::parse("0 0 * * 5-1"), Err("range 5-1 in day-of-week runs backwards".to_string()));
         assert_eq!(CronExpr::parse("*/0 * * * *"), Err("a step of 0 in minute".to_string()));
+    }
+
+    #[test]
+    fn numbers_beyond_a_field_are_errors_not_overflows() {
+        assert_eq!(
+            CronExpr::parse("1/4294967295 * * * *"),
+            Err("step 4294967295 in minute is out of range 1-60".to_string())
+        );
+        assert_eq!(
+            CronExpr::parse("*/4294967295 * * * *"),
+            Err("step 4294967295 in minute is out of range 1-60".to_string())
+        );
+        assert_eq!(
+            CronExpr::parse("0 0 * * 6/99999999999999999999"),
+            Err("step 99999999999999999999 in day-of-week is out of range 1-8".to_string())
+        );
+        assert_eq!(
+            CronExpr::parse("0-99999999999 * * * *"),
+            Err("minute 99999999999 is out of range 0-59".to_string())
+        );
+        assert_eq!(
+            CronExpr::parse("0 0 4294967297 * *"),
+            Err("day-of-month 4294967297 is out of range 1-31".to_string())
+        );
+        assert_eq!(CronExpr::parse("*/-1 * * * *"), Err("step `-1` in minute is not a number".to_string()));
+        // The largest steps are fine: each fires once, at the start of its range.
+        assert_eq!(first("59/60 23/24 31/31 12/12 *", "2026-01-01 00:00", 1), vec!["2026-12-31 23:59 Thu"]);
+        assert_eq!(
+            first("0/60 0/24 1/31 1/12 *", "2026-11-25 00:00", 2),
+            vec!["2027-01-01 00:00 Fri", "2028-01-01 00:00 Sat"]
+        );
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A number as cron text: small, at a field's edge, or beyond any integer type.
+        fn number() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (0u64..80).prop_map(|n| n.to_string()),
+                prop::sample::select(vec![
+                    "4294967295",
+                    "4294967296",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "99999999999999999999999",
+                    "-1",
+                    "0",
+                    "00",
+                    "060",
+                ])
+                .prop_map(str::to_string),
+                any::<u64>().prop_map(|n| n.to_string()),
+            ]
+        }
+
+        /// One cron field: `*`, a number, a range, a step, a list of those, or a name.
+        fn field() -> impl Strategy<Value = String> {
+            let item = prop_oneof![
+                Just("*".to_string()),
+                number(),
+                (number(), number()).prop_map(|(a, b)| format!("{a}-{b}")),
+                number().prop_map(|s| format!("*/{s}")),
+                (number(), number()).prop_map(|(a, s)| format!("{a}/{s}")),
+                (number(), number(), number()).prop_map(|(a, b, s)| format!("{a}-{b}/{s}")),
+                prop::sample::select(vec!["MON", "sun", "JAN-DEC/2", "?", "SAT-MON", ""]).prop_map(str::to_string),
+            ];
+            prop::collection::vec(item, 1..4).prop_map(|items| items.join(","))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+            /// No panic, no wrap: an error, or an expression whose ticks are real times.
+            #[test]
+            fn huge_numbers_never_panic(fields in prop::collection::vec(field(), 5)) {
+                let expr = fields.join(" ");
+                if let Ok(c) = CronExpr::parse(&expr) {
+                    prop_assert!(c.minute_set().all(|m| m < 60));
+                    prop_assert!(c.hour_set().all(|h| h < 24));
+                    let from = dt("2026-01-01 00:00");
+                    let ticks: Vec<NaiveDateTime> = c.ticks_from(from).take(3).collect();
+                    prop_assert!(!ticks.is_empty(), "`{}` parses but never fires", expr);
+                    prop_assert!(ticks.windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+
+            #[test]
+            fn any_text_never_panics(expr in "[0-9*/,\\-A-Za-z? ]{0,40}") {
+                let _ = CronExpr::parse(&expr);
+            }
+        }
     }
 }
