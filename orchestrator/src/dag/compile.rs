@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::{Backoff, Dag, RetryPolicy, Task, TriggerRule};
-use crate::duration::HumanDuration;
+use crate::duration::{HumanDuration, humanize};
 use crate::kinds;
 use crate::schedule::{self, Schedule};
 use crate::task::{CompileEnv, KindEntry};
@@ -167,24 +167,64 @@ const TASK_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "trigger
 const OVERRIDE_KEYS: &[&str] =
     &["retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter", "timeout", "pool"];
 
+/// The most retries a task may have.
+pub const MAX_RETRIES: u32 = 100;
+
 /// `defaults:` of a DAG, and the overrides of a task.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Overrides {
-    /// How many times a failed attempt is retried.
+    /// How many times a failed attempt is retried (at most [`MAX_RETRIES`]).
+    #[serde(default, deserialize_with = "de_retries")]
     retries: Option<u32>,
     /// The delay before the first retry.
+    #[serde(default, deserialize_with = "de_retry_delay")]
     retry_delay: Option<HumanDuration>,
     /// `exponential` (default) or `constant`.
     retry_backoff: Option<Backoff>,
-    /// The longest delay between retries.
+    /// The longest delay between retries (default: 10m, or `retry_delay` if that is longer).
+    #[serde(default, deserialize_with = "de_max_retry_delay")]
     max_retry_delay: Option<HumanDuration>,
     /// Randomize retry delays (default true).
     retry_jitter: Option<bool>,
     /// Per-attempt time limit.
+    #[serde(default, deserialize_with = "de_timeout")]
     timeout: Option<HumanDuration>,
     /// The pool whose slots the task takes.
     pool: Option<String>,
+}
+
+fn de_retries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    match Option::<u64>::deserialize(d).map_err(|e| D::Error::custom(format!("`retries`: {e}")))? {
+        Some(n) if n > u64::from(MAX_RETRIES) => {
+            Err(D::Error::custom(format!("`retries`: {n} is more than the maximum of {MAX_RETRIES}")))
+        }
+        n => Ok(n.map(|n| n as u32)),
+    }
+}
+
+/// An optional duration whose errors name its field.
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D, name: &str) -> Result<Option<HumanDuration>, D::Error> {
+    use serde::de::Error;
+    match Option::<String>::deserialize(d).map_err(|e| D::Error::custom(format!("`{name}`: {e}")))? {
+        None => Ok(None),
+        Some(s) => HumanDuration::parse(&s)
+            .map(|d| Some(HumanDuration(d)))
+            .map_err(|e| D::Error::custom(format!("`{name}`: {e}"))),
+    }
+}
+
+fn de_retry_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    optional_duration(d, "retry_delay")
+}
+
+fn de_max_retry_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    optional_duration(d, "max_retry_delay")
+}
+
+fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    optional_duration(d, "timeout")
 }
 
 impl Overrides {
@@ -215,6 +255,29 @@ impl Overrides {
             pool = Some(v.clone());
         }
         (r, timeout, pool)
+    }
+}
+
+/// A task's retries, timeout and pool: `defaults`, then the task's own keys. Without a
+/// `max_retry_delay` anywhere, the cap is 10m or `retry_delay` if that is longer, so that a
+/// delay never exceeds its cap.
+fn task_settings(
+    defaults: &Overrides,
+    base: &(RetryPolicy, Option<std::time::Duration>, Option<String>),
+    task: &Overrides,
+) -> (RetryPolicy, Option<std::time::Duration>, Option<String>) {
+    let mut out = task.apply(base);
+    if defaults.max_retry_delay.is_none() && task.max_retry_delay.is_none() {
+        out.0.max_delay = out.0.max_delay.max(out.0.delay);
+    }
+    out
+}
+
+/// Where the value of `key` of a mapping node is.
+fn value_pos(map: &Node, key: &str) -> Option<Pos> {
+    match &map.value {
+        Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v.pos),
+        _ => None,
     }
 }
 
@@ -263,6 +326,8 @@ struct RawTask {
     depends_on: Vec<(String, Pos)>,
     trigger_rule: TriggerRule,
     overrides: Overrides,
+    /// The task's own `defaults` keys, with their values' positions.
+    overrides_node: Node,
 }
 
 /// Compiles DAG source text (`file` is only used in messages).
@@ -408,6 +473,17 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     let defaults: Overrides =
         fields.get("defaults").and_then(|n| cx.typed::<Overrides>("`defaults`", n)).unwrap_or_default();
     let base = defaults.apply(&(RetryPolicy::default(), None, None));
+    if let (Some(max), Some(n)) = (defaults.max_retry_delay, fields.get("defaults"))
+        && max.0 < base.0.delay
+    {
+        let pos = value_pos(n, "max_retry_delay").unwrap_or(n.pos);
+        let delay = defaults.retry_delay.map_or(format!("{}, the default", humanize(base.0.delay)), |d| humanize(d.0));
+        cx.err(
+            pos,
+            format!("`defaults`: `max_retry_delay` ({}) is shorter than `retry_delay` ({delay})", humanize(max.0)),
+            Some("a retry never waits longer than `max_retry_delay`: raise it or lower `retry_delay`".into()),
+        );
+    }
 
     // Tasks.
     let mut raw: Vec<RawTask> = Vec::new();
@@ -465,6 +541,23 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
                 }
             }
         }
+        let (retry, _, _) = task_settings(&defaults, &base, &t.overrides);
+        let own_delay = value_pos(&t.overrides_node, "retry_delay");
+        let own_max = value_pos(&t.overrides_node, "max_retry_delay");
+        if retry.max_delay < retry.delay
+            && let Some(pos) = own_max.or(own_delay)
+        {
+            cx.err(
+                pos,
+                format!(
+                    "task `{}`: `max_retry_delay` ({}) is shorter than `retry_delay` ({})",
+                    t.id,
+                    humanize(retry.max_delay),
+                    humanize(retry.delay)
+                ),
+                Some("a retry never waits longer than `max_retry_delay`: raise it or lower `retry_delay`".into()),
+            );
+        }
         if let (Some(pools), Some(pool)) = (&opts.pools, &t.overrides.pool.clone().or(base.2.clone()))
             && !pools.contains(pool)
         {
@@ -516,7 +609,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
                 continue;
             }
         };
-        let (retry, timeout, pool) = t.overrides.apply(&base);
+        let (retry, timeout, pool) = task_settings(&defaults, &base, &t.overrides);
         let mut ups: Vec<usize> = upstream[old].iter().map(|&u| new_index[u]).collect();
         ups.sort_unstable();
         tasks.push(Task {
@@ -622,9 +715,8 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         }
         return None;
     };
-    let overrides = cx
-        .typed::<Overrides>(&format!("task `{id}`"), &Node { pos: node.pos, value: Value::Map(override_entries) })
-        .unwrap_or_default();
+    let overrides_node = Node { pos: node.pos, value: Value::Map(override_entries) };
+    let overrides = cx.typed::<Overrides>(&format!("task `{id}`"), &overrides_node).unwrap_or_default();
     let kind = match kind_node {
         None => {
             cx.err(node.pos, format!("task `{id}` is missing required key `kind`"), Some(kinds_hint()));
@@ -675,7 +767,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         };
         cx.err(pos, format!("task `{id}`: {e}"), hint);
     }
-    Some(RawTask { id, pos: node.pos, id_pos, kind, config, depends_on, trigger_rule, overrides })
+    Some(RawTask { id, pos: node.pos, id_pos, kind, config, depends_on, trigger_rule, overrides, overrides_node })
 }
 
 fn kinds_hint() -> String {

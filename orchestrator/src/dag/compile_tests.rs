@@ -198,6 +198,96 @@ mod fuzz {
         }
     }
 
+    /// A number as DAG text: small, at an edge of a bound or an integer type, or any u64.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..200).prop_map(|n| n.to_string()),
+            prop::sample::select(vec![
+                "100",
+                "101",
+                "31536000",
+                "31536001",
+                "4294967295",
+                "4294967296",
+                "9223372036854775807",
+                "18446744073709551615",
+                "18446744073709551616",
+                "99999999999999999999999",
+            ])
+            .prop_map(str::to_string),
+            any::<u64>().prop_map(|n| n.to_string()),
+        ]
+    }
+
+    /// A duration: a number of seconds or a number with a unit, up to three parts.
+    fn duration() -> impl Strategy<Value = String> {
+        prop::collection::vec((number(), prop::sample::select(vec!["ms", "s", "m", "h", "d", ""])), 1..4)
+            .prop_map(|parts| parts.iter().map(|(n, u)| format!("{n}{u}")).collect())
+    }
+
+    /// A cron field with huge numbers in its ranges and steps.
+    fn cron_field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("*".to_string()),
+            number(),
+            (number(), number()).prop_map(|(a, b)| format!("{a}-{b}")),
+            number().prop_map(|s| format!("*/{s}")),
+            (number(), number()).prop_map(|(a, s)| format!("{a}/{s}")),
+            (number(), number(), number()).prop_map(|(a, b, s)| format!("{a}-{b}/{s}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Every bounded field at once, with huge values: a DAG whose values are within their
+        /// bounds, or errors with a position — never a panic.
+        #[test]
+        fn huge_numbers_in_bounded_fields(
+            retries in number(),
+            delay in duration(),
+            max_delay in duration(),
+            timeout in duration(),
+            poke in duration(),
+            settle in duration(),
+            cron in prop::collection::vec(cron_field(), 5),
+            max_active_tasks in number(),
+        ) {
+            let src = format!(
+                "id: d\nschedule: '{}'\nmax_active_tasks: {max_active_tasks}\ndefaults:\n  retries: {retries}\n  retry_delay: {delay}\n  max_retry_delay: {max_delay}\ntasks:\n  - id: a\n    kind: noop\n    timeout: {timeout}\n  - id: w\n    kind: wait_for_partition\n    poke_interval: {poke}\n    settle: {settle}\n",
+                cron.join(" ")
+            );
+            let year = std::time::Duration::from_secs(365 * 86_400);
+            match compile_source(Path::new("fuzz.yaml"), &src, &CompileOptions::default()) {
+                Ok(dag) => {
+                    let interval = crate::schedule::DataInterval::daily_utc(
+                        chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"),
+                    );
+                    let ctx = crate::template::Context::new(&dag.id, "r", &interval, &dag.params);
+                    let mut rng = fastrand::Rng::with_seed(5);
+                    for t in &dag.tasks {
+                        prop_assert!(t.retry.retries <= 100);
+                        prop_assert!(t.retry.delay <= t.retry.max_delay && t.retry.max_delay <= year);
+                        prop_assert!(t.timeout.is_none_or(|d| d <= year));
+                        for n in [1, 2, 40, u32::MAX] {
+                            prop_assert!(t.retry.delay_for(n, &mut rng) <= t.retry.max_delay);
+                        }
+                        let rendered = t.config.render_json(&ctx.for_task(&t.id)).expect("renders");
+                        for key in ["poke_interval_secs", "settle_secs"] {
+                            if let Some(secs) = rendered.get(key).and_then(serde_json::Value::as_f64) {
+                                prop_assert!(secs <= year.as_secs_f64(), "{key}: {secs}");
+                            }
+                        }
+                    }
+                }
+                Err((_, diags)) => {
+                    prop_assert!(!diags.is_empty());
+                    prop_assert!(diags.iter().all(|d| d.pos.line >= 2), "{diags:#?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn pathological_inputs() {
         for src in [
@@ -217,6 +307,50 @@ mod fuzz {
             ),
         ] {
             compile_never_panics(src);
+        }
+    }
+}
+
+#[test]
+fn durations_and_counts_beyond_their_bounds() {
+    insta::assert_snapshot!(errors(
+        "id: d\ndefaults:\n  retries: 101\ntasks:\n  - id: a\n    kind: noop\n    timeout: 1000000000000000s\n  - id: b\n    kind: wait_for_partition\n    poke_interval: 99999999999999999999s\n  - id: c\n    kind: wait_for_partition\n    settle: 366d\n  - id: d\n    kind: noop\n    max_retry_delay: 18446744073709551615ms\n  - id: e\n    kind: noop\n    retry_delay: 5000000000000h\n  - id: f\n    kind: noop\n    retry_delay: 1000000000000000\n    retries: 4294967296\n"
+    ));
+}
+
+#[test]
+fn a_max_retry_delay_shorter_than_the_retry_delay() {
+    insta::assert_snapshot!(errors(
+        "id: d\ndefaults:\n  retry_delay: 10m\n  max_retry_delay: 1m\ntasks:\n  - id: a\n    kind: noop\n  - id: b\n    kind: noop\n    retry_delay: 1h\n    max_retry_delay: 2h\n  - id: c\n    kind: noop\n    max_retry_delay: 5s\n    retry_delay: 6s\n"
+    ));
+}
+
+#[test]
+fn cron_numbers_that_overflow() {
+    insta::assert_snapshot!(errors(&format!("id: d\nschedule: '1/4294967295 * * * *'\ntasks:\n{OK_TASK}")));
+    for schedule in ["*/4294967295 * * * *", "0-99999999999 * * * *", "0 0 1/4294967296 * *", "0 0 * * 6/4294967295"] {
+        let out = errors(&format!("id: d\nschedule: '{schedule}'\ntasks:\n{OK_TASK}"));
+        assert!(out.starts_with("dags/t.yaml:2:11: error: invalid cron expression"), "{out}");
+    }
+}
+
+#[test]
+fn the_longest_durations_and_most_retries_compile_and_stay_bounded() {
+    let dag = compile_source(
+        Path::new("t.yaml"),
+        "id: d\ndefaults:\n  retries: 100\n  retry_delay: 365d\ntasks:\n  - id: a\n    kind: noop\n    timeout: 365d\n  - id: b\n    kind: wait_for_partition\n    poke_interval: 365d\n    settle: 365d\n  - id: c\n    kind: noop\n    retry_delay: 1h\n",
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    let a = &dag.tasks[0];
+    assert_eq!((a.retry.retries, a.retry.delay, a.retry.max_delay, a.timeout), (100, year, year, Some(year)));
+    let c = &dag.tasks[2];
+    assert_eq!(c.retry.max_delay, std::time::Duration::from_secs(3600), "the default cap grows to the delay");
+    let mut rng = fastrand::Rng::with_seed(1);
+    for t in &dag.tasks {
+        for n in [1, 2, 31, 100, u32::MAX] {
+            assert!(t.retry.delay_for(n, &mut rng) <= t.retry.max_delay, "{} retry {n}", t.id);
         }
     }
 }

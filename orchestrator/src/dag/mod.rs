@@ -172,7 +172,8 @@ pub struct RetryPolicy {
     pub delay: Duration,
     /// How the delay grows.
     pub backoff: Backoff,
-    /// The longest delay.
+    /// The longest delay: no delay is longer, also when `delay` is (the compile step refuses
+    /// a `max_retry_delay` shorter than `retry_delay`).
     pub max_delay: Duration,
     /// Whether to randomize delays ("equal jitter": half fixed, half random).
     pub jitter: bool,
@@ -191,7 +192,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The delay before retry number `n` (1-based), before jitter.
+    /// The delay before retry number `n` (1-based), before jitter: never longer than
+    /// `max_delay`, whatever `n` (the exponent stops growing once the cap is reached, so no
+    /// retry number overflows it).
     pub fn base_delay(&self, n: u32) -> Duration {
         let d = match self.backoff {
             Backoff::Constant => self.delay,
@@ -200,7 +203,7 @@ impl RetryPolicy {
                 self.delay.saturating_mul(factor)
             }
         };
-        d.min(self.max_delay.max(self.delay))
+        d.min(self.max_delay)
     }
 
     /// The delay before retry number `n`, with jitter applied when enabled: a value in
@@ -247,5 +250,29 @@ mod tests {
             seen.insert(d.as_millis());
         }
         assert!(seen.len() > 50, "jitter must actually vary the delay");
+    }
+
+    #[test]
+    fn delays_never_exceed_the_cap_whatever_the_retry_number() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let year = Duration::from_secs(365 * 86_400);
+        for (delay, max_delay) in [
+            (Duration::from_secs(1), Duration::from_secs(5)),
+            (year, year),
+            (Duration::from_millis(1), year),
+            (Duration::from_secs(20), Duration::from_secs(10)),
+            (Duration::MAX, Duration::from_secs(600)),
+        ] {
+            for backoff in [Backoff::Exponential, Backoff::Constant] {
+                for jitter in [false, true] {
+                    let p = RetryPolicy { retries: u32::MAX, delay, backoff, max_delay, jitter };
+                    for n in [0, 1, 2, 31, 32, 33, 64, 100, u32::MAX - 1, u32::MAX] {
+                        let d = p.delay_for(n, &mut rng);
+                        assert!(d <= max_delay, "{p:?} retry {n}: {d:?}");
+                        assert!(p.base_delay(n) <= max_delay, "{p:?} retry {n}");
+                    }
+                }
+            }
+        }
     }
 }

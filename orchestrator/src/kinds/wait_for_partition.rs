@@ -25,11 +25,11 @@ pub struct WaitConfig {
     #[serde(default = "default_path")]
     pub path: Template,
     /// How often to look (default 30s).
-    #[serde(default = "default_poke")]
+    #[serde(default = "default_poke", deserialize_with = "de_poke_interval")]
     pub poke_interval: HumanDuration,
     /// How long the object count must stay unchanged before the partition counts as
     /// complete (default 0: as soon as there is one object).
-    #[serde(default = "default_settle")]
+    #[serde(default = "default_settle", deserialize_with = "de_settle")]
     pub settle: HumanDuration,
     /// How many objects at least (default 1).
     #[serde(default = "default_min")]
@@ -47,6 +47,19 @@ fn default_settle() -> HumanDuration {
 }
 fn default_min() -> u64 {
     1
+}
+fn de_poke_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    HumanDuration::field(d, "poke_interval")
+}
+fn de_settle<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    HumanDuration::field(d, "settle")
+}
+
+/// Seconds as a duration, within `0.01s..=`[`crate::duration::MAX`] whatever the number (a
+/// rendered config can come from anywhere `plan` output goes).
+fn bounded_secs(secs: f64, min: Duration) -> Duration {
+    let d = if secs > 0.0 { Duration::try_from_secs_f64(secs).unwrap_or(crate::duration::MAX) } else { Duration::ZERO };
+    d.clamp(min, crate::duration::MAX)
 }
 
 /// A rendered sensor.
@@ -101,8 +114,8 @@ impl Kind for WaitForPartition {
             #[cfg(feature = "aws")]
             Env::Aws(aws) => aws.locate(&r.path).map_err(TaskFailure::permanent)?.dir().uri(),
         };
-        let poke = Duration::from_secs_f64(r.poke_interval_secs.max(0.01));
-        let settle = Duration::from_secs_f64(r.settle_secs);
+        let poke = bounded_secs(r.poke_interval_secs, Duration::from_millis(10));
+        let settle = bounded_secs(r.settle_secs, Duration::ZERO);
         let mut last: Option<(u64, tokio::time::Instant)> = None;
         loop {
             let n = match &ctx.env {
@@ -145,6 +158,25 @@ impl Kind for WaitForPartition {
                 () = tokio::time::sleep(poke) => {}
                 () = ctx.cancel.cancelled() => return Err(TaskFailure::new("stopped while waiting")),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_seconds_become_bounded_durations() {
+        let (min, max) = (Duration::from_millis(10), crate::duration::MAX);
+        assert_eq!(bounded_secs(30.0, min), Duration::from_secs(30));
+        assert_eq!(bounded_secs(0.0, min), min);
+        assert_eq!(bounded_secs(0.0, Duration::ZERO), Duration::ZERO);
+        for secs in [-1.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(bounded_secs(secs, min), min, "{secs}");
+        }
+        for secs in [1e300, f64::MAX, f64::INFINITY, u64::MAX as f64] {
+            assert_eq!(bounded_secs(secs, min), max, "{secs}");
         }
     }
 }
