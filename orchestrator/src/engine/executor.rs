@@ -258,6 +258,45 @@ struct Completion {
     log: Arc<TaskLog>,
 }
 
+/// The tokio task of one attempt; dropping it aborts the attempt, so that no path (a panic of
+/// the watcher, a runtime shutting down) leaves an attempt running that nobody waits for.
+struct AttemptTask(tokio::task::JoinHandle<Result<TaskOutput, TaskFailure>>);
+
+impl AttemptTask {
+    /// Gives the attempt (whose token is cancelled) [`STOP_GRACE`] to end, then aborts it and
+    /// waits, as long again at most, until its future is dropped.
+    async fn stop(&mut self) {
+        if tokio::time::timeout(STOP_GRACE, &mut self.0).await.is_ok() {
+            return;
+        }
+        self.0.abort();
+        // Bounded: a future stuck inside one poll cannot be dropped until it returns.
+        let _ = tokio::time::timeout(STOP_GRACE, &mut self.0).await;
+    }
+}
+
+impl Drop for AttemptTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What an attempt's tokio task ending without a result means: `panicked: <message>`.
+fn join_error_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "the attempt was aborted".to_string();
+    }
+    let payload = e.into_panic();
+    let message = match payload.downcast_ref::<&'static str>() {
+        Some(s) => s.to_string(),
+        None => match payload.downcast_ref::<String>() {
+            Some(s) => s.clone(),
+            None => "(a panic without a message)".to_string(),
+        },
+    };
+    format!("panicked: {message}")
+}
+
 struct Slot {
     state: TaskState,
     attempts: u32,
@@ -497,6 +536,14 @@ impl RunLoop<'_> {
     }
 
     /// Starts the attempt of task `i` (already moved to running and persisted).
+    ///
+    /// The attempt runs in a tokio task of its own, watched by a second one that applies its
+    /// timeout and the run's cancel. A panic — in the kind's future, in `spawn_blocking` work it
+    /// awaits and re-raises, or while the kind renders its config — ends the attempt as a
+    /// failure `panicked: <message>` (retries and trigger rules apply as for any failure)
+    /// instead of leaving the run waiting for a completion that never comes. A timed-out or
+    /// cancelled attempt gets [`STOP_GRACE`] to stop by itself; then it is aborted, and its
+    /// future is dropped (which kills its process group) before its completion is sent.
     fn spawn(&mut self, i: usize, permit: Option<OwnedSemaphorePermit>) {
         let task = &self.dag.tasks[i];
         let attempt = self.slots[i].attempts;
@@ -519,13 +566,13 @@ impl RunLoop<'_> {
             project_dir: self.opts.project_dir.clone(),
             facts: Facts::new(Arc::new(AttemptFacts::new(self.state_path)), &self.run_id, &task.id),
         };
-        let fut = task.config.run(ctx);
+        let config = task.config.clone();
         let timeout = task.timeout;
         let run_cancel = self.cancel.clone();
         let tx = self.tx.clone();
         self.running += 1;
+        let mut attempt_task = AttemptTask(tokio::spawn(async move { config.run(ctx).await }));
         tokio::spawn(async move {
-            let mut fut = fut;
             let sleep = async {
                 match timeout {
                     Some(t) => tokio::time::sleep(t).await,
@@ -533,26 +580,27 @@ impl RunLoop<'_> {
                 }
             };
             let outcome = tokio::select! {
-                r = &mut fut => match r {
-                    Ok(out) => Outcome::Done(out),
+                r = &mut attempt_task.0 => match r {
+                    Ok(Ok(out)) => Outcome::Done(out),
                     // The task noticed the cancel (and stopped) before this select did.
-                    Err(_) if run_cancel.is_cancelled() => Outcome::Cancelled,
-                    Err(f) => Outcome::Failed(f, AttemptOutcome::Failed),
+                    Ok(Err(_)) if run_cancel.is_cancelled() => Outcome::Cancelled,
+                    Ok(Err(f)) => Outcome::Failed(f, AttemptOutcome::Failed),
+                    Err(e) => Outcome::Failed(TaskFailure::new(join_error_message(e)), AttemptOutcome::Failed),
                 },
                 () = sleep => {
                     token.cancel();
-                    let _ = tokio::time::timeout(STOP_GRACE, &mut fut).await;
+                    attempt_task.stop().await;
                     Outcome::Failed(
                         TaskFailure::new(format!("timed out after {}", humanize(timeout.unwrap_or_default()))),
                         AttemptOutcome::TimedOut,
                     )
                 }
                 () = run_cancel.cancelled() => {
-                    let _ = tokio::time::timeout(STOP_GRACE, &mut fut).await;
+                    attempt_task.stop().await;
                     Outcome::Cancelled
                 }
             };
-            drop(fut);
+            drop(attempt_task);
             drop(permit);
             let _ = tx.send(Completion { idx: i, outcome, log });
         });
@@ -620,11 +668,16 @@ impl RunLoop<'_> {
                         None => String::new(),
                     }
                 ));
-                let at = retry_at.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
+                // Delays are at most `max_retry_delay` (at most a year): the checked sums only
+                // guard against a policy built elsewhere.
+                let at = retry_at
+                    .map(|d| chrono::Duration::from_std(d).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(now));
                 let next = slot.state.fail(message.clone(), now, at).map_err(illegal)?;
                 if let Some(d) = retry_at {
                     warn!(dag = %self.dag.id, task = %task.id, attempt, error = %message, retry_in = %humanize(d), "task failed; will retry");
-                    self.retries.push(Reverse((Instant::now() + d, i)));
+                    let start = Instant::now();
+                    let due = start.checked_add(d).or_else(|| start.checked_add(crate::duration::MAX)).unwrap_or(start);
+                    self.retries.push(Reverse((due, i)));
                 } else {
                     warn!(dag = %self.dag.id, task = %task.id, attempt, error = %message, "task failed");
                 }

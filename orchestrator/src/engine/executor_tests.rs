@@ -313,3 +313,148 @@ async fn templates_reach_the_program() {
     assert_eq!(r.state, RunState::Success);
     assert_eq!(std::fs::read_to_string(f.path().join("out")).expect("out"), "20191001 cartflow t 2019-10-01\n");
 }
+
+/// How a [`Panicking`] task panics.
+#[derive(Debug, Clone, Copy)]
+enum PanicAt {
+    /// In its future, after a yield.
+    Future,
+    /// In `spawn_blocking` work the future awaits (re-raised there, as `.unwrap()` would).
+    Blocking,
+    /// While building the future (where a kind renders its config).
+    Render,
+}
+
+/// A task kind that only exists in these tests: it counts its attempts and panics.
+#[derive(Debug)]
+struct Panicking {
+    at: PanicAt,
+    attempts: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl crate::task::CompiledTask for Panicking {
+    fn kind(&self) -> &'static str {
+        "test_panicking"
+    }
+
+    fn render_json(&self, _: &template::Context) -> Result<serde_json::Value, template::TemplateError> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn run(&self, ctx: TaskContext) -> crate::task::BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        self.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let attempt = ctx.attempt;
+        match self.at {
+            PanicAt::Render => panic!("render boom on attempt {attempt}"),
+            PanicAt::Future => Box::pin(async move {
+                tokio::task::yield_now().await;
+                panic!("boom on attempt {attempt}")
+            }),
+            PanicAt::Blocking => Box::pin(async move {
+                let r =
+                    tokio::task::spawn_blocking(move || -> u32 { panic!("blocking boom on attempt {attempt}") }).await;
+                let n = r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                Ok(TaskOutput { summary: Some(n.to_string()), ..TaskOutput::default() })
+            }),
+        }
+    }
+}
+
+/// Compiles `yaml` and gives task `id` the kind `config` (a kind the registry does not have).
+fn with_kind(f: &Fixture, yaml: &str, id: &str, config: Arc<dyn crate::task::CompiledTask>) -> Arc<Dag> {
+    let mut dag = Arc::try_unwrap(f.dag(yaml)).expect("one owner");
+    dag.tasks.iter_mut().find(|t| t.id == id).expect("task").config = config;
+    Arc::new(dag)
+}
+
+#[tokio::test]
+async fn a_panicking_task_is_a_failed_attempt_and_the_run_goes_on() {
+    for at in [PanicAt::Future, PanicAt::Blocking, PanicAt::Render] {
+        let f = Fixture::new();
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let dag = with_kind(
+            &f,
+            &format!(
+                "id: d\ndefaults:\n  retries: 2\n  retry_delay: 10ms\ntasks:\n  - id: bad\n    kind: noop\n{}{}{}",
+                sh("after", "bad", "true"),
+                "  - id: cleanup\n    kind: noop\n    depends_on: [bad]\n    trigger_rule: all_done\n",
+                sh("beside", "", "true"),
+            ),
+            "bad",
+            Arc::new(Panicking { at, attempts: attempts.clone() }),
+        );
+        let r = tokio::time::timeout(Duration::from_secs(30), f.run(&dag))
+            .await
+            .unwrap_or_else(|_| panic!("{at:?}: the run hangs after a panic"));
+        assert_eq!(r.state, RunState::Failed, "{at:?}");
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3, "{at:?}: retries apply to a panic");
+        assert!(matches!(state_of(&r, "bad"), TaskState::Failed { attempt: 3, .. }), "{at:?}: {:?}", r.tasks);
+        let bad = r.tasks.iter().find(|t| t.task_id == "bad").expect("bad");
+        let expected = match at {
+            PanicAt::Future => "panicked: boom on attempt 3",
+            PanicAt::Blocking => "panicked: blocking boom on attempt 3",
+            PanicAt::Render => "panicked: render boom on attempt 3",
+        };
+        assert_eq!(bad.error.as_deref(), Some(expected), "{at:?}");
+        assert_eq!(state_of(&r, "after"), &TaskState::UpstreamFailed, "{at:?}");
+        assert!(matches!(state_of(&r, "cleanup"), TaskState::Success { .. }), "{at:?}: all_done runs after a panic");
+        assert!(matches!(state_of(&r, "beside"), TaskState::Success { .. }), "{at:?}");
+        let store = RunStore::open(&f.path().join("state.db")).expect("store");
+        let attempts = store.attempts(&r.run_id, Some("bad")).expect("attempts");
+        let states: Vec<&str> = attempts.iter().map(|a| a.state.name()).collect();
+        assert_eq!(states, vec!["failed", "failed", "failed"], "{at:?}");
+        assert_eq!(store.run(&r.run_id).expect("run").expect("exists").state, RunState::Failed, "{at:?}");
+    }
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A task that ignores its cancel token and never ends; its future holds a [`DropFlag`].
+#[derive(Debug)]
+struct Stubborn {
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::task::CompiledTask for Stubborn {
+    fn kind(&self) -> &'static str {
+        "test_stubborn"
+    }
+
+    fn render_json(&self, _: &template::Context) -> Result<serde_json::Value, template::TemplateError> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn run(&self, _ctx: TaskContext) -> crate::task::BoxFuture<'static, Result<TaskOutput, TaskFailure>> {
+        let flag = DropFlag(self.dropped.clone());
+        Box::pin(async move {
+            let _flag = flag;
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period() {
+    let f = Fixture::new();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dag = with_kind(
+        &f,
+        "id: d\ntasks:\n  - id: stuck\n    kind: noop\n    timeout: 200ms\n",
+        "stuck",
+        Arc::new(Stubborn { dropped: dropped.clone() }),
+    );
+    let r = tokio::time::timeout(STOP_GRACE + Duration::from_secs(20), f.run(&dag)).await.expect("the run ends");
+    assert_eq!(r.state, RunState::Failed);
+    let t = r.tasks.iter().find(|t| t.task_id == "stuck").expect("stuck");
+    assert_eq!(t.error.as_deref(), Some("timed out after 0.2s"));
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the attempt's future is dropped before the run ends");
+}
