@@ -332,3 +332,36 @@ fn the_example_dag_of_the_repository_runs() {
     r.expect_code(0);
     assert!(p.read(".cartflow/example/latest.txt").contains("3 view"), "{}", p.read(".cartflow/example/latest.txt"));
 }
+
+#[test]
+fn validate_refuses_out_of_range_durations_counts_and_cron_fields() {
+    let p = Project::new();
+    p.dag("timeout.yaml", "id: timeout\ntasks:\n  - id: a\n    kind: noop\n    timeout: 1000000000000000s\n");
+    p.dag(
+        "retry.yaml",
+        "id: retry\ndefaults:\n  retries: 4000\ntasks:\n  - id: a\n    kind: noop\n    retry_delay: 1000000000000000\n  - id: b\n    kind: noop\n    max_retry_delay: 99999999999999999999d\n",
+    );
+    p.dag(
+        "sensor.yaml",
+        "id: sensor\ntasks:\n  - id: w\n    kind: wait_for_partition\n    poke_interval: 1000000000000000s\n  - id: v\n    kind: wait_for_partition\n    settle: 400d\n",
+    );
+    p.dag("step.yaml", "id: step\nschedule: '*/4294967295 * * * *'\ntasks:\n  - id: a\n    kind: noop\n");
+    p.dag("wrap.yaml", "id: wrap\nschedule: '1/4294967295 * * * *'\ntasks:\n  - id: a\n    kind: noop\n");
+    p.dag("range.yaml", "id: range\nschedule: '0-99999999999 * * * *'\ntasks:\n  - id: a\n    kind: noop\n");
+    let r = p.run(&["validate"]);
+    r.expect_code(2);
+    for line in [
+        "dags/timeout.yaml:5:14: error: task `a`: `timeout`: ",
+        "dags/retry.yaml:3:12: error: `defaults`: `retries`: ",
+        "dags/retry.yaml:7:18: error: task `a`: `retry_delay`: ",
+        "dags/retry.yaml:10:22: error: task `b`: `max_retry_delay`: ",
+        "dags/sensor.yaml:5:20: error: task `w` (wait_for_partition): `poke_interval`: ",
+        "dags/sensor.yaml:8:13: error: task `v` (wait_for_partition): `settle`: ",
+        "dags/step.yaml:2:11: error: invalid cron expression `*/4294967295 * * * *`: ",
+        "dags/wrap.yaml:2:11: error: invalid cron expression `1/4294967295 * * * *`: ",
+        "dags/range.yaml:2:11: error: invalid cron expression `0-99999999999 * * * *`: ",
+    ] {
+        assert!(r.stderr.contains(line), "missing `{line}` in\n{}", r.stderr);
+    }
+    insta::assert_snapshot!(r.stderr);
+}
