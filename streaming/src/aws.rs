@@ -209,15 +209,27 @@ impl SnsNotifier {
     }
 }
 
+/// The SNS message attribute (and the webhook header, `X-Cartflow-Dedupe-Key`) that carries the
+/// alert's id: notifications are at least once, deduplicable by this key.
+pub const DEDUPE_ATTRIBUTE: &str = "dedupe_key";
+
 impl Notifier for SnsNotifier {
     fn notify(&mut self, a: &Alert) -> Result<(), HandlerError> {
         let subject = format!("cartflow {} alert: {} {}={}", a.severity.as_str(), a.rule, a.key_field, a.key);
+        // Delivery is at least once (a crash between the publish and marking the alert notified
+        // publishes again): the alert's deterministic id lets a subscriber drop the repeat.
+        let dedupe = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(a.id())
+            .build()
+            .map_err(|e| HandlerError::Notify(format!("SNS message attribute: {e}")))?;
         let publish = self
             .client
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(subject.chars().take(100).collect::<String>())
             .message(a.to_json())
+            .message_attributes(DEDUPE_ATTRIBUTE, dedupe)
             .send();
         self.rt
             .block_on(publish)

@@ -119,6 +119,7 @@ pub fn handle(
         };
         let notified = match store.put_if_absent(&a)? {
             Put::New => {
+                cartflow_jobs::crash::point("alerts.stored");
                 rep.stored += 1;
                 false
             }
@@ -129,7 +130,9 @@ pub fn handle(
         };
         if a.notify && !notified {
             notifier.notify(&a)?;
+            cartflow_jobs::crash::point("alerts.notified");
             store.mark_notified(&a.id())?;
+            cartflow_jobs::crash::point("alerts.marked");
             rep.notified += 1;
         }
     }
@@ -472,14 +475,24 @@ impl Notifier for LocalNotifier {
             .map_err(|e| HandlerError::Notify(format!("{}: {e}", self.file.display())))?;
         writeln!(f, "{}", a.to_json()).map_err(|e| HandlerError::Notify(format!("{}: {e}", self.file.display())))?;
         if let Some(url) = &self.webhook {
-            post_json(url, &a.to_json()).map_err(|e| HandlerError::Notify(format!("webhook {url}: {e}")))?;
+            post_json(url, &a.to_json(), &[(DEDUPE_HEADER, &a.id())])
+                .map_err(|e| HandlerError::Notify(format!("webhook {url}: {e}")))?;
         }
         Ok(())
     }
 }
 
-/// POSTs JSON to a plain `http://` URL and expects a 2xx answer.
-pub fn post_json(url: &str, body: &str) -> Result<(), String> {
+/// The webhook header that carries the alert's id: a notification is sent at least once (a
+/// crash between sending and marking the alert notified sends it again), and a receiver drops
+/// a repeat by this key. On SNS it is the `dedupe_key` message attribute.
+pub const DEDUPE_HEADER: &str = "X-Cartflow-Dedupe-Key";
+
+/// POSTs JSON to a plain `http://` URL with extra headers and expects a 2xx answer.
+pub fn post_json(url: &str, body: &str, headers: &[(&str, &str)]) -> Result<(), String> {
+    if headers.iter().any(|(k, v)| [k, v].iter().any(|s| s.contains(['\r', '\n']))) {
+        return Err("a header may not contain a line break".into());
+    }
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let rest = url.strip_prefix("http://").ok_or("only http:// webhooks are supported locally")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -490,7 +503,7 @@ pub fn post_json(url: &str, body: &str) -> Result<(), String> {
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(|e| e.to_string())?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| e.to_string())?;
@@ -643,9 +656,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut n =
             LocalNotifier { file: dir.path().join("n.jsonl"), webhook: Some(format!("http://127.0.0.1:{port}/hook")) };
-        n.notify(&alert("9", 1_569_888_000, 500, true)).expect("delivered");
+        let a = alert("9", 1_569_888_000, 500, true);
+        n.notify(&a).expect("delivered");
         let req = server.join().expect("server");
         assert!(req.starts_with("POST /hook HTTP/1.1"), "{req}");
+        assert!(
+            req.contains(&format!("\r\nX-Cartflow-Dedupe-Key: {}\r\n", a.id())),
+            "the alert id as the dedupe key: {req}"
+        );
         assert!(std::fs::read_to_string(dir.path().join("n.jsonl")).expect("file").contains("\"key\":\"9\""));
     }
 }

@@ -81,9 +81,12 @@ fn the_lambda_handler_stores_once_in_dynamodb_and_notifies_once_through_sns() {
          print(len(items), sorted((i['key']['S'], i['value']['N'], i['notified']['BOOL']) for i in items))\n\
          sqs = boto3.client('sqs'); q = sqs.get_queue_url(QueueName='inbox')['QueueUrl']\n\
          msgs = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10).get('Messages', [])\n\
-         print(len(msgs), [json.loads(json.loads(m['Body'])['Message'])['key'] for m in msgs])",
+         print(len(msgs), [json.loads(json.loads(m['Body'])['Message'])['key'] for m in msgs])\n\
+         print('dedupe', [json.loads(m['Body'])['MessageAttributes']['dedupe_key']['Value'] for m in msgs])",
     );
     let mut lines = check.lines();
     assert_eq!(lines.next(), Some("2 [('1', '30', False), ('2', '300', True)]"), "{check}");
     assert_eq!(lines.next(), Some("1 ['2']"), "one notification, for the alert above 100: {check}");
+    let want = format!("dedupe ['{}']", alert("2", 300, true).id());
+    assert_eq!(lines.next(), Some(want.as_str()), "the alert's id as the message's dedupe key: {check}");
 }

@@ -385,7 +385,11 @@ const STAGE: &str = "import boto3, io, json, zipfile\n\
     print('bundle', sorted(z.namelist()), 'HAVING COUNT(*) > 20' in sql, 'HAVING COUNT(*) > 30' in sql, \"'stream' = 'shop-stream1'\" in sql)\n\
     fn = lam.get_function(FunctionName='shop-alert-handler')['Configuration']\n\
     print('lambda', fn['Runtime'], fn['Handler'], fn['Environment']['Variables']['ALERTS_TABLE'], fn['Environment']['Variables']['ALERTS_TOPIC_ARN'].split(':')[-1])\n\
-    print('mappings', [m['EventSourceArn'].split('/')[-1] for m in lam.list_event_source_mappings(FunctionName='shop-alert-handler')['EventSourceMappings']])\n";
+    print('mappings', [m['EventSourceArn'].split('/')[-1] for m in lam.list_event_source_mappings(FunctionName='shop-alert-handler')['EventSourceMappings']])\n\
+    sqs = boto3.client('sqs')\n\
+    q = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName='shop-alert-handler-failures')['QueueUrl'], AttributeNames=['QueueArn', 'MessageRetentionPeriod'])['Attributes']\n\
+    dests = [(m.get('DestinationConfig') or {}).get('OnFailure', {}).get('Destination') for m in lam.list_event_source_mappings(FunctionName='shop-alert-handler')['EventSourceMappings']]\n\
+    print('failed batches to', q['QueueArn'].split(':')[-1], q['MessageRetentionPeriod'], dests == [q['QueueArn']])\n";
 
 #[test]
 fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates_the_detector() {
@@ -418,6 +422,7 @@ fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates
         "bundle ['main.py', 'statements.sql'] True False True",
         "lambda provided.al2023 bootstrap shop-alerts shop-alerts",
         "mappings ['shop-stream2']",
+        "failed batches to shop-alert-handler-failures 1209600 True",
     ];
     for line in expect {
         assert!(first.lines().any(|l| l == line), "missing `{line}` in:\n{first}");
@@ -433,6 +438,16 @@ fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates
     assert_eq!(again, first);
     let log = logs(&p, &moto, "rt@2019-10-02T00:00:00Z", "stream", 1);
     assert!(log.contains("code unchanged") && log.contains("event source mapping from stream2 exists"), "{log}");
+
+    // A mapping made without the on-failure destination (an older cartflow) gets it.
+    moto.boto3(
+        "import boto3\nlam = boto3.client('lambda')\nfor m in lam.list_event_source_mappings(FunctionName='shop-alert-handler')['EventSourceMappings']:\n    lam.update_event_source_mapping(UUID=m['UUID'], DestinationConfig={'OnFailure': {}})\n",
+    );
+    assert!(moto.boto3(STAGE).contains("failed batches to shop-alert-handler-failures 1209600 False"));
+    run(&p, &moto, &["run", "rt", "--date", "2019-10-04", "--backend", "aws"]).expect_code(0);
+    assert_eq!(moto.boto3(STAGE), first, "the destination is back, nothing else changed");
+    let log = logs(&p, &moto, "rt@2019-10-04T00:00:00Z", "stream", 1);
+    assert!(log.contains("now sends failed batches to"), "{log}");
 
     // A fixed rule: the detector gets a new bundle and a new version, and runs again.
     p.write("streaming/rules/ddos.yaml", &rules.replace("threshold: 20", "threshold: 30"));

@@ -213,6 +213,9 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
          t = boto3.client('dynamodb').describe_table(TableName='shop-alerts')['Table']\n\
          print('table', t['BillingModeSummary']['BillingMode'], t['KeySchema'][0]['AttributeName'])\n\
          print('topic', [x['TopicArn'].split(':')[-1] for x in boto3.client('sns').list_topics()['Topics']])\n\
+         sqs = boto3.client('sqs')\n\
+         qa = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName='shop-alert-handler-failures')['QueueUrl'], AttributeNames=['MessageRetentionPeriod'])['Attributes']\n\
+         print('failures queue', qa['MessageRetentionPeriod'])\n\
          iam = boto3.client('iam')\n\
          for r in ['glue', 'databrew', 'firehose', 'flink', 'alert-handler', 'cartflow', 'events']:\n\
          \x20   role = iam.get_role(RoleName=f'shop-{{r}}')['Role']\n\
@@ -233,6 +236,7 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
         "stream shop-stream2 ON_DEMAND KMS",
         "table PAY_PER_REQUEST id",
         "topic ['shop-alerts']",
+        "failures queue 1209600",
         "role firehose firehose.amazonaws.com ['archive']",
         "role flink kinesisanalytics.amazonaws.com ['detector']",
         "role alert-handler lambda.amazonaws.com ['handler']",

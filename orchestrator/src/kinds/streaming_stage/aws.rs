@@ -10,7 +10,8 @@
 //!    application is created, or updated when the bundle changed, started, and waited for
 //!    until RUNNING;
 //! 5. the Lambda alert handler (updated when its package's SHA-256 changed) and its event
-//!    source mapping from stream2.
+//!    source mapping from stream2, whose batches that still fail after their retries go to the
+//!    SQS queue `{prefix}alert-handler-failures` (kept 14 days) instead of being dropped.
 //!
 //! The health check is the application's status: anything but RUNNING fails the task.
 
@@ -32,7 +33,10 @@ use aws_sdk_kinesisanalyticsv2::types::{
     S3ContentLocationUpdate,
 };
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture, Environment, EventSourcePosition, FunctionCode, Runtime};
+use aws_sdk_lambda::types::{
+    Architecture, DestinationConfig, Environment, EventSourcePosition, FunctionCode, OnFailure, Runtime,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
 use base64::Engine as _;
 use sha2::Digest as _;
 
@@ -68,6 +72,7 @@ struct Clients {
     firehose: aws_sdk_firehose::Client,
     flink: aws_sdk_kinesisanalyticsv2::Client,
     lambda: aws_sdk_lambda::Client,
+    sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
     /// How the waits for resources to become ready poll.
     backoff: Backoff,
@@ -138,6 +143,7 @@ pub async fn ensure(stage: &Stage, aws: &AwsEnv, ctx: &TaskContext) -> Result<St
         firehose: aws_sdk_firehose::Client::new(sdk),
         flink: aws_sdk_kinesisanalyticsv2::Client::new(sdk),
         lambda: aws_sdk_lambda::Client::new(sdk),
+        sqs: aws_sdk_sqs::Client::new(sdk),
         s3: base.s3.clone(),
         backoff: Backoff::new(aws.settings.poll.0.min(Duration::from_secs(5)), aws.settings.max_poll.0),
     };
@@ -551,23 +557,83 @@ async fn ensure_lambda(
         .send()
         .await
         .map_err(|e| fail(AwsError::new("lambda:ListEventSourceMappings", &name, e)))?;
-    if mappings.event_source_mappings().is_empty() {
-        c.lambda
-            .create_event_source_mapping()
-            .function_name(&name)
-            .event_source_arn(stream2_arn)
-            .starting_position(EventSourcePosition::TrimHorizon)
-            .batch_size(100)
-            .bisect_batch_on_function_error(true)
-            .maximum_retry_attempts(10)
-            .send()
-            .await
-            .map_err(|e| fail(AwsError::new("lambda:CreateEventSourceMapping", &name, e)))?;
-        log.line(format_args!("Lambda {name}: event source mapping from {stream2_arn} created"));
-    } else {
-        log.line(format_args!("Lambda {name}: event source mapping from stream2 exists"));
+    let failures = ensure_failure_queue(c, &s.name("alert-handler-failures"), ctx).await?;
+    let on_failure =
+        || DestinationConfig::builder().on_failure(OnFailure::builder().destination(&failures).build()).build();
+    match mappings.event_source_mappings().first() {
+        None => {
+            c.lambda
+                .create_event_source_mapping()
+                .function_name(&name)
+                .event_source_arn(stream2_arn)
+                .starting_position(EventSourcePosition::TrimHorizon)
+                .batch_size(100)
+                .bisect_batch_on_function_error(true)
+                .maximum_retry_attempts(10)
+                .destination_config(on_failure())
+                .send()
+                .await
+                .map_err(|e| fail(AwsError::new("lambda:CreateEventSourceMapping", &name, e)))?;
+            log.line(format_args!(
+                "Lambda {name}: event source mapping from {stream2_arn} created (failed batches to {failures})"
+            ));
+        }
+        Some(m) => {
+            let current = m.destination_config().and_then(|d| d.on_failure()).and_then(|o| o.destination());
+            if current == Some(failures.as_str()) {
+                log.line(format_args!("Lambda {name}: event source mapping from stream2 exists"));
+            } else {
+                let uuid = m.uuid().unwrap_or_default();
+                c.lambda
+                    .update_event_source_mapping()
+                    .uuid(uuid)
+                    .destination_config(on_failure())
+                    .send()
+                    .await
+                    .map_err(|e| fail(AwsError::new("lambda:UpdateEventSourceMapping", uuid, e)))?;
+                log.line(format_args!(
+                    "Lambda {name}: event source mapping from stream2 now sends failed batches to {failures}"
+                ));
+            }
+        }
     }
     Ok(sha)
+}
+
+/// The queue that keeps the alert batches the handler could not process after its retries
+/// (Lambda's on-failure destination: the batch's shard, sequence numbers and error); returns
+/// its ARN. Kept 14 days, SQS's maximum, for a replay with `cartflow reprocess`.
+async fn ensure_failure_queue(c: &Clients, name: &str, ctx: &TaskContext) -> Result<String, TaskFailure> {
+    let url = match c.sqs.get_queue_url().queue_name(name).send().await {
+        Ok(out) => out.queue_url().unwrap_or_default().to_string(),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_does_not_exist()) => {
+            let out = c
+                .sqs
+                .create_queue()
+                .queue_name(name)
+                .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+                .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+                .send()
+                .await
+                .map_err(|e| fail(AwsError::new("sqs:CreateQueue", name, e)))?;
+            ctx.log.line(format_args!("SQS queue {name}: created"));
+            out.queue_url().unwrap_or_default().to_string()
+        }
+        Err(e) => return Err(fail(AwsError::new("sqs:GetQueueUrl", name, e))),
+    };
+    let attrs = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| fail(AwsError::new("sqs:GetQueueAttributes", name, e)))?;
+    attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| TaskFailure::new(format!("sqs:GetQueueAttributes {name}: no QueueArn in the answer")))
 }
 
 /// Ensures the whole stage on AWS from the rendered task.
