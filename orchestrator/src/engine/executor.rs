@@ -33,6 +33,12 @@ use crate::template;
 /// process group killed).
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
+/// How often a running run's owner records that it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Heartbeats in a row that may fail before the run gives up (a minute's worth).
+const MAX_MISSED_HEARTBEATS: u32 = 12;
+
 /// Errors that stop an execution before or outside of its tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -351,12 +357,12 @@ pub async fn execute(
         .iter()
         .zip(&selected)
         .map(|(t, &sel)| {
-            let (state, attempts) = claimed.tasks.get(&t.id).cloned().unwrap_or((TaskState::Queued, 0));
+            let (state, attempts, failures) = claimed.tasks.get(&t.id).cloned().unwrap_or((TaskState::Queued, 0, 0));
             let total = t.upstream.iter().filter(|&&u| selected[u]).count() as u32;
             Slot {
                 state,
                 attempts,
-                failures: 0,
+                failures,
                 tally: Tally { total, ..Tally::default() },
                 selected: sel,
                 decided: false,
@@ -443,6 +449,17 @@ impl RunLoop<'_> {
             (0..n).filter(|&i| self.slots[i].selected && self.slots[i].state.is_terminal()).collect();
         self.propagate(&mut work)?;
         for i in 0..n {
+            let s = &mut self.slots[i];
+            // A retry that was waiting when an earlier process died: due at its time, not now.
+            if s.selected
+                && let TaskState::UpForRetry { retry_at, .. } = &s.state
+            {
+                let wait = (*retry_at - Utc::now()).to_std().unwrap_or_default();
+                s.decided = true;
+                let due = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
+                self.retries.push(Reverse((due, i)));
+                continue;
+            }
             let s = &self.slots[i];
             if s.selected && !s.decided && s.state == TaskState::Queued {
                 let mut w = Vec::new();
@@ -455,7 +472,8 @@ impl RunLoop<'_> {
 
     /// The loop: start what may start, persist, wait for the next thing to happen.
     async fn drive(&mut self, mut rx: mpsc::UnboundedReceiver<Completion>) -> Result<(), ExecError> {
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+        let mut missed_heartbeats = 0u32;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let max_active = self.dag.max_active_tasks as usize;
         loop {
@@ -492,7 +510,17 @@ impl RunLoop<'_> {
                         self.ready.push_back(i);
                     }
                 }
-                _ = heartbeat.tick() => self.store.heartbeat(&self.run_id)?,
+                _ = heartbeat.tick() => match self.store.heartbeat(&self.run_id) {
+                    Ok(()) => missed_heartbeats = 0,
+                    // A busy or briefly unwritable store is not the run's end: the owner is
+                    // known by its process, and the heartbeat only backs that up. After a
+                    // minute of failures another process could think the run abandoned.
+                    Err(e) if missed_heartbeats + 1 < MAX_MISSED_HEARTBEATS => {
+                        missed_heartbeats += 1;
+                        warn!(dag = %self.dag.id, run = %self.run_id, error = %e, missed = missed_heartbeats, "heartbeat not saved; the run goes on");
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 () = tokio::time::sleep(Duration::from_millis(100)), if pool_wait => {}
             }
         }
@@ -526,7 +554,7 @@ impl RunLoop<'_> {
             slot.state = slot.state.start(attempt, now).map_err(|e| ExecError::transition(&task_id, e))?;
             slot.attempts = attempt;
             self.ops.push(Op::AttemptStarted { task_id: task_id.clone(), attempt, started_at: now });
-            self.ops.push(Op::Task { task_id, state: slot.state.clone(), attempts: attempt });
+            self.ops.push(Op::Task { task_id, state: slot.state.clone(), attempts: attempt, failures: slot.failures });
             to_spawn.push((i, permit));
         }
         for b in blocked.into_iter().rev() {
@@ -615,7 +643,12 @@ impl RunLoop<'_> {
             if s.selected && matches!(s.state, TaskState::Queued | TaskState::UpForRetry { .. }) {
                 let task_id = &self.dag.tasks[i].id;
                 s.state = s.state.cancel().map_err(|e| ExecError::transition(task_id, e))?;
-                self.ops.push(Op::Task { task_id: task_id.clone(), state: s.state.clone(), attempts: s.attempts });
+                self.ops.push(Op::Task {
+                    task_id: task_id.clone(),
+                    state: s.state.clone(),
+                    attempts: s.attempts,
+                    failures: s.failures,
+                });
                 (self.observer)(Event::Task { task: task_id, state: &s.state });
             }
         }
@@ -699,7 +732,12 @@ impl RunLoop<'_> {
             summary,
             log_path: c.log.exists().then(|| c.log.path().display().to_string()),
         });
-        self.ops.push(Op::Task { task_id: task.id.clone(), state: slot.state.clone(), attempts: slot.attempts });
+        self.ops.push(Op::Task {
+            task_id: task.id.clone(),
+            state: slot.state.clone(),
+            attempts: slot.attempts,
+            failures: slot.failures,
+        });
         (self.observer)(Event::Task { task: &task.id, state: &slot.state });
         let mut work = Vec::new();
         if slot.state.is_terminal() {
@@ -748,7 +786,12 @@ impl RunLoop<'_> {
         };
         slot.state = next.map_err(|e| ExecError::transition(task_id, e))?;
         slot.decided = true;
-        self.ops.push(Op::Task { task_id: task_id.clone(), state: slot.state.clone(), attempts: slot.attempts });
+        self.ops.push(Op::Task {
+            task_id: task_id.clone(),
+            state: slot.state.clone(),
+            attempts: slot.attempts,
+            failures: slot.failures,
+        });
         (self.observer)(Event::Task { task: task_id, state: &slot.state });
         work.push(i);
         Ok(())

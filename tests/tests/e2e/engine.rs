@@ -365,3 +365,39 @@ fn validate_refuses_out_of_range_durations_counts_and_cron_fields() {
     }
     insta::assert_snapshot!(r.stderr);
 }
+
+/// A run killed while a task waits for its retry resumes with the budget it had left and the
+/// retry's time: attempt 2 starts no earlier than the delay after attempt 1, and with one retry
+/// allowed there is no attempt 3.
+#[test]
+fn a_resumed_run_keeps_the_retry_budget_and_the_retry_delay() {
+    let p = Project::new();
+    p.dag(
+        "r.yaml",
+        "id: r\ntasks:\n  - id: flaky\n    kind: command\n    program: sh\n    args: [-c, 'date +%s.%N >> $DIR/attempts; exit 1']\n    retries: 1\n    retry_delay: 4s\n    retry_jitter: false\n",
+    );
+    let mut child = p.spawn(&["run", "r", "--date", "2019-10-01"]);
+    // Attempt 1 failed and the task waits for its retry: kill cartflow then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.path().join(".cartflow/state.db").exists()
+        || p.store()
+            .query_row("SELECT state FROM task_instances WHERE task_id = 'flaky'", [], |r| r.get::<_, String>(0))
+            .map_or(true, |s| s != "up_for_retry")
+    {
+        assert!(Instant::now() < deadline, "the task never waited for a retry");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(child.id(), "KILL");
+    assert_eq!(child.wait().expect("wait").code(), None);
+
+    let r = p.run(&["run", "r", "--date", "2019-10-01"]);
+    r.expect_code(1);
+    let times: Vec<f64> = p.read("attempts").lines().map(|l| l.trim().parse().expect("time")).collect();
+    assert_eq!(times.len(), 2, "one retry allowed, so two attempts in all: {times:?}");
+    assert!(times[1] - times[0] >= 3.9, "attempt 2 waited for the retry delay: {times:?}");
+    let state: String = p
+        .store()
+        .query_row("SELECT state FROM task_instances WHERE task_id = 'flaky'", [], |r| r.get(0))
+        .expect("state");
+    assert_eq!(state, "failed");
+}

@@ -299,7 +299,7 @@ mod tests {
                 run_id,
                 &[
                     Op::AttemptStarted { task_id: "a".into(), attempt, started_at: now },
-                    Op::Task { task_id: "a".into(), state: running, attempts: attempt },
+                    Op::Task { task_id: "a".into(), state: running, attempts: attempt, failures: 0 },
                 ],
             )
             .expect("apply");
@@ -362,10 +362,10 @@ mod tests {
             &c.run_id,
             &[
                 Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
-                Op::Task { task_id: "a".into(), state: ok, attempts: 1 },
+                Op::Task { task_id: "a".into(), state: ok, attempts: 1, failures: 0 },
                 Op::AttemptStarted { task_id: "b".into(), attempt: 1, started_at: now },
-                Op::Task { task_id: "b".into(), state: running, attempts: 1 },
-                Op::Task { task_id: "c".into(), state: failed, attempts: 1 },
+                Op::Task { task_id: "b".into(), state: running, attempts: 1, failures: 0 },
+                Op::Task { task_id: "c".into(), state: failed, attempts: 1, failures: 1 },
             ],
         )
         .expect("apply");

@@ -86,6 +86,9 @@ pub enum Op {
         state: TaskState,
         /// Attempts started so far.
         attempts: u32,
+        /// Failed attempts of this execution: the retry budget used (a retry's state carries
+        /// when it is due).
+        failures: u32,
     },
     /// An attempt started.
     AttemptStarted {
@@ -141,8 +144,9 @@ pub struct ClaimedRun {
     pub run_id: String,
     /// Whether the run existed before.
     pub existed: bool,
-    /// Task id → (state, attempts started so far).
-    pub tasks: HashMap<String, (TaskState, u32)>,
+    /// Task id → (state, attempts started so far, failed attempts of the current execution).
+    /// A task that was waiting for a retry is still up for retry, at its time.
+    pub tasks: HashMap<String, (TaskState, u32, u32)>,
     /// Tasks whose attempt was interrupted by the death of an earlier process.
     pub interrupted: Vec<String>,
 }
@@ -188,27 +192,30 @@ impl RunStore {
             )
             .map_err(&e)?;
         }
-        let mut stored: HashMap<String, (TaskState, u32)> = HashMap::new();
+        let mut stored: HashMap<String, (TaskState, u32, u32)> = HashMap::new();
         {
-            let mut stmt =
-                tx.prepare("SELECT task_id, state_json, attempts FROM task_instances WHERE run_id = ?1").map_err(&e)?;
+            let mut stmt = tx
+                .prepare("SELECT task_id, state_json, attempts, failures FROM task_instances WHERE run_id = ?1")
+                .map_err(&e)?;
             let rows = stmt
-                .query_map([&run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+                .query_map([&run_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?))
+                })
                 .map_err(&e)?;
             for row in rows {
-                let (task, json, attempts) = row.map_err(&e)?;
+                let (task, json, attempts, failures) = row.map_err(&e)?;
                 let state: TaskState = serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
                     path: self.path.clone(),
                     what: format!("task {task} of {run_id}: {err}"),
                 })?;
-                stored.insert(task, (state, attempts));
+                stored.insert(task, (state, attempts, failures));
             }
         }
         let mut out = HashMap::new();
         let mut interrupted = Vec::new();
         let mut killed = Vec::new();
         for &(task, selected) in c.tasks {
-            let (state, attempts) = stored.remove(task).unwrap_or((TaskState::Queued, 0));
+            let (state, attempts, failures) = stored.remove(task).unwrap_or((TaskState::Queued, 0, 0));
             let corrupt = |e: crate::engine::state::IllegalTransition| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("task {task} of {run_id}: {e}"),
@@ -232,27 +239,31 @@ impl RunStore {
                     interrupted.push(task.to_string());
                     state.interrupt().map_err(corrupt)?
                 }
-                // A retry that was due when the process died: it is queued again.
-                TaskState::UpForRetry { .. } => state.interrupt().map_err(corrupt)?,
+                // A retry waiting when the process died keeps its time and its budget.
+                TaskState::UpForRetry { .. } => state.clone(),
                 TaskState::Success { .. } if selected && c.rerun => state.clear().map_err(corrupt)?,
                 TaskState::Success { .. } => state.clone(),
                 s if s.is_terminal() && selected => state.clear().map_err(corrupt)?,
                 _ => state.clone(),
             };
-            if state.is_terminal() && new_state == TaskState::Queued {
+            let fresh = state.is_terminal() && new_state == TaskState::Queued;
+            if fresh {
                 // A fresh start of a finished task: what its attempts saved (a finished AWS
                 // job run to re-attach to) belongs to the previous execution.
                 tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
                     .map_err(&e)?;
             }
+            // A fresh execution has its whole retry budget; a resumed one what it had left (an
+            // interrupted attempt was not the task's failure and costs none).
+            let failures = if fresh { 0 } else { failures };
             let json = serde_json::to_string(&new_state).unwrap_or_default();
             tx.execute(
-                "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, state_json = excluded.state_json, updated_at = excluded.updated_at",
-                params![run_id, task, new_state.name(), json, attempts, ts(now)],
+                "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at, failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, state_json = excluded.state_json, updated_at = excluded.updated_at, failures = excluded.failures",
+                params![run_id, task, new_state.name(), json, attempts, ts(now), failures],
             )
             .map_err(&e)?;
-            out.insert(task.to_string(), (new_state, attempts));
+            out.insert(task.to_string(), (new_state, attempts, failures));
         }
         tx.commit().map_err(&e)?;
         // SIGKILL is sent; the next attempt starts once the old one is really gone.
@@ -294,7 +305,7 @@ impl RunStore {
         {
             let mut task = tx
                 .prepare_cached(
-                    "UPDATE task_instances SET state = ?3, state_json = ?4, attempts = ?5, updated_at = ?6 WHERE run_id = ?1 AND task_id = ?2",
+                    "UPDATE task_instances SET state = ?3, state_json = ?4, attempts = ?5, updated_at = ?6, failures = ?7 WHERE run_id = ?1 AND task_id = ?2",
                 )
                 .map_err(&e)?;
             let mut started = tx
@@ -310,9 +321,10 @@ impl RunStore {
                 .map_err(&e)?;
             for op in ops {
                 match op {
-                    Op::Task { task_id, state, attempts } => {
+                    Op::Task { task_id, state, attempts, failures } => {
                         let json = serde_json::to_string(state).unwrap_or_default();
-                        task.execute(params![run_id, task_id, state.name(), json, attempts, now]).map_err(&e)?;
+                        task.execute(params![run_id, task_id, state.name(), json, attempts, now, failures])
+                            .map_err(&e)?;
                     }
                     Op::AttemptStarted { task_id, attempt, started_at } => {
                         started.execute(params![run_id, task_id, attempt, ts(*started_at)]).map_err(&e)?;

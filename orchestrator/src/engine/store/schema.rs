@@ -89,6 +89,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE task_attempts ADD COLUMN leader_start INTEGER;
     ALTER TABLE task_attempts ADD COLUMN boot_id TEXT;
     "#,
+    // v5: the failed attempts of a task's current execution, its retry budget used, so that a
+    // resumed run neither forgets the budget nor skips a retry delay.
+    r#"
+    ALTER TABLE task_instances ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 impl RunStore {
