@@ -29,6 +29,11 @@ impl AttemptFacts {
             Some(s) => s,
             None => {
                 let opened = RunStore::open(&self.path).map_err(|e| e.to_string())?;
+                // A fact is what a retry or a resumed run re-attaches by (an AWS job run id):
+                // committed to disk before `set` returns, not only to the WAL in the page
+                // cache (the run store's other writes are `NORMAL`: a power loss can lose their
+                // last transactions, which a resume re-does).
+                opened.conn.pragma_update(None, "synchronous", "FULL").map_err(|e| e.to_string())?;
                 self.store.get_or_init(|| Mutex::new(opened))
             }
         };
@@ -87,5 +92,24 @@ impl RunStore {
             )
             .optional()
             .map_err(self.sql())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_written_with_full_sync() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.db");
+        drop(RunStore::open(&path).expect("store"));
+        let facts = AttemptFacts::new(&path);
+        facts.set("r", "t", "k", "v").expect("set");
+        let sync: i64 = facts
+            .with(|s| Ok(s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma")))
+            .expect("with");
+        assert_eq!(sync, 2, "FULL");
+        assert_eq!(facts.get("r", "t", "k").expect("get").as_deref(), Some("v"));
     }
 }
