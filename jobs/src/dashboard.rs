@@ -161,14 +161,17 @@ fn abandonment_chart(hours: &[f64], rates: &[f64]) -> Chart {
             .y_label_formatter(&|v| format!("{v:.0}%"))
             .draw()
             .map_err(e)?;
-        chart
-            .draw_series(
-                Histogram::vertical(&chart)
-                    .style(ACCENT.mix(0.8).filled())
-                    .margin(3)
-                    .data(hours.iter().zip(rates).map(|(h, r)| (*h as u32, r * 100.0))),
-            )
-            .map_err(e)?;
+        // One bar per hour, in the hours' order (plotters' `Histogram` sums its data in a hash
+        // map and draws in that map's order, which differs from run to run).
+        let xs = chart.as_coord_spec().x_spec().clone();
+        let bars = hours.iter().zip(rates).filter_map(|(h, r)| {
+            let i = xs.index_of(&SegmentValue::Exact(*h as u32))?;
+            let (x, next) = (xs.from_index(i)?, xs.from_index(i + 1)?);
+            let mut bar = Rectangle::new([(x, r * 100.0), (next, 0.0)], ACCENT.mix(0.8).filled());
+            bar.set_margin(0, 0, 3, 3);
+            Some(bar)
+        });
+        chart.draw_series(bars).map_err(e)?;
         Ok(())
     })
 }
@@ -542,12 +545,36 @@ fn section_wide(html: &mut String, title: &str, note: &str, chart: Option<Chart>
     html.replace_range(start..start + "<section>".len(), "<section class=wide>");
 }
 
-/// Writes the file atomically (a temporary file renamed into place).
+/// Writes the file atomically and durably: a temporary file beside it, fsynced, renamed into
+/// place, the folder fsynced. Temporary files a crashed writer left (their process gone) are
+/// removed first.
 pub fn write(out: &Path, html: &str) -> Result<(), String> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    remove_dead_temporaries(dir, &name);
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(html.as_bytes())?;
+        f.sync_all()
+    });
+    written.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    crate::crash::point("dashboard.written");
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    crate::swap::sync_dir(dir)
+}
+
+/// Removes `<name>.<pid>.tmp` files of `dir` whose process no longer runs.
+fn remove_dead_temporaries(dir: &Path, name: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&format!("{name}.")).and_then(|r| r.strip_suffix(".tmp")) else { continue };
+        let dead =
+            pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+        if dead {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
-    let tmp = out.with_extension(format!("html.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, html).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
 }
