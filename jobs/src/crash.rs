@@ -2,7 +2,12 @@
 //! process `abort()` the `n`-th time (1-based, default 1) it reaches [`point`]`(<name>)`. Unset,
 //! a point costs one load of a cached value. The variable is read once per process.
 //!
-//! The points of the jobs crate (the orchestrator adds its own, with the same function):
+//! Every point sits at a write boundary: what comes before it is written (and, where the code
+//! says so, fsynced), what comes after it is not. The e2e test `crash` runs the daily DAG
+//! once uninterrupted, then once per point: crashed there, resumed with the same command, and
+//! compared with the uninterrupted run (tables, catalog, quarantine, raw zone, alerts).
+//!
+//! The points of the jobs crate ([`POINTS`]):
 //!
 //! | name | where |
 //! |---|---|
@@ -14,6 +19,42 @@
 //! | `swap.together.published` | [`publish_together`]: every pair live, the old versions and the intent not yet removed |
 //! | `compact.written` | compaction: every part written into the fresh folder, before the publish |
 //! | `clean.written` | cleaning: the clean and quarantine parts written, before they are published together |
+//! | `crawl.table_written` | the crawler: the table created or its schema updated in the catalog, its partitions not yet added |
+//! | `crawl.partitions_written` | the crawler: the partitions added or repointed (the crawl's last write) |
+//! | `enrich.written` | the recipe job: the enriched part written into the fresh folder, before the publish |
+//! | `ctas.written` | local CTAS: the query's rows written (fresh partition folder, or new version folder) and fsynced, before anything is published |
+//! | `ctas.swapped` | local CTAS, partitioned: the partition's data is live, the catalog not yet updated |
+//! | `ctas.cataloged` | local CTAS: the catalog names the new data; a full refresh's old versions not yet pruned |
+//! | `ctas.pruned` | local CTAS, full refresh: the versions beyond `keep_versions` deleted (the task's last write) |
+//! | `dashboard.written` | the dashboard: the temporary file written and fsynced, before its rename |
+//!
+//! The engine's points ([`ENGINE_POINTS`], in `orchestrator/src/engine/store/`):
+//!
+//! | name | where |
+//! |---|---|
+//! | `store.claimed` | a run created, or taken over for a resume, and its tasks' states committed |
+//! | `store.attempt_started` | each attempt start committed (`:n` = the n-th attempt of the process) |
+//! | `store.attempt_ended` | each attempt end committed, with the task's new state |
+//! | `store.finished` | a run's end committed and the run released |
+//! | `store.backfill_created` | a backfill job and its planned runs committed |
+//! | `store.backfill_run_done` | a backfill job's record of one run's outcome committed |
+//! | `store.backfill_finished` | a backfill job closed |
+//!
+//! The streaming stage's points ([`STREAMING_POINTS`], in `streaming/src/`):
+//!
+//! | name | where |
+//! |---|---|
+//! | `producer.appended` | the producer: each record appended to stream1's buffer (`:n` = mid-interval, buffered records lost) |
+//! | `producer.flushed` | the producer: every record of the interval in stream1, fsynced |
+//! | `archiver.staged` | the archiver: its buffers written to hidden, fsynced objects, not yet named in a checkpoint |
+//! | `archiver.checkpointed` | the archiver: the checkpoint names the hidden objects, none published yet |
+//! | `archiver.published` | the archiver: the objects published, the checkpoint not yet cleared |
+//! | `detector.flushed` | the detector: its alerts fsynced in stream2, its checkpoint not yet saved |
+//! | `detector.checkpointed` | the detector: its offsets and open windows saved |
+//! | `alerts.stored` | the alert handler: a new alert put in the alerts table |
+//! | `alerts.notified` | the alert handler: a notification sent, the alert not yet marked notified |
+//! | `alerts.marked` | the alert handler: the alert marked notified |
+//! | `alerts.checkpointed` | the alert handler: its stream2 offsets saved after a batch |
 //!
 //! [`swap_in`]: crate::swap::swap_in
 //! [`publish_together`]: crate::swap::publish_together
@@ -24,7 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The environment variable that names the point to crash at.
 pub const ENV: &str = "CARTFLOW_CRASH_AT";
 
-/// Every crash point of the jobs crate (the table above).
+/// Every crash point of the jobs crate (the first table above).
 pub const POINTS: &[&str] = &[
     "swap.staged",
     "swap.exchanged",
@@ -34,7 +75,63 @@ pub const POINTS: &[&str] = &[
     "swap.together.published",
     "compact.written",
     "clean.written",
+    "crawl.table_written",
+    "crawl.partitions_written",
+    "enrich.written",
+    "ctas.written",
+    "ctas.swapped",
+    "ctas.cataloged",
+    "ctas.pruned",
+    "dashboard.written",
 ];
+
+/// Every crash point of the engine's run store (the second table; a test of the orchestrator
+/// checks them against its code).
+pub const ENGINE_POINTS: &[&str] = &[
+    "store.claimed",
+    "store.attempt_started",
+    "store.attempt_ended",
+    "store.finished",
+    "store.backfill_created",
+    "store.backfill_run_done",
+    "store.backfill_finished",
+];
+
+/// Every crash point of the streaming stage (the third table; a test of the streaming crate
+/// checks them against its code).
+pub const STREAMING_POINTS: &[&str] = &[
+    "producer.appended",
+    "producer.flushed",
+    "archiver.staged",
+    "archiver.checkpointed",
+    "archiver.published",
+    "detector.flushed",
+    "detector.checkpointed",
+    "alerts.stored",
+    "alerts.notified",
+    "alerts.marked",
+    "alerts.checkpointed",
+];
+
+/// Every crash point of cartflow, all crates.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    POINTS.iter().chain(ENGINE_POINTS).chain(STREAMING_POINTS).copied()
+}
+
+/// The names of the crash points a source file reaches (`crash::point("…")` or
+/// `crash_point("…")` calls), sorted and deduplicated: what the tests compare with the lists.
+#[doc(hidden)]
+pub fn names_in(sources: &[&str]) -> Vec<String> {
+    let mut used: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.split("crash::point(\"").skip(1).chain(s.split("crash_point(\"").skip(1)))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    used
+}
 
 /// Where to crash: a point's name and the hit (1-based) that aborts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,16 +247,30 @@ mod tests {
 
     #[test]
     fn the_list_is_the_points_in_the_code() {
-        let sources = [include_str!("swap.rs"), include_str!("compact.rs"), include_str!("clean.rs")];
-        let mut used: Vec<&str> = sources
-            .iter()
-            .flat_map(|s| s.split("crash::point(\"").skip(1))
-            .filter_map(|rest| rest.split('"').next())
-            .collect();
-        used.sort_unstable();
-        used.dedup();
-        let mut listed = POINTS.to_vec();
+        let sources = [
+            include_str!("swap.rs"),
+            include_str!("compact.rs"),
+            include_str!("clean.rs"),
+            include_str!("crawl.rs"),
+            include_str!("recipe.rs"),
+            include_str!("ctas.rs"),
+            include_str!("dashboard.rs"),
+        ];
+        let mut listed: Vec<String> = POINTS.iter().map(|s| s.to_string()).collect();
         listed.sort_unstable();
-        assert_eq!(used, listed);
+        assert_eq!(names_in(&sources), listed);
+    }
+
+    #[test]
+    fn every_name_is_listed_once() {
+        let mut all: Vec<&str> = all().collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a name in two lists");
+        let doc = include_str!("crash.rs");
+        for name in &all {
+            assert!(doc.contains(&format!("//! | `{name}` |")), "{name} is not in the module doc's tables");
+        }
     }
 }

@@ -319,6 +319,7 @@ pub fn crawl(cfg: &CrawlConfig, catalog: &mut Catalog) -> Result<CrawlReport, Cr
     match existing {
         None => {
             catalog.put_table(&new_table(columns.clone()))?;
+            crate::crash::point("crawl.table_written");
             report.created = true;
         }
         Some(t) => {
@@ -331,6 +332,7 @@ pub fn crawl(cfg: &CrawlConfig, catalog: &mut Catalog) -> Result<CrawlReport, Cr
                     SchemaChangePolicy::Log => {}
                     SchemaChangePolicy::Update => {
                         catalog.put_table(&Table { columns: merged, ..new_table(Vec::new()) })?;
+                        crate::crash::point("crawl.table_written");
                     }
                 }
             }
@@ -345,6 +347,7 @@ pub fn crawl(cfg: &CrawlConfig, catalog: &mut Catalog) -> Result<CrawlReport, Cr
             })
             .collect();
         report.partitions_added = catalog.put_partitions(&qualified, "", &parts)?;
+        crate::crash::point("crawl.partitions_written");
         report.partitions_total = catalog.partitions(&qualified, "")?.len();
     }
     Ok(report)

@@ -158,7 +158,9 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
             crate::swap::recover(&live).map_err(serr)?;
             let fresh = crate::swap::fresh(&live).map_err(serr)?;
             write_parquet(&fresh.join("part-00000.parquet"), data_schema.clone(), &data)?;
+            crate::crash::point("ctas.written");
             crate::swap::swap_in(&fresh, &live).map_err(serr)?;
+            crate::crash::point("ctas.swapped");
             let columns = columns_of(&data_schema);
             let partition_keys = vec![Column::new(key, "string")];
             let existing = catalog.table(&qualified, &spec.database)?;
@@ -188,6 +190,7 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
                 &spec.database,
                 &[Partition { values: vec![value.clone()], location: location.clone() }],
             )?;
+            crate::crash::point("ctas.cataloged");
             Ok(CtasReport { rows, location, version, removed: Vec::new() })
         }
         None => {
@@ -195,6 +198,12 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
             let rel = format!("{}/version-{stamp}-{}", spec.location, fastrand::u32(..));
             let dir = lake.join(&rel);
             write_parquet(&dir.join("part-00000.parquet"), schema.clone(), &batches)?;
+            // On disk before the catalog names it: a crash after the catalog's commit must not
+            // leave the table pointing at a folder whose files were never flushed.
+            let serr = |m: String| SqlError::Io { path: dir.clone(), message: m };
+            crate::swap::sync_tree(&dir).map_err(serr)?;
+            crate::swap::sync_dir(dir.parent().unwrap_or(lake)).map_err(serr)?;
+            crate::crash::point("ctas.written");
             let columns = columns_of(&schema);
             let version = match catalog.table(&qualified, &spec.database)? {
                 Some(t) => {
@@ -211,8 +220,10 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
                     version: 0,
                 })?,
             };
+            crate::crash::point("ctas.cataloged");
             let removed =
                 prune_versions(lake, &catalog, &qualified, &spec.database, &spec.location, spec.keep_versions)?;
+            crate::crash::point("ctas.pruned");
             Ok(CtasReport { rows, location: rel, version, removed })
         }
     }

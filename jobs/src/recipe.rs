@@ -627,7 +627,14 @@ pub fn run_job(
     let lf = concat(frames, UnionArgs::default()).map_err(derr(&in_dir))?;
     let mut df = recipe.apply(lf)?.collect().map_err(derr(&in_dir))?;
     let live = lake.join(output).join(format!("dt={date}"));
-    crate::publish_parquet(&mut df, &live).map_err(|e| RecipeJobError::Data { path: live.clone(), message: e })?;
+    let publish = |df: &mut DataFrame| -> Result<(), String> {
+        crate::swap::recover(&live)?;
+        let fresh = crate::swap::fresh(&live)?;
+        crate::write_part(df, &fresh.join("part-00000.parquet"))?;
+        crate::crash::point("enrich.written");
+        crate::swap::swap_in(&fresh, &live)
+    };
+    publish(&mut df).map_err(|e| RecipeJobError::Data { path: live.clone(), message: e })?;
     let rows_out = df.height() as u64;
     Ok(RecipeReport {
         rows_in,
