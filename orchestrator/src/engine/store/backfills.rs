@@ -54,6 +54,7 @@ impl RunStore {
             .map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
+        cartflow_jobs::crash::point("store.backfill_created");
         Ok(id)
     }
     /// Records how one run of a backfill job ended.
@@ -63,8 +64,9 @@ impl RunStore {
                 "UPDATE backfill_runs SET state = ?3 WHERE backfill_id = ?1 AND run_id = ?2",
                 params![backfill_id, run_id, state],
             )
-            .map(|_| ())
-            .map_err(self.sql())
+            .map_err(self.sql())?;
+        cartflow_jobs::crash::point("store.backfill_run_done");
+        Ok(())
     }
     /// Closes a backfill job: the same command later plans afresh.
     pub fn finish_backfill(&self, backfill_id: &str) -> Result<(), StoreError> {
@@ -73,7 +75,8 @@ impl RunStore {
                 "UPDATE backfills SET finished_at = ?2 WHERE backfill_id = ?1",
                 params![backfill_id, ts(Utc::now())],
             )
-            .map(|_| ())
-            .map_err(self.sql())
+            .map_err(self.sql())?;
+        cartflow_jobs::crash::point("store.backfill_finished");
+        Ok(())
     }
 }

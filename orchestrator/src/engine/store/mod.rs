@@ -197,6 +197,19 @@ mod tests {
     use crate::process;
     use crate::schedule::DataInterval;
 
+    #[test]
+    fn the_engine_crash_points_are_the_ones_in_the_code() {
+        let used = cartflow_jobs::crash::names_in(&[
+            include_str!("runs.rs"),
+            include_str!("backfills.rs"),
+            include_str!("facts.rs"),
+            include_str!("mod.rs"),
+        ]);
+        let mut listed: Vec<String> = cartflow_jobs::crash::ENGINE_POINTS.iter().map(|s| s.to_string()).collect();
+        listed.sort_unstable();
+        assert_eq!(used, listed);
+    }
+
     fn interval() -> DataInterval {
         DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"))
     }

@@ -266,6 +266,7 @@ impl RunStore {
             out.insert(task.to_string(), (new_state, attempts, failures));
         }
         tx.commit().map_err(&e)?;
+        cartflow_jobs::crash::point("store.claimed");
         // SIGKILL is sent; the next attempt starts once the old one is really gone.
         if !killed.is_empty() && !process::wait_gone(&killed, LEFTOVER_WAIT) {
             warn!(run = %run_id, groups = ?killed, "processes of a crashed attempt still run {LEFTOVER_WAIT:?} after SIGKILL");
@@ -347,7 +348,15 @@ impl RunStore {
                 }
             }
         }
-        tx.commit().map_err(&e)
+        tx.commit().map_err(&e)?;
+        for op in ops {
+            match op {
+                Op::AttemptStarted { .. } => cartflow_jobs::crash::point("store.attempt_started"),
+                Op::AttemptEnded { .. } => cartflow_jobs::crash::point("store.attempt_ended"),
+                Op::Task { .. } => {}
+            }
+        }
+        Ok(())
     }
     /// Tells other processes this run's owner is alive.
     pub fn heartbeat(&self, run_id: &str) -> Result<(), StoreError> {
@@ -366,7 +375,8 @@ impl RunStore {
                 "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL WHERE run_id = ?1",
                 params![run_id, state.name(), ts(Utc::now())],
             )
-            .map(|_| ())
-            .map_err(self.sql())
+            .map_err(self.sql())?;
+        cartflow_jobs::crash::point("store.finished");
+        Ok(())
     }
 }
