@@ -134,6 +134,9 @@ fn partition_key(line: &[u8]) -> Vec<u8> {
     }
 }
 
+/// How many appends the producer buffers before it writes them out.
+const PRODUCER_FLUSH_EVERY: u64 = 1_000;
+
 /// Replays `source` into stream1 as producer `producer` (its id makes re-runs idempotent),
 /// optionally at `rate` events per second; events outside `[from_s, to_s)` are skipped when an
 /// interval is given.
@@ -169,8 +172,11 @@ pub fn produce(
             err = Some(e.into());
             return Err(std::io::Error::other("stream append failed"));
         }
+        crash_point("producer.appended");
         rep.appended += 1;
-        if rep.appended.is_multiple_of(10_000)
+        // Written out (not fsynced) every so often, so the consumers see records as they come
+        // and a crash loses at most the records since.
+        if rep.appended.is_multiple_of(PRODUCER_FLUSH_EVERY)
             && let Err(e) = stream.flush(false)
         {
             err = Some(e.into());
@@ -195,6 +201,7 @@ pub fn produce(
     }
     fed?;
     stream.flush(true)?;
+    crash_point("producer.flushed");
     Ok(rep)
 }
 
@@ -448,7 +455,9 @@ pub fn detect(
     };
     let save = |reader: &Reader, engine: &Engine, s: &mut Stream| -> Result<(), PipelineError> {
         s.flush(true)?;
+        crash_point("detector.flushed");
         Checkpoint { offsets: reader.offsets(), state: engine.snapshot() }.save(&dir, CONSUMER)?;
+        crash_point("detector.checkpointed");
         Ok(())
     };
     loop {
@@ -513,6 +522,7 @@ pub fn handle_stream(paths: &Paths, done: &dyn Fn() -> bool) -> Result<HandleRep
                 let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
                 rep += handler::handle(&refs, &mut store, &mut notifier, &mut metrics)?;
                 Checkpoint { offsets: r.offsets(), state: Vec::new() }.save(&dir, CONSUMER)?;
+                crash_point("alerts.checkpointed");
             }
         }
         if rounds.stop_after(got) {
@@ -719,6 +729,19 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    #[test]
+    fn the_streaming_crash_points_are_the_ones_in_the_code() {
+        let used = cartflow_jobs::crash::names_in(&[
+            include_str!("pipeline.rs"),
+            include_str!("handler.rs"),
+            include_str!("log.rs"),
+            include_str!("aws.rs"),
+        ]);
+        let mut listed: Vec<String> = cartflow_jobs::crash::STREAMING_POINTS.iter().map(|s| s.to_string()).collect();
+        listed.sort_unstable();
+        assert_eq!(used, listed);
+    }
 
     /// Every archived line of a day, by object, in object order.
     fn archived(lake: &Path, date: &str) -> Vec<String> {
