@@ -78,6 +78,7 @@ impl Project {
             .env_remove("CARTFLOW_STATE")
             .env_remove("CARTFLOW_DAGS")
             .env_remove("CARTFLOW_LOG")
+            .env_remove("CARTFLOW_CRASH_AT")
             .stdin(Stdio::null());
         c
     }

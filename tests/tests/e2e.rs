@@ -30,3 +30,6 @@ mod aws_platform;
 
 #[path = "e2e/hostile.rs"]
 mod hostile;
+
+#[path = "e2e/crash.rs"]
+mod crash;
