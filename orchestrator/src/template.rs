@@ -302,7 +302,7 @@ impl Context {
         for piece in parse(&t.0)? {
             match piece {
                 Piece::Text(s) => {
-                    lexer.feed_str(s);
+                    lexer.feed_str(s, offset_in(&t.0, s));
                     out.push_str(s);
                 }
                 Piece::Var { name, offset } => {
@@ -318,6 +318,9 @@ impl Context {
                     out.push_str(&sql_value(value, place).map_err(|(c, w)| unsafe_(c, w))?);
                 }
             }
+        }
+        if let Some((offset, why)) = lexer.refused.first() {
+            return Err(TemplateError::Invalid(format!("SQL text at {}: {why}", Position::of(&t.0, *offset))));
         }
         Ok(out)
     }
@@ -430,7 +433,8 @@ fn sql_value(value: &str, place: SqlPlace) -> Result<String, (&'static str, &'st
             if value.chars().any(|c| c.is_control() || c == '*' || c == '/') {
                 return Err(("in an SQL comment", "line breaks, `*` and `/` are not allowed"));
             }
-            Ok(value.to_string())
+            // Never nothing: `*{{ v }}/` would close the comment.
+            Ok(if value.is_empty() { " ".to_string() } else { value.to_string() })
         }
     }
 }
@@ -455,28 +459,88 @@ enum Lex {
     Ident(char),
     IdentQuote(char),
     LineComment,
+    /// After a `\r` in a `--` comment.
+    LineCommentCr,
     BlockComment,
     /// After a `*` in a block comment.
     BlockStar,
+    /// After a `/` in a block comment (`/*` there is refused: engines disagree on nesting).
+    BlockSlash,
+}
+
+/// Whether `c` continues a word (an identifier, a keyword or a number) in DataFusion's
+/// (sqlparser's generic dialect) tokenizer.
+fn word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '$' | '#' | '@')
 }
 
 /// Reads SQL text as Trino's and DataFusion's tokenizers do, as far as quoting goes: string
-/// literals (`''` inside), quoted identifiers, `--` and `/* */` comments. The code outside
-/// literals and comments is kept (literals as `''`, identifiers as `""`, comments as a space)
-/// for [`check_sql`].
+/// literals (`''` inside; `E'…'`, `U&'…'` and `X'…'` escape strings when the prefix is a token
+/// of its own), quoted identifiers, `--` and `/* */` comments. What those engines read
+/// differently — nested comments (DataFusion nests them, Trino does not), dollar-quoted
+/// (`$$…$$`, `$tag$…$tag$`) and quote-delimited (`q'…'`) strings, a backslash in an escape
+/// string's text, a lone carriage return in a `--` comment — is refused ([`SqlLexer::refused`]),
+/// so that where the lexer says a placeholder stands is where every engine reads it. The code
+/// outside literals and comments is kept (literals as `''`, identifiers as `""`, comments as a
+/// space) for [`check_sql`].
 #[derive(Debug, Default)]
 struct SqlLexer {
     state: Lex,
-    /// The last character of code (for `E'` and `U&'`).
-    prev: char,
+    /// The word (identifier characters) of code right before this point, lowercased (for the
+    /// `E'`, `X'`, `q'` prefixes).
+    word: String,
+    /// The code right before this point is `&` after the word `U` (for `U&'`).
+    unicode_amp: bool,
+    /// The byte offset in the template of the character being read.
+    pos: usize,
+    /// The constructs refused, with their byte offsets.
+    refused: Vec<(usize, &'static str)>,
     /// The code outside literals and comments.
     code: String,
 }
 
 impl SqlLexer {
-    fn feed_str(&mut self, s: &str) {
-        for c in s.chars() {
+    /// Reads `s`, which starts at byte `base` of the template.
+    fn feed_str(&mut self, s: &str, base: usize) {
+        for (i, c) in s.char_indices() {
+            self.pos = base + i;
             self.feed(c);
+        }
+    }
+
+    fn refuse(&mut self, why: &'static str) {
+        self.refused.push((self.pos, why));
+    }
+
+    /// Code that is not a quote: the word before the next character.
+    fn code_char(&mut self, c: char) {
+        self.code.push(c);
+        self.unicode_amp = c == '&' && self.token_word() == "u";
+        if word_char(c) {
+            self.word.extend(c.to_lowercase());
+        } else {
+            self.word.clear();
+        }
+    }
+
+    /// The word right before this point as sqlparser reads it: `1e` is the number 1, then `e`.
+    fn token_word(&self) -> &str {
+        self.word.trim_start_matches(|c: char| c.is_ascii_digit())
+    }
+
+    /// The prefix of a string literal starting here: whether it is an escape string. A prefix is
+    /// one only as a token of its own: `LIKE'%'` is `LIKE` and a plain literal.
+    fn string_prefix(&mut self) -> bool {
+        if std::mem::take(&mut self.unicode_amp) {
+            return true;
+        }
+        match self.token_word() {
+            "e" | "x" => true,
+            "q" | "nq" => {
+                self.refuse("quote-delimited strings (`q'…'`, `nq'…'`) are not allowed: write a '…' literal");
+                false
+            }
+            _ => false,
         }
     }
 
@@ -484,35 +548,49 @@ impl SqlLexer {
         match self.state {
             Lex::Code => match c {
                 '\'' => {
-                    self.state = Lex::Str { escapes: matches!(self.prev, 'e' | 'E' | '&') };
+                    let escapes = self.string_prefix();
+                    self.state = Lex::Str { escapes };
+                    self.code_char(' ');
+                    self.code.pop();
                     self.code.push_str("''");
                 }
                 '"' | '`' => {
                     self.state = Lex::Ident(c);
+                    self.code_char(' ');
+                    self.code.pop();
                     self.code.push_str("\"\"");
                 }
                 '-' => self.state = Lex::Dash,
                 '/' => self.state = Lex::Slash,
-                _ => {
-                    self.code.push(c);
-                    self.prev = c;
+                '$' => {
+                    self.refuse(
+                        "`$` outside quotes is not allowed: dollar-quoted strings (`$$…$$`, `$tag$…$tag$`) are read \
+                         differently by different engines; write a '…' literal",
+                    );
+                    self.code_char(c);
                 }
+                _ => self.code_char(c),
             },
             Lex::Dash | Lex::Slash => {
                 let (first, opens) = if self.state == Lex::Dash { ('-', '-') } else { ('/', '*') };
                 if c == opens {
                     self.state = if first == '-' { Lex::LineComment } else { Lex::BlockComment };
-                    self.code.push(' ');
+                    self.code_char(' ');
                 } else {
                     self.state = Lex::Code;
-                    self.code.push(first);
-                    self.prev = first;
+                    self.code_char(first);
                     self.feed(c);
                 }
             }
             Lex::Str { escapes } => match c {
                 '\'' => self.state = Lex::StrQuote { escapes },
-                '\\' if escapes => self.state = Lex::StrBackslash,
+                '\\' if escapes => {
+                    self.refuse(
+                        "a backslash in the text of an `E'…'`, `U&'…'` or `X'…'` string is read differently by \
+                         different engines; write a plain '…' literal",
+                    );
+                    self.state = Lex::StrBackslash;
+                }
                 _ => {}
             },
             Lex::StrQuote { escapes } => {
@@ -520,7 +598,6 @@ impl SqlLexer {
                     self.state = Lex::Str { escapes };
                 } else {
                     self.state = Lex::Code;
-                    self.prev = '\'';
                     self.feed(c);
                 }
             }
@@ -535,29 +612,45 @@ impl SqlLexer {
                     self.state = Lex::Ident(q);
                 } else {
                     self.state = Lex::Code;
-                    self.prev = q;
                     self.feed(c);
                 }
             }
-            Lex::LineComment => {
-                if c == '\n' {
+            Lex::LineComment => match c {
+                '\n' => {
                     self.state = Lex::Code;
-                    self.code.push('\n');
-                    self.prev = '\n';
+                    self.code_char('\n');
                 }
-            }
-            Lex::BlockComment => {
-                if c == '*' {
-                    self.state = Lex::BlockStar;
+                '\r' => self.state = Lex::LineCommentCr,
+                _ => {}
+            },
+            Lex::LineCommentCr => {
+                if c == '\n' {
+                    self.state = Lex::LineComment;
+                } else {
+                    // Trino ends a `--` comment there, DataFusion does not.
+                    self.refuse(
+                        "a carriage return not followed by a line feed ends a `--` comment in some engines only",
+                    );
+                    self.state = Lex::LineComment;
                 }
+                self.feed(c);
             }
-            Lex::BlockStar => {
+            Lex::BlockComment | Lex::BlockSlash | Lex::BlockStar => {
+                if self.state == Lex::BlockSlash && c == '*' {
+                    self.refuse(
+                        "`/*` inside a comment: DataFusion nests comments and Trino does not, so they would read \
+                         what follows differently; remove the inner `/*`",
+                    );
+                }
                 self.state = match c {
-                    '/' => Lex::Code,
-                    '*' => Lex::BlockStar,
+                    '/' if self.state == Lex::BlockStar => {
+                        self.code_char(' ');
+                        Lex::Code
+                    }
+                    '*' if self.state != Lex::BlockSlash => Lex::BlockStar,
+                    '/' => Lex::BlockSlash,
                     _ => Lex::BlockComment,
                 };
-                self.prev = ' ';
             }
         }
     }
@@ -572,15 +665,19 @@ impl SqlLexer {
         match self.state {
             Lex::Code => {
                 // The value is a number or a date: code that opens nothing.
-                self.code.push('0');
-                self.prev = '0';
+                self.code_char('0');
                 SqlPlace::Code
             }
             Lex::Str { escapes } => SqlPlace::Literal { escapes },
             Lex::StrBackslash => SqlPlace::Escaped,
             Lex::Ident(_) => SqlPlace::Identifier,
             Lex::LineComment => SqlPlace::Comment,
-            Lex::BlockComment | Lex::BlockStar => {
+            Lex::LineCommentCr => {
+                self.feed('x');
+                SqlPlace::Comment
+            }
+            Lex::BlockComment | Lex::BlockStar | Lex::BlockSlash => {
+                // The value (never empty there: see `sql_value`) has no `*` or `/`.
                 self.state = Lex::BlockComment;
                 SqlPlace::Comment
             }
@@ -595,6 +692,11 @@ impl SqlLexer {
     }
 }
 
+/// The byte offset of `piece`, a slice of `text`, in `text`.
+fn offset_in(text: &str, piece: &str) -> usize {
+    (piece.as_ptr() as usize).saturating_sub(text.as_ptr() as usize)
+}
+
 /// Checks the SQL text of an insight file (its own text: the author's) at compile time: it is
 /// one query — `SELECT`, `WITH … SELECT`, `VALUES` or a parenthesized query, with at most a
 /// trailing `;` — and every placeholder outside quotes is a date variable or a param (whose
@@ -605,7 +707,7 @@ pub fn check_sql(text: &str) -> Vec<String> {
     let mut lexer = SqlLexer::default();
     for piece in pieces {
         match piece {
-            Piece::Text(s) => lexer.feed_str(s),
+            Piece::Text(s) => lexer.feed_str(s, offset_in(text, s)),
             Piece::Var { name, offset } => {
                 let place = lexer.placeholder();
                 let text_var = !DATE_VARIABLES.contains(&name) && !name.starts_with("params.");
@@ -620,6 +722,9 @@ pub fn check_sql(text: &str) -> Vec<String> {
         }
     }
     lexer.finish();
+    for (offset, why) in &lexer.refused {
+        problems.push(format!("{}: {why}", Position::of(text, *offset)));
+    }
     if let Some(why) = one_query(&lexer.code) {
         problems.push(why);
     }
@@ -788,6 +893,80 @@ mod tests {
         let err =
             with(&[("v", &long)]).render(&"SELECT {{ params.v }}".into(), Escaping::Sql).expect_err("long").to_string();
         assert!(err.len() < 600 && err.contains("(100000 bytes)"), "a huge value is cut in the message: {err}");
+    }
+
+    /// Text that DataFusion or Trino read differently from the lexer, so that a value the lexer
+    /// places in a literal would stand in code.
+    #[test]
+    fn sql_nested_comments_are_refused() {
+        // (a) DataFusion nests comments: the inner `*/` does not end the outer one, so there
+        // the placeholder's quotes are comment and the value is code.
+        let nested = "SELECT x FROM t WHERE x = 'a'\n/* disabled:\n AND x = /* the kind */ '{{ params.who }}'\n*/";
+        let problems = check_sql(nested);
+        assert!(
+            problems.iter().any(|p| p.contains("line 3, column 11") && p.contains("`/*` inside a comment")),
+            "{problems:?}"
+        );
+        let union = "*/ UNION ALL SELECT CAST(current_date() AS VARCHAR) /*";
+        assert!(with(&[("who", union)]).render(&nested.into(), Escaping::Sql).is_err());
+        assert!(check_sql("SELECT 1 /* a * / b -- c */ -- /* d\n").is_empty(), "no nesting there");
+    }
+
+    #[test]
+    fn sql_dollar_and_quote_delimited_strings_are_refused() {
+        // (b) Dollar-quoted strings.
+        for text in
+            ["SELECT $$it's$$ AS a, '{{ params.who }}' AS b", "SELECT $tag$it's$tag$ AS a, '{{ params.who }}' AS b"]
+        {
+            let problems = check_sql(text);
+            assert!(
+                problems.iter().any(|p| p.contains("line 1, column 8") && p.contains("dollar-quoted")),
+                "{problems:?}"
+            );
+            assert!(with(&[("who", "x")]).render(&text.into(), Escaping::Sql).is_err(), "{text}");
+        }
+        // Quote-delimited strings (sqlparser's generic dialect reads q'[…]').
+        for text in ["SELECT q'[it's]' AS a", "SELECT nQ'[it's]' AS a"] {
+            let problems = check_sql(text);
+            assert!(problems.iter().any(|p| p.contains("quote-delimited")), "{text}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn sql_an_escape_prefix_is_one_only_as_a_token_of_its_own() {
+        // (c) A keyword ending in `e` before a quote is no `E'…'` prefix: `'%\'` is a plain
+        // literal ending with a backslash, and the placeholder stands in code.
+        let like = "SELECT x FROM t WHERE x NOT LIKE'%\\' AND length(x) = {{ params.who }} AND x <> 'z'";
+        assert!(check_sql(like).is_empty(), "{:?}", check_sql(like));
+        let err = with(&[("who", "1 UNION ALL SELECT 2")]).render(&like.into(), Escaping::Sql).expect_err("code");
+        assert!(err.to_string().contains("outside a quoted SQL literal"), "{err}");
+        assert!(with(&[("who", "3")]).render(&like.into(), Escaping::Sql).is_ok());
+        for text in ["SELECT due'{{ params.who }}'", "SELECT _e'{{ params.who }}'", "SELECT nu&'{{ params.who }}'"] {
+            assert_eq!(
+                with(&[("who", "a\\b")]).render(&text.into(), Escaping::Sql).expect(text),
+                text.replace("{{ params.who }}", "a\\b"),
+                "a plain literal: a backslash is a character"
+            );
+        }
+        // A prefix standing alone is one; its string's text may have no backslash.
+        for text in [
+            "SELECT E'{{ params.who }}'",
+            "SELECT 1 e'{{ params.who }}'",
+            "SELECT 1e'{{ params.who }}'",
+            "SELECT (x)U&'{{ params.who }}'",
+            "SELECT X'{{ params.who }}'",
+        ] {
+            assert!(with(&[("who", "a\\b")]).render(&text.into(), Escaping::Sql).is_err(), "{text}");
+            assert!(with(&[("who", "ab")]).render(&text.into(), Escaping::Sql).is_ok(), "{text}");
+        }
+        let problems = check_sql("SELECT E'it\\'s' AS a, '{{ params.who }}' AS b");
+        assert!(problems.iter().any(|p| p.contains("line 1, column 12") && p.contains("backslash")), "{problems:?}");
+        // A lone carriage return ends a `--` comment in Trino only.
+        assert!(!check_sql("SELECT 1 -- x\r, '{{ params.who }}'\n").is_empty());
+        assert!(check_sql("SELECT 1 -- x\r\n, '{{ params.who }}'\r\n").is_empty());
+        // An empty value does not join a comment's `*` and `/`.
+        let t = "SELECT 1 /* a *{{ params.who }}/ b */";
+        assert_eq!(with(&[("who", "")]).render(&t.into(), Escaping::Sql).expect("ok"), "SELECT 1 /* a * / b */");
     }
 
     #[test]
