@@ -90,6 +90,15 @@ impl Kind for Command {
         if config.skip_exit_code == Some(0) {
             return Err("`skip_exit_code` cannot be 0 (0 means success)".into());
         }
+        // A param is untrusted text (`-p`, the web UI, an EventBridge input): spliced into a
+        // shell script it would run as code. The fixed variables may stand there: cartflow makes
+        // them (dates and timestamps of digits, `-`, `:`, `+`, `T`; the DAG's and task's checked
+        // ids; the run id made of both).
+        let args: Vec<&str> = config.args.iter().map(|a| a.0.as_str()).collect();
+        let spliced = template::params_in_shell_script(&config.program.0, &args);
+        if !spliced.is_empty() {
+            return Err(spliced.join("; "));
+        }
         Ok(())
     }
 
