@@ -90,6 +90,85 @@ fn an_insight_file_that_writes_is_refused_and_writes_nothing() {
     }
 }
 
+/// Writing SQL that starts like a query passes the compile check; DataFusion's read-only check
+/// of the plan refuses it when the task runs, before anything is written.
+#[test]
+fn a_query_that_writes_after_with_or_into_is_refused_when_it_runs() {
+    for (sql, refusal) in [
+        // DataFusion cannot plan an INSERT after WITH at all.
+        ("WITH x AS (SELECT 1 AS a) INSERT INTO ecommerce.h SELECT a FROM x", "not implemented"),
+        // SELECT … INTO plans as a CREATE TABLE: the read-only check refuses it.
+        ("SELECT 1 AS a INTO pwned", "a query only reads (SELECT)"),
+    ] {
+        let p = ctas_project(sql, "", "  x: '1'");
+        p.run(&["validate"]).expect_code(0);
+        let r = p.run(&["run", "h", "--date", "2019-10-01"]);
+        assert_ne!(r.code, Some(0), "{sql}: {}{}", r.stdout, r.stderr);
+        let log = p.run(&["logs", "h@2019-10-01T00:00:00Z", "q"]);
+        assert!(log.stdout.contains(refusal), "{sql}: {}", log.stdout);
+        assert!(!p.path().join(".cartflow/lake/curated/h").exists(), "{sql}: no table was made");
+    }
+}
+
+/// SQL text that DataFusion (or Trino) reads differently from cartflow's lexer is refused at
+/// compile time, and a placeholder after `LIKE'…'` is known to stand in code.
+#[test]
+fn sql_the_engines_would_read_differently_cannot_splice_a_value_as_code() {
+    let union = "*/ UNION ALL SELECT CAST(current_date() AS VARCHAR) /*";
+    let nested = "SELECT x FROM (VALUES ('a'), ('b')) v(x) WHERE x = 'a'\n/* disabled:\n AND x = /* the kind */ '{{ params.who }}'\n*/\n";
+    let p = ctas_project(nested, "", "  who: a");
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(v.stderr.contains("line 3, column 11: `/*` inside a comment"), "{}", v.stderr);
+    p.run(&["run", "h", "--date", "2019-10-01", "-p", &format!("who={union}")]).expect_code(2);
+    assert!(!p.path().join(".cartflow/lake/curated/h").exists(), "no table was made");
+
+    let p = ctas_project("SELECT $$it's$$ AS a, '{{ params.who }}' AS b\n", "", "  who: a");
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(v.stderr.contains("dollar-quoted"), "{}", v.stderr);
+
+    let like = "SELECT x FROM (VALUES ('a\\'), ('b')) v(x) WHERE x NOT LIKE'%\\' AND length(x) = {{ params.who }} AND x <> 'z'\n";
+    let p = ctas_project(like, "", "  who: '1'");
+    p.run(&["validate"]).expect_code(0);
+    let r =
+        p.run(&["run", "h", "--date", "2019-10-01", "-p", "who=1 UNION ALL SELECT CAST(current_date() AS VARCHAR)"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("`params.who`") && r.stderr.contains("outside a quoted SQL literal"), "{}", r.stderr);
+    assert!(!p.path().join(".cartflow/lake/curated/h").exists(), "no table was made");
+    p.run(&["run", "h", "--date", "2019-10-01", "-p", "who=1"]).expect_code(0);
+    let log = p.run(&["logs", "h@2019-10-01T00:00:00Z", "q"]);
+    assert!(log.stdout.contains("1 rows -> ecommerce.h"), "{}", log.stdout);
+}
+
+#[test]
+fn validate_refuses_a_param_spliced_into_a_shell_script() {
+    let p = Project::new();
+    p.dag(
+        "s.yaml",
+        "id: s\nschedule: '@daily'\nparams:\n  x: a\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    args: [-c, \"echo {{ params.x }}\"]\n",
+    );
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(
+        v.stderr.contains("s.yaml:6:") && v.stderr.contains("`{{ params.x }}` is spliced into the `sh -c` script"),
+        "{}",
+        v.stderr
+    );
+    assert!(v.stderr.contains("\"$1\"") && v.stderr.contains("`env:`"), "{}", v.stderr);
+    let r = p.run(&["run", "s", "--date", "2019-10-01", "-p", "x=$(touch PWNED)"]);
+    r.expect_code(2);
+    assert!(!p.path().join("PWNED").exists());
+    // Dates may stand there; a param as an argument or in `env:` is data.
+    p.dag(
+        "s.yaml",
+        "id: s\nschedule: '@daily'\nparams:\n  x: a\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    args: [-c, 'echo {{ ds }} \"$1\" \"$X\"', t, '{{ params.x }}']\n    env:\n      X: '{{ params.x }}'\n",
+    );
+    p.run(&["validate"]).expect_code(0);
+    p.run(&["run", "s", "--date", "2019-10-01", "-p", "x=$(touch PWNED)"]).expect_code(0);
+    assert!(!p.path().join("PWNED").exists());
+}
+
 #[test]
 fn a_rendered_path_cannot_climb_out_of_its_root() {
     let p = Project::new();
@@ -114,9 +193,16 @@ fn a_rendered_path_cannot_climb_out_of_its_root() {
 #[test]
 fn an_absolute_or_climbing_location_is_refused_at_compile_time() {
     let p = ctas_project("SELECT 1 AS n\n", "", "  x: '1'");
+    // Each sentinel where its location aims: a location is relative to the lake, .cartflow/lake.
     let victim = p.path().join("victim");
+    let beside_lake = p.path().join(".cartflow/victim");
     sentinel(&victim);
-    for loc in [victim.display().to_string(), "../victim".to_string(), "curated/../../../victim".to_string()] {
+    sentinel(&beside_lake);
+    for (loc, aim) in [
+        (victim.display().to_string(), &victim),
+        ("../victim".to_string(), &beside_lake),
+        ("curated/../../../victim".to_string(), &victim),
+    ] {
         p.dag(
             "h.yaml",
             &format!(
@@ -128,7 +214,7 @@ fn an_absolute_or_climbing_location_is_refused_at_compile_time() {
         assert!(v.stderr.contains("`location`"), "{loc}: {}", v.stderr);
         let r = p.run(&["run", "h", "--date", "2019-10-01"]);
         r.expect_code(2);
-        assert_sentinel(&victim, &r);
+        assert_sentinel(aim, &r);
     }
 }
 
@@ -165,6 +251,22 @@ fn the_example_dag_never_runs_a_param_as_shell_code() {
         assert!(!p.path().join("PWNED").exists(), "{v:?} ran as shell code\n{}{}", r.stdout, r.stderr);
         r.expect_code(0);
         assert!(p.read(&format!("{v}/latest.txt")).contains("3 view"), "{v:?}: the value was used as data");
+    } // A folder outside the project is refused by the script, before it writes anything.
+    let outside = p
+        .path()
+        .parent()
+        .expect("parent")
+        .join(format!("{}-outside", p.path().file_name().and_then(|n| n.to_str()).expect("name")));
+    let beside = format!("../{}", outside.file_name().and_then(|n| n.to_str()).expect("name"));
+    for (day, v) in [outside.display().to_string(), beside, "a/../../x".to_string()].into_iter().enumerate() {
+        let date = format!("2019-10-{}", 20 + day);
+        let r = p.run(&["run", "example_etl", "--date", &date, "-p", &format!("out_dir={v}")]);
+        let wrote = outside.exists() || p.path().parent().expect("parent").join("x").exists();
+        let _ = std::fs::remove_dir_all(&outside);
+        assert!(!wrote, "{v:?}: the example wrote outside the project\n{}{}", r.stdout, r.stderr);
+        r.expect_code(1);
+        let log = p.run(&["logs", &format!("example_etl@{date}T00:00:00Z"), "extract"]);
+        assert!(log.stdout.contains("out_dir must stay inside the project"), "{v:?}: {}", log.stdout);
     }
 }
 
