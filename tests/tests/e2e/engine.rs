@@ -13,7 +13,8 @@ fn a_dag_of_commands_runs_and_is_recorded() {
         "etl.yaml",
         &format!(
             "id: etl\nschedule: '@daily'\nparams:\n  who: cartflow\ntasks:\n{}{}{}",
-            sh("extract", "", "echo extract {{ ds }} >> $DIR/trace; echo hello from {{ params.who }}"),
+            // A param reaches the script as a variable, never spliced into it.
+            "  - id: extract\n    kind: command\n    program: sh\n    args: [-c, 'echo extract {{ ds }} >> $DIR/trace; echo hello from \"$WHO\"']\n    env: {WHO: '{{ params.who }}'}\n",
             sh("transform", "extract", "echo transform {{ ds_nodash }} >> $DIR/trace"),
             sh("load", "transform", "echo load {{ run_id }} >> $DIR/trace; echo to stderr >&2"),
         ),
