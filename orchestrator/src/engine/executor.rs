@@ -449,16 +449,28 @@ impl RunLoop<'_> {
             (0..n).filter(|&i| self.slots[i].selected && self.slots[i].state.is_terminal()).collect();
         self.propagate(&mut work)?;
         for i in 0..n {
-            let s = &mut self.slots[i];
-            // A retry that was waiting when an earlier process died: due at its time, not now.
-            if s.selected
-                && let TaskState::UpForRetry { retry_at, .. } = &s.state
+            // A retry that was waiting when an earlier process died: due at its time, not now —
+            // unless an upstream runs again in this execution (`--task … --downstream`), when it
+            // waits for that upstream like any queued task (its budget kept).
+            if self.slots[i].selected
+                && let TaskState::UpForRetry { retry_at, .. } = &self.slots[i].state
             {
-                let wait = (*retry_at - Utc::now()).to_std().unwrap_or_default();
-                s.decided = true;
-                let due = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
-                self.retries.push(Reverse((due, i)));
-                continue;
+                let retry_at = *retry_at;
+                let upstream_settled = self.dag.tasks[i]
+                    .upstream
+                    .iter()
+                    .all(|&u| !self.slots[u].selected || self.slots[u].state.is_terminal());
+                let task_id = self.dag.tasks[i].id.clone();
+                let s = &mut self.slots[i];
+                if upstream_settled {
+                    let wait = (retry_at - Utc::now()).to_std().unwrap_or_default();
+                    s.decided = true;
+                    let due = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
+                    self.retries.push(Reverse((due, i)));
+                    continue;
+                }
+                s.state = s.state.interrupt().map_err(|e| ExecError::transition(&task_id, e))?;
+                self.ops.push(Op::Task { task_id, state: s.state.clone(), attempts: s.attempts, failures: s.failures });
             }
             let s = &self.slots[i];
             if s.selected && !s.decided && s.state == TaskState::Queued {

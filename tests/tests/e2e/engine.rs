@@ -402,3 +402,47 @@ fn a_resumed_run_keeps_the_retry_budget_and_the_retry_delay() {
         .expect("state");
     assert_eq!(state, "failed");
 }
+
+/// A task killed while waiting for its retry and then named to run again with what is upstream
+/// of it starts fresh: after its upstream's new success, without the old retry's wait.
+#[test]
+fn a_task_waiting_for_a_retry_and_rerun_with_its_upstream_waits_for_the_upstream_not_the_retry() {
+    let p = Project::new();
+    p.dag(
+        "u.yaml",
+        &format!(
+            "id: u\ndefaults:\n  retries: 1\n  retry_delay: 1h\n  max_retry_delay: 1h\ntasks:\n{}{}",
+            sh("up", "", "echo up >> $DIR/trace"),
+            sh("down", "up", "echo down >> $DIR/trace; [ -f $DIR/fixed ]"),
+        ),
+    );
+    let mut child = p.spawn(&["run", "u", "--date", "2019-10-01"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.path().join(".cartflow/state.db").exists()
+        || p.store()
+            .query_row("SELECT state FROM task_instances WHERE task_id = 'down'", [], |r| r.get::<_, String>(0))
+            .map_or(true, |s| s != "up_for_retry")
+    {
+        assert!(Instant::now() < deadline, "`down` never waited for a retry");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(child.id(), "KILL");
+    assert_eq!(child.wait().expect("wait").code(), None);
+
+    std::fs::write(p.path().join("fixed"), "").expect("fix");
+    let mut rerun = p.spawn(&["run", "u", "--date", "2019-10-01", "--task", "up", "--downstream"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = rerun.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            kill(rerun.id(), "KILL");
+            let _ = rerun.wait();
+            panic!("the rerun waited for the old retry's hour: {}", p.read("trace"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(p.read("trace"), "up\ndown\nup\ndown\n", "down ran again only after up did");
+}

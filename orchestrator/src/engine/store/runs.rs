@@ -239,6 +239,8 @@ impl RunStore {
                     interrupted.push(task.to_string());
                     state.interrupt().map_err(corrupt)?
                 }
+                // Named to run again: a fresh start, whatever it was waiting for.
+                TaskState::UpForRetry { .. } if selected && c.rerun => state.interrupt().map_err(corrupt)?,
                 // A retry waiting when the process died keeps its time and its budget.
                 TaskState::UpForRetry { .. } => state.clone(),
                 TaskState::Success { .. } if selected && c.rerun => state.clear().map_err(corrupt)?,
@@ -255,7 +257,8 @@ impl RunStore {
             }
             // A fresh execution has its whole retry budget; a resumed one what it had left (an
             // interrupted attempt was not the task's failure and costs none).
-            let failures = if fresh { 0 } else { failures };
+            // A task named to run again (`--task`, a rerun) also gets its whole budget back.
+            let failures = if fresh || (selected && c.rerun) { 0 } else { failures };
             let json = serde_json::to_string(&new_state).unwrap_or_default();
             tx.execute(
                 "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at, failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
