@@ -53,7 +53,9 @@ pub struct StreamingSettings {
     /// The role Firehose assumes (read stream1, write the raw zone).
     #[serde(default)]
     pub firehose_role_arn: Option<String>,
-    /// The role of the alert handler (read stream2, write the table, publish to the topic).
+    /// The role of the alert handler (read stream2, write the table, publish to the topic, and
+    /// `sqs:SendMessage` to `{prefix}alert-handler-failures`, where Lambda sends the batches
+    /// that still fail after their retries).
     #[serde(default)]
     pub lambda_role_arn: Option<String>,
     /// The alert handler's deployment package: a zip with `bootstrap` (e.g. from
