@@ -64,23 +64,9 @@ fn as_strings(a: &ArrayRef) -> Result<Vec<Option<String>>, SqlError> {
     Ok(s.iter().map(|v| v.map(str::to_string)).collect())
 }
 
-/// Why a table location cannot be used, if it cannot: it must be a relative path under the
-/// lake without `..` components (`/` and `\` both separate) or control characters.
-pub fn location_problem(location: &str) -> Option<&'static str> {
-    if location.trim().is_empty() {
-        return Some("it is empty");
-    }
-    if location.chars().any(char::is_control) {
-        return Some("it has control characters");
-    }
-    if location.starts_with(['/', '\\']) {
-        return Some("absolute paths are not allowed (it must stay inside the lake)");
-    }
-    if location.split(['/', '\\']).any(|seg| seg == "..") {
-        return Some("`..` components are not allowed (it must stay inside the lake)");
-    }
-    None
-}
+/// Why a table location cannot be used (defined with the SQL engine, which also refuses to
+/// register a table outside the lake).
+pub use crate::sql::location_problem;
 
 /// Why a partition value cannot name a partition folder (`key=value`), if it cannot: it must
 /// be one plain value — ASCII letters, digits and `_ . : + -` (a date, a timestamp, a name),

@@ -329,13 +329,31 @@ impl std::fmt::Debug for SqlEngine {
 /// The folder of a catalog location: always under the lake (an absolute location, or one with
 /// `..`, names none).
 fn table_dir(lake: &Path, location: &str) -> Option<PathBuf> {
-    crate::ctas::location_problem(location).is_none().then(|| lake.join(location))
+    location_problem(location).is_none().then(|| lake.join(location))
 }
 
 /// What a query may do: read. DDL (`CREATE`, `DROP`), DML (`INSERT`, `COPY … TO`) and
 /// statements (`SET`, transactions) are refused before anything runs.
 fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// Why a table location cannot be used, if it cannot: it must be a relative path under the
+/// lake without `..` components (`/` and `\` both separate) or control characters.
+pub fn location_problem(location: &str) -> Option<&'static str> {
+    if location.trim().is_empty() {
+        return Some("it is empty");
+    }
+    if location.chars().any(char::is_control) {
+        return Some("it has control characters");
+    }
+    if location.starts_with(['/', '\\']) {
+        return Some("absolute paths are not allowed (it must stay inside the lake)");
+    }
+    if location.split(['/', '\\']).any(|seg| seg == "..") {
+        return Some("`..` components are not allowed (it must stay inside the lake)");
+    }
+    None
 }
 
 impl SqlEngine {
