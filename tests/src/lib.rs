@@ -103,6 +103,22 @@ impl Project {
         }
     }
 
+    /// Waits until task `task` has state `state` in the run store (created by the run under way).
+    #[track_caller]
+    pub fn wait_for_task_state(&self, task: &str, state: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        let db = self.path().join(".cartflow/state.db");
+        while !db.exists()
+            || self
+                .store()
+                .query_row("SELECT state FROM task_instances WHERE task_id = ?1", [task], |r| r.get::<_, String>(0))
+                .map_or(true, |s| s != state)
+        {
+            assert!(Instant::now() < until, "task `{task}` never reached `{state}` in {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Opens the run store.
     pub fn store(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path().join(".cartflow/state.db")).expect("state.db")

@@ -113,15 +113,7 @@ fn a_run_killed_with_sigkill_resumes_without_rerunning_finished_tasks() {
     p.wait_for_lines("counter", 3, Duration::from_secs(30));
     p.wait_for_lines("slow.1.pid", 1, Duration::from_secs(10));
     // `side` wrote its line; wait until its success is recorded too before the crash.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p
-        .store()
-        .query_row("SELECT state FROM task_instances WHERE task_id = 'side'", [], |r| r.get::<_, String>(0))
-        .map_or(true, |s| s != "success")
-    {
-        assert!(Instant::now() < deadline, "`side` never succeeded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.wait_for_task_state("side", "success", Duration::from_secs(10));
     kill(child.id(), "KILL");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), None, "killed by a signal");
@@ -379,15 +371,7 @@ fn a_resumed_run_keeps_the_retry_budget_and_the_retry_delay() {
     );
     let mut child = p.spawn(&["run", "r", "--date", "2019-10-01"]);
     // Attempt 1 failed and the task waits for its retry: kill cartflow then.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !p.path().join(".cartflow/state.db").exists()
-        || p.store()
-            .query_row("SELECT state FROM task_instances WHERE task_id = 'flaky'", [], |r| r.get::<_, String>(0))
-            .map_or(true, |s| s != "up_for_retry")
-    {
-        assert!(Instant::now() < deadline, "the task never waited for a retry");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.wait_for_task_state("flaky", "up_for_retry", Duration::from_secs(30));
     kill(child.id(), "KILL");
     assert_eq!(child.wait().expect("wait").code(), None);
 
@@ -417,15 +401,7 @@ fn a_task_waiting_for_a_retry_and_rerun_with_its_upstream_waits_for_the_upstream
         ),
     );
     let mut child = p.spawn(&["run", "u", "--date", "2019-10-01"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !p.path().join(".cartflow/state.db").exists()
-        || p.store()
-            .query_row("SELECT state FROM task_instances WHERE task_id = 'down'", [], |r| r.get::<_, String>(0))
-            .map_or(true, |s| s != "up_for_retry")
-    {
-        assert!(Instant::now() < deadline, "`down` never waited for a retry");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    p.wait_for_task_state("down", "up_for_retry", Duration::from_secs(30));
     kill(child.id(), "KILL");
     assert_eq!(child.wait().expect("wait").code(), None);
 
