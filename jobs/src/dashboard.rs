@@ -57,12 +57,57 @@ fn numbers(batches: &[RecordBatch], col: &str) -> Vec<f64> {
     out
 }
 
-async fn query(engine: &SqlEngine, sql: &str) -> Option<Vec<RecordBatch>> {
+/// What [`build_with`] does when an insight table is not in the catalog (or has no data files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The chart says "No data yet" (`cartflow dashboard` before the daily DAG has run).
+    ShowEmpty,
+    /// The build fails naming the table (the `dashboard` task, whose upstream tasks built them).
+    Fail,
+}
+
+/// Why the dashboard could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DashboardError {
+    /// An insight table is missing (with [`Missing::Fail`]).
+    #[error("insight table {0} does not exist (or has no data files): its materialization has not run")]
+    MissingTable(String),
+    /// A query over an insight table failed.
+    #[error("query over insight table {table} failed: {message}")]
+    Query {
+        /// `db.table`.
+        table: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The SQL engine could not be opened.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Runs one insight query. A failing query is an error, never an empty chart; a missing table
+/// is an empty chart only with [`Missing::ShowEmpty`].
+async fn query(
+    engine: &SqlEngine,
+    table: &str,
+    sql: &str,
+    missing: Missing,
+) -> Result<Option<Vec<RecordBatch>>, DashboardError> {
     match engine.query(sql).await {
-        Ok((_, b)) => Some(b),
+        Ok((_, b)) => Ok(Some(b)),
         Err(e) => {
-            tracing::debug!("dashboard query failed (table not built yet?): {e}");
-            None
+            let message = e.to_string();
+            let name = table.rsplit('.').next().unwrap_or(table);
+            // DataFusion: "table 'datafusion.ecommerce.daily_visitors' not found", or "failed to
+            // resolve schema: ecommerce" when the catalog has no table of that database at all.
+            let db = table.split('.').next().unwrap_or(table);
+            let not_found = (message.contains("not found") && message.contains(&format!("{name}'")))
+                || message.contains(&format!("failed to resolve schema: {db}"));
+            match (not_found, missing) {
+                (true, Missing::ShowEmpty) => Ok(None),
+                (true, Missing::Fail) => Err(DashboardError::MissingTable(table.to_string())),
+                (false, _) => Err(DashboardError::Query { table: table.to_string(), message }),
+            }
         }
     }
 }
@@ -308,14 +353,27 @@ fn section(html: &mut String, title: &str, note: &str, chart: Option<Chart>) {
     html.push_str("</section>\n");
 }
 
-/// Builds the dashboard HTML for the days `from..=to` (inclusive; `None` = all).
+/// Builds the dashboard HTML for the days `from..=to` (inclusive; `None` = all); a missing
+/// insight table shows as "No data yet", a failing query is an error.
 pub async fn build(
     lake: &Path,
     catalog: &Path,
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<(String, Summary), String> {
-    let engine = SqlEngine::open(lake, catalog).await.map_err(|e| e.to_string())?;
+    build_with(lake, catalog, from, to, Missing::ShowEmpty).await.map_err(|e| e.to_string())
+}
+
+/// Builds the dashboard HTML for the days `from..=to` (inclusive; `None` = all), `missing`
+/// saying what a missing insight table is.
+pub async fn build_with(
+    lake: &Path,
+    catalog: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    missing: Missing,
+) -> Result<(String, Summary), DashboardError> {
+    let engine = SqlEngine::open(lake, catalog).await.map_err(|e| DashboardError::Engine(e.to_string()))?;
     let range = format!(
         "dt >= '{}' AND dt <= '{}'",
         from.unwrap_or("0000-00-00").replace('\'', ""),
@@ -326,11 +384,13 @@ pub async fn build(
     // 1. Visitors.
     let visitors = query(
         &engine,
+        "ecommerce.daily_visitors",
         &format!(
             "SELECT dt, unique_visitors, sessions, events FROM ecommerce.daily_visitors WHERE {range} ORDER BY dt"
         ),
+        missing,
     )
-    .await
+    .await?
     .filter(|b| b.iter().any(|b| b.num_rows() > 0));
     let chart1 = visitors.as_ref().map(|b| {
         let days: Vec<String> = strings(b, "dt").into_iter().flatten().collect();
@@ -345,12 +405,14 @@ pub async fn build(
     // 2. Abandonment by hour.
     let aband = query(
         &engine,
+        "ecommerce.cart_abandonment",
         &format!(
             "SELECT hour, sum(carted) AS carted, sum(abandoned) AS abandoned, sum(value_abandoned) AS value
              FROM ecommerce.cart_abandonment WHERE {range} GROUP BY hour ORDER BY hour"
         ),
+        missing,
     )
-    .await
+    .await?
     .filter(|b| b.iter().any(|b| b.num_rows() > 0));
     let mut aband_note = String::from(
         "Share of (session, product) pairs carted but not bought in the session, by the hour of the first cart event.",
@@ -374,7 +436,13 @@ pub async fn build(
     });
 
     // 3. Category heat maps.
-    let cats = query(&engine, "SELECT grain, slot, category_code, events FROM ecommerce.top_categories").await;
+    let cats = query(
+        &engine,
+        "ecommerce.top_categories",
+        "SELECT grain, slot, category_code, events FROM ecommerce.top_categories",
+        missing,
+    )
+    .await?;
     let mut heat = (None, None);
     if let Some(b) = cats.as_ref().filter(|b| b.iter().any(|b| b.num_rows() > 0)) {
         let grain = strings(b, "grain");
@@ -422,11 +490,13 @@ pub async fn build(
     // 4. Brands.
     let brands = query(
         &engine,
+        "ecommerce.brand_marketing",
         "SELECT brand, views, view_to_purchase, needs_marketing, high_attention_low_conversion, revenue_falling,
                 category_main, revenue, revenue_last_7d, revenue_prev_7d
          FROM ecommerce.brand_marketing WHERE views > 0 ORDER BY views DESC, brand LIMIT 300",
+        missing,
     )
-    .await
+    .await?
     .filter(|b| b.iter().any(|b| b.num_rows() > 0));
     let mut flagged_table = String::new();
     let chart4 = brands.as_ref().map(|b| {
@@ -575,6 +645,69 @@ fn remove_dead_temporaries(dir: &Path, name: &str) {
             pid.parse::<u32>().is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
         if dead {
             let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, Column, Table};
+    use polars::prelude::DataFrame;
+
+    /// A lake whose catalog has `ecommerce.daily_visitors` when `visitors` is set: one day,
+    /// with only the `unique_visitors` column (the dashboard also reads `sessions`).
+    fn lake(visitors: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("dir");
+        let catalog = dir.path().join("catalog.db");
+        let mut c = Catalog::open(&catalog).expect("catalog");
+        c.ensure_database("ecommerce").expect("db");
+        if visitors {
+            let mut df =
+                DataFrame::new(1, vec![polars::prelude::Column::new("unique_visitors".into(), [3i64])]).expect("df");
+            crate::publish_parquet(&mut df, &dir.path().join("curated/daily_visitors/dt=2019-10-01")).expect("write");
+            c.put_table(&Table {
+                database: "ecommerce".into(),
+                name: "daily_visitors".into(),
+                location: "curated/daily_visitors".into(),
+                format: "parquet".into(),
+                columns: vec![Column::new("unique_visitors", "bigint")],
+                partition_keys: vec![Column::new("dt", "string")],
+                parameters: Default::default(),
+                version: 0,
+            })
+            .expect("table");
+            let part = crate::catalog::Partition {
+                values: vec!["2019-10-01".into()],
+                location: "curated/daily_visitors/dt=2019-10-01".into(),
+            };
+            c.put_partitions("ecommerce.daily_visitors", "ecommerce", &[part]).expect("partition");
+        }
+        (dir, catalog)
+    }
+
+    #[tokio::test]
+    async fn a_missing_insight_table_fails_the_build_naming_it_unless_empty_charts_are_asked_for() {
+        let (dir, catalog) = lake(false);
+        let err = build_with(dir.path(), &catalog, None, None, Missing::Fail).await.expect_err("missing");
+        assert_eq!(err, DashboardError::MissingTable("ecommerce.daily_visitors".into()));
+        assert_eq!(
+            err.to_string(),
+            "insight table ecommerce.daily_visitors does not exist (or has no data files): its materialization has not run"
+        );
+        let (html, summary) = build(dir.path(), &catalog, None, None).await.expect("empty charts");
+        assert!(html.contains("No data yet"), "{html}");
+        assert_eq!(summary.days, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_insight_query_is_an_error_never_an_empty_chart() {
+        let (dir, catalog) = lake(true);
+        for missing in [Missing::Fail, Missing::ShowEmpty] {
+            let err = build_with(dir.path(), &catalog, None, None, missing).await.expect_err("no sessions column");
+            let DashboardError::Query { table, message } = &err else { panic!("{err}") };
+            assert_eq!(table, "ecommerce.daily_visitors");
+            assert!(message.contains("sessions"), "{message}");
         }
     }
 }

@@ -4,34 +4,40 @@ Started by the test harness (`Moto::start` in tests/src/lib.rs) instead of `moto
 
     python moto_cartflow.py -H 127.0.0.1 -p PORT
 
-Every extension imitates documented AWS behaviour; what is emulated here and not by moto:
+The emulated services do their work with engines that are not cartflow's (see each module's
+docstring for what is modelled and what is not; tests/python/README.md has the summary):
 
-- Glue job runs can fail: a job created with the default argument `--emulator-fail` ends its
-  runs in FAILED with that argument's value as ErrorMessage (moto only ever succeeds).
-- Glue BatchStopJobRun (not implemented by moto): the runs end in STOPPED.
-- Glue crawls can fail: a crawler whose Description starts with `emulator-fail:` ends its crawls
-  in FAILED with the rest of the description as ErrorMessage. The last crawl's status is
-  reported with the API's names (SUCCEEDED/FAILED/CANCELLED; moto says COMPLETED).
-- Athena honours ClientRequestToken (the same token returns the same query execution), and a
-  CTAS (`CREATE TABLE db.t WITH (external_location = '...', partitioned_by = ARRAY[...]) AS
-  SELECT ...`) behaves as on Athena apart from running the SELECT: it fails with
-  HIVE_PATH_ALREADY_EXISTS when the location has objects and with AlreadyExistsException when
-  the table exists; otherwise, when it succeeds, it registers the table in the Glue catalog
-  (its columns are the SELECT's output names, parsed with sqlglot, typed string) and writes
-  one object under the location; a partitioned CTAS registers one partition, the one named by
-  the query's `-- cartflow: insert-overwrite of k=v` comment, under `location/k=v/`. A
-  query containing `-- emulator-fail: MESSAGE` fails with that message. StateChangeReason is
-  reported for failed and cancelled queries.
+- Athena executes (emu_athena.py): each statement parsed as Trino SQL by sqlglot, the SELECT
+  transpiled to DuckDB and run over the Parquet/JSON objects the Glue tables point at; a CTAS
+  writes real Parquet and registers the table and its partitions; Athena's errors and rules
+  (HIVE_PATH_ALREADY_EXISTS, partition columns last, 100 partitions, Trino's function list).
+  ClientRequestToken is honoured (the same token returns the same query execution).
+  StateChangeReason and AthenaError are reported for failed queries, DataScannedInBytes for
+  finished ones.
+- Glue crawlers crawl (emu_crawler.py): the S3 targets are listed, Parquet schemas read with
+  pyarrow and JSON records sampled, and the table and its partitions created or updated with
+  Glue type names. The last crawl's status uses the API's names (SUCCEEDED/FAILED/CANCELLED;
+  moto says COMPLETED). A crawler whose Description starts with `emulator-fail:` ends its
+  crawls in FAILED with the rest of the description as ErrorMessage (and crawls nothing).
+- Glue job runs run the script (emu_glue_job.py) under local Spark with a staged copy of the
+  S3 locations in the arguments. A job tagged `emulator: orchestration-only` runs no script
+  (its runs only move through their states); a job created with the default argument
+  `--emulator-fail` ends its runs in FAILED with that argument's value as ErrorMessage.
+  BatchStopJobRun (not implemented by moto): the runs end in STOPPED.
 - DataBrew job runs (moto has jobs but no runs): StartJobRun, DescribeJobRun, ListJobRuns and
-  StopJobRun, paced like Glue runs through the state manager (model `databrew::job_run`,
-  STARTING -> RUNNING -> SUCCEEDED). A job tagged `emulator-fail` ends its runs in FAILED with
-  the tag's value as ErrorMessage.
+  StopJobRun, paced through the state manager (model `databrew::job_run`, STARTING -> RUNNING
+  -> SUCCEEDED), one run at a time per job; the run interprets the recipe over the dataset and
+  writes the outputs (emu_databrew.py). A job tagged `emulator: orchestration-only` does no
+  work; one tagged `emulator-fail` ends its runs in FAILED with the tag's value as ErrorMessage.
+- Every working job (query, crawl, run) stays RUNNING until its work is done, and its output
+  (objects, tables) appears when it ends (emu_common.Work).
 - Managed Service for Apache Flink (kinesisanalyticsv2): timestamps are epoch seconds (moto
   answers ISO strings, which the Rust SDK rejects), a created application is READY (moto
   leaves it STARTING), DescribeApplication of an unknown one is ResourceNotFoundException (moto
   answers 500), and StartApplication (READY -> STARTING -> RUNNING, paced by the state manager
   model `kinesisanalyticsv2::application`), StopApplication and UpdateApplication (code
   location and property groups, with CurrentApplicationVersionId checked) are implemented.
+  The Flink SQL itself does not run here (tests/python/flink_conformance.py runs it).
 - CloudFormation's AWS::S3::Bucket applies PublicAccessBlockConfiguration,
   LifecycleConfiguration and VersioningConfiguration (moto applies only encryption and tags),
   and AWS::Kinesis::Stream applies StreamModeDetails and StreamEncryption, so the deployed
@@ -53,6 +59,11 @@ from datetime import datetime
 from moto.moto_api._internal.managed_state_model import ManagedState
 from werkzeug.serving import run_simple
 
+import emu_common
+import emu_crawler
+import emu_glue_job
+import emu_databrew
+
 # --------------------------------------------------------------------------------------------
 # Glue
 # --------------------------------------------------------------------------------------------
@@ -68,7 +79,7 @@ def _job_run_status(self):
     s = _base_status.fget(self)
     if s == "SUCCEEDED" and (self.arguments or {}).get("--emulator-fail"):
         return "FAILED"
-    return s
+    return emu_common.state(getattr(self, "_cf_work", None), s)
 
 
 glue_models.FakeJobRun.status = property(_job_run_status, _base_status.fset)
@@ -78,11 +89,27 @@ _job_run_as_dict = glue_models.FakeJobRun.as_dict
 def _job_run_dict(self):
     d = _job_run_as_dict(self)
     if d.get("JobRunState") == "FAILED":
-        d["ErrorMessage"] = self.arguments["--emulator-fail"]
+        work = getattr(self, "_cf_work", None)
+        d["ErrorMessage"] = work.error if work is not None else self.arguments["--emulator-fail"]
     return d
 
 
 glue_models.FakeJobRun.as_dict = _job_run_dict
+_start_job_run = glue_models.GlueBackend.start_job_run
+
+
+def _start_job_run_running_the_script(self, name, arguments, *rest, **kw):
+    run_id = _start_job_run(self, name, arguments, *rest, **kw)
+    job = self.get_job(name)
+    run = job.get_job_run(run_id)
+    if not emu_glue_job.orchestration_only(job, self.get_tags(job.arn)):
+        account = self.account_id
+        run._cf_work = emu_common.Work(f"glue job run {run_id}",
+                                       lambda: emu_glue_job.run(account, job, run_id, run.arguments))
+    return run_id
+
+
+glue_models.GlueBackend.start_job_run = _start_job_run_running_the_script
 
 
 def _batch_stop_job_run(self):
@@ -116,135 +143,48 @@ def _crawler_dict(self):
     last = d.get("LastCrawl")
     if last:
         desc = self.description or ""
+        work = getattr(self.crawls[-1], "_cf_work", None)
         if last["Status"] == "COMPLETED" and desc.startswith("emulator-fail:"):
             last["Status"] = "FAILED"
             last["ErrorMessage"] = desc[len("emulator-fail:"):].strip()
+        elif last["Status"] == "FAILED" and work is not None:
+            last["ErrorMessage"] = work.error
         else:
             last["Status"] = {"COMPLETED": "SUCCEEDED", "STOPPED": "CANCELLED"}.get(last["Status"], last["Status"])
     return d
 
 
 glue_models.FakeCrawler.as_dict = _crawler_dict
+_start_crawler = glue_models.FakeCrawler.start_crawler
+
+
+def _start_crawler_crawling(self):
+    _start_crawler(self)
+    if not (self.description or "").startswith("emulator-fail:"):
+        account, region = self.backend.account_id, self.backend.region_name
+        self.crawls[-1]._cf_work = emu_common.Work(f"crawl of {self.name}",
+                                                   lambda: emu_crawler.crawl(account, region, self))
+
+
+glue_models.FakeCrawler.start_crawler = _start_crawler_crawling
+
+
+def _crawl_status(self):
+    return emu_common.state(getattr(self, "_cf_work", None), _base_status.fget(self), succeeded="COMPLETED")
+
+
+glue_models.FakeCrawl.status = property(_crawl_status, _base_status.fset)
 
 # --------------------------------------------------------------------------------------------
 # Athena
 # --------------------------------------------------------------------------------------------
 import moto.athena.models as athena_models
 import moto.athena.responses as athena_responses
-from moto.glue.models import glue_backends
-from moto.s3.models import s3_backends
 
-_CTAS = re.compile(
-    r"^\s*CREATE\s+TABLE\s+(?:\"?(\w+)\"?\.)?\"?(\w+)\"?\s+WITH\s*\((?P<props>.*?)\)\s*AS\s+(?P<select>.*)$",
-    re.IGNORECASE | re.DOTALL,
-)
-_FAIL = re.compile(r"--\s*emulator-fail:\s*(.*)")
+import emu_athena
+
 _tokens = {}
 _tokens_lock = threading.Lock()
-
-
-def _prop(props, name):
-    m = re.search(name + r"\s*=\s*'([^']*)'", props, re.IGNORECASE)
-    return m.group(1) if m else None
-
-
-def _partitioned_by(props):
-    m = re.search(r"partitioned_by\s*=\s*ARRAY\s*\[([^\]]*)\]", props, re.IGNORECASE)
-    if not m:
-        return []
-    return [p.strip().strip("'\"") for p in m.group(1).split(",") if p.strip()]
-
-
-def _split_s3(uri):
-    rest = uri[len("s3://"):]
-    bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
-def _output_names(select):
-    try:
-        import sqlglot
-
-        tree = sqlglot.parse_one(select, read="trino")
-        return [n for n in tree.named_selects if n]
-    except Exception:  # the emulator cannot type a query it cannot parse: one column
-        return ["_col0"]
-
-
-class _CtasOutcome:
-    def __init__(self, backend, query, context):
-        self.reason = None
-        m = _CTAS.match("\n".join(l for l in query.splitlines() if not l.lstrip().startswith("--")))
-        fail = _FAIL.search(query)
-        if fail:
-            self.reason = fail.group(1).strip()
-            return
-        if not m:
-            return
-        db = m.group(1) or (context or {}).get("Database") or "default"
-        table, props, select = m.group(2), m.group("props"), m.group("select")
-        location = _prop(props, "external_location")
-        glue = glue_backends[backend.account_id][backend.region_name]
-        try:
-            glue.get_table(db, table)
-            self.reason = f"AlreadyExistsException: Table {db}.{table} already exists"
-            return
-        except Exception:
-            pass
-        if location:
-            bucket, key = _split_s3(location)
-            s3 = s3_backends[backend.account_id]["global"]
-            try:
-                listed = s3.list_objects(s3.get_bucket(bucket), prefix=key.rstrip("/") + "/", delimiter=None,
-                                         marker=None, max_keys=1)
-                objects = listed[0]
-            except Exception as e:  # no such bucket
-                self.reason = f"HIVE_PATH_ALREADY_EXISTS check failed: {e}"
-                return
-            if objects:
-                self.reason = (f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{db}.{table}' already "
-                               f"exists: {location}. You may need to manually clean the data at location "
-                               f"'{location}' before retrying.")
-                return
-        self.create = (glue, db, table, location, _partitioned_by(props), _output_names(select))
-
-    def apply(self, backend):
-        create = getattr(self, "create", None)
-        if create is None:
-            return
-        self.create = None
-        glue, db, table, location, parts, names = create
-        cols = [{"Name": n, "Type": "string"} for n in names if n not in parts]
-        table_input = {
-            "Name": table,
-            "TableType": "EXTERNAL_TABLE",
-            "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
-            "PartitionKeys": [{"Name": p, "Type": "string"} for p in parts],
-            "StorageDescriptor": {
-                "Columns": cols,
-                "Location": location,
-                "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-                "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-                "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
-            },
-        }
-        glue.create_table(db, table, table_input)
-        if location:
-            bucket, key = _split_s3(location)
-            s3 = s3_backends[backend.account_id]["global"]
-            folder = key.rstrip("/") + "/"
-            if parts:
-                # One partition, named by the query's `-- cartflow: insert-overwrite of k=v` line:
-                # the emulator cannot compute the SELECT's partition values.
-                folder += "/".join(f"{p}={self.values.get(p, 'unknown')}" for p in parts) + "/"
-                glue.create_partition(db, table, {
-                    "Values": [self.values.get(p, "unknown") for p in parts],
-                    "StorageDescriptor": dict(table_input["StorageDescriptor"], Location=f"s3://{bucket}/{folder}"),
-                })
-            s3.put_object(bucket, folder + "part-00000-emulated.parquet",
-                          b"emulated CTAS output (moto does not run SQL)")
-
-
 _start_query = athena_models.AthenaBackend.start_query_execution
 
 
@@ -254,10 +194,7 @@ def _start_query_execution(self, query, context, config, workgroup, execution_pa
             return _tokens[(self.account_id, token)]
         exec_id = _start_query(self, query, context, config, workgroup, execution_parameters)
         execution = self.executions[exec_id]
-        outcome = _CtasOutcome(self, query, context)
-        v = re.search(r"insert-overwrite of (\w+)=(\S+)", query)
-        outcome.values = {v.group(1): v.group(2)} if v else {}
-        execution._cf_outcome = outcome
+        execution._cf_work = emu_athena.start(self.account_id, self.region_name, query, context, config)
         if token:
             _tokens[(self.account_id, token)] = exec_id
         return exec_id
@@ -269,13 +206,7 @@ athena_models.AthenaBackend.start_query_execution = _start_query_execution
 def _execution_status(self):
     if getattr(self, "_cf_cancelled", False):
         return "CANCELLED"
-    s = _base_status.fget(self)
-    outcome = getattr(self, "_cf_outcome", None)
-    if s == "SUCCEEDED" and outcome is not None:
-        if outcome.reason:
-            return "FAILED"
-        outcome.apply(self._cf_backend)
-    return s
+    return emu_common.state(getattr(self, "_cf_work", None), _base_status.fget(self))
 
 
 athena_models.Execution.status = property(_execution_status, _base_status.fset)
@@ -286,6 +217,9 @@ def _stop_query_execution(self, exec_id):
     execution = self.get_query_execution(exec_id)
     if execution.status in ("QUEUED", "RUNNING"):
         execution._cf_cancelled = True
+        work = getattr(execution, "_cf_work", None)
+        if work is not None:
+            work.cancelled = True
 
 
 athena_models.AthenaBackend.stop_query_execution = _stop_query_execution
@@ -301,7 +235,6 @@ def _start_query_response(self):
     if workgroup and not self.athena_backend.get_work_group(workgroup):
         return self.error("WorkGroup does not exist", 400)
     exec_id = self.athena_backend.start_query_execution(query, context, config, workgroup, params, token)
-    self.athena_backend.executions[exec_id]._cf_backend = self.athena_backend
     return json.dumps({"QueryExecutionId": exec_id})
 
 
@@ -313,12 +246,16 @@ def _get_query_execution_response(self):
     body = json.loads(_get_query_response(self))
     execution = self.athena_backend.get_query_execution(self._get_param("QueryExecutionId"))
     status = body["QueryExecution"]["Status"]
-    outcome = getattr(execution, "_cf_outcome", None)
-    if status["State"] == "FAILED" and outcome is not None and outcome.reason:
-        status["StateChangeReason"] = outcome.reason
-        status["AthenaError"] = {"ErrorCategory": 2, "ErrorMessage": outcome.reason}
+    work = getattr(execution, "_cf_work", None)
+    if status["State"] == "FAILED" and work is not None and work.error:
+        status["StateChangeReason"] = work.error
+        # Category 1 is a system error (the emulator's own), 2 a user error (the query's).
+        category = 1 if work.error.startswith("emulator error") else 2
+        status["AthenaError"] = {"ErrorCategory": category, "ErrorMessage": work.error}
     if status["State"] == "CANCELLED":
         status["StateChangeReason"] = "Query cancelled by user"
+    if work is not None and status["State"] in ("SUCCEEDED", "FAILED"):
+        body["QueryExecution"].setdefault("Statistics", {})["DataScannedInBytes"] = work.query.scanned
     return json.dumps(body)
 
 
@@ -347,13 +284,14 @@ class FakeBrewRun(ManagedState):
         s = self.status
         if s == "SUCCEEDED" and (self.job.tags or {}).get("emulator-fail"):
             return "FAILED"
-        return s
+        return emu_common.state(getattr(self, "work", None), s)
 
     def as_dict(self):
         d = {"RunId": self.run_id, "JobName": self.job.name, "State": self.state, "StartedOn": self.started,
              "Attempt": 0, "DatasetName": getattr(self.job, "dataset_name", None)}
         if d["State"] == "FAILED":
-            d["ErrorMessage"] = self.job.tags["emulator-fail"]
+            work = getattr(self, "work", None)
+            d["ErrorMessage"] = work.error if work is not None else self.job.tags["emulator-fail"]
         if d["State"] in ("SUCCEEDED", "FAILED", "STOPPED"):
             d["CompletedOn"] = datetime.now().timestamp()
         return {k: v for k, v in d.items() if v is not None}
@@ -382,6 +320,26 @@ def _start_brew_run(self):
     if running:
         return _brew_error("ConflictException", f"Job {job.name} already has a running job run", 409)
     run = FakeBrewRun(job)
+    tags = job.tags or {}
+    if not tags.get("emulator-fail") and tags.get("emulator") != "orchestration-only":
+        backend, account, region = self.databrew_backend, self.current_account, self.region
+        ref = getattr(job, "recipe_reference", None) or {}
+
+        def work():
+            name, version = ref.get("Name"), ref.get("RecipeVersion")
+            recipe = None
+            for v in ([version] if version else ["LATEST_PUBLISHED", "LATEST_WORKING"]):
+                try:
+                    recipe = backend.describe_recipe(name, v)
+                    break
+                except Exception:
+                    continue
+            if recipe is None:
+                raise emu_common.EmulatedFailure(f"Recipe {name} not found")
+            dataset = backend.describe_dataset(job.dataset_name)
+            return emu_databrew.run(account, region, job, recipe.steps or [], dataset)
+
+        run.work = emu_common.Work(f"databrew run {run.run_id}", work)
     runs.append(run)
     return 200, {}, json.dumps({"RunId": run.run_id})
 

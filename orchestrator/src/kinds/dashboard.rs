@@ -1,6 +1,7 @@
 //! `dashboard`: refresh the self-contained HTML dashboard from the insight tables (QuickSight's
 //! local twin). Local and AWS alike write the file where the config says; on AWS the insight
-//! tables are read through the same local engine from a synced copy (with the AWS issue).
+//! tables are read through the same local engine from a copy of their Glue definitions and S3
+//! objects. The task fails when an insight table is missing or a query over one fails.
 
 use std::path::PathBuf;
 
@@ -72,13 +73,18 @@ impl Kind for Dashboard {
             }
         };
         let (from, to) = (r.from.clone(), r.to.clone());
-        let (html, summary) = cartflow_jobs::sql::run_isolated(move || async move {
-            cartflow_jobs::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
-                .await
-                .map_err(cartflow_jobs::sql::SqlError::Query)
+        // The insight tasks upstream built the tables: a missing one, or a failing query, fails
+        // the task (naming the table) instead of drawing an empty chart.
+        let built = cartflow_jobs::sql::run_isolated(move || async move {
+            let missing = cartflow_jobs::dashboard::Missing::Fail;
+            Ok(cartflow_jobs::dashboard::build_with(&lake, &catalog, from.as_deref(), to.as_deref(), missing).await)
         })
         .await
         .map_err(|e| TaskFailure::new(e.to_string()))?;
+        let (html, summary) = built.map_err(|e| match e {
+            cartflow_jobs::dashboard::DashboardError::MissingTable(_) => TaskFailure::permanent(e.to_string()),
+            _ => TaskFailure::new(e.to_string()),
+        })?;
         cartflow_jobs::dashboard::write(&out, &html).map_err(TaskFailure::new)?;
         let summary = format!(
             "{} ({} days, {} events, {} brands flagged)",
@@ -118,6 +124,55 @@ mod aws {
             .await
             .map_err(|e| TaskFailure::new(e.to_string()))?;
         ctx.log.line(format_args!("read the insight tables from Glue and S3 ({n} object(s))"));
+        let named = name_as_parquet(&lake).map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
+        if named > 0 {
+            ctx.log.line(format_args!(
+                "{named} Athena output object(s) read as Parquet (Athena names them without an extension)"
+            ));
+        }
         Ok(dir)
+    }
+
+    /// Gives the data files of the scratch lake a `.parquet` name: Athena's CTAS writes its
+    /// Parquet objects without an extension (`<query id>_<uuid>`), and the local engine reads
+    /// `*.parquet` files only. Hidden files (`_…`, `.…`) stay as they are. Returns how many.
+    pub fn name_as_parquet(dir: &std::path::Path) -> std::io::Result<usize> {
+        let mut n = 0;
+        let Ok(rd) = std::fs::read_dir(dir) else { return Ok(0) };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(['_', '.']) {
+                continue;
+            }
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                n += name_as_parquet(&path)?;
+            } else if !name.ends_with(".parquet") {
+                std::fs::rename(&path, path.with_file_name(format!("{name}.parquet")))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn athena_objects_get_a_parquet_name_and_hidden_files_keep_theirs() {
+            let dir = tempfile::tempdir().expect("dir");
+            let part = dir.path().join("daily_visitors/dt=2019-10-01");
+            std::fs::create_dir_all(&part).expect("dir");
+            for f in ["20191001_010203_00001_abcde_0f1e", "part-0.parquet", "_SUCCESS", ".hidden"] {
+                std::fs::write(part.join(f), "x").expect("write");
+            }
+            assert_eq!(super::name_as_parquet(dir.path()).expect("rename"), 1);
+            let mut names: Vec<String> = std::fs::read_dir(&part)
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, [".hidden", "20191001_010203_00001_abcde_0f1e.parquet", "_SUCCESS", "part-0.parquet"]);
+        }
     }
 }

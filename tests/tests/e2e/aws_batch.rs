@@ -1,6 +1,9 @@
-//! The batch task kinds with `--backend aws`, against moto (extended by
-//! `tests/python/moto_cartflow.py` where moto does not model a behaviour: failing Glue runs,
-//! BatchStopJobRun, DataBrew job runs, Athena CTAS, throttling on demand).
+//! The batch task kinds with `--backend aws`, against moto extended by
+//! `tests/python/moto_cartflow.py`: Athena runs the SQL (sqlglot's Trino parser, DuckDB) and
+//! writes Parquet, crawlers read the objects, Glue job runs run the PySpark script under local
+//! Spark and DataBrew runs interpret the recipe (see tests/python/emu_*.py for what is modelled).
+//! Tests marked "orchestration only" check call sequences, tokens, re-attach, retries and
+//! throttling on jobs that do no work (created with the tag `emulator: orchestration-only`).
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -54,13 +57,14 @@ fn setup(moto: &Moto, code: &str) -> String {
     ))
 }
 
+/// Orchestration only: the job runs no script (the call sequence, the saved run id, throttling).
 #[test]
 fn a_glue_job_run_is_started_once_reattached_after_a_crash_and_its_failure_message_reaches_the_log() {
     let Some(moto) = Moto::start() else { return };
     setup(
         &moto,
         "glue.create_job(Name='clean', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://scripts/clean.py'},\n\
-           ExecutionProperty={'MaxConcurrentRuns': 1})\n\
+           ExecutionProperty={'MaxConcurrentRuns': 1}, Tags={'emulator': 'orchestration-only'})\n\
          glue.create_job(Name='broken', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://scripts/x.py'},\n\
            DefaultArguments={'--emulator-fail': 'AnalysisException: cannot resolve column price_x'})",
     );
@@ -115,12 +119,14 @@ fn a_glue_job_run_is_started_once_reattached_after_a_crash_and_its_failure_messa
     assert!(r.stdout.contains("cannot resolve column price_x") || r.stderr.contains("cannot resolve column price_x"));
 }
 
+/// Orchestration only: the job runs no script (a timed-out task stops its run).
 #[test]
 fn cancelling_a_run_stops_its_glue_job_run() {
     let Some(moto) = Moto::start() else { return };
     setup(
         &moto,
-        "glue.create_job(Name='slow', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://s/x.py'})",
+        "glue.create_job(Name='slow', Role='r', Command={'Name': 'glueetl', 'ScriptLocation': 's3://s/x.py'},\n\
+           Tags={'emulator': 'orchestration-only'})",
     );
     moto.pace("glue::job_run", 600);
     let p = Project::new();
@@ -139,6 +145,8 @@ fn cancelling_a_run_stops_its_glue_job_run() {
     assert!(log.contains("stop requested"), "{log}");
 }
 
+/// Orchestration only: the crawlers' target holds no objects (attaching to a running crawl, a
+/// failed crawl's message, a missing crawler).
 #[test]
 fn crawlers_run_attach_to_a_running_crawl_and_report_a_failed_crawl() {
     let Some(moto) = Moto::start() else { return };
@@ -175,6 +183,7 @@ fn crawlers_run_attach_to_a_running_crawl_and_report_a_failed_crawl() {
     assert!(log.contains("glue:StartCrawler on missing failed: no such crawler"), "{log}");
 }
 
+/// Orchestration only: the recipe job is tagged to do no work (re-attach, a failed run's message).
 #[test]
 fn a_databrew_job_run_is_reattached_after_a_crash_and_a_failed_run_fails_the_task() {
     let Some(moto) = Moto::start() else { return };
@@ -183,7 +192,7 @@ fn a_databrew_job_run_is_reattached_after_a_crash_and_a_failed_run_fails_the_tas
         "s3.create_bucket(Bucket='lake')\n\
          brew.create_dataset(Name='clean', Input={'S3InputDefinition': {'Bucket': 'lake', 'Key': 'clean/events/'}})\n\
          brew.create_recipe(Name='enrich', Steps=[{'Action': {'Operation': 'LOWER_CASE', 'Parameters': {'sourceColumn': 'brand'}}}])\n\
-         for name, tags in [('enrich', {}), ('enrich-broken', {'emulator-fail': 'Recipe step 3: column category_code not found'})]:\n\
+         for name, tags in [('enrich', {'emulator': 'orchestration-only'}), ('enrich-broken', {'emulator-fail': 'Recipe step 3: column category_code not found'})]:\n\
          \x20   brew.create_recipe_job(Name=name, DatasetName='clean', RecipeReference={'Name': 'enrich'}, RoleArn='arn:aws:iam::123456789012:role/brew',\n\
          \x20     Outputs=[{'Location': {'Bucket': 'lake', 'Key': 'enriched/events/'}}], Tags=tags)",
     );
@@ -220,9 +229,25 @@ fn cartflow_e2e_repo_file(rel: &str) -> String {
 const TABLES: &str = "import boto3\nglue = boto3.client('glue')\nfor t in glue.get_tables(DatabaseName='ecommerce')['TableList']:\n    print(t['Name'], t['StorageDescriptor']['Location'], [c['Name'] for c in t['StorageDescriptor']['Columns']])\n";
 
 /// An Athena project: the lake bucket and the database in the emulator, each query running for
-/// `query_secs`, and `top.sql` counting events per category.
+/// `query_secs`, `ecommerce.enriched_events` holding three days of a few events (Parquet under
+/// `enriched/events/dt=…/`, one Glue partition a day), and `top.sql` counting events per category.
 fn athena_project(moto: &Moto, query_secs: u32) -> Project {
-    setup(moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
+    setup(
+        moto,
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})\n\
+         sd = {'Columns': [{'Name': 'category_code', 'Type': 'string'}, {'Name': 'user_id', 'Type': 'bigint'}],\n\
+         \x20     'Location': 's3://lake/enriched/events/',\n\
+         \x20     'SerdeInfo': {'SerializationLibrary': 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe'}}\n\
+         glue.create_table(DatabaseName='ecommerce', TableInput={'Name': 'enriched_events', 'StorageDescriptor': sd,\n\
+         \x20 'PartitionKeys': [{'Name': 'dt', 'Type': 'string'}], 'Parameters': {'classification': 'parquet'}})\n\
+         for i, day in enumerate(['2019-10-01', '2019-10-02', '2019-10-03']):\n\
+         \x20   b = io.BytesIO()\n\
+         \x20   pq.write_table(pa.table({'category_code': ['a.b', 'c', None, 'a.b'][:2 + i], 'user_id': pa.array([1, 2, 2, 3][:2 + i], pa.int64())}), b)\n\
+         \x20   s3.put_object(Bucket='lake', Key=f'enriched/events/dt={day}/part-0.parquet', Body=b.getvalue())\n\
+         \x20   glue.create_partition(DatabaseName='ecommerce', TableName='enriched_events',\n\
+         \x20     PartitionInput={'Values': [day], 'StorageDescriptor': dict(sd, Location=f's3://lake/enriched/events/dt={day}/')})",
+    );
     moto.pace("athena::execution", query_secs);
     let p = Project::new();
     p.write("cartflow.yaml", CONFIG);
@@ -286,11 +311,11 @@ fn athena_ctas_swaps_a_fresh_location_in_and_a_failed_query_leaves_the_table_as_
 
     // A failing query: the task fails with Athena's reason and the table still points at the
     // previous location, whose objects are still there.
-    p.write("top.sql", "-- emulator-fail: COLUMN_NOT_FOUND: line 1:8: Column 'category_cod' cannot be resolved\nSELECT category_cod FROM ecommerce.enriched_events\n");
+    p.write("top.sql", "SELECT category_cod FROM ecommerce.enriched_events\n");
     let r = run(&p, &moto, &["run", "i", "--date", "2019-10-03", "--task", "top", "--backend", "aws"]);
     r.expect_code(1);
     let log = logs(&p, &moto, "i@2019-10-03T00:00:00Z", "top", 1);
-    assert!(log.contains("COLUMN_NOT_FOUND: line 1:8: Column 'category_cod' cannot be resolved"), "{log}");
+    assert!(log.contains("COLUMN_NOT_FOUND: line 5:8: Column 'category_cod' cannot be resolved"), "{log}");
     assert!(log.contains("ecommerce.top_categories is unchanged"), "{log}");
     let tables = moto.boto3(TABLES);
     assert!(tables.contains(&format!("top_categories {top_v3} ")), "{tables}");
@@ -467,17 +492,13 @@ fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates
     assert!(log.contains("`source` must be `none`"), "{log}");
 }
 
-#[test]
-fn the_daily_dag_runs_end_to_end_on_the_aws_backend() {
-    let Some(moto) = Moto::start() else { return };
-    let p = Project::new();
-    crate::lake::install_daily(&p);
-    p.run(&["generate", "--days", "1", "--events-per-day", "2000", "--format", "raw", "--out", "gen", "--seed", "9"])
-        .expect_code(0);
-    // The platform's resources, as infra/ declares them (moto's CloudFormation skips Glue and
-    // DataBrew resources, so they are created here directly).
+/// The platform's resources in the emulator, as infra/ declares them (moto's CloudFormation
+/// skips Glue and DataBrew resources, so they are created here directly), and `gen/` (the raw
+/// zone) uploaded to the lake bucket. The DataBrew dataset reads the clean zone by day
+/// (`dt={dt}`, a path parameter made a column) and writes the enriched zone partitioned by dt.
+fn platform(moto: &Moto, p: &Project) {
     setup(
-        &moto,
+        moto,
         &format!(
             "import os\n\
              s3.create_bucket(Bucket='lake')\n\
@@ -486,64 +507,355 @@ fn the_daily_dag_runs_end_to_end_on_the_aws_backend() {
              \x20   for f in files:\n\
              \x20       path = os.path.join(d, f)\n\
              \x20       s3.upload_file(path, 'lake', os.path.relpath(path, root))\n\
+             s3.upload_file('{}', 'lake', '_code/glue/clean_events.py')\n\
              iam = boto3.client('iam')\n\
              for r in ['flink', 'firehose', 'alert-handler', 'glue', 'databrew']:\n\
              \x20   iam.create_role(RoleName=r, AssumeRolePolicyDocument='{{}}')\n\
              glue.create_database(DatabaseInput={{'Name': 'ecommerce'}})\n\
-             for name, path in [('staged', 'staged/events/'), ('clean', 'clean/events/'), ('enriched', 'enriched/events/')]:\n\
-             \x20   glue.create_crawler(Name=f'ecommerce-{{name}}-events', Role='glue', DatabaseName='ecommerce', Targets={{'S3Targets': [{{'Path': 's3://lake/' + path}}]}})\n\
-             glue.create_job(Name='ecommerce-clean-events', Role='glue', Command={{'Name': 'glueetl', 'ScriptLocation': 's3://lake/_code/clean_events.py'}})\n\
-             brew.create_dataset(Name='ecommerce-clean-events', Input={{'S3InputDefinition': {{'Bucket': 'lake', 'Key': 'clean/events/'}}}})\n\
+             for name, path, prefix in [('staged', 'staged/events/', 'staged_'), ('clean', 'clean/events/', ''), ('enriched', 'enriched/events/', 'enriched_')]:\n\
+             \x20   glue.create_crawler(Name=f'ecommerce-{{name}}-events', Role='glue', DatabaseName='ecommerce', TablePrefix=prefix,\n\
+             \x20     Targets={{'S3Targets': [{{'Path': 's3://lake/' + path}}]}},\n\
+             \x20     SchemaChangePolicy={{'UpdateBehavior': 'UPDATE_IN_DATABASE', 'DeleteBehavior': 'LOG'}})\n\
+             glue.create_job(Name='ecommerce-clean-events', Role='glue', GlueVersion='5.0', ExecutionProperty={{'MaxConcurrentRuns': 4}},\n\
+             \x20 Command={{'Name': 'glueetl', 'ScriptLocation': 's3://lake/_code/glue/clean_events.py'}},\n\
+             \x20 DefaultArguments={{'--staged': 's3://lake/staged/events', '--clean': 's3://lake/clean/events', '--quarantine': 's3://lake/quarantine/events'}})\n\
+             brew.create_dataset(Name='ecommerce-clean-events', Format='PARQUET', Input={{'S3InputDefinition': {{'Bucket': 'lake', 'Key': 'clean/events/dt={{dt}}/'}}}},\n\
+             \x20 PathOptions={{'Parameters': {{'dt': {{'Name': 'dt', 'Type': 'String', 'CreateColumn': True}}}}}})\n\
              recipe = json.load(open('{}'))\n\
              brew.create_recipe(Name='ecommerce-enrich-events', Steps=recipe)\n\
              brew.create_recipe_job(Name='ecommerce-enrich-events', DatasetName='ecommerce-clean-events', RecipeReference={{'Name': 'ecommerce-enrich-events'}},\n\
-             \x20 RoleArn='arn:aws:iam::123456789012:role/databrew', Outputs=[{{'Location': {{'Bucket': 'lake', 'Key': 'enriched/events/'}}}}])",
+             \x20 RoleArn='arn:aws:iam::123456789012:role/databrew',\n\
+             \x20 Outputs=[{{'Location': {{'Bucket': 'lake', 'Key': 'enriched/events/'}}, 'Format': 'PARQUET', 'PartitionColumns': ['dt'], 'Overwrite': True}}])",
             p.path().join("gen").display(),
+            cartflow_e2e_repo_path("glue-scripts/clean_events.py").display(),
             p.path().join("glue-scripts/databrew/enrich_events.json").display()
         ),
     );
     for model in
         ["glue::job_run", "glue::crawl", "athena::execution", "databrew::job_run", "kinesisanalyticsv2::application"]
     {
-        moto.pace(model, 1);
+        moto.pace(model, 0);
     }
+}
+
+fn cartflow_e2e_repo_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn python_script(python: &std::path::Path, moto: &Moto, script: &str, args: &[&std::path::Path]) -> Run {
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(cartflow_e2e_repo_path(&format!("tests/python/{script}"))).args(args);
+    moto.configure(&mut cmd);
+    Run::from(cmd.output().expect("python"))
+}
+
+/// The daily DAG over two generated days, once on the local backend and once on the aws
+/// backend in the emulator, where every step does its work with AWS's engines: Glue runs
+/// glue-scripts/clean_events.py under Spark, DataBrew interprets the recipe, the crawlers read
+/// the Parquet, Athena runs the insight SQL as Trino SQL with DuckDB and writes Parquet. The four
+/// insight tables (read from the emulator's S3 through the Glue catalog) equal the local ones
+/// row for row, the clean, quarantine and enriched partitions have the local row counts, and
+/// the dashboards show the same numbers.
+#[test]
+fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
+    let Some(moto) = Moto::start() else { return };
+    let Some(python) = cartflow_e2e::venv_python_with("pyspark") else { return };
+    const DAYS: [&str; 2] = ["2019-10-01", "2019-10-02"];
+    let generate = |p: &Project, out: &str| {
+        p.run(&["generate", "--days", "2", "--events-per-day", "2000", "--format", "raw", "--out", out, "--seed", "9"])
+            .expect_code(0);
+    };
+    let local = Project::new();
+    crate::lake::install_daily(&local);
+    generate(&local, ".cartflow/lake");
+    for day in DAYS {
+        local.run(&["run", "ecommerce_daily", "--date", day]).expect_code(0);
+    }
+
+    let p = Project::new();
+    crate::lake::install_daily(&p);
+    generate(&p, "gen");
+    platform(&moto, &p);
     p.write("cartflow.yaml", STREAMING_CONFIG);
     p.write("handler.bin", "\u{7f}ELF pretend this is the alert handler");
-    let r = run(&p, &moto, &["run", "ecommerce_daily", "--date", "2019-10-01", "--backend", "aws"]);
-    assert!(r.stdout.contains("success"), "{}\n{}", r.stdout, r.stderr);
-    r.expect_code(0);
+    for day in DAYS {
+        let r = run(&p, &moto, &["run", "ecommerce_daily", "--date", day, "--backend", "aws"]);
+        assert!(r.stdout.contains("success"), "{}\n{}", r.stdout, r.stderr);
+        r.expect_code(0);
+    }
     let tasks: Vec<(String, String)> = {
         let db = p.store();
         let mut st = db.prepare("SELECT task_id, state FROM task_instances ORDER BY task_id").expect("sql");
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("row")).collect()
     };
-    assert_eq!(tasks.len(), 13, "{tasks:?}");
+    assert_eq!(tasks.len(), 26, "{tasks:?}");
     assert!(tasks.iter().all(|(_, s)| s == "success"), "{tasks:?}");
-
     let check = moto.boto3(
         "import boto3\n\
-         s3 = boto3.client('s3'); glue = boto3.client('glue'); a = boto3.client('athena')\n\
-         staged = [o['Key'] for o in s3.list_objects_v2(Bucket='lake', Prefix='staged/events/dt=2019-10-01/')['Contents']]\n\
-         print('staged', len(staged), all(k.endswith('.parquet') for k in staged))\n\
+         glue = boto3.client('glue'); a = boto3.client('athena')\n\
          print('tables', sorted(t['Name'] for t in glue.get_tables(DatabaseName='ecommerce')['TableList']))\n\
-         print('runs', len(glue.get_job_runs(JobName='ecommerce-clean-events')['JobRuns']))\n\
+         print('runs', sorted(r['JobRunState'] for r in glue.get_job_runs(JobName='ecommerce-clean-events')['JobRuns']))\n\
          qs = [a.get_query_execution(QueryExecutionId=i)['QueryExecution'] for i in a.list_query_executions()['QueryExecutionIds']]\n\
-         print('ctas', sorted(q['Query'].split(' -> ')[1].split(',')[0] for q in qs), set(q['Status']['State'] for q in qs))",
+         print('ctas', len(qs), set(q['Status']['State'] for q in qs), all(q['Statistics']['DataScannedInBytes'] > 0 for q in qs))",
     );
     let lines: Vec<&str> = check.lines().collect();
-    assert_eq!(lines[0], "staged 1 True", "{check}");
     assert_eq!(
-        lines[1], "tables ['brand_marketing', 'cart_abandonment', 'daily_visitors', 'top_categories']",
-        "the insight tables are in the catalog, no temporary table is left: {check}"
+        lines[0],
+        "tables ['brand_marketing', 'cart_abandonment', 'daily_visitors', 'enriched_events', 'events', 'staged_events', 'top_categories']",
+        "the crawled and the insight tables, no temporary table: {check}"
     );
-    assert_eq!(lines[2], "runs 1", "{check}");
+    assert_eq!(lines[1], "runs ['SUCCEEDED', 'SUCCEEDED']", "{check}");
+    assert_eq!(lines[2], "ctas 8 {'SUCCEEDED'} True", "{check}");
+
+    let cmp = python_script(&python, &moto, "aws_vs_local.py", &[local.path()]);
+    assert!(cmp.stdout.contains("10 checks, 10 equal"), "{}\n{}", cmp.stdout, cmp.stderr);
+    cmp.expect_code(0);
+
+    // The dashboards: the same numbers (the data behind the charts, as the task reports it).
+    let summary = |r: Run| {
+        r.expect_code(0);
+        let line = r.stdout.lines().find(|l| l.contains(" days, ")).unwrap_or_default().to_string();
+        assert!(!line.is_empty(), "{}", r.stdout);
+        line[line.find('(').unwrap_or(0)..].to_string()
+    };
+    let id = "ecommerce_daily@2019-10-02T00:00:00Z";
+    let local_summary = summary(local.run(&["logs", id, "dashboard"]));
+    let aws_summary = summary(run(&p, &moto, &["logs", id, "dashboard"]));
+    assert_eq!(aws_summary, local_summary);
+}
+
+/// The crawlers read the objects: a Parquet zone becomes a table with Glue's type names and one
+/// partition per `dt=` folder (hidden `_SUCCESS` skipped); a new day with a new column updates
+/// the table and adds the partition; a gzipped JSON zone in `dt=/hour=` folders becomes a table
+/// with two partition keys and the sampled records' columns.
+#[test]
+fn crawlers_make_the_tables_and_partitions_of_what_they_find() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        "import gzip, io, datetime, pyarrow as pa, pyarrow.parquet as pq\n\
+         s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})\n\
+         t = pa.table({'event_time': pa.array([datetime.datetime(2019, 10, 1, 5)], pa.timestamp('us', tz='UTC')),\n\
+         \x20 'user_id': pa.array([1], pa.int64()), 'price': [1.5], 'brand': ['acme'], 'event_hour': pa.array([5], pa.int32())})\n\
+         b = io.BytesIO(); pq.write_table(t, b)\n\
+         s3.put_object(Bucket='lake', Key='staged/events/dt=2019-10-01/part-0.parquet', Body=b.getvalue())\n\
+         s3.put_object(Bucket='lake', Key='staged/events/dt=2019-10-01/_SUCCESS', Body=b'')\n\
+         s3.put_object(Bucket='lake', Key='raw/events/dt=2019-10-01/hour=05/a.json.gz', Body=gzip.compress(b'{\"event_type\": \"view\", \"price\": 1}\\n{\"price\": 2.5, \"bot\": true}\\n'))\n\
+         for name, path, prefix in [('staged', 'staged/events/', 'staged_'), ('raw', 'raw/events/', '')]:\n\
+         \x20   glue.create_crawler(Name=name, Role='r', DatabaseName='ecommerce', TablePrefix=prefix, Targets={'S3Targets': [{'Path': 's3://lake/' + path}]})",
+    );
+    moto.pace("glue::crawl", 0);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.dag(
+        "c.yaml",
+        "id: c\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: staged\n    kind: glue_crawler\n    name: staged\n    table: staged_events\n    path: staged/events\n  - id: raw\n    kind: glue_crawler\n    name: raw\n    table: events\n    path: raw/events\n",
+    );
+    const CATALOG: &str = "import boto3\nglue = boto3.client('glue')\n\
+        for t in sorted(glue.get_tables(DatabaseName='ecommerce')['TableList'], key=lambda t: t['Name']):\n\
+        \x20   sd = t['StorageDescriptor']\n\
+        \x20   print(t['Name'], t['Parameters']['classification'], sd['Location'], [(c['Name'], c['Type']) for c in sd['Columns']], [k['Name'] for k in t['PartitionKeys']])\n\
+        \x20   for p in sorted(glue.get_partitions(DatabaseName='ecommerce', TableName=t['Name'])['Partitions'], key=lambda p: p['Values']):\n\
+        \x20       print(' ', p['Values'], p['StorageDescriptor']['Location'])\n";
+    run(&p, &moto, &["run", "c", "--date", "2019-10-01", "--backend", "aws"]).expect_code(0);
+    let first = moto.boto3(CATALOG);
     assert_eq!(
-        lines[3],
-        "ctas ['ecommerce.brand_marketing', 'ecommerce.cart_abandonment', 'ecommerce.daily_visitors', 'ecommerce.top_categories'] {'SUCCEEDED'}",
-        "{check}"
+        first,
+        "events json s3://lake/raw/events/ [('event_type', 'string'), ('price', 'double'), ('bot', 'boolean')] ['dt', 'hour']\n\
+         \x20 ['2019-10-01', '05'] s3://lake/raw/events/dt=2019-10-01/hour=05/\n\
+         staged_events parquet s3://lake/staged/events/ [('event_time', 'timestamp'), ('user_id', 'bigint'), ('price', 'double'), ('brand', 'string'), ('event_hour', 'int')] ['dt']\n\
+         \x20 ['2019-10-01'] s3://lake/staged/events/dt=2019-10-01/\n"
     );
-    let html = p.read(".cartflow/dashboard.html");
-    assert!(html.contains("<html") || html.contains("<!doctype"), "the dashboard is written");
+    setup(
+        &moto,
+        "import io, pyarrow as pa, pyarrow.parquet as pq\n\
+         b = io.BytesIO(); pq.write_table(pa.table({'user_id': pa.array([2], pa.int64()), 'extra': [True]}), b)\n\
+         s3.put_object(Bucket='lake', Key='staged/events/dt=2019-10-02/part-0.parquet', Body=b.getvalue())",
+    );
+    run(&p, &moto, &["run", "c", "--date", "2019-10-02", "--backend", "aws", "--task", "staged"]).expect_code(0);
+    let second = moto.boto3(CATALOG);
+    assert!(
+        second.contains("staged_events parquet s3://lake/staged/events/ [('event_time', 'timestamp'), ('user_id', 'bigint'), ('price', 'double'), ('brand', 'string'), ('event_hour', 'int'), ('extra', 'boolean')] ['dt']\n\
+         \x20 ['2019-10-01'] s3://lake/staged/events/dt=2019-10-01/\n\
+         \x20 ['2019-10-02'] s3://lake/staged/events/dt=2019-10-02/\n"),
+        "{second}"
+    );
+}
+
+/// A Glue job run runs the job's script with the job's default arguments and the run's, its S3
+/// locations staged in and out (the script here is plain Python: no Spark needed to prove the
+/// plumbing; the daily DAG's test runs the PySpark script); a script that raises fails the task
+/// with its exception line.
+#[test]
+fn a_glue_job_run_runs_the_script_with_its_arguments_and_reports_its_exception() {
+    let Some(moto) = Moto::start() else { return };
+    let script = "import argparse, os, sys\n\
+        p = argparse.ArgumentParser(); p.add_argument('--date'); p.add_argument('--src'); p.add_argument('--dst'); p.add_argument('--fail')\n\
+        a, _ = p.parse_known_args(sys.argv[1:])\n\
+        if a.fail:\n    raise ValueError(f'no partition {a.date} in {a.src}')\n\
+        n = sum(len(open(os.path.join(d, f)).read().split()) for d, _, fs in os.walk(a.src) for f in fs)\n\
+        os.makedirs(os.path.join(a.dst, f'dt={a.date}'), exist_ok=True)\n\
+        open(os.path.join(a.dst, f'dt={a.date}', 'count.txt'), 'w').write(f'{n} words {sys.argv[1]} {sys.argv[2]}')\n\
+        if os.path.exists(os.path.join(a.dst, 'stale.txt')):\n    os.remove(os.path.join(a.dst, 'stale.txt'))\n";
+    setup(
+        &moto,
+        &format!(
+            "s3.create_bucket(Bucket='lake')\n\
+             s3.put_object(Bucket='lake', Key='_code/count.py', Body={script:?})\n\
+             s3.put_object(Bucket='lake', Key='in/a.txt', Body=b'one two three')\n\
+             s3.put_object(Bucket='lake', Key='out/stale.txt', Body=b'old')\n\
+             for name, extra in [('count', {{}}), ('broken', {{'--fail': 'yes'}})]:\n\
+             \x20   glue.create_job(Name=name, Role='r', Command={{'Name': 'glueetl', 'ScriptLocation': 's3://lake/_code/count.py'}},\n\
+             \x20     DefaultArguments=dict({{'--src': 's3://lake/in', '--dst': 's3://lake/out'}}, **extra))"
+        ),
+    );
+    moto.pace("glue::job_run", 0);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    let dag = |id: &str, job: &str| {
+        format!(
+            "id: {id}\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: job\n    kind: glue_job\n    job_name: {job}\n    local: clean_events\n"
+        )
+    };
+    p.dag("ok.yaml", &dag("ok", "count"));
+    run(&p, &moto, &["run", "ok", "--date", "2019-10-01", "--backend", "aws"]).expect_code(0);
+    let out = moto.boto3(
+        "import boto3\ns3 = boto3.client('s3')\nfor o in s3.list_objects_v2(Bucket='lake', Prefix='out/')['Contents']:\n    print(o['Key'], s3.get_object(Bucket='lake', Key=o['Key'])['Body'].read().decode())",
+    );
+    assert_eq!(out, "out/dt=2019-10-01/count.txt 3 words --JOB_NAME count\n", "written back; the removed file deleted");
+    p.dag("bad.yaml", &dag("bad", "broken"));
+    run(&p, &moto, &["run", "bad", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "bad@2019-10-01T00:00:00Z", "job", 1);
+    assert!(log.contains("ValueError: no partition 2019-10-01 in /"), "{log}");
+}
+
+/// A DataBrew run interprets the recipe over the job's dataset (a dynamic one: the day is a path
+/// parameter made a column) and writes the job's output partitioned by day; an operation the
+/// interpreter does not know fails the run, and the task, with the step.
+#[test]
+fn a_databrew_run_applies_the_recipe_to_the_dataset_and_an_unknown_operation_fails_it() {
+    let Some(moto) = Moto::start() else { return };
+    setup(
+        &moto,
+        &format!(
+            "import io, datetime, pyarrow as pa, pyarrow.parquet as pq\n\
+             s3.create_bucket(Bucket='lake')\n\
+             t = pa.table({{'event_time': pa.array([datetime.datetime(2019, 10, 6, 23, 59)] * 3, pa.timestamp('us', tz='UTC')),\n\
+             \x20 'category_code': ['electronics.audio.headphone.x', 'kids', None], 'brand': ['Sony', None, 'ACME'], 'price': [10.0, -1.0, 2.5]}})\n\
+             b = io.BytesIO(); pq.write_table(t, b)\n\
+             s3.put_object(Bucket='lake', Key='clean/events/dt=2019-10-06/part-0.parquet', Body=b.getvalue())\n\
+             s3.put_object(Bucket='lake', Key='clean/events/dt=2019-10-06/_SUCCESS', Body=b'')\n\
+             brew.create_dataset(Name='clean', Format='PARQUET', Input={{'S3InputDefinition': {{'Bucket': 'lake', 'Key': 'clean/events/dt={{dt}}/'}}}},\n\
+             \x20 PathOptions={{'Parameters': {{'dt': {{'Name': 'dt', 'Type': 'String', 'CreateColumn': True}}}}}})\n\
+             brew.create_recipe(Name='enrich', Steps=json.load(open('{}')))\n\
+             brew.create_recipe(Name='odd', Steps=[{{'Action': {{'Operation': 'FLAG_OUTLIERS', 'Parameters': {{'sourceColumn': 'price'}}}}}}])\n\
+             for name in ['enrich', 'odd']:\n\
+             \x20   brew.create_recipe_job(Name=name, DatasetName='clean', RecipeReference={{'Name': name}}, RoleArn='arn:aws:iam::123456789012:role/brew',\n\
+             \x20     Outputs=[{{'Location': {{'Bucket': 'lake', 'Key': 'enriched/events/'}}, 'Format': 'PARQUET', 'PartitionColumns': ['dt'], 'Overwrite': True}}])",
+            cartflow_e2e_repo_path("glue-scripts/databrew/enrich_events.json").display()
+        ),
+    );
+    moto.pace("databrew::job_run", 0);
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.write("recipe.json", &cartflow_e2e_repo_file("glue-scripts/databrew/enrich_events.json"));
+    let dag = |id: &str, job: &str| {
+        format!(
+            "id: {id}\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: enrich\n    kind: databrew_job\n    job_name: {job}\n    recipe: recipe.json\n    input: clean/events\n    output: enriched/events\n"
+        )
+    };
+    p.dag("e.yaml", &dag("e", "enrich"));
+    run(&p, &moto, &["run", "e", "--date", "2019-10-06", "--backend", "aws"]).expect_code(0);
+    let out = moto.boto3(
+        "import boto3, io, pyarrow.parquet as pq, pyarrow as pa\ns3 = boto3.client('s3')\n\
+         for o in s3.list_objects_v2(Bucket='lake', Prefix='enriched/')['Contents']:\n\
+         \x20   print(o['Key'].rsplit('/', 1)[0])\n\
+         \x20   for r in pq.read_table(pa.BufferReader(s3.get_object(Bucket='lake', Key=o['Key'])['Body'].read())).to_pylist():\n\
+         \x20       print(sorted((k, v) for k, v in r.items() if k != 'event_time'))",
+    );
+    assert_eq!(
+        out,
+        "enriched/events/dt=2019-10-06\n\
+         [('brand', 'sony'), ('category_code', 'electronics.audio.headphone.x'), ('category_leaf', 'headphone.x'), ('category_main', 'electronics'), ('category_sub', 'audio'), ('event_hour', 23), ('event_weekday', 7), ('price', 10.0)]\n\
+         [('brand', 'acme'), ('category_code', None), ('category_leaf', None), ('category_main', None), ('category_sub', None), ('event_hour', 23), ('event_weekday', 7), ('price', 2.5)]\n",
+        "the negative price removed; 2019-10-06 is a Sunday"
+    );
+    p.dag("o.yaml", &dag("o", "odd"));
+    run(&p, &moto, &["run", "o", "--date", "2019-10-06", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "o@2019-10-06T00:00:00Z", "enrich", 1);
+    assert!(log.contains("failed: Recipe step 1: unsupported operation FLAG_OUTLIERS"), "{log}");
+}
+
+/// Athena rejects, with its error text, what Trino and Athena reject, and the target table stays
+/// as it was: a function DuckDB has and Trino does not, partition columns that are not the
+/// last ones, more than 100 partitions written by one query.
+#[test]
+fn athena_rejects_sql_trino_rejects_and_leaves_the_table_as_it_was() {
+    let Some(moto) = Moto::start() else { return };
+    let p = athena_project(&moto, 0);
+    p.write("visitors.sql", "SELECT count(DISTINCT user_id) AS unique_visitors, dt FROM ecommerce.enriched_events WHERE dt = '{{ ds }}' GROUP BY dt\n");
+    p.dag(
+        "i.yaml",
+        "id: i\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: top\n    kind: athena_ctas\n    sql: top.sql\n    table: top_categories\n  - id: visitors\n    kind: athena_ctas\n    sql: visitors.sql\n    table: daily_visitors\n    partitioned_by: dt\n",
+    );
+    run(&p, &moto, &["run", "i", "--date", "2019-10-01", "--backend", "aws"]).expect_code(0);
+    let before = moto.boto3(TABLES);
+    let fails = |sql_file: &str, sql: &str, task: &str, day: &str, want: &str| {
+        p.write(sql_file, sql);
+        let r = run(&p, &moto, &["run", "i", "--date", day, "--task", task, "--backend", "aws"]);
+        r.expect_code(1);
+        let log = logs(&p, &moto, &format!("i@{day}T00:00:00Z"), task, 1);
+        assert!(log.contains(want), "{log}");
+        assert!(log.contains("is unchanged"), "{log}");
+        assert_eq!(moto.boto3(TABLES), before, "the catalog is as it was");
+    };
+    fails(
+        "top.sql",
+        "SELECT category_code, strftime(current_date, '%Y') AS y FROM ecommerce.enriched_events\n",
+        "top",
+        "2019-10-02",
+        "FUNCTION_NOT_FOUND: line 5:23: Function 'strftime' not registered",
+    );
+    fails(
+        "visitors.sql",
+        "SELECT dt, count(DISTINCT user_id) AS unique_visitors FROM ecommerce.enriched_events WHERE dt = '{{ ds }}' GROUP BY dt\n",
+        "visitors",
+        "2019-10-02",
+        "HIVE_COLUMN_ORDER_MISMATCH: Partition keys must be the last columns in the table and in the same order as the table properties: [dt]",
+    );
+    fails(
+        "visitors.sql",
+        "SELECT n, CAST(x AS varchar) AS dt FROM UNNEST(sequence(1, 101)) AS t(x) CROSS JOIN (SELECT 1 AS n) AS one\n",
+        "visitors",
+        "2019-10-03",
+        "HIVE_TOO_MANY_OPEN_PARTITIONS: Exceeded limit of 100 open writers for partitions/buckets",
+    );
+    let parts = moto.boto3(
+        "import boto3\nprint(len(boto3.client('glue').get_partitions(DatabaseName='ecommerce', TableName='daily_visitors')['Partitions']))",
+    );
+    assert_eq!(parts.trim(), "1", "only the first day's partition");
+}
+
+/// The dashboard task fails when an insight table is missing, naming it, on both backends
+/// (it used to draw an empty chart and succeed).
+#[test]
+fn the_dashboard_task_fails_naming_a_missing_insight_table_locally_and_on_aws() {
+    let dag = "id: d\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: dashboard\n    kind: dashboard\n";
+    let want = "insight table ecommerce.daily_visitors does not exist";
+    let local = Project::new();
+    local.dag("d.yaml", dag);
+    local.run(&["run", "d", "--date", "2019-10-01"]).expect_code(1);
+    let r = local.run(&["logs", "d@2019-10-01T00:00:00Z", "dashboard"]);
+    assert!(r.stdout.contains(want), "{}", r.stdout);
+
+    let Some(moto) = Moto::start() else { return };
+    setup(&moto, "s3.create_bucket(Bucket='lake')\nglue.create_database(DatabaseInput={'Name': 'ecommerce'})");
+    let p = Project::new();
+    p.write("cartflow.yaml", CONFIG);
+    p.dag("d.yaml", dag);
+    run(&p, &moto, &["run", "d", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "d@2019-10-01T00:00:00Z", "dashboard", 1);
+    assert!(log.contains(want), "{log}");
 }
 
 #[test]
