@@ -34,7 +34,12 @@ def rows_of(files, partition):
     if not files:
         return []
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    cur = con.execute(f"SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+    source = f"read_parquet([{listed}], union_by_name = true)"
+    # A time-zone-aware timestamp (Spark writes UTC-adjusted ones) as its UTC wall time: the
+    # same instant compares equal whichever engine wrote it.
+    cols = [f'CAST("{n}" AS TIMESTAMP) AS "{n}"' if "WITH TIME ZONE" in t.upper() else f'"{n}"'
+            for n, t, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    cur = con.execute(f"SELECT {', '.join(cols)} FROM {source}")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r), **partition) for r in cur.fetchall()]
 
