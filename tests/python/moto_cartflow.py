@@ -513,6 +513,7 @@ kda_responses.KinesisAnalyticsV2Response.update_application = _update_applicatio
 # CloudFormation: the S3 bucket settings moto's template support leaves out
 # --------------------------------------------------------------------------------------------
 import moto.s3.models as s3_models
+from moto.s3.models import s3_backends
 
 _bucket_from_cfn = s3_models.FakeBucket.create_from_cloudformation_json.__func__
 
