@@ -33,3 +33,6 @@ mod hostile;
 
 #[path = "e2e/crash.rs"]
 mod crash;
+
+#[path = "e2e/sql.rs"]
+mod sql;

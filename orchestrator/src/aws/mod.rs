@@ -16,6 +16,7 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 
+pub mod athena_query;
 pub mod eventbridge;
 pub mod glue;
 pub mod lake;

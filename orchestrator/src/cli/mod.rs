@@ -32,6 +32,7 @@ mod run;
 mod runs;
 mod scheduler;
 mod schedules;
+mod sql;
 mod streaming;
 mod table;
 mod tasks;
@@ -108,6 +109,9 @@ pub enum Command {
     /// The local catalog (the Glue Data Catalog's twin): tables, schemas, partitions.
     #[command(subcommand)]
     Catalog(catalog::Cmd),
+    /// Run one read-only SELECT over the catalog's tables (DataFusion, or Athena with --backend
+    /// aws): the rows, the bytes scanned and the time; saved queries in queries/.
+    Sql(sql::Args),
     /// List DAG runs, newest first.
     Runs(runs::Args),
     /// Show the task instances of a run.
@@ -341,6 +345,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dashboard(a) => dashboard::run(&p, a),
         Command::Ingest(a) => ingest::run(&p, a),
         Command::Catalog(cmd) => catalog::run(&p, cmd),
+        Command::Sql(a) => sql::run(&p, a),
         Command::Streaming(cmd) => streaming::run(&p, cmd),
         Command::Produce(a) => produce::run(&p, a),
         Command::Alerts(a) => alerts::run(&p, a),

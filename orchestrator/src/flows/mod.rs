@@ -14,6 +14,7 @@ use crate::schedule::{self, DataInterval};
 pub mod backfill;
 pub mod demo;
 pub mod reprocess;
+pub mod sql;
 
 /// Why a flow could not run (a run that fails is not an error: it is in the report).
 #[derive(Debug, thiserror::Error)]
