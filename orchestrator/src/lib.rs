@@ -32,3 +32,4 @@ pub mod task;
 pub mod template;
 pub mod yaml;
 pub mod zip;
+pub mod ui;

@@ -6,6 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
 /// The `cartflow` binary of this build (built on first use if it is missing).
 pub fn cartflow_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -36,3 +36,6 @@ mod crash;
 
 #[path = "e2e/sql.rs"]
 mod sql;
+
+#[path = "e2e/ui.rs"]
+mod ui;

@@ -36,6 +36,7 @@ mod sql;
 mod streaming;
 mod table;
 mod tasks;
+mod ui;
 mod validate;
 
 const EXAMPLES: &str = "\
@@ -50,7 +51,8 @@ Examples:
   cartflow scheduler --once                  run what is due now, then exit (cron, EventBridge)
   cartflow runs example_etl
   cartflow tasks example_etl@2019-10-01T00:00:00Z
-  cartflow logs example_etl@2019-10-01T00:00:00Z extract";
+  cartflow logs example_etl@2019-10-01T00:00:00Z extract
+  cartflow ui                                the web UI on http://127.0.0.1:8787/";
 
 /// cartflow: YAML DAGs for batch ETL, on your laptop or on AWS.
 #[derive(Debug, Parser)]
@@ -140,6 +142,8 @@ pub enum Command {
     /// Replay Kaggle CSV files (.csv, .csv.gz, .csv.zip) into the raw zone, as Firehose would
     /// have archived them; re-ingesting a file replaces its earlier objects.
     Ingest(ingest::Args),
+    /// The web UI: DAGs, the grid of runs, runs, logs, reruns and backfills (127.0.0.1:8787).
+    Ui(ui::Args),
 }
 
 /// `--backend`: where tasks run.
@@ -351,5 +355,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(a) => alerts::run(&p, a),
         Command::Reprocess(a) => reprocess::run(&p, a, g),
         Command::Kinds => kinds::run(),
+        Command::Ui(a) => ui::run(&p, a),
     }
 }

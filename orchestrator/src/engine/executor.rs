@@ -590,7 +590,7 @@ impl RunLoop<'_> {
         (self.observer)(Event::Task { task: &task.id, state: &self.slots[i].state });
         info!(dag = %self.dag.id, run = %self.run_id, task = %task.id, attempt, "task started");
         let log = Arc::new(TaskLog::new(
-            self.logs_dir.join(&self.dag.id).join(&self.run_id).join(&task.id).join(format!("attempt-{attempt}.log")),
+            crate::engine::store::attempt_log(&self.logs_dir, &self.dag.id, &self.run_id, &task.id, attempt),
         ));
         let token = self.cancel.child_token();
         let ctx = TaskContext {

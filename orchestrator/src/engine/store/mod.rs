@@ -14,12 +14,14 @@ use rusqlite::Connection;
 
 mod backfills;
 mod facts;
+mod overview;
 mod query;
 mod runs;
 mod schema;
 
 pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
+pub use overview::{BackfillRow, GridQuery, GridRun, attempt_log};
 pub use query::{AttemptRow, RunRow, TaskRow};
 pub use runs::{Claim, ClaimedRun, Op, my_token};
 

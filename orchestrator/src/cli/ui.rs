@@ -1,0 +1,49 @@
+//! `cartflow ui`: the web UI of the project, until Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use cartflow::project::Project;
+use cartflow::ui;
+
+use super::{BackendArg, usage, with_signals};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to listen. A non-loopback address needs --token.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub bind: SocketAddr,
+    /// The token clients must present (open the UI once with `?token=…`; scripts send
+    /// `Authorization: Bearer …`). At least 16 characters.
+    #[arg(long, env = "CARTFLOW_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
+    serve(p, a, "")
+}
+
+/// Serves the UI (also after `cartflow demo --ui`); `note` is printed beside the address.
+pub fn serve(p: &Project, a: Args, note: &str) -> anyhow::Result<ExitCode> {
+    let options = ui::Options { bind: a.bind, token: a.token, backend: a.backend.backend };
+    ui::check_options(&options).map_err(|e| usage(e.to_string()))?;
+    let token = options.token.clone();
+    let r = with_signals(|cancel| async move {
+        let env = p.env(options.backend).await?;
+        let served = ui::serve(p.clone(), env, options, cancel, |addr| {
+            let login = token.as_ref().map(|_| "?token=…".to_string()).unwrap_or_default();
+            println!("cartflow ui: http://{addr}/{login}{note} (Ctrl-C to stop)");
+            let _ = std::io::stdout().flush();
+        })
+        .await;
+        anyhow::Ok(served)
+    })??;
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.is_usage() => Err(usage(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,662 @@
+//! The actions: run an interval, rerun a task (and its downstream), rerun what failed, backfill
+//! a range, cancel. Each is a form that leads to a preview (what would run, checked the way the
+//! CLI checks it) and then to a start, which calls the same library functions as the CLI
+//! ([`executor::execute`], [`flows::backfill`]) in this process. What was started here is listed
+//! under Actions with who started it and when, and can be cancelled.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::html::{self, Nav, badge, esc, hidden, table, when};
+use super::pages::{check_run_id, load_dags};
+use super::{PageError, Ui, csrf_ok};
+use crate::dag::Dag;
+use crate::engine::backfill::Reprocess;
+use crate::engine::executor::{self, Event};
+use crate::engine::state::{RunState, TaskState, Trigger};
+use crate::engine::store::{RunRow, TaskRow};
+use crate::flows::{self, FlowError};
+use crate::schedule::DataInterval;
+
+/// An action started from the UI.
+#[derive(Debug)]
+pub struct Action {
+    /// Its number in this server's list.
+    pub id: u64,
+    /// What it does, in words.
+    pub what: String,
+    /// The run it runs (a run action), for the link.
+    pub run_id: Option<String>,
+    /// Who started it.
+    pub who: String,
+    /// When.
+    pub started_at: DateTime<Utc>,
+    cancel: CancellationToken,
+    status: Mutex<Status>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Status {
+    state: String,
+    ended_at: Option<DateTime<Utc>>,
+    /// (ds, run id, planned action, final state) of a backfill's intervals.
+    intervals: Vec<(String, String, String, Option<String>)>,
+    lines: Vec<String>,
+}
+
+/// The fields of every action form (each action uses some).
+#[derive(Debug, Deserialize, Default, Clone)]
+pub(super) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    dag: String,
+    #[serde(default)]
+    date: String,
+    #[serde(default)]
+    run: String,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    downstream: Option<String>,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    max_active_runs: String,
+    #[serde(default)]
+    tasks: String,
+    #[serde(default)]
+    params: String,
+}
+
+/// An action, checked and planned.
+enum Planned {
+    Run {
+        dag: Arc<Dag>,
+        interval: DataInterval,
+        run_id: String,
+        tasks: Vec<String>,
+        downstream: bool,
+        params: BTreeMap<String, String>,
+        /// (task, its state now) of what will run.
+        will_run: Vec<(String, String)>,
+        title: String,
+    },
+    Backfill(Box<flows::backfill::Planned>),
+}
+
+fn bad(e: impl std::fmt::Display) -> PageError {
+    PageError::BadRequest(format!("{e:#}"))
+}
+
+fn flow_err(e: FlowError) -> PageError {
+    if e.is_usage() { PageError::BadRequest(format!("{e:#}")) } else { PageError::Internal(format!("{e:#}")) }
+}
+
+fn parse_params(text: &str) -> Result<Vec<(String, String)>, PageError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| bad(format!("param `{l}` is not NAME=VALUE")))
+        })
+        .collect()
+}
+
+/// Checks and plans what a form asks for, as the CLI would (nothing runs).
+async fn plan(ui: &Arc<Ui>, f: &ActionForm) -> Result<Planned, PageError> {
+    let set = load_dags(ui).await?;
+    let find = |id: &str| {
+        set.dags.get(id).cloned().ok_or_else(|| match set.failed_ids.get(id) {
+            Some(file) => bad(format!("DAG `{id}` does not compile ({}): fix it first", file.display())),
+            None => PageError::NotFound(format!("there is no DAG `{id}`")),
+        })
+    };
+    match f.action.as_str() {
+        "run" | "rerun" | "rerun_failed" => {
+            let (dag, interval, existing) = if f.run.is_empty() {
+                let dag = find(&f.dag)?;
+                let interval = flows::interval_for(&dag, &f.date).map_err(flow_err)?;
+                (dag, interval, None)
+            } else {
+                check_run_id(&f.run)?;
+                let id = f.run.clone();
+                let run = ui
+                    .with_store(move |s| s.run(&id))
+                    .await?
+                    .ok_or_else(|| PageError::NotFound(format!("there is no run `{}`", f.run)))?;
+                let dag = find(&run.dag_id)?;
+                let interval = DataInterval { start: run.interval_start, end: run.interval_end, tz: dag.timezone };
+                (dag, interval, Some(run))
+            };
+            let run_id = crate::engine::store::run_id(&dag.id, interval.start);
+            let rid = run_id.clone();
+            let states: BTreeMap<String, TaskState> =
+                ui.with_store(move |s| s.tasks(&rid)).await?.into_iter().map(|t| (t.task_id, t.state)).collect();
+            let params = flows::merged_params(&dag, &parse_params(&f.params)?).map_err(flow_err)?;
+            let (tasks, downstream) = if f.action == "rerun" {
+                flows::check_tasks(&dag, std::slice::from_ref(&f.task)).map_err(flow_err)?;
+                (vec![f.task.clone()], f.downstream.is_some())
+            } else {
+                (Vec::new(), false)
+            };
+            flows::check_render(&dag, &interval, &params).map_err(flow_err)?;
+            let selected = dag.select(&tasks, downstream).map_err(bad)?;
+            let will_run: Vec<(String, String)> = dag
+                .tasks
+                .iter()
+                .zip(&selected)
+                .filter(|(t, sel)| {
+                    **sel
+                        && (!tasks.is_empty()
+                            || !states
+                                .get(&t.id)
+                                .is_some_and(|s| matches!(s, TaskState::Success { .. } | TaskState::Skipped)))
+                })
+                .map(|(t, _)| (t.id.clone(), states.get(&t.id).map_or("(new)", TaskState::name).to_string()))
+                .collect();
+            let title = match (f.action.as_str(), &existing) {
+                ("rerun", _) => {
+                    format!("Rerun `{}`{} in {run_id}", f.task, if downstream { " and its downstream" } else { "" })
+                }
+                (_, Some(_)) => format!("Run again what did not succeed in {run_id}"),
+                _ if states.is_empty() => format!("Run {} for {}", dag.id, interval.ds()),
+                _ => format!("Resume {run_id}"),
+            };
+            Ok(Planned::Run { dag, interval, run_id, tasks, downstream, params, will_run, title })
+        }
+        "backfill" => {
+            let dag = find(&f.dag)?;
+            let mut req = flows::backfill::Request::new(dag, f.from.trim(), f.to.trim());
+            req.mode = match f.mode.as_str() {
+                "" | "none" => Reprocess::None,
+                "failed" => Reprocess::Failed,
+                "completed" => Reprocess::Completed,
+                other => return Err(bad(format!("reprocess mode `{other}` is none, failed or completed"))),
+            };
+            if !f.max_active_runs.trim().is_empty() {
+                let n: usize = f.max_active_runs.trim().parse().map_err(|_| bad("max active runs is a number"))?;
+                if !(1..=64).contains(&n) {
+                    return Err(bad("max active runs is between 1 and 64"));
+                }
+                req.max_active_runs = Some(n);
+            }
+            req.tasks =
+                f.tasks.split([',', ' ']).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect();
+            req.downstream = f.downstream.is_some() && !req.tasks.is_empty();
+            req.params = parse_params(&f.params)?;
+            let project = ui.project.clone();
+            let planned = tokio::task::spawn_blocking(move || flows::backfill::plan(&project, req))
+                .await
+                .map_err(|e| PageError::Internal(e.to_string()))?
+                .map_err(flow_err)?;
+            Ok(Planned::Backfill(Box::new(planned)))
+        }
+        other => Err(bad(format!("unknown action `{other}`"))),
+    }
+}
+
+/// The form's fields again, hidden, for the Start button of a preview.
+fn carry(f: &ActionForm) -> String {
+    let mut out = String::new();
+    for (k, v) in [
+        ("action", &f.action),
+        ("dag", &f.dag),
+        ("date", &f.date),
+        ("run", &f.run),
+        ("task", &f.task),
+        ("from", &f.from),
+        ("to", &f.to),
+        ("mode", &f.mode),
+        ("max_active_runs", &f.max_active_runs),
+        ("tasks", &f.tasks),
+        ("params", &f.params),
+    ] {
+        if !v.is_empty() {
+            out.push_str(&hidden(k, v));
+        }
+    }
+    if f.downstream.is_some() {
+        out.push_str(&hidden("downstream", "on"));
+    }
+    out
+}
+
+fn check_csrf(ui: &Ui, f: &ActionForm) -> Result<(), PageError> {
+    if csrf_ok(ui, &f.csrf) {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "the form's CSRF token is missing or not this server's: reload the page and try again".into(),
+        ))
+    }
+}
+
+/// `POST /preview`: what the action would do; nothing runs.
+pub(super) async fn preview(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) -> Result<Html<String>, PageError> {
+    check_csrf(&ui, &f)?;
+    let planned = plan(&ui, &f).await?;
+    let mut body = String::new();
+    let title = match &planned {
+        Planned::Run { title, will_run, params, dag, .. } => {
+            if will_run.is_empty() {
+                body.push_str(r#"<p class="empty">Nothing to run: every selected task already succeeded.</p>"#);
+            } else {
+                let _ = write!(body, "<p>{} task(s) will run, in this order:</p>", will_run.len());
+                body.push_str(&table(
+                    "list preview",
+                    &["task", "state now"],
+                    will_run.iter().map(|(t, s)| vec![esc(t), badge(s)]),
+                ));
+            }
+            let changed: Vec<String> = params
+                .iter()
+                .filter(|(k, v)| dag.params.get(*k) != Some(*v))
+                .map(|(k, v)| format!("<code>{}={}</code>", esc(k), esc(v)))
+                .collect();
+            if !changed.is_empty() {
+                let _ = write!(body, "<p>With params {}.</p>", changed.join(", "));
+            }
+            title.clone()
+        }
+        Planned::Backfill(p) => {
+            let to_run = p.to_run();
+            let _ = write!(
+                body,
+                r#"<p class="plan-summary">{} interval(s) from {} to {} (reprocess: {}): <strong>{to_run} to run</strong>, {} skipped{}.</p>"#,
+                p.plan.items.len(),
+                esc(&p.request.from),
+                esc(&p.request.to),
+                p.request.mode,
+                p.plan.items.len() - to_run,
+                if p.plan.incomplete > 0 {
+                    format!(", {} not complete yet (not planned)", p.plan.incomplete)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(job) = &p.plan.continues {
+                let _ =
+                    write!(body, "<p>This continues backfill job <code>{}</code>, which did not finish.</p>", esc(job));
+            }
+            body.push_str(&table(
+                "list plan",
+                &["ds", "interval start", "run id", "action"],
+                p.plan.items.iter().map(|i| {
+                    vec![esc(&i.interval.ds()), esc(&i.interval.start_rfc3339()), esc(&i.run_id), esc(&i.action.name())]
+                }),
+            ));
+            format!("Backfill {}", p.request.dag.id)
+        }
+    };
+    let nothing = match &planned {
+        Planned::Run { will_run, .. } => will_run.is_empty(),
+        Planned::Backfill(p) => p.to_run() == 0,
+    };
+    if !nothing {
+        let _ = write!(
+            body,
+            r#"<form class="action" method="post" action="/start">{}{}<button class="go" id="start">Start</button> <a href="javascript:history.back()">Back</a></form>"#,
+            hidden("csrf", &ui.csrf),
+            carry(&f)
+        );
+    }
+    Ok(Html(html::page(&ui.frame(false), Nav::Actions, &format!("Preview: {title}"), &body)))
+}
+
+/// `POST /start`: plans again (the store may have moved since the preview) and starts it.
+pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) -> Result<Response, PageError> {
+    check_csrf(&ui, &f)?;
+    let planned = plan(&ui, &f).await?;
+    let id = {
+        let list = ui.actions.lock().unwrap_or_else(|p| p.into_inner());
+        list.len() as u64 + 1
+    };
+    let who = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local user".into());
+    let who = if ui.token.is_some() { format!("{who} (token)") } else { who };
+    let cancel = ui.shutdown.child_token();
+    let (what, run_id) = match &planned {
+        Planned::Run { title, run_id, .. } => (title.clone(), Some(run_id.clone())),
+        Planned::Backfill(p) => (
+            format!(
+                "Backfill {} from {} to {} (reprocess: {})",
+                p.request.dag.id, p.request.from, p.request.to, p.request.mode
+            ),
+            None,
+        ),
+    };
+    let action = Arc::new(Action {
+        id,
+        what: what.clone(),
+        run_id: run_id.clone(),
+        who: who.clone(),
+        started_at: Utc::now(),
+        cancel: cancel.clone(),
+        status: Mutex::new(Status { state: "running".into(), ..Status::default() }),
+    });
+    ui.actions.lock().unwrap_or_else(|p| p.into_inner()).push(action.clone());
+    info!(action = id, who = %who, what = %what, "ui: action started");
+    let ui2 = ui.clone();
+    match planned {
+        Planned::Run { dag, interval, tasks, downstream, params, .. } => {
+            tokio::spawn(async move {
+                let mut opts = ui2.project.exec_options(ui2.env.clone(), Trigger::Manual);
+                opts.params = params;
+                opts.tasks = tasks;
+                opts.downstream = downstream;
+                let a = action.clone();
+                let mut observer = move |e: Event<'_>| {
+                    if let Event::Task { task, state } = e {
+                        let mut s = a.status.lock().unwrap_or_else(|p| p.into_inner());
+                        s.lines.push(format!("{} {task}: {}", Utc::now().format("%H:%M:%S"), state.name()));
+                    }
+                };
+                let r = executor::execute(
+                    dag,
+                    interval,
+                    &ui2.project.state,
+                    ui2.pools.clone(),
+                    &opts,
+                    cancel,
+                    &mut observer,
+                )
+                .await;
+                let mut s = action.status.lock().unwrap_or_else(|p| p.into_inner());
+                s.ended_at = Some(Utc::now());
+                match r {
+                    Ok(report) => s.state = report.state.name().to_string(),
+                    Err(e) => {
+                        s.state = "error".into();
+                        s.lines.push(format!("{e:#}"));
+                    }
+                }
+                info!(action = action.id, state = %s.state, "ui: action ended");
+            });
+            Ok(see_other(&html::run_href(run_id.as_deref().unwrap_or_default())))
+        }
+        Planned::Backfill(planned) => {
+            {
+                let mut s = action.status.lock().unwrap_or_else(|p| p.into_inner());
+                s.intervals = planned
+                    .plan
+                    .items
+                    .iter()
+                    .map(|i| (i.interval.ds(), i.run_id.clone(), i.action.name().to_string(), None))
+                    .collect();
+            }
+            tokio::spawn(async move {
+                let a = action.clone();
+                let mut on_done = move |o: &crate::engine::backfill::Outcome| {
+                    let mut s = a.status.lock().unwrap_or_else(|p| p.into_inner());
+                    let state = o
+                        .state
+                        .map(|s| s.name().to_string())
+                        .or_else(|| o.error.clone().map(|e| format!("error: {e}")));
+                    if let Some(row) = s.intervals.iter_mut().find(|r| r.1 == o.planned.run_id) {
+                        row.3 = state.or(Some("skipped".into()));
+                    }
+                };
+                let r = flows::backfill::run(&ui2.project, ui2.env.clone(), &planned, cancel, &mut on_done).await;
+                let mut s = action.status.lock().unwrap_or_else(|p| p.into_inner());
+                s.ended_at = Some(Utc::now());
+                s.state = match r {
+                    Ok(outcomes) if flows::all_succeeded(&outcomes) => "success".into(),
+                    Ok(_) if action.cancel.is_cancelled() => "cancelled".into(),
+                    Ok(_) => "failed".into(),
+                    Err(e) => {
+                        s.lines.push(format!("{e:#}"));
+                        "error".into()
+                    }
+                };
+                info!(action = action.id, state = %s.state, "ui: action ended");
+            });
+            Ok(see_other(&format!("/actions/{id}")))
+        }
+    }
+}
+
+fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
+}
+
+fn find(ui: &Ui, id: &str) -> Result<Arc<Action>, PageError> {
+    let n: u64 = id.parse().map_err(|_| PageError::NotFound(format!("there is no action `{id}`")))?;
+    ui.actions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|a| a.id == n)
+        .cloned()
+        .ok_or_else(|| PageError::NotFound(format!("there is no action `{id}`")))
+}
+
+/// `GET /actions/{id}`: an action's progress.
+pub(super) async fn show(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Result<Html<String>, PageError> {
+    let a = find(&ui, &id)?;
+    let s = a.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<p class="meta">{} · started {} by {} · ended {}</p>"#,
+        badge(&s.state),
+        when(Some(a.started_at)),
+        esc(&a.who),
+        when(s.ended_at)
+    );
+    if let Some(run) = &a.run_id {
+        let _ = write!(body, r#"<p><a href="{}">The run {}</a></p>"#, html::run_href(run), esc(run));
+    }
+    if !s.intervals.is_empty() {
+        let count = |f: &dyn Fn(&Option<String>) -> bool| s.intervals.iter().filter(|r| f(&r.3)).count();
+        let planned = s.intervals.iter().filter(|r| !r.2.starts_with("skip")).count();
+        let done = count(&|x| x.as_deref() == Some("success"));
+        let failed = count(&|x| x.as_ref().is_some_and(|x| x != "success" && x != "skipped"));
+        let running = if s.state == "running" { planned.saturating_sub(done + failed) } else { 0 };
+        let _ = write!(
+            body,
+            r#"<p class="progress" id="progress">planned {planned} · running or waiting {running} · done {done} · failed {failed}</p>"#
+        );
+        body.push_str(&table(
+            "list plan",
+            &["ds", "run", "planned", "result"],
+            s.intervals.iter().map(|(ds, run, act, st)| {
+                vec![
+                    esc(ds),
+                    format!(r#"<a href="{}">{}</a>"#, html::run_href(run), esc(run)),
+                    esc(act),
+                    st.as_deref().map(badge).unwrap_or_default(),
+                ]
+            }),
+        ));
+    }
+    if !s.lines.is_empty() {
+        let _ = write!(body, r#"<pre class="log">{}</pre>"#, esc(&s.lines.join("\n")));
+    }
+    if s.state == "running" {
+        let _ = write!(
+            body,
+            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel</button></form>"#,
+            a.id,
+            hidden("csrf", &ui.csrf)
+        );
+    }
+    Ok(Html(html::page(&ui.frame(s.state == "running"), Nav::Actions, &a.what, &body)))
+}
+
+/// `GET /actions`: what was started here, newest first.
+pub(super) async fn list(State(ui): State<Arc<Ui>>) -> Result<Html<String>, PageError> {
+    let actions: Vec<Arc<Action>> =
+        ui.actions.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().cloned().collect();
+    let mut running = false;
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            let s = a.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            running |= s.state == "running";
+            vec![
+                format!(r#"<a href="/actions/{}">{}</a>"#, a.id, esc(&a.what)),
+                badge(&s.state),
+                esc(&a.who),
+                when(Some(a.started_at)),
+                when(s.ended_at),
+            ]
+        })
+        .collect();
+    let body = if rows.is_empty() {
+        r#"<p class="empty">Nothing was started from this UI yet.</p>"#.to_string()
+    } else {
+        table("list", &["action", "state", "who", "started", "ended"], rows)
+    };
+    Ok(Html(html::page(&ui.frame(running), Nav::Actions, "Actions started here", &body)))
+}
+
+/// The CSRF token of a cancel form.
+#[derive(Debug, Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /actions/{id}/cancel`.
+pub(super) async fn cancel(
+    State(ui): State<Arc<Ui>>,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&ui, &f.csrf) {
+        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
+    }
+    let a = find(&ui, &id)?;
+    a.cancel.cancel();
+    info!(action = a.id, "ui: action cancelled");
+    Ok(see_other(&format!("/actions/{}", a.id)))
+}
+
+/// Cancels every action still running (the server stops) and waits a little for them.
+pub(super) async fn cancel_all(ui: &Ui) {
+    let actions: Vec<Arc<Action>> = ui.actions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for a in &actions {
+        a.cancel.cancel();
+    }
+    for _ in 0..100 {
+        if actions.iter().all(|a| a.status.lock().unwrap_or_else(|p| p.into_inner()).state != "running") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /backfills`: the form, and the backfill jobs of the store.
+pub(super) async fn backfills(State(ui): State<Arc<Ui>>) -> Result<Html<String>, PageError> {
+    let set = load_dags(&ui).await?;
+    let jobs = ui.with_store(|s| s.backfills(100)).await?;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<form class="action backfill" method="post" action="/preview">{}{}<label>DAG <select name="dag">"#,
+        hidden("csrf", &ui.csrf),
+        hidden("action", "backfill")
+    );
+    for id in set.dags.keys() {
+        let _ = write!(body, "<option>{}</option>", esc(id));
+    }
+    body.push_str(
+        r#"</select></label> <label>from <input name="from" type="date" required></label> <label>to <input name="to" type="date" required></label>
+<label>reprocess <select name="mode"><option value="none">none</option><option value="failed">failed</option><option value="completed">completed</option></select></label>
+<label>max active runs <input name="max_active_runs" type="number" min="1" max="64" size="3"></label>
+<label>tasks <input name="tasks" placeholder="all (or: a, b)"></label> <label><input name="downstream" type="checkbox"> and downstream</label>
+<label class="wide">params <textarea name="params" rows="2" placeholder="NAME=VALUE, one per line"></textarea></label>
+<button>Preview…</button></form>"#,
+    );
+    body.push_str("<h2>Backfill jobs</h2>");
+    if jobs.is_empty() {
+        body.push_str(r#"<p class="empty">No backfill has run here yet.</p>"#);
+    } else {
+        body.push_str(&table(
+            "list",
+            &["job", "DAG", "created", "finished", "planned", "succeeded", "failed"],
+            jobs.iter().map(|j| {
+                vec![
+                    format!("<code>{}</code>", esc(&j.backfill_id)),
+                    format!(r#"<a href="{}">{}</a>"#, html::dag_href(&j.dag_id), esc(&j.dag_id)),
+                    when(j.created_at),
+                    if j.finished_at.is_some() { when(j.finished_at) } else { badge("running") },
+                    j.planned.to_string(),
+                    j.succeeded.to_string(),
+                    j.failed.to_string(),
+                ]
+            }),
+        ));
+    }
+    Ok(Html(html::page(&ui.frame(false), Nav::Backfills, "Backfills", &body)))
+}
+
+/// The actions of a run page: run again what did not succeed; cancel it if it runs from here.
+pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) -> String {
+    let mut out = String::from(r#"<div class="actions">"#);
+    let unfinished = tasks.iter().any(|t| !matches!(t.state, TaskState::Success { .. } | TaskState::Skipped));
+    if !live && unfinished && run.state != RunState::Running {
+        let _ = write!(
+            out,
+            r#"<form class="action" method="post" action="/preview">{}{}{}<button>Rerun what failed…</button></form>"#,
+            hidden("csrf", &ui.csrf),
+            hidden("action", "rerun_failed"),
+            hidden("run", &run.run_id)
+        );
+    }
+    let mine: Option<Arc<Action>> = ui
+        .actions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .find(|a| a.run_id.as_deref() == Some(&run.run_id))
+        .cloned();
+    if let Some(a) = mine.filter(|a| a.status.lock().unwrap_or_else(|p| p.into_inner()).state == "running") {
+        let _ = write!(
+            out,
+            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel this run</button></form>"#,
+            a.id,
+            hidden("csrf", &ui.csrf)
+        );
+    } else if live {
+        out.push_str(r#"<p class="meta">Another cartflow process is running this run; cancel it there (Ctrl-C).</p>"#);
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// The actions of a task page: rerun it, alone or with its downstream.
+pub(super) fn task_actions(ui: &Ui, dag: &Dag, run: &RunRow, task: &str) -> String {
+    let downstream = dag.task_index(task).is_some_and(|i| !dag.tasks[i].downstream.is_empty());
+    format!(
+        r#"<div class="actions"><form class="action" method="post" action="/preview">{}{}{}{}{}<button>Rerun this task…</button></form></div>"#,
+        hidden("csrf", &ui.csrf),
+        hidden("action", "rerun"),
+        hidden("run", &run.run_id),
+        hidden("task", task),
+        if downstream {
+            r#"<label><input type="checkbox" name="downstream" checked> and everything downstream</label> "#
+        } else {
+            ""
+        }
+    )
+}

@@ -1,0 +1,397 @@
+//! `cartflow ui`: the web UI, served by the same binary on the engine's tokio runtime.
+//!
+//! Pages are rendered on the server (see [`html`]) from the run store and the compiled DAGs; the
+//! one script and the one style sheet are embedded in the binary, so it works offline. Actions
+//! (run an interval, rerun a task and its downstream, rerun what failed, backfill, cancel) show
+//! a preview first and then call the same library functions as the CLI, in this process.
+//!
+//! Security: it binds 127.0.0.1 by default, and a non-loopback address needs a token
+//! (`--token` or `CARTFLOW_UI_TOKEN`); a loopback server answers only requests whose `Host` is
+//! a loopback name (no DNS rebinding); every POST carries the server's CSRF token and a
+//! cross-origin `Origin` is refused; path parameters are checked against the store and the
+//! DAGs (anything else is a 404); no environment value, secret or credential is rendered.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::executor::Pools;
+use crate::engine::store::{RunStore, StoreError};
+use crate::env::{Backend, Env};
+use crate::project::Project;
+
+mod actions;
+pub mod html;
+mod pages;
+mod query;
+mod svg;
+
+/// How the server is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where it listens.
+    pub bind: SocketAddr,
+    /// The token a client must present (required for a non-loopback bind).
+    pub token: Option<String>,
+    /// The backend the actions run on.
+    pub backend: Backend,
+}
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// A non-loopback address without a token.
+    #[error(
+        "--bind {0} is not a loopback address: anyone who can reach it could run and cancel DAGs; set --token (or CARTFLOW_UI_TOKEN), or bind 127.0.0.1"
+    )]
+    NeedsToken(SocketAddr),
+    /// An empty or too short token.
+    #[error("the UI token must be at least 16 characters (it is the only thing between the network and your lake)")]
+    WeakToken,
+    /// The address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("serving the UI: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl UiError {
+    /// Whether this is the user's to fix (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, UiError::NeedsToken(_) | UiError::WeakToken)
+    }
+}
+
+/// Refuses a bind that would expose the UI without a token.
+pub fn check_options(o: &Options) -> Result<(), UiError> {
+    if let Some(t) = &o.token
+        && t.chars().count() < 16
+    {
+        return Err(UiError::WeakToken);
+    }
+    if !o.bind.ip().is_loopback() && o.token.is_none() {
+        return Err(UiError::NeedsToken(o.bind));
+    }
+    Ok(())
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Ui {
+    project: Project,
+    env: Env,
+    pools: Arc<Pools>,
+    backend: Backend,
+    token: Option<String>,
+    loopback: bool,
+    csrf: String,
+    store: Mutex<Option<RunStore>>,
+    actions: Mutex<Vec<Arc<actions::Action>>>,
+    shutdown: CancellationToken,
+}
+
+impl Ui {
+    /// The UI's state for `project`, its actions running on `env`.
+    pub fn new(project: Project, env: Env, options: &Options, shutdown: CancellationToken) -> Arc<Ui> {
+        Arc::new(Ui {
+            pools: project.pools(),
+            project,
+            env,
+            backend: options.backend,
+            token: options.token.clone(),
+            loopback: options.bind.ip().is_loopback(),
+            csrf: random_hex(16),
+            store: Mutex::new(None),
+            actions: Mutex::new(Vec::new()),
+            shutdown,
+        })
+    }
+
+    /// Runs `f` with the run store (opened once, kept) on a blocking thread.
+    async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&RunStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, PageError> {
+        let ui = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = ui.store.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(RunStore::open(&ui.project.state)?);
+            }
+            match guard.as_ref() {
+                Some(store) => f(store),
+                None => unreachable_store(),
+            }
+        })
+        .await
+        .map_err(|e| PageError::Internal(format!("a page task failed: {e}")))?
+        .map_err(|e| PageError::Internal(format!("{e}")))
+    }
+
+    fn frame(&self, refresh: bool) -> html::Frame<'_> {
+        html::Frame {
+            project: self.project.dir.to_str().unwrap_or("(project)"),
+            backend: match self.backend {
+                Backend::Local => "local",
+                Backend::Aws => "aws",
+            },
+            refresh,
+        }
+    }
+}
+
+fn unreachable_store<T>() -> Result<T, StoreError> {
+    Err(StoreError::NoSuchRun { run_id: "(the run store did not open)".into() })
+}
+
+/// A page that could not be rendered.
+#[derive(Debug)]
+pub enum PageError {
+    /// No such DAG, run, task or attempt (or a path parameter that cannot name one).
+    NotFound(String),
+    /// The request is wrong (a bad date, an unknown param): shown with the message.
+    BadRequest(String),
+    /// Refused (CSRF, origin).
+    Forbidden(String),
+    /// Something broke.
+    Internal(String),
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, msg) = match self {
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Cannot do that", m),
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m),
+            PageError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", m),
+        };
+        let frame = html::Frame { project: "", backend: "", refresh: false };
+        let body = format!(r#"<pre class="error">{}</pre><p><a href="/">Back to the DAGs</a></p>"#, html::esc(&msg));
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html::page(&frame, html::Nav::None, title, &body),
+        )
+            .into_response()
+    }
+}
+
+/// The router of the UI over `ui`.
+pub fn router(ui: Arc<Ui>) -> Router {
+    Router::new()
+        .route("/", get(pages::dags))
+        .route("/dags/{dag}", get(pages::grid))
+        .route("/runs/{run}", get(pages::run))
+        .route("/runs/{run}/tasks/{task}", get(pages::task))
+        .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log", get(pages::log_text))
+        .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log/stream", get(pages::log_stream))
+        .route("/backfills", get(actions::backfills))
+        .route("/query", get(query::page).post(query::run))
+        .route("/actions", get(actions::list))
+        .route("/actions/{id}", get(actions::show))
+        .route("/actions/{id}/cancel", post(actions::cancel))
+        .route("/preview", post(actions::preview))
+        .route("/start", post(actions::start))
+        .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("assets/app.js")) }),
+        )
+        .fallback(|| async { PageError::NotFound("there is no such page".into()) })
+        .layer(middleware::from_fn_with_state(ui.clone(), guard))
+        .with_state(ui)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=3600")], body).into_response()
+}
+
+/// Serves the UI on `options.bind` until `shutdown` fires; `ready` hears the address it listens
+/// on (a port of 0 picks one). Actions still running are cancelled on shutdown.
+pub async fn serve(
+    project: Project,
+    env: Env,
+    options: Options,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), UiError> {
+    check_options(&options)?;
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|source| UiError::Bind { addr: options.bind, source })?;
+    let addr = listener.local_addr().map_err(|source| UiError::Bind { addr: options.bind, source })?;
+    let ui = Ui::new(project, env, &options, shutdown.clone());
+    ready(addr);
+    let stop = shutdown.clone();
+    let served =
+        axum::serve(listener, router(ui.clone())).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    actions::cancel_all(&ui).await;
+    served.map_err(UiError::Serve)
+}
+
+/// Token, host and origin checks before any handler; security headers after.
+async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if ui.loopback && !host_is_loopback(headers) {
+        return (StatusCode::MISDIRECTED_REQUEST, "this UI answers only to 127.0.0.1, localhost or [::1]")
+            .into_response();
+    }
+    if let Some(token) = &ui.token {
+        let presented = bearer(headers).or_else(|| cookie(headers, "cartflow_ui"));
+        if !presented.is_some_and(|p| constant_eq(p.as_bytes(), token.as_bytes())) {
+            // `?token=…` on a GET sets the cookie and sends the browser on without it.
+            if req.method() == Method::GET
+                && let Some(t) = req.uri().query().and_then(|q| query_value(q, "token"))
+                && constant_eq(t.as_bytes(), token.as_bytes())
+            {
+                let cookie = format!("cartflow_ui={t}; HttpOnly; SameSite=Strict; Path=/");
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::SEE_OTHER;
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(req.uri().path()).unwrap_or(HeaderValue::from_static("/")),
+                );
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                return r;
+            }
+            return (
+                StatusCode::UNAUTHORIZED,
+                "this UI needs its token: open it with ?token=… or send Authorization: Bearer …",
+            )
+                .into_response();
+        }
+    }
+    if req.method() == Method::POST && !same_origin(headers) {
+        return PageError::Forbidden("a request from another origin was refused".into()).into_response();
+    }
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    // How long the page took on the server (a browser's devtools show it; the UI benchmark reads it).
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={:.3}", started.elapsed().as_secs_f64() * 1e3)) {
+        h.insert("server-timing", v);
+    }
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    resp
+}
+
+fn host_is_loopback(h: &HeaderMap) -> bool {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An `Origin` header, when present, names this server (`Host`).
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, rest)| rest == host)
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+fn cookie<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn query_value<'q>(q: &'q str, name: &str) -> Option<&'q str> {
+    q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; n];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_err() {
+        // No /dev/urandom: the clock and the pid, mixed (still unguessable enough from outside).
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+                ^ u128::from(std::process::id());
+        let mut rng = fastrand::Rng::with_seed(seed as u64);
+        rng.fill(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a CSRF token sent with a form is this server's.
+fn csrf_ok(ui: &Ui, sent: &str) -> bool {
+    constant_eq(sent.as_bytes(), ui.csrf.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(bind: &str, token: Option<&str>) -> Options {
+        Options { bind: bind.parse().expect("addr"), token: token.map(str::to_string), backend: Backend::Local }
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_token_of_some_length() {
+        assert!(check_options(&opts("127.0.0.1:8787", None)).is_ok());
+        assert!(check_options(&opts("[::1]:8787", None)).is_ok());
+        assert!(matches!(check_options(&opts("0.0.0.0:8787", None)), Err(UiError::NeedsToken(_))));
+        assert!(matches!(check_options(&opts("0.0.0.0:8787", Some("short"))), Err(UiError::WeakToken)));
+        assert!(check_options(&opts("0.0.0.0:8787", Some("a-long-enough-token"))).is_ok());
+    }
+
+    #[test]
+    fn hosts_and_origins() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8787"));
+        assert!(host_is_loopback(&h));
+        h.insert(header::HOST, HeaderValue::from_static("localhost:8787"));
+        assert!(host_is_loopback(&h));
+        h.insert(header::HOST, HeaderValue::from_static("[::1]:8787"));
+        assert!(host_is_loopback(&h));
+        h.insert(header::HOST, HeaderValue::from_static("evil.example:8787"));
+        assert!(!host_is_loopback(&h));
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8787"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8787"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        assert!(!same_origin(&h));
+        assert!(constant_eq(b"abc", b"abc") && !constant_eq(b"abc", b"abd") && !constant_eq(b"abc", b"ab"));
+        assert_eq!(random_hex(16).len(), 32);
+    }
+}

@@ -1,0 +1,716 @@
+//! The pages that show: the DAGs, a DAG's grid, a run, a task instance and its logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::html::{self, Nav, badge, esc, hidden, seg, state_class, table, when};
+use super::{PageError, Ui, svg};
+use crate::dag::{Dag, DagSet};
+use crate::engine::state::{AttemptState, RunState};
+use crate::engine::store::{AttemptRow, GridQuery, RunRow, TaskRow};
+use crate::schedule::DataInterval;
+
+/// How much of a log a page shows inline (the rest is one click away).
+const LOG_INLINE: u64 = 256 * 1024;
+
+/// A DAG, run or task id as it may appear in a path: anything else names nothing (404).
+pub(super) fn check_id(what: &str, s: &str) -> Result<(), PageError> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok { Ok(()) } else { Err(PageError::NotFound(format!("there is no {what} `{s}`"))) }
+}
+
+/// A run id (`dag@2019-10-01T00:00:00Z`) as it may appear in a path.
+pub(super) fn check_run_id(s: &str) -> Result<(), PageError> {
+    let bad = || PageError::NotFound(format!("there is no run `{s}`"));
+    let (dag, at) = s.split_once('@').ok_or_else(bad)?;
+    check_id("run", dag).map_err(|_| bad())?;
+    if at.is_empty()
+        || at.len() > 40
+        || !at.chars().all(|c| c.is_ascii_digit() || matches!(c, 'T' | 'Z' | ':' | '-' | '+' | '.'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Attempts with the log path of those still running filled in: the store records it when an
+/// attempt ends, and the live tail needs it before.
+fn with_live_logs(s: &crate::engine::store::RunStore, run: &RunRow, mut attempts: Vec<AttemptRow>) -> Vec<AttemptRow> {
+    for a in &mut attempts {
+        if a.log_path.is_none() && a.state == AttemptState::Running {
+            a.log_path =
+                Some(s.attempt_log_path(&run.dag_id, &run.run_id, &a.task_id, a.attempt).display().to_string());
+        }
+    }
+    attempts
+}
+
+/// The DAGs folder, compiled (on a blocking thread: it reads files).
+pub(super) async fn load_dags(ui: &Arc<Ui>) -> Result<DagSet, PageError> {
+    let ui = ui.clone();
+    tokio::task::spawn_blocking(move || ui.project.load())
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?
+        .map_err(|e| PageError::Internal(format!("{e:#}")))
+}
+
+fn ok_html(s: String) -> Html<String> {
+    Html(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// DAGs
+
+/// `GET /`: every DAG, its schedule, what is due next, its last runs; the compile errors.
+pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, PageError> {
+    let set = load_dags(&ui).await?;
+    let ids: Vec<String> = set.dags.keys().cloned().collect();
+    let (recent, stored) = ui
+        .with_store(move |s| {
+            let mut recent = HashMap::new();
+            for id in &ids {
+                recent.insert(id.clone(), s.runs(Some(id.as_str()), 14)?);
+            }
+            Ok((recent, s.dag_ids()?))
+        })
+        .await?;
+    let now = crate::schedule::clock::now();
+    let mut rows = Vec::new();
+    for dag in set.dags.values() {
+        let runs = recent.get(&dag.id).cloned().unwrap_or_default();
+        let last = runs.iter().map(|r| r.interval_start).max();
+        let due = crate::engine::scheduler::due(dag, last, now);
+        let next = if matches!(dag.schedule, crate::schedule::Schedule::Manual) {
+            "manual (run or backfill it)".to_string()
+        } else if let Some(first) = due.first() {
+            format!("{} due now ({} interval(s))", first.ds(), due.len())
+        } else {
+            dag.schedule
+                .tick_after(now, dag.timezone)
+                .map(|t| format!("next run at {} UTC", when(Some(t))))
+                .unwrap_or_else(|| "no more intervals".into())
+        };
+        rows.push(vec![
+            format!(r#"<a href="{}">{}</a>"#, html::dag_href(&dag.id), esc(&dag.id)),
+            esc(&dag.description),
+            format!("<code>{}</code>", esc(&dag.schedule.to_string())),
+            esc(&dag.timezone.to_string()),
+            esc(&next),
+            marks(&runs),
+            format!("{} task(s)", dag.tasks.len()),
+        ]);
+    }
+    for (id, file) in &set.failed_ids {
+        rows.push(vec![
+            format!(r#"<a href="{}">{}</a>"#, html::dag_href(id), esc(id)),
+            format!(r##"<a href="#problems">{} does not compile</a>"##, esc(&file.display().to_string())),
+            String::new(),
+            String::new(),
+            r#"<span class="badge s-failed">does not compile</span>"#.into(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    for id in stored.iter().filter(|id| !set.dags.contains_key(*id) && !set.failed_ids.contains_key(*id)) {
+        rows.push(vec![
+            format!(r#"<a href="{}">{}</a>"#, html::dag_href(id), esc(id)),
+            "runs in the store, no DAG file any more".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    let mut body = table("list", &["DAG", "description", "schedule", "timezone", "next", "last runs", "tasks"], rows);
+    if !set.diagnostics.is_empty() {
+        let _ = write!(
+            body,
+            r#"<h2 id="problems">Problems ({}) — as <code>cartflow validate</code> prints them</h2><pre class="error problems">"#,
+            set.diagnostics.len()
+        );
+        for d in &set.diagnostics {
+            let _ = writeln!(body, "{}", esc(&d.to_string()));
+        }
+        body.push_str("</pre>");
+    }
+    Ok(ok_html(html::page(&ui.frame(false), Nav::Dags, "DAGs", &body)))
+}
+
+/// Coloured marks for runs, oldest left, each a link to its run.
+fn marks(runs: &[RunRow]) -> String {
+    let mut out = String::from(r#"<span class="marks">"#);
+    for r in runs.iter().rev() {
+        let _ = write!(
+            out,
+            r#"<a class="mark {}" href="{}" title="{} {}"></a>"#,
+            state_class(r.state.name()),
+            html::run_href(&r.run_id),
+            esc(&when(Some(r.interval_start))),
+            r.state.name()
+        );
+    }
+    out.push_str("</span>");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grid
+
+/// The grid's filters.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct GridParams {
+    /// First date (YYYY-MM-DD) shown.
+    #[serde(default)]
+    from: Option<String>,
+    /// Last date shown (inclusive).
+    #[serde(default)]
+    to: Option<String>,
+    /// Only runs in this state.
+    #[serde(default)]
+    state: Option<String>,
+    /// Page: intervals starting before this (RFC 3339).
+    #[serde(default)]
+    before: Option<String>,
+    /// Columns per page.
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn parse_day(s: &str, what: &str) -> Result<chrono::NaiveDate, PageError> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| PageError::BadRequest(format!("{what} `{s}` is not a date (YYYY-MM-DD)")))
+}
+
+/// `GET /dags/{dag}`: data intervals × tasks, one cell per task instance, the run on top.
+pub(super) async fn grid(
+    State(ui): State<Arc<Ui>>,
+    Path(dag_id): Path<String>,
+    Query(p): Query<GridParams>,
+) -> Result<Html<String>, PageError> {
+    check_id("DAG", &dag_id)?;
+    let set = load_dags(&ui).await?;
+    let dag = set.dags.get(&dag_id).cloned();
+    let tz = dag.as_ref().map_or(chrono_tz::UTC, |d| d.timezone);
+    let empty = |o: &Option<String>| o.as_deref().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string());
+    let (from_s, to_s, state_s) = (empty(&p.from), empty(&p.to), empty(&p.state));
+    let mut q = GridQuery { limit: p.limit.unwrap_or(90).clamp(1, 366), ..GridQuery::default() };
+    if let Some(f) = &from_s {
+        q.from = Some(crate::schedule::local_midnight(parse_day(f, "from")?, tz));
+    }
+    if let Some(t) = &to_s {
+        let next =
+            parse_day(t, "to")?.succ_opt().ok_or_else(|| PageError::BadRequest("`to` is out of range".into()))?;
+        q.before = Some(crate::schedule::local_midnight(next, tz));
+    }
+    if let Some(b) = p.before.as_deref().filter(|s| !s.is_empty()) {
+        let b = DateTime::parse_from_rfc3339(b)
+            .map_err(|_| PageError::BadRequest(format!("`before` {b} is not a timestamp")))?
+            .with_timezone(&Utc);
+        q.before = Some(q.before.map_or(b, |x| x.min(b)));
+    }
+    if let Some(s) = &state_s {
+        q.state = Some(RunState::parse(s).ok_or_else(|| PageError::BadRequest(format!("`{s}` is not a run state")))?);
+    }
+    let id = dag_id.clone();
+    let qq = q.clone();
+    let (runs, known) = ui.with_store(move |s| Ok((s.grid(&id, &qq)?, s.dag_ids()?))).await?;
+    if dag.is_none() && !set.failed_ids.contains_key(&dag_id) && !known.contains(&dag_id) {
+        return Err(PageError::NotFound(format!("there is no DAG `{dag_id}`")));
+    }
+    // Rows: the DAG's tasks in order, then any task only the store still knows.
+    let mut tasks: Vec<String> =
+        dag.as_ref().map(|d| d.tasks.iter().map(|t| t.id.clone()).collect()).unwrap_or_default();
+    for r in &runs {
+        for (t, _) in &r.tasks {
+            if !tasks.contains(t) {
+                tasks.push(t.clone());
+            }
+        }
+    }
+    let mut body = String::new();
+    if let Some(file) = set.failed_ids.get(&dag_id) {
+        let _ = write!(body, r#"<pre class="error problems">"#);
+        for d in set.diagnostics.iter().filter(|d| &d.file == file) {
+            let _ = writeln!(body, "{}", esc(&d.to_string()));
+        }
+        body.push_str("</pre>");
+    }
+    if let Some(d) = &dag {
+        let _ = write!(
+            body,
+            r#"<p class="meta">{} · schedule <code>{}</code> · {} · {} task(s) · <code>{}</code></p>"#,
+            esc(&d.description),
+            esc(&d.schedule.to_string()),
+            esc(&d.timezone.to_string()),
+            d.tasks.len(),
+            esc(&d.file.display().to_string())
+        );
+        body.push_str(&run_form(&ui, d));
+    }
+    // Filters.
+    let _ = write!(
+        body,
+        r#"<form class="filters" method="get" action="{}">from <input name="from" type="date" value="{}"> to <input name="to" type="date" value="{}"> state <select name="state"><option value="">any</option>"#,
+        html::dag_href(&dag_id),
+        esc(from_s.as_deref().unwrap_or("")),
+        esc(to_s.as_deref().unwrap_or("")),
+    );
+    for s in ["success", "failed", "running", "cancelled", "queued"] {
+        let sel = if state_s.as_deref() == Some(s) { " selected" } else { "" };
+        let _ = write!(body, r#"<option{sel}>{s}</option>"#);
+    }
+    body.push_str(r#"</select> <button>Show</button></form>"#);
+    if runs.is_empty() {
+        body.push_str(r#"<p class="empty">No runs match.</p>"#);
+    } else {
+        body.push_str(&grid_table(&runs, &tasks, tz));
+        // Paging: older than the oldest column shown, or back to the newest.
+        let mut keep = String::new();
+        for (k, v) in [("from", &from_s), ("to", &to_s), ("state", &state_s)] {
+            if let Some(v) = v {
+                let _ = write!(keep, "&{k}={}", html::qv(v));
+            }
+        }
+        let oldest = runs[0].interval_start;
+        let _ = write!(
+            body,
+            r#"<p class="paging"><a href="{href}?before={b}{keep}">← older</a> · <a href="{href}?{keep}">newest</a> · {n} interval(s) shown</p>"#,
+            href = html::dag_href(&dag_id),
+            b = html::qv(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            keep = keep.trim_start_matches('&'),
+            n = runs.len(),
+        );
+    }
+    Ok(ok_html(html::page(&ui.frame(runs.iter().any(|r| r.state == RunState::Running)), Nav::Dags, &dag_id, &body)))
+}
+
+fn grid_table(runs: &[crate::engine::store::GridRun], tasks: &[String], tz: chrono_tz::Tz) -> String {
+    let mut out = String::with_capacity(200 + runs.len() * tasks.len() * 90);
+    out.push_str(r#"<div class="gridwrap"><table class="grid"><thead><tr><th class="corner">task \ interval</th>"#);
+    for r in runs {
+        let ds = r.interval_start.with_timezone(&tz).format("%Y-%m-%d").to_string();
+        let _ = write!(
+            out,
+            r#"<th><a class="runmark {}" href="{}" title="{} {}"></a><span class="ds">{}</span></th>"#,
+            state_class(r.state.name()),
+            html::run_href(&r.run_id),
+            ds,
+            r.state.name(),
+            ds
+        );
+    }
+    out.push_str("</tr></thead><tbody>");
+    for t in tasks {
+        let _ = write!(out, r#"<tr><th class="task">{}</th>"#, esc(t));
+        let tseg = seg(t);
+        for r in runs {
+            match r.tasks.iter().find(|(id, _)| id == t) {
+                Some((_, state)) => {
+                    let _ = write!(
+                        out,
+                        r#"<td><a class="cell {}" href="/runs/{}/tasks/{}" title="{}"></a></td>"#,
+                        state_class(state),
+                        seg(&r.run_id),
+                        tseg,
+                        esc(state)
+                    );
+                }
+                None => out.push_str(r#"<td><span class="cell s-none"></span></td>"#),
+            }
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div>");
+    out
+}
+
+/// The "run an interval" form of a DAG (it leads to a preview).
+fn run_form(ui: &Ui, dag: &Dag) -> String {
+    format!(
+        r#"<form class="action" method="post" action="/preview">{}{}{}<label>Run the interval of <input name="date" type="date" required></label> <button>Preview…</button></form>"#,
+        hidden("csrf", &ui.csrf),
+        hidden("action", "run"),
+        hidden("dag", &dag.id)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run
+
+struct RunView {
+    run: RunRow,
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+    facts: Vec<(String, String, String)>,
+    live: bool,
+}
+
+async fn run_view(ui: &Arc<Ui>, run_id: &str) -> Result<RunView, PageError> {
+    check_run_id(run_id)?;
+    let id = run_id.to_string();
+    let view = ui
+        .with_store(move |s| {
+            let Some(run) = s.run(&id)? else { return Ok(None) };
+            let live = s.live_runs(&run.dag_id)?.contains(&id);
+            let attempts = with_live_logs(s, &run, s.attempts(&id, None)?);
+            Ok(Some(RunView { tasks: s.tasks(&id)?, attempts, facts: s.run_facts(&id)?, run, live }))
+        })
+        .await?;
+    view.ok_or_else(|| PageError::NotFound(format!("there is no run `{run_id}`")))
+}
+
+/// `GET /runs/{run}`: the graph with task states, the Gantt of attempts, each task's facts,
+/// the actions.
+pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -> Result<Html<String>, PageError> {
+    let v = run_view(&ui, &run_id).await?;
+    let set = load_dags(&ui).await?;
+    let dag = set.dags.get(&v.run.dag_id).cloned();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<p class="meta">DAG <a href="{}">{}</a> · interval {} → {} UTC · {} · trigger {} · started {} · ended {}{}</p>"#,
+        html::dag_href(&v.run.dag_id),
+        esc(&v.run.dag_id),
+        when(Some(v.run.interval_start)),
+        when(Some(v.run.interval_end)),
+        badge(v.run.state.name()),
+        v.run.trigger,
+        when(v.run.started_at),
+        when(v.run.ended_at),
+        if v.live { " · <strong>running now</strong>" } else { "" }
+    );
+    body.push_str(&super::actions::run_actions(&ui, &v.run, &v.tasks, v.live));
+    let states: HashMap<&str, &str> = v.tasks.iter().map(|t| (t.task_id.as_str(), t.state.name())).collect();
+    body.push_str("<h2>Graph</h2>");
+    body.push_str(&svg::graph(&v.run.run_id, dag.as_deref(), &v.tasks, &states));
+    body.push_str("<h2>Attempts</h2>");
+    body.push_str(&svg::gantt(&v.run, &v.tasks, &v.attempts, crate::schedule::clock::now()));
+    body.push_str("<h2>Tasks</h2>");
+    let mut facts: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (t, k, val) in &v.facts {
+        facts.entry(t.as_str()).or_default().push((k.as_str(), val.as_str()));
+    }
+    let rows = v.tasks.iter().map(|t| {
+        let last = v.attempts.iter().rfind(|a| a.task_id == t.task_id);
+        let mut f = String::new();
+        if let Some(s) = last.and_then(|a| a.summary.as_deref()) {
+            let _ = write!(f, "{}", esc(s));
+        }
+        for (k, val) in facts.get(t.task_id.as_str()).into_iter().flatten() {
+            let _ = write!(f, r#"<br><code>{}</code> = <code>{}</code>"#, esc(k), esc(val));
+        }
+        vec![
+            format!(r#"<a href="{}">{}</a>"#, html::task_href(&v.run.run_id, &t.task_id), esc(&t.task_id)),
+            badge(t.state.name()),
+            t.attempts.to_string(),
+            last.map(|a| duration(a.started_at, a.ended_at)).unwrap_or_default(),
+            f,
+            last.and_then(|a| a.error.as_deref())
+                .map(|e| format!(r#"<span class="err">{}</span>"#, esc(&clip(e, 300))))
+                .unwrap_or_default(),
+        ]
+    });
+    body.push_str(&table("list", &["task", "state", "attempts", "last attempt", "facts", "error"], rows));
+    let live = v.live || v.run.state == RunState::Running;
+    Ok(ok_html(html::page(&ui.frame(live), Nav::Dags, &v.run.run_id, &body)))
+}
+
+fn duration(a: DateTime<Utc>, b: Option<DateTime<Utc>>) -> String {
+    match b {
+        Some(b) => crate::duration::humanize((b - a).to_std().unwrap_or_default()),
+        None => "running".into(),
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task instance and logs
+
+/// Which attempt a task page shows.
+#[derive(Debug, Deserialize)]
+pub(super) struct TaskParams {
+    #[serde(default)]
+    attempt: Option<u32>,
+}
+
+/// `GET /runs/{run}/tasks/{task}`: the task instance, its attempts, the log of one (live while
+/// it runs), its rendered config, its actions.
+pub(super) async fn task(
+    State(ui): State<Arc<Ui>>,
+    Path((run_id, task_id)): Path<(String, String)>,
+    Query(p): Query<TaskParams>,
+) -> Result<Html<String>, PageError> {
+    check_id("task", &task_id)?;
+    let v = run_view(&ui, &run_id).await?;
+    let Some(t) = v.tasks.iter().find(|t| t.task_id == task_id) else {
+        return Err(PageError::NotFound(format!("run `{run_id}` has no task `{task_id}`")));
+    };
+    let attempts: Vec<&AttemptRow> = v.attempts.iter().filter(|a| a.task_id == task_id).collect();
+    let shown = match p.attempt {
+        Some(n) => Some(
+            *attempts.iter().find(|a| a.attempt == n).ok_or_else(|| PageError::NotFound(format!("no attempt {n}")))?,
+        ),
+        None => attempts.last().copied(),
+    };
+    let set = load_dags(&ui).await?;
+    let dag = set.dags.get(&v.run.dag_id).cloned();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<p class="meta">run <a href="{}">{}</a> · {} · {} attempt(s)</p>"#,
+        html::run_href(&run_id),
+        esc(&run_id),
+        badge(t.state.name()),
+        t.attempts
+    );
+    if let Some(d) = &dag {
+        body.push_str(&super::actions::task_actions(&ui, d, &v.run, &task_id));
+    }
+    if !attempts.is_empty() {
+        let rows = attempts.iter().map(|a| {
+            vec![
+                format!(
+                    r#"<a href="{}?attempt={n}">attempt {n}</a>"#,
+                    html::task_href(&run_id, &task_id),
+                    n = a.attempt
+                ),
+                badge(a.state.name()),
+                when(Some(a.started_at)),
+                duration(a.started_at, a.ended_at),
+                a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                esc(a.error.as_deref().or(a.summary.as_deref()).unwrap_or("")),
+            ]
+        });
+        body.push_str(&table("list", &["attempt", "state", "started", "duration", "exit", "error / summary"], rows));
+    }
+    if let Some(a) = shown {
+        let _ = write!(body, "<h2>Log of attempt {}</h2>", a.attempt);
+        let base = format!("{}/attempts/{}/log", html::task_href(&run_id, &task_id), a.attempt);
+        let (text, cut, len) = match &a.log_path {
+            Some(path) => read_tail(path, LOG_INLINE).await,
+            None => ("(this attempt wrote no log)".to_string(), false, 0),
+        };
+        if cut {
+            let _ = write!(body, r#"<p>The last {} KiB; <a href="{base}">the whole log</a>.</p>"#, LOG_INLINE / 1024);
+        } else {
+            let _ = write!(body, r#"<p><a href="{base}">plain text</a></p>"#);
+        }
+        let stream = if a.state == AttemptState::Running && a.log_path.is_some() {
+            format!(r#" data-stream="{base}/stream" data-offset="{len}""#)
+        } else {
+            String::new()
+        };
+        let _ = write!(body, r#"<pre class="log" id="log"{stream}>{}</pre>"#, esc(&text));
+        if let Some(e) = &a.error {
+            let _ = write!(body, r#"<pre class="error">{}</pre>"#, esc(e));
+        }
+    } else {
+        body.push_str(r#"<p class="empty">This task has not started an attempt in this run.</p>"#);
+    }
+    if let Some(d) = &dag
+        && let Some(task) = d.tasks.iter().find(|x| x.id == task_id)
+    {
+        let interval = DataInterval { start: v.run.interval_start, end: v.run.interval_end, tz: d.timezone };
+        let ctx = crate::template::Context::new(&d.id, &run_id, &interval, &d.params).for_task(&task_id);
+        let rendered = match task.config.render_json(&ctx) {
+            Ok(j) => serde_json::to_string_pretty(&j).unwrap_or_default(),
+            Err(e) => format!("does not render: {e}"),
+        };
+        let _ = write!(
+            body,
+            r#"<h2>Config</h2><p class="meta">{} · rendered for this interval with the DAG's own params (a run's <code>-p</code> overrides are not kept)</p><pre class="config">{}</pre>"#,
+            esc(task.kind()),
+            esc(&rendered)
+        );
+    }
+    let live = t.state.name() == "running" || v.live;
+    Ok(ok_html(html::page(
+        &ui.frame(live && shown.is_none_or(|a| a.state != AttemptState::Running)),
+        Nav::Dags,
+        &format!("{task_id} · {run_id}"),
+        &body,
+    )))
+}
+
+/// The last `max` bytes of a log (whole lines), whether it was cut, and the length read up to.
+async fn read_tail(path: &str, max: u64) -> (String, bool, u64) {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&path) else { return ("(the log file is gone)".to_string(), false, 0) };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let cut = len > max;
+        if cut && f.seek(SeekFrom::Start(len - max)).is_err() {
+            return ("(the log cannot be read)".to_string(), false, 0);
+        }
+        let mut buf = Vec::new();
+        let _ = f.take(max).read_to_end(&mut buf);
+        let read = len.saturating_sub(max).min(len) + buf.len() as u64;
+        let read = if cut { read } else { buf.len() as u64 };
+        let mut s = String::from_utf8_lossy(&buf).into_owned();
+        if cut && let Some(i) = s.find('\n') {
+            s.drain(..=i);
+        }
+        (s, cut, read)
+    })
+    .await
+    .unwrap_or_else(|_| ("(the log cannot be read)".to_string(), false, 0))
+}
+
+async fn attempt_of(ui: &Arc<Ui>, run_id: &str, task_id: &str, attempt: &str) -> Result<AttemptRow, PageError> {
+    check_run_id(run_id)?;
+    check_id("task", task_id)?;
+    let n: u32 = attempt.parse().map_err(|_| PageError::NotFound(format!("there is no attempt `{attempt}`")))?;
+    let (r, t) = (run_id.to_string(), task_id.to_string());
+    let rows = ui
+        .with_store(move |s| {
+            let Some(run) = s.run(&r)? else { return Ok(Vec::new()) };
+            Ok(with_live_logs(s, &run, s.attempts(&r, Some(&t))?))
+        })
+        .await?;
+    rows.into_iter()
+        .find(|a| a.attempt == n)
+        .ok_or_else(|| PageError::NotFound(format!("task `{task_id}` of run `{run_id}` has no attempt {n}")))
+}
+
+/// `GET …/attempts/{n}/log`: the whole log as text.
+pub(super) async fn log_text(
+    State(ui): State<Arc<Ui>>,
+    Path((run_id, task_id, attempt)): Path<(String, String, String)>,
+) -> Result<Response, PageError> {
+    let a = attempt_of(&ui, &run_id, &task_id, &attempt).await?;
+    let text = match &a.log_path {
+        Some(p) => tokio::fs::read(p)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|_| "(the log file is gone)\n".into()),
+        None => "(this attempt wrote no log)\n".into(),
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// Where the stream of a log is.
+#[derive(Debug, Deserialize)]
+pub(super) struct StreamParams {
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+/// `GET …/attempts/{n}/log/stream`: server-sent events, one `data` per chunk of new lines from
+/// `offset` on, until the attempt ends (then an `end` event).
+pub(super) async fn log_stream(
+    State(ui): State<Arc<Ui>>,
+    Path((run_id, task_id, attempt)): Path<(String, String, String)>,
+    Query(p): Query<StreamParams>,
+) -> Result<Response, PageError> {
+    let a = attempt_of(&ui, &run_id, &task_id, &attempt).await?;
+    let Some(path) = a.log_path.clone() else { return Err(PageError::NotFound("this attempt wrote no log".into())) };
+    struct Tail {
+        ui: Arc<Ui>,
+        path: String,
+        offset: u64,
+        run: String,
+        task: String,
+        attempt: u32,
+        first: bool,
+        done: bool,
+    }
+    let start = Tail {
+        ui: ui.clone(),
+        path,
+        offset: p.offset.unwrap_or(0),
+        run: run_id,
+        task: task_id,
+        attempt: a.attempt,
+        first: true,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut t| async move {
+        if t.done {
+            return None;
+        }
+        loop {
+            if !t.first {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+                    _ = t.ui.shutdown.cancelled() => return None,
+                }
+            }
+            t.first = false;
+            let (r, k) = (t.run.clone(), t.task.clone());
+            let ended =
+                t.ui.with_store(move |s| s.attempts(&r, Some(&k)))
+                    .await
+                    .map(|rows| rows.iter().any(|x| x.attempt == t.attempt && x.state != AttemptState::Running))
+                    .unwrap_or(true);
+            let chunk = read_from(&t.path, t.offset, ended).await;
+            if !chunk.is_empty() {
+                t.offset += chunk.len() as u64;
+                // SSE cannot carry a carriage return; the page adds the line break after each event.
+                let data = chunk.trim_end_matches('\n').replace('\r', "");
+                return Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)), t));
+            }
+            if ended {
+                t.done = true;
+                return Some((Ok(SseEvent::default().event("end").data("ended")), t));
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// New bytes of a log from `offset`: whole lines only while it is still written.
+async fn read_from(path: &str, offset: u64, all: bool) -> String {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&path) else { return String::new() };
+        if f.seek(SeekFrom::Start(offset)).is_err() {
+            return String::new();
+        }
+        let mut buf = Vec::new();
+        let _ = f.take(1 << 20).read_to_end(&mut buf);
+        if !all {
+            match buf.iter().rposition(|b| *b == b'\n') {
+                Some(i) => buf.truncate(i + 1),
+                None => buf.clear(),
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_parameters_that_cannot_name_anything_are_refused() {
+        assert!(check_id("DAG", "ecommerce_daily").is_ok());
+        for bad in ["", "..", "../../etc/passwd", ".hidden", "a/b", "a b", "<x>", "a%2Fb"] {
+            assert!(check_id("DAG", bad).is_err(), "{bad}");
+        }
+        assert!(check_run_id("ecommerce_daily@2019-10-01T00:00:00Z").is_ok());
+        for bad in ["../../etc/passwd", "x@../y", "@2019", "x@", "x@2019-10-01 00:00", "x"] {
+            assert!(check_run_id(bad).is_err(), "{bad}");
+        }
+    }
+}
