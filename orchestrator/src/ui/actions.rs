@@ -326,10 +326,6 @@ pub(super) async fn preview(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>
 pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) -> Result<Response, PageError> {
     check_csrf(&ui, &f)?;
     let planned = plan(&ui, &f).await?;
-    let id = {
-        let list = ui.actions.lock().unwrap_or_else(|p| p.into_inner());
-        list.len() as u64 + 1
-    };
     let who = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local user".into());
     let who = if ui.token.is_some() { format!("{who} (token)") } else { who };
     let cancel = ui.shutdown.child_token();
@@ -343,6 +339,9 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
             None,
         ),
     };
+    // The id is taken and the action listed under one lock: two starts at once get two ids.
+    let mut list = ui.actions.lock().unwrap_or_else(|p| p.into_inner());
+    let id = list.len() as u64 + 1;
     let action = Arc::new(Action {
         id,
         what: what.clone(),
@@ -352,7 +351,8 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
         cancel: cancel.clone(),
         status: Mutex::new(Status { state: "running".into(), ..Status::default() }),
     });
-    ui.actions.lock().unwrap_or_else(|p| p.into_inner()).push(action.clone());
+    list.push(action.clone());
+    drop(list);
     info!(action = id, who = %who, what = %what, "ui: action started");
     let ui2 = ui.clone();
     match planned {

@@ -268,7 +268,7 @@ pub(super) async fn grid(
         esc(from_s.as_deref().unwrap_or("")),
         esc(to_s.as_deref().unwrap_or("")),
     );
-    for s in ["success", "failed", "running", "cancelled", "queued"] {
+    for s in ["success", "failed", "running", "cancelled"] {
         let sel = if state_s.as_deref() == Some(s) { " selected" } else { "" };
         let _ = write!(body, r#"<option{sel}>{s}</option>"#);
     }
@@ -659,11 +659,14 @@ pub(super) async fn log_stream(
                     .await
                     .map(|rows| rows.iter().any(|x| x.attempt == t.attempt && x.state != AttemptState::Running))
                     .unwrap_or(true);
-            let chunk = read_from(&t.path, t.offset, ended).await;
-            if !chunk.is_empty() {
-                t.offset += chunk.len() as u64;
-                // SSE cannot carry a carriage return; the page adds the line break after each event.
-                let data = chunk.trim_end_matches('\n').replace('\r', "");
+            let (chunk, read) = read_from(&t.path, t.offset, ended).await;
+            if read > 0 {
+                // The offset moves by the bytes read (not the text made of them), so a line is
+                // neither skipped nor sent twice.
+                t.offset += read;
+                // SSE cannot carry a carriage return; the page adds the line break after each
+                // event, so exactly one trailing one is dropped (blank lines stay).
+                let data = chunk.strip_suffix('\n').unwrap_or(&chunk).replace('\r', "");
                 return Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(data)), t));
             }
             if ended {
@@ -675,24 +678,29 @@ pub(super) async fn log_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// New bytes of a log from `offset`: whole lines only while it is still written.
-async fn read_from(path: &str, offset: u64, all: bool) -> String {
+/// New bytes of a log from `offset` (at most 1 MiB), as text, and how many bytes that is: whole
+/// lines only while it is still written, unless a line is longer than the whole chunk.
+async fn read_from(path: &str, offset: u64, all: bool) -> (String, u64) {
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
         use std::io::{Read as _, Seek as _, SeekFrom};
-        let Ok(mut f) = std::fs::File::open(&path) else { return String::new() };
+        let Ok(mut f) = std::fs::File::open(&path) else { return (String::new(), 0) };
         if f.seek(SeekFrom::Start(offset)).is_err() {
-            return String::new();
+            return (String::new(), 0);
         }
+        const CHUNK: u64 = 1 << 20;
         let mut buf = Vec::new();
-        let _ = f.take(1 << 20).read_to_end(&mut buf);
-        if !all {
+        let _ = f.take(CHUNK).read_to_end(&mut buf);
+        let full = buf.len() as u64 == CHUNK;
+        if !all || full {
             match buf.iter().rposition(|b| *b == b'\n') {
                 Some(i) => buf.truncate(i + 1),
+                // A line longer than a chunk is sent in pieces rather than never.
+                None if full => {}
                 None => buf.clear(),
             }
         }
-        String::from_utf8_lossy(&buf).into_owned()
+        (String::from_utf8_lossy(&buf).into_owned(), buf.len() as u64)
     })
     .await
     .unwrap_or_default()

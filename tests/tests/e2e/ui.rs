@@ -381,7 +381,8 @@ fn a_running_task_log_is_tailed_live_in_the_browser() {
         "tail.yaml",
         &format!(
             "id: tail\ntasks:\n{}",
-            sh("slow", "", "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.4; done; while [ ! -f $DIR/stop ]; do sleep 0.1; done")
+            // Four lines, then (once the page is open) four more, then it waits to be stopped.
+            sh("slow", "", "for i in 1 2 3 4; do echo line $i; done; while [ ! -f $DIR/go ]; do sleep 0.05; done; for i in 5 6 7 8; do echo line $i; sleep 0.2; done; while [ ! -f $DIR/stop ]; do sleep 0.05; done")
         ),
     );
     let mut run = p.spawn(&["run", "tail", "--date", "2019-10-01"]);
@@ -389,9 +390,11 @@ fn a_running_task_log_is_tailed_live_in_the_browser() {
     let ui = Ui::start(&p, &[]);
     browser.goto(&format!("{}/runs/tail@2019-10-01T00:00:00Z/tasks/slow", ui.base));
     let log = browser.wait_for("pre#log.live", Duration::from_secs(10));
-    let first = browser.text(&log);
-    assert!(!first.contains("line 8"), "the page opened before the end: {first}");
+    wait_until("the first lines", Duration::from_secs(20), || browser.text(&log).contains("line 4"));
+    assert!(!browser.text(&log).contains("line 5"), "the task waits for `go`");
+    p.write("go", "");
     wait_until("line 8 to arrive without a reload", Duration::from_secs(20), || browser.text(&log).contains("line 8"));
+    assert!(browser.try_find("pre#log.live").is_some(), "still the same live page");
     let text = browser.text(&log);
     for i in 1..=8 {
         assert_eq!(
