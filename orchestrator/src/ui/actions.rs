@@ -628,12 +628,15 @@ pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) 
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .rev()
-        .find(|a| a.run_id.as_deref() == Some(&run.run_id))
+        .find(|a| {
+            a.run_id.as_deref() == Some(&run.run_id)
+                || a.status.lock().unwrap_or_else(|p| p.into_inner()).intervals.iter().any(|i| i.1 == run.run_id)
+        })
         .cloned();
     if let Some(a) = mine.filter(|a| a.status.lock().unwrap_or_else(|p| p.into_inner()).state == "running") {
         let _ = write!(
             out,
-            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel this run</button></form>"#,
+            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel (started here)</button></form>"#,
             a.id,
             hidden("csrf", &ui.csrf)
         );
