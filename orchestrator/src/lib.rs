@@ -12,6 +12,8 @@
 //!   nothing of the engine or the kinds;
 //! - [`kinds`]: one module per task kind, both implementations side by side, and the registry;
 //! - [`dag`]: the DAG model and its compile step;
+//! - [`notify`]: the notifications of batch runs — rules, targets, delivery (an SNS target
+//!   through [`aws`]);
 //! - [`engine`]: executor, state machine, run store, backfill, scheduler — no AWS type in it;
 //! - [`project`] and [`flows`]: a project folder, and what users ask for (backfill, reprocess,
 //!   the demo) as library functions with an observer; the CLI only parses and prints.
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod env;
 pub mod flows;
 pub mod kinds;
+pub mod notify;
 pub mod process;
 pub mod project;
 pub mod schedule;

@@ -96,7 +96,11 @@ impl Project {
 
     /// What the compile step checks against (the pools defined, the project folder).
     pub fn compile_options(&self) -> CompileOptions {
-        CompileOptions { pools: Some(self.config.pools.keys().cloned().collect()), project_dir: Some(self.dir.clone()) }
+        CompileOptions {
+            pools: Some(self.config.pools.keys().cloned().collect()),
+            project_dir: Some(self.dir.clone()),
+            notify_targets: Some(self.config.notify.targets.keys().cloned().collect()),
+        }
     }
 
     /// Compiles every DAG of the DAGs folder.
@@ -172,6 +176,12 @@ impl Project {
     /// How runs of this project execute on `env`: the one place execution options are made
     /// from the config. Callers set the selection, params and trigger.
     pub fn exec_options(&self, env: Env, trigger: Trigger) -> ExecOptions {
-        ExecOptions { env, project_dir: self.dir.clone(), trigger, ..ExecOptions::default() }
+        ExecOptions {
+            env,
+            project_dir: self.dir.clone(),
+            trigger,
+            notify: Arc::new(self.config.notify.clone()),
+            ..ExecOptions::default()
+        }
     }
 }

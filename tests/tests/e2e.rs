@@ -39,3 +39,6 @@ mod sql;
 
 #[path = "e2e/ui.rs"]
 mod ui;
+
+#[path = "e2e/notify.rs"]
+mod notify;

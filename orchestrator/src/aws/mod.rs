@@ -10,8 +10,8 @@
 //! `aws` cargo feature): the clients, loaded once per process into an [`AwsEnv`]; errors; the
 //! poll loop ([`watch`]) and its [`Backoff`]; S3 listings and transfers ([`s3`], [`lake`]);
 //! the Glue catalog calls ([`glue`]); EventBridge rules; the real-time stage's data on AWS
-//! ([`realtime`]). It knows nothing of the engine or of the kinds. AWS SDK types stay in here
-//! and in the kinds' aws halves.
+//! ([`realtime`]); SNS publishes of the batch runs' notifications ([`sns`]). It knows nothing
+//! of the engine or of the kinds. AWS SDK types stay in here and in the kinds' aws halves.
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -22,6 +22,7 @@ pub mod glue;
 pub mod lake;
 pub mod realtime;
 pub mod s3;
+pub mod sns;
 
 pub use crate::config::aws::{AwsSettings, S3Loc, StreamingSettings};
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use cartflow::duration::humanize;
-use cartflow::engine::store::RunStore;
+use cartflow::engine::store::{DeadlineRow, RunStore};
 use cartflow::project::Project;
 
 use super::{table, usage};
@@ -25,8 +25,9 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
         println!("no runs{}", dag.map(|d| format!(" of {d}")).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = table::new(&["run id", "dag", "interval start", "state", "trigger", "started", "duration"]);
+    let mut t = table::new(&["run id", "dag", "interval start", "state", "trigger", "started", "duration", "deadline"]);
     for r in rows {
+        let deadline = deadline_summary(&store.deadlines(&r.run_id)?);
         t.add_row(vec![
             r.run_id,
             r.dag_id,
@@ -35,10 +36,29 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
             r.trigger.to_string(),
             fmt_ts(r.started_at),
             fmt_dur(r.started_at, r.ended_at),
+            deadline,
         ]);
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The deadline column of a run: `missed 03:00` (the run's own, or `task x missed 03:00`),
+/// `met`, or nothing when no deadline was decided.
+pub fn deadline_summary(rows: &[DeadlineRow]) -> String {
+    let hm = |d: &DeadlineRow| d.deadline_at.format("%Y-%m-%d %H:%M").to_string();
+    let mut parts: Vec<String> = rows
+        .iter()
+        .filter(|d| d.missed)
+        .map(|d| match &d.task_id {
+            None => format!("missed {}", hm(d)),
+            Some(t) => format!("{t} missed {}", hm(d)),
+        })
+        .collect();
+    if parts.is_empty() && !rows.is_empty() {
+        parts.push("met".into());
+    }
+    parts.join(", ")
 }
 
 pub fn open_store(p: &Project) -> anyhow::Result<RunStore> {

@@ -57,6 +57,9 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
         } else {
             println!("{t}");
         }
+        for d in &summary.deadline_misses {
+            println!("deadline missed: {}: {}", d.run_id, d.reason.as_deref().unwrap_or_default());
+        }
     }
     let ok = summary.errors.is_empty() && summary.runs.iter().all(|(_, s)| *s == RunState::Success);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -35,5 +35,28 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
     println!("{t}");
+    for d in store.deadlines(run_id)? {
+        let what = d.task_id.as_deref().map_or("run".to_string(), |t| format!("task {t}"));
+        match &d.reason {
+            Some(reason) => println!("deadline {} ({what}): missed — {reason}", fmt_ts(Some(d.deadline_at))),
+            None => println!("deadline {} ({what}): met", fmt_ts(Some(d.deadline_at))),
+        }
+    }
+    let notes = store.notifications(run_id)?;
+    if !notes.is_empty() {
+        let mut n = table::new(&["notification", "task", "attempt", "target", "delivery", "tries", "error"]);
+        for row in notes {
+            n.add_row(vec![
+                row.note.event.to_string(),
+                row.note.task.clone().unwrap_or_default(),
+                row.note.attempt.to_string(),
+                row.target.clone(),
+                row.state.name().to_string(),
+                row.tries.to_string(),
+                row.error.as_deref().map(|e| table::clip(e, 80)).unwrap_or_default(),
+            ]);
+        }
+        println!("{n}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,19 @@
 //!   athena_output: s3://my-athena-results/
 //!   poll: 10s             # first poll delay of AWS jobs; grows 1.5x per poll ...
 //!   max_poll: 1m          # ... up to this
+//! notify:                 # notifications of batch runs (see docs/dags.md, "Notifications")
+//!   base_url: http://127.0.0.1:8787   # the web UI, for the log link of each notification
+//!   timeout: 10s          # one delivery: connect, send, answer
+//!   retries: 3            # of a failed delivery, 1s, 2s, 4s apart
+//!   targets:              # named targets; DAGs say `to: oncall`
+//!     oncall:
+//!       webhook: {url_env: ONCALL_WEBHOOK_URL}   # URLs are secrets: only from the environment
+//!     team:
+//!       slack: {url_env: SLACK_WEBHOOK_URL}
+//!     audit:
+//!       file: {path: .cartflow/notifications.jsonl}
+//!     ops:
+//!       sns: {topic_arn: "arn:aws:sns:eu-west-1:123456789012:cartflow-ops"}
 //! eventbridge:            # one rule per scheduled DAG (`cartflow schedules sync`)
 //!   rule_prefix: cartflow-
 //!   target:
@@ -60,6 +73,9 @@ pub struct ProjectConfig {
     /// The aws backend's settings.
     #[serde(default)]
     pub aws: aws::AwsSettings,
+    /// Notifications of batch runs: named targets and delivery settings.
+    #[serde(default)]
+    pub notify: crate::notify::Settings,
 }
 
 fn default_dags() -> PathBuf {
@@ -93,6 +109,7 @@ impl Default for ProjectConfig {
             pools: BTreeMap::new(),
             eventbridge: None,
             aws: aws::AwsSettings::default(),
+            notify: crate::notify::Settings::default(),
         }
     }
 }
@@ -133,6 +150,15 @@ impl ProjectConfig {
             let p = e.pos.unwrap_or_default();
             err(p.line, p.column, e.message, e.hint)
         })?;
+        if let Some(name) = cfg.notify.targets.keys().find(|n| !crate::dag::compile::valid_id(n)) {
+            let p = key_pos(&node, &["notify", "targets", name]).unwrap_or_default();
+            return Err(err(
+                p.line,
+                p.column,
+                format!("invalid notify target name `{name}`"),
+                Some("names may use letters, digits, `_`, `-` and `.`".into()),
+            ));
+        }
         if let Some((name, _)) = cfg.pools.iter().find(|(_, v)| **v == 0) {
             return Err(err(
                 1,
@@ -142,5 +168,43 @@ impl ProjectConfig {
             ));
         }
         Ok(cfg)
+    }
+}
+
+/// Where the key at `path` (a chain of mapping keys) is.
+fn key_pos(node: &yaml::Node, path: &[&str]) -> Option<yaml::Pos> {
+    let (first, rest) = path.split_first()?;
+    let yaml::Value::Map(entries) = &node.value else {
+        return None;
+    };
+    let (k, v) = entries.iter().find(|(k, _)| k.as_str() == Some(first))?;
+    if rest.is_empty() { Some(k.pos) } else { key_pos(v, rest) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<ProjectConfig, String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("cartflow.yaml"), src).expect("write");
+        ProjectConfig::load(dir.path()).map_err(|e| e.to_string().replace(&dir.path().display().to_string(), "DIR"))
+    }
+
+    #[test]
+    fn notify_targets_are_read_and_their_problems_have_positions() {
+        let cfg =
+            load("notify:\n  retries: 0\n  targets:\n    oncall:\n      webhook: {url_env: ONCALL}\n").expect("ok");
+        assert_eq!(cfg.notify.retries, 0);
+        assert!(cfg.notify.targets.contains_key("oncall"));
+        let problems = [
+            load("notify:\n  targets:\n    oncall:\n      webhook: {url: 'http://x/secret'}\n"),
+            load("notify:\n  targets:\n    'on call':\n      file: {path: x}\n"),
+            load("notify:\n  targets:\n    a:\n      webhook: {url_env: A}\n      slack: {url_env: B}\n"),
+            load("notify:\n  timeout: 0s\n"),
+        ];
+        let text: Vec<String> = problems.into_iter().map(|r| r.expect_err("refused")).collect();
+        insta::assert_snapshot!(text.join("\n"));
+        assert!(!text[0].contains("http://x"), "the URL is not repeated");
     }
 }

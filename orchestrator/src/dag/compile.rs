@@ -76,6 +76,9 @@ pub struct CompileOptions {
     /// The project folder, where paths in task configs (recipes, SQL files) resolve; by
     /// default the parent of the DAG file's folder.
     pub project_dir: Option<PathBuf>,
+    /// The notify targets defined in the project config; `None` skips the check of target
+    /// names.
+    pub notify_targets: Option<BTreeSet<String>>,
 }
 
 /// Compiles every `*.yaml` / `*.yml` file under `dir` (recursively, in name order).
@@ -157,11 +160,13 @@ const DAG_KEYS: &[&str] = &[
     "params",
     "defaults",
     "tags",
+    "notify",
+    "deadline",
     "tasks",
 ];
 
 /// Keys every task has, whatever its kind.
-const TASK_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "trigger_rule"];
+const TASK_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "trigger_rule", "notify", "deadline"];
 
 /// Keys that `defaults:` sets and each task may override.
 const OVERRIDE_KEYS: &[&str] =
@@ -285,6 +290,7 @@ struct Ctx<'a> {
     file: &'a Path,
     diags: Vec<Diagnostic>,
     env: CompileEnv,
+    notify_targets: Option<&'a BTreeSet<String>>,
 }
 
 impl Ctx<'_> {
@@ -295,6 +301,40 @@ impl Ctx<'_> {
     fn de(&mut self, what: &str, e: DeError, fallback: Pos) {
         let message = if what.is_empty() { e.message } else { format!("{what}: {}", e.message) };
         self.err(e.pos.unwrap_or(fallback), message, e.hint);
+    }
+
+    /// A `notify:` block, every problem reported.
+    fn notify(&mut self, node: &Node) -> Vec<crate::notify::Rule> {
+        let (rules, problems) = crate::notify::parse_rules(node, self.notify_targets);
+        for p in problems {
+            self.err(p.pos, p.message, p.hint);
+        }
+        rules
+    }
+
+    /// A `deadline:`: a duration after the interval's end, longer than 0s.
+    fn deadline(&mut self, what: &str, node: &Node) -> Option<std::time::Duration> {
+        let s = match &node.value {
+            Value::Int(_) | Value::UInt(_) => node.scalar_text()?,
+            _ => self.typed::<String>(&format!("{what}`deadline`"), node)?,
+        };
+        match HumanDuration::parse(&s) {
+            Ok(d) if d.is_zero() => {
+                self.err(
+                    node.pos,
+                    format!(
+                        "{what}`deadline` is 0s: a run starts when its interval ends, so it cannot be done by then"
+                    ),
+                    Some("give it the time a run needs after the interval's end, e.g. `deadline: 3h`".into()),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(node.pos, format!("{what}`deadline`: {e}"), None);
+                None
+            }
+        }
     }
 
     fn typed<T: serde::de::DeserializeOwned>(&mut self, what: &str, node: &Node) -> Option<T> {
@@ -308,7 +348,9 @@ impl Ctx<'_> {
     }
 }
 
-fn valid_id(s: &str) -> bool {
+/// Whether `s` may be an id (of a DAG, a task, a notify target): letters, digits, `_ - .`,
+/// not starting with `.`, at most 200 characters.
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
@@ -328,6 +370,8 @@ struct RawTask {
     overrides: Overrides,
     /// The task's own `defaults` keys, with their values' positions.
     overrides_node: Node,
+    notify: Vec<crate::notify::Rule>,
+    deadline: Option<(std::time::Duration, Pos)>,
 }
 
 /// Compiles DAG source text (`file` is only used in messages).
@@ -335,7 +379,8 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     let project_dir = opts.project_dir.clone().unwrap_or_else(|| {
         file.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
     });
-    let mut cx = Ctx { file, diags: Vec::new(), env: CompileEnv { project_dir } };
+    let mut cx =
+        Ctx { file, diags: Vec::new(), env: CompileEnv { project_dir }, notify_targets: opts.notify_targets.as_ref() };
     let root = match yaml::parse(src) {
         Ok(n) => n,
         Err(e) => {
@@ -470,6 +515,8 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         })
         .unwrap_or_default();
     let tags: Vec<String> = fields.get("tags").and_then(|n| cx.typed::<Vec<String>>("`tags`", n)).unwrap_or_default();
+    let notify = fields.get("notify").map(|n| cx.notify(n)).unwrap_or_default();
+    let deadline = fields.get("deadline").and_then(|n| cx.deadline("", n).map(|d| (d, n.pos)));
     let defaults: Overrides =
         fields.get("defaults").and_then(|n| cx.typed::<Overrides>("`defaults`", n)).unwrap_or_default();
     let base = defaults.apply(&(RetryPolicy::default(), None, None));
@@ -568,6 +615,20 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         }
     }
 
+    // Deadlines are checked by the scheduler: a DAG without a schedule has none.
+    if matches!(schedule, Schedule::Manual) {
+        let own = raw.iter().find_map(|t| t.deadline.map(|(_, p)| (p, format!("task `{}`: ", t.id))));
+        if let Some((pos, what)) = deadline.map(|(_, p)| (p, String::new())).or(own) {
+            cx.err(
+                pos,
+                format!(
+                    "{what}`deadline` needs a `schedule`: deadlines are checked by the scheduler for scheduled runs"
+                ),
+                Some("add a `schedule:`, or remove the `deadline:`".into()),
+            );
+        }
+    }
+
     // Cycles: report each strongly connected component once, as a whole chain.
     let order = topo_order(&upstream, &dup);
     if order.len() < raw.iter().enumerate().filter(|(i, _)| !dup[*i]).count() {
@@ -621,6 +682,8 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
             retry,
             timeout,
             pool,
+            notify: t.notify.clone(),
+            deadline: t.deadline.map(|(d, _)| d),
             pos: t.pos,
         });
     }
@@ -645,6 +708,8 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         max_active_tasks,
         params,
         tags,
+        notify,
+        deadline: deadline.map(|(d, _)| d),
         tasks,
     })
 }
@@ -664,6 +729,8 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     let mut trigger_rule = TriggerRule::AllSuccess;
     let mut override_entries = Vec::new();
     let mut config_entries = Vec::new();
+    let mut notify = Vec::new();
+    let mut deadline_node = None;
     for (k, v) in entries {
         let Some(name) = k.scalar_text() else {
             cx.err(k.pos, "keys must be plain names", None);
@@ -705,6 +772,8 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
                     trigger_rule = r;
                 }
             }
+            "notify" => notify = cx.notify(v),
+            "deadline" => deadline_node = Some(v),
             n if OVERRIDE_KEYS.contains(&n) => override_entries.push((k.clone(), v.clone())),
             _ => config_entries.push((k.clone(), v.clone())),
         }
@@ -715,6 +784,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         }
         return None;
     };
+    let deadline = deadline_node.and_then(|v| cx.deadline(&format!("task `{id}`: "), v).map(|d| (d, v.pos)));
     let overrides_node = Node { pos: node.pos, value: Value::Map(override_entries) };
     let overrides = cx.typed::<Overrides>(&format!("task `{id}`"), &overrides_node).unwrap_or_default();
     let kind = match kind_node {
@@ -767,7 +837,19 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         };
         cx.err(pos, format!("task `{id}`: {e}"), hint);
     }
-    Some(RawTask { id, pos: node.pos, id_pos, kind, config, depends_on, trigger_rule, overrides, overrides_node })
+    Some(RawTask {
+        id,
+        pos: node.pos,
+        id_pos,
+        kind,
+        config,
+        depends_on,
+        trigger_rule,
+        overrides,
+        overrides_node,
+        notify,
+        deadline,
+    })
 }
 
 fn kinds_hint() -> String {

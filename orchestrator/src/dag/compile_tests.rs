@@ -5,7 +5,11 @@ use std::path::Path;
 use super::*;
 
 fn errors(src: &str) -> String {
-    let opts = CompileOptions { pools: Some(["glue".to_string()].into()), project_dir: None };
+    let opts = CompileOptions {
+        pools: Some(["glue".to_string()].into()),
+        project_dir: None,
+        notify_targets: Some(["oncall".to_string(), "team".to_string()].into()),
+    };
     match compile_source(Path::new("dags/t.yaml"), src, &opts) {
         Ok(d) => panic!("expected errors, compiled {}", d.id),
         Err((_, diags)) => diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
@@ -167,7 +171,7 @@ mod fuzz {
         let _ = compile_source(
             Path::new("fuzz.yaml"),
             src,
-            &CompileOptions { pools: Some(Default::default()), project_dir: None },
+            &CompileOptions { pools: Some(Default::default()), ..CompileOptions::default() },
         );
     }
 
@@ -353,4 +357,32 @@ fn the_longest_durations_and_most_retries_compile_and_stay_bounded() {
             assert!(t.retry.delay_for(n, &mut rng) <= t.retry.max_delay, "{} retry {n}", t.id);
         }
     }
+}
+
+#[test]
+fn notify_and_deadline_problems_with_their_positions() {
+    insta::assert_snapshot!(errors(
+        "id: d\nschedule: '@daily'\ndeadline: 0s\nnotify:\n  - on: [failure, retri]\n    to: oncal\n  - on: success\n    to: {webhook: {url: 'http://hooks.example/secret'}}\ntasks:\n  - id: a\n    kind: noop\n    deadline: 366d\n    notify:\n      - on: [failure]\n        to: [team, {slack: {url_env: 1BAD}}]\n  - id: b\n    kind: noop\n    deadlin: 3h\n    notify: yes\n"
+    ));
+}
+
+#[test]
+fn a_deadline_needs_a_schedule() {
+    insta::assert_snapshot!(errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    deadline: 1h\n"));
+}
+
+#[test]
+fn notify_rules_and_deadlines_compile_onto_the_dag_and_its_tasks() {
+    let opts = CompileOptions { notify_targets: Some(["oncall".to_string()].into()), ..CompileOptions::default() };
+    let dag = compile_source(
+        Path::new("t.yaml"),
+        "id: d\nschedule: '@daily'\ndeadline: 3h\nnotify:\n  - on: [failure, deadline_miss]\n    to: oncall\ntasks:\n  - id: a\n    kind: noop\n    deadline: 90m\n    notify:\n      - on: success\n        to: {file: {path: a.jsonl}}\n  - id: b\n    kind: noop\n",
+        &opts,
+    )
+    .expect("compiles");
+    assert_eq!(dag.deadline, Some(std::time::Duration::from_secs(3 * 3600)));
+    assert_eq!(dag.notify.len(), 1);
+    assert_eq!(dag.tasks[0].deadline, Some(std::time::Duration::from_secs(90 * 60)));
+    assert_eq!(dag.tasks[0].notify[0].to[0].name(), "file:a.jsonl");
+    assert_eq!((dag.tasks[1].deadline, dag.tasks[1].notify.len()), (None, 0));
 }

@@ -49,6 +49,12 @@ pub struct Dag {
     pub params: BTreeMap<String, String>,
     /// Free-form tags.
     pub tags: Vec<String>,
+    /// Who is told what (`notify:`): every task's failures, retries, failed checks and missed
+    /// deadlines, and the run's success and missed deadline.
+    pub notify: Vec<crate::notify::Rule>,
+    /// The run must have succeeded this long after its interval's end (`deadline:`), or
+    /// `deadline_miss` is raised.
+    pub deadline: Option<Duration>,
     /// Tasks in topological order.
     pub tasks: Vec<Task>,
 }
@@ -107,6 +113,10 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// The pool whose slots the task takes.
     pub pool: Option<String>,
+    /// Who is told what about this task (`notify:`), besides the DAG's rules.
+    pub notify: Vec<crate::notify::Rule>,
+    /// The task must have succeeded this long after the interval's end (`deadline:`).
+    pub deadline: Option<Duration>,
     /// Where the task is declared.
     pub pos: Pos,
 }

@@ -23,8 +23,9 @@ use tracing::{info, warn};
 use crate::dag::{Dag, TriggerRule};
 use crate::duration::humanize;
 use crate::engine::state::{AttemptOutcome, IllegalTransition, RunState, TaskState, Trigger};
-use crate::engine::store::{AttemptFacts, Claim, Op, RunStore, StoreError};
+use crate::engine::store::{AttemptFacts, Claim, NewNotification, Op, RunStore, StoreError};
 use crate::env::{Env, LocalEnv};
+use crate::notify::{self, Dispatcher, Event as NotifyEvent, Happened, Notification};
 use crate::schedule::DataInterval;
 use crate::task::{Facts, TaskContext, TaskFailure, TaskLog, TaskOutput};
 use crate::template;
@@ -114,6 +115,8 @@ pub struct ExecOptions {
     pub require_existing: bool,
     /// How the run came to be.
     pub trigger: Trigger,
+    /// Where notifications go and how they are delivered (`notify:` of cartflow.yaml).
+    pub notify: Arc<notify::Settings>,
 }
 
 /// Runs in the current folder on the local backend, whose places are the default ones relative
@@ -134,6 +137,7 @@ impl Default for ExecOptions {
             rerun: false,
             require_existing: false,
             trigger: Trigger::Manual,
+            notify: Arc::new(notify::Settings::default()),
         }
     }
 }
@@ -382,6 +386,13 @@ pub async fn execute(
     }
     info!(dag = %dag.id, run = %run_id, resumed = claimed.existed, "run started");
 
+    // Notifications an earlier process recorded and did not deliver (it crashed): ours now.
+    let notifier = Dispatcher::new(opts.notify.clone(), opts.env.clone(), &opts.project_dir, state_path);
+    match store.undelivered_notifications(Some(&run_id), None) {
+        Ok(keys) => notifier.dispatch(keys),
+        Err(e) => warn!(dag = %dag.id, run = %run_id, error = %e, "cannot read the run's undelivered notifications"),
+    }
+
     let (tx, rx) = mpsc::unbounded_channel::<Completion>();
     let mut run = RunLoop {
         logs_dir: store.logs_dir(),
@@ -404,14 +415,15 @@ pub async fn execute(
         cancelling: false,
         tx,
         observer,
+        notifier,
     };
     if let Err(e) = run.start() {
-        return Err(run.abort(e));
+        return Err(run.abort(e).await);
     }
     if let Err(e) = run.drive(rx).await {
-        return Err(run.abort(e));
+        return Err(run.abort(e).await);
     }
-    run.finish(started, reused)
+    run.finish(started, reused).await
 }
 
 /// One execution of a run: the slots of its tasks, the changes not yet persisted, and what is
@@ -438,9 +450,59 @@ struct RunLoop<'a> {
     cancelling: bool,
     tx: mpsc::UnboundedSender<Completion>,
     observer: &'a mut (dyn FnMut(Event<'_>) + Send),
+    /// Delivers the notifications this execution records.
+    notifier: Dispatcher,
 }
 
 impl RunLoop<'_> {
+    /// Persists the pending changes in one transaction, then starts delivering the
+    /// notifications among them.
+    fn persist(&mut self) -> Result<(), ExecError> {
+        let ops = std::mem::take(&mut self.ops);
+        self.store.apply(&self.run_id, &ops)?;
+        self.notifier.dispatch(ops.iter().filter_map(Op::notification_key));
+        Ok(())
+    }
+
+    /// The notifications of `event` — of task `task`, or of the run — one per target the
+    /// DAG's and the task's rules name.
+    fn notifications(
+        &self,
+        task: Option<usize>,
+        event: NotifyEvent,
+        attempt: u32,
+        error: Option<&str>,
+    ) -> Vec<NewNotification> {
+        let task = task.map(|i| &self.dag.tasks[i]);
+        let targets = notify::targets_for(&self.dag.notify, task.map(|t| t.notify.as_slice()), task.is_some(), event);
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let note = Notification::new(
+            &Happened {
+                event,
+                dag_id: &self.dag.id,
+                run_id: &self.run_id,
+                interval: &self.interval,
+                task: task.map(|t| t.id.as_str()),
+                attempt,
+                error,
+                at: Utc::now(),
+            },
+            &self.opts.notify.base_url,
+        );
+        let mut out = Vec::new();
+        for t in targets {
+            match self.opts.notify.resolve(t) {
+                Some(spec) => out.push(NewNotification { target: t.name(), spec, note: note.clone() }),
+                None => {
+                    warn!(dag = %self.dag.id, target = %t.name(), "notify target is not defined in cartflow.yaml; not notified")
+                }
+            }
+        }
+        out
+    }
+
     /// Tasks that are already finished (succeeded earlier) feed their downstream tallies; then
     /// every undecided task is evaluated once.
     fn start(&mut self) -> Result<(), ExecError> {
@@ -491,7 +553,7 @@ impl RunLoop<'_> {
         loop {
             let to_spawn = self.start_ready(max_active)?;
             // Persist before anything that depends on these transitions happens.
-            self.store.apply(&self.run_id, &std::mem::take(&mut self.ops))?;
+            self.persist()?;
             for (i, permit) in to_spawn {
                 self.spawn(i, permit);
             }
@@ -536,7 +598,7 @@ impl RunLoop<'_> {
                 () = tokio::time::sleep(Duration::from_millis(100)), if pool_wait => {}
             }
         }
-        self.store.apply(&self.run_id, &std::mem::take(&mut self.ops))?;
+        self.persist()?;
         Ok(())
     }
 
@@ -589,9 +651,13 @@ impl RunLoop<'_> {
         let attempt = self.slots[i].attempts;
         (self.observer)(Event::Task { task: &task.id, state: &self.slots[i].state });
         info!(dag = %self.dag.id, run = %self.run_id, task = %task.id, attempt, "task started");
-        let log = Arc::new(TaskLog::new(
-            crate::engine::store::attempt_log(&self.logs_dir, &self.dag.id, &self.run_id, &task.id, attempt),
-        ));
+        let log = Arc::new(TaskLog::new(crate::engine::store::attempt_log(
+            &self.logs_dir,
+            &self.dag.id,
+            &self.run_id,
+            &task.id,
+            attempt,
+        )));
         let token = self.cancel.child_token();
         let ctx = TaskContext {
             dag_id: self.dag.id.clone(),
@@ -685,6 +751,8 @@ impl RunLoop<'_> {
         let now = Utc::now();
         let mut exit_code = None;
         let mut summary = None;
+        // The notification this attempt's end raises, with its error.
+        let mut raised: Option<NotifyEvent> = None;
         let (next, outcome, error) = match c.outcome {
             Outcome::Done(out) if out.skipped => {
                 exit_code = out.exit_code;
@@ -693,6 +761,7 @@ impl RunLoop<'_> {
             Outcome::Done(out) => {
                 exit_code = out.exit_code;
                 summary = out.summary;
+                raised = Some(NotifyEvent::Success);
                 (slot.state.succeed(now).map_err(illegal)?, AttemptOutcome::Success, None)
             }
             Outcome::Cancelled => (slot.state.cancel().map_err(illegal)?, AttemptOutcome::Cancelled, None),
@@ -704,6 +773,7 @@ impl RunLoop<'_> {
                 exit_code = code;
                 slot.failures += 1;
                 let retry = retryable && slot.failures <= task.retry.retries;
+                raised = Some(if retry { NotifyEvent::Retry } else { NotifyEvent::Failure });
                 let retry_at = retry.then(|| task.retry.delay_for(slot.failures, &mut self.rng));
                 c.log.line(format_args!(
                     "attempt {attempt} {outcome}: {message}{}",
@@ -739,7 +809,7 @@ impl RunLoop<'_> {
             attempt,
             outcome,
             ended_at: now,
-            error,
+            error: error.clone(),
             exit_code,
             summary,
             log_path: c.log.exists().then(|| c.log.path().display().to_string()),
@@ -751,8 +821,14 @@ impl RunLoop<'_> {
             failures: slot.failures,
         });
         (self.observer)(Event::Task { task: &task.id, state: &slot.state });
+        let terminal = slot.state.is_terminal();
+        if let Some(event) = raised {
+            // Recorded with the attempt's end, in the same transaction.
+            let notes = self.notifications(Some(i), event, attempt, error.as_deref());
+            self.ops.extend(notes.into_iter().map(|n| Op::Notify(Box::new(n))));
+        }
         let mut work = Vec::new();
-        if slot.state.is_terminal() {
+        if terminal {
             work.push(i);
         }
         self.propagate(&mut work)
@@ -811,18 +887,20 @@ impl RunLoop<'_> {
 
     /// The loop cannot go on (the store failed, or the state machine refused a move): stop what
     /// was started, release the run as failed if the store still answers, and return `e`.
-    fn abort(mut self, e: ExecError) -> ExecError {
+    async fn abort(mut self, e: ExecError) -> ExecError {
         warn!(dag = %self.dag.id, run = %self.run_id, error = %e, running = self.running, "the run stops: stopping its tasks");
         self.cancel.cancel();
-        let _ = self.store.apply(&self.run_id, &std::mem::take(&mut self.ops));
+        let _ = self.persist();
         if let Err(f) = self.store.finish(&self.run_id, RunState::Failed) {
             warn!(run = %self.run_id, error = %f, "could not release the run; the next claim takes it over");
         }
+        self.notifier.drain().await;
         e
     }
 
-    /// Records the run's end and reports every task.
-    fn finish(mut self, started: Instant, reused: usize) -> Result<RunReport, ExecError> {
+    /// Records the run's end (with the notifications of its success), waits for this
+    /// execution's notifications to be delivered or given up, and reports every task.
+    async fn finish(mut self, started: Instant, reused: usize) -> Result<RunReport, ExecError> {
         let state = if self.cancelling || self.cancel.is_cancelled() {
             RunState::Cancelled
         } else if self.slots.iter().any(|s| s.selected && s.state.counts_as_failed()) {
@@ -830,7 +908,20 @@ impl RunLoop<'_> {
         } else {
             RunState::Success
         };
-        self.store.finish(&self.run_id, state)?;
+        // A run's success is keyed by the attempts of all its tasks: finishing again without
+        // running anything (a resume after a crash at the very end) raises nothing new.
+        let notes = if state == RunState::Success {
+            let attempts = self.slots.iter().map(|s| s.attempts).sum();
+            self.notifications(None, NotifyEvent::Success, attempts, None)
+        } else {
+            Vec::new()
+        };
+        let result = self.store.finish_with(&self.run_id, state, &notes);
+        if result.is_ok() {
+            self.notifier.dispatch(notes.iter().map(|n| (n.note.dedupe_key.clone(), n.target.clone())));
+        }
+        self.notifier.drain().await;
+        result?;
         info!(dag = %self.dag.id, run = %self.run_id, state = %state, "run finished");
         let tasks = self
             .dag

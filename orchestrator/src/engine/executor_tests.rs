@@ -458,3 +458,127 @@ async fn a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period() {
     assert_eq!(t.error.as_deref(), Some("timed out after 0.2s"));
     assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the attempt's future is dropped before the run ends");
 }
+
+/// The notifications a file target received: (event, task, attempt) of each line.
+fn notified(f: &Fixture, file: &str) -> Vec<(String, Option<String>, u32)> {
+    std::fs::read_to_string(f.path().join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let n: Notification = serde_json::from_str(l).expect("a notification per line");
+            (n.event.to_string(), n.task, n.attempt)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_retry_notifies_retry_and_not_failure() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\nnotify:\n  - on: [failure, retry]\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}    retries: 1\n    retry_delay: 10ms\n",
+        sh("flaky", "", "test -f $DIR/ran || { touch $DIR/ran; exit 3; }"),
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(notified(&f, "n.jsonl"), vec![("retry".into(), Some("flaky".into()), 1)]);
+    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let rows = store.notifications(&r.run_id).expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].state, rows[0].tries), (crate::engine::store::DeliveryState::Sent, 1));
+    assert_eq!(rows[0].note.error.as_deref(), Some("`sh` exited with code 3"));
+}
+
+#[tokio::test]
+async fn a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\nnotify:\n  - on: [failure, retry, success]\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}{}    notify:\n      - on: success\n        to: {{file: {{path: ok.jsonl}}}}\n",
+        sh("bad", "", "exit 3"),
+        sh("good", "", "true"),
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Failed);
+    assert_eq!(
+        notified(&f, "n.jsonl"),
+        vec![("failure".into(), Some("bad".into()), 1)],
+        "no run success, no task success at DAG level"
+    );
+    assert_eq!(notified(&f, "ok.jsonl"), vec![("success".into(), Some("good".into()), 1)]);
+    // Running the run again re-runs the failed task: a new attempt, a new failure.
+    f.run(&dag).await;
+    assert_eq!(
+        notified(&f, "n.jsonl"),
+        vec![("failure".into(), Some("bad".into()), 1), ("failure".into(), Some("bad".into()), 2)]
+    );
+    assert_eq!(notified(&f, "ok.jsonl").len(), 1, "`good` succeeded before and did not run again");
+}
+
+#[tokio::test]
+async fn a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\nnotify:\n  - on: success\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}",
+        sh("a", "", "true"),
+    ));
+    f.run(&dag).await;
+    assert_eq!(notified(&f, "n.jsonl"), vec![("success".into(), None, 1)]);
+    // Nothing left to run: the run finishes again with the same attempts, the same key.
+    f.run(&dag).await;
+    assert_eq!(notified(&f, "n.jsonl").len(), 1);
+    // A rerun does work again: a new success.
+    f.run_with(&dag, &BTreeMap::new(), ExecOptions { rerun: true, ..ExecOptions::default() }, CancellationToken::new())
+        .await;
+    assert_eq!(notified(&f, "n.jsonl"), vec![("success".into(), None, 1), ("success".into(), None, 2)]);
+}
+
+#[tokio::test]
+async fn a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\nnotify:\n  - on: failure\n    to: [{{webhook: {{url_env: CARTFLOW_TEST_NEVER_SET_4F2A}}}}, {{file: {{path: n.jsonl}}}}]\ntasks:\n{}{}",
+        sh("bad", "", "exit 1"),
+        sh("after", "", "true"),
+    ));
+    let started = Instant::now();
+    let r = f.run(&dag).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "a permanent failure is not retried: {:?}", started.elapsed());
+    assert_eq!(r.state, RunState::Failed, "the task's failure, nothing more");
+    assert!(matches!(state_of(&r, "after"), TaskState::Success { .. }));
+    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let rows = store.notifications(&r.run_id).expect("rows");
+    let web = rows.iter().find(|n| n.target == "webhook:CARTFLOW_TEST_NEVER_SET_4F2A").expect("webhook row");
+    assert_eq!(web.state, crate::engine::store::DeliveryState::Failed);
+    assert_eq!(web.tries, 1);
+    assert_eq!(web.error.as_deref(), Some("environment variable CARTFLOW_TEST_NEVER_SET_4F2A is not set"));
+    assert_eq!(notified(&f, "n.jsonl").len(), 1, "the other target still gets it");
+}
+
+#[tokio::test]
+async fn a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\nnotify:\n  - on: failure\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}",
+        sh("bad", "", "exit 1"),
+    ));
+    f.run(&dag).await;
+    assert_eq!(notified(&f, "n.jsonl").len(), 1);
+    // As a crash between the record and the send leaves it: pending, owned by a dead process.
+    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
+    db.execute("UPDATE notifications SET state = 'pending', owner = '999999999:1', tries = 0", []).expect("pending");
+    std::fs::remove_file(f.path().join("n.jsonl")).expect("rm");
+    // The next execution of the run sends it (and the new attempt's failure), each once.
+    f.run(&dag).await;
+    let mut got = notified(&f, "n.jsonl");
+    got.sort();
+    assert_eq!(got, vec![("failure".into(), Some("bad".into()), 1), ("failure".into(), Some("bad".into()), 2)]);
+    // Delivered rows are never sent again; one a live process is sending is left to it.
+    db.execute("UPDATE notifications SET state = 'sending', owner = ?1 WHERE attempt = 1", [my_token_of_init()])
+        .expect("live owner");
+    f.run(&dag).await;
+    assert_eq!(notified(&f, "n.jsonl").len(), 3, "only attempt 3's failure is new");
+}
+
+/// The owner token of pid 1, which is always alive.
+fn my_token_of_init() -> String {
+    crate::process::process_token(1).unwrap_or_else(|| "1:?".into())
+}

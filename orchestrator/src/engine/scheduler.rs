@@ -16,9 +16,11 @@ use tracing::{error, info, warn};
 
 use crate::dag::Dag;
 use crate::dag::compile::{CompileOptions, compile_dir};
+use crate::engine::deadline;
 use crate::engine::executor::{self, ExecError, ExecOptions, Pools, RunReport};
 use crate::engine::state::{RunState, Trigger};
-use crate::engine::store::{self, RunStore};
+use crate::engine::store::{self, DeadlineRow, RunStore};
+use crate::notify::Dispatcher;
 use crate::schedule::clock;
 use crate::schedule::{DataInterval, Schedule};
 
@@ -82,6 +84,8 @@ pub struct Summary {
     pub runs: Vec<(String, RunState)>,
     /// Runs that could not execute, with why.
     pub errors: Vec<(String, String)>,
+    /// Deadlines it found missed (and raised `deadline_miss` for).
+    pub deadline_misses: Vec<DeadlineRow>,
 }
 
 #[derive(Default)]
@@ -160,7 +164,15 @@ impl Loaded {
 /// Runs the scheduler until `cancel` (or, with `once`, until what was due at the start has
 /// run).
 pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<Summary, ExecError> {
-    let store = RunStore::open(&cfg.state_path)?;
+    let mut store = RunStore::open(&cfg.state_path)?;
+    // Deadline notifications, and what a crashed process recorded in the last days and did not
+    // deliver (a run that is resumed sends its own, whatever their age).
+    let notifier =
+        Dispatcher::new(cfg.exec.notify.clone(), cfg.exec.env.clone(), &cfg.exec.project_dir, &cfg.state_path);
+    match store.undelivered_notifications(None, Utc::now().checked_sub_signed(deadline::LOOKBACK)) {
+        Ok(keys) => notifier.dispatch(keys),
+        Err(e) => warn!(error = %e, "cannot read the undelivered notifications"),
+    }
     let mut loaded = Loaded::default();
     let mut launched: HashMap<String, String> = HashMap::new(); // run id -> dag id
     let mut set: JoinSet<(String, Result<RunReport, ExecError>)> = JoinSet::new();
@@ -173,6 +185,9 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
         let mut created = 0;
         if !cancel.is_cancelled() {
             for dag in loaded.by_file.values().filter(|d| cfg.only.is_empty() || cfg.only.contains(&d.id)) {
+                let last = store.last_run_start(&dag.id)?;
+                let due_now = due(dag, last, now);
+                check_deadlines(&mut store, dag, now, &due_now, &cfg, &notifier, &mut summary)?;
                 let ours: HashSet<String> =
                     launched.iter().filter(|(_, d)| **d == dag.id).map(|(r, _)| r.clone()).collect();
                 let live: HashSet<String> = store.live_runs(&dag.id)?.into_iter().collect();
@@ -181,11 +196,8 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
                 if slots == 0 {
                     continue;
                 }
-                let last = store.last_run_start(&dag.id)?;
-                for interval in due(dag, last, now)
-                    .into_iter()
-                    .filter(|i| !ours.contains(&store::run_id(&dag.id, i.start)))
-                    .take(slots)
+                for interval in
+                    due_now.into_iter().filter(|i| !ours.contains(&store::run_id(&dag.id, i.start))).take(slots)
                 {
                     let run_id = store::run_id(&dag.id, interval.start);
                     info!(dag = %dag.id, run = %run_id, "run is due");
@@ -233,8 +245,39 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
             }
         }
     }
+    notifier.drain().await;
     info!(runs = summary.runs.len(), "scheduler stopped");
     Ok(summary)
+}
+
+/// Decides the deadlines of `dag` that passed, records them, and sends the notifications of
+/// the misses this scheduler was the first to decide.
+fn check_deadlines(
+    store: &mut RunStore,
+    dag: &Dag,
+    now: DateTime<Utc>,
+    due_now: &[DataInterval],
+    cfg: &Config,
+    notifier: &Dispatcher,
+    summary: &mut Summary,
+) -> Result<(), ExecError> {
+    if dag.deadline.is_none() && dag.tasks.iter().all(|t| t.deadline.is_none()) {
+        return Ok(());
+    }
+    let decisions = deadline::decide(store, dag, now, due_now, &cfg.exec.notify)?;
+    let new = store.record_deadlines(&decisions)?;
+    for (row, notes) in &decisions {
+        if !new.contains(row) {
+            continue;
+        }
+        if let Some(reason) = &row.reason {
+            let task = row.task_id.as_deref().unwrap_or("-");
+            warn!(dag = %dag.id, run = %row.run_id, task = %task, "deadline missed: {reason}");
+            summary.deadline_misses.push(row.clone());
+        }
+        notifier.dispatch(notes.iter().map(|n| (n.note.dedupe_key.clone(), n.target.clone())));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

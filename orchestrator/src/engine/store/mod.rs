@@ -14,6 +14,7 @@ use rusqlite::Connection;
 
 mod backfills;
 mod facts;
+mod notify;
 mod overview;
 mod query;
 mod runs;
@@ -21,6 +22,7 @@ mod schema;
 
 pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
+pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, NotificationRow};
 pub use overview::{BackfillRow, GridQuery, GridRun, attempt_log};
 pub use query::{AttemptRow, RunRow, TaskRow};
 pub use runs::{Claim, ClaimedRun, Op, my_token};

@@ -126,7 +126,7 @@ impl RunStore {
     }
     /// A `dag_runs` row (its first eight columns as the queries select them); the inner error names a
     /// value that cannot be read back.
-    fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Result<RunRow, String>> {
+    pub(super) fn run_row(r: &rusqlite::Row) -> rusqlite::Result<Result<RunRow, String>> {
         let get_ts = |i: usize| ts_column(r, i);
         let run_id: String = r.get(0)?;
         let (state, trigger): (String, String) = (r.get(4)?, r.get(5)?);

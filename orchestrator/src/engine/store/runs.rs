@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use tracing::warn;
 
+use super::notify::NewNotification;
 use super::{RunStore, StoreError, parse_ts, run_id, ts};
 use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
 use crate::process::{self, Leftover};
@@ -118,6 +119,19 @@ pub enum Op {
         /// The attempt's log, if one was written.
         log_path: Option<String>,
     },
+    /// A notification to record (pending) with the changes that raised it; ignored when its
+    /// dedupe key and target are already recorded.
+    Notify(Box<NewNotification>),
+}
+
+impl Op {
+    /// The (dedupe key, target) of a notification op.
+    pub fn notification_key(&self) -> Option<(String, String)> {
+        match self {
+            Op::Notify(n) => Some((n.note.dedupe_key.clone(), n.target.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// How to claim a run.
@@ -333,6 +347,9 @@ impl RunStore {
                     Op::AttemptStarted { task_id, attempt, started_at } => {
                         started.execute(params![run_id, task_id, attempt, ts(*started_at)]).map_err(&e)?;
                     }
+                    Op::Notify(n) => {
+                        super::notify::insert(&tx, n, &now).map_err(&e)?;
+                    }
                     Op::AttemptEnded { task_id, attempt, outcome, ended_at, error, exit_code, summary, log_path } => {
                         ended
                             .execute(params![
@@ -356,7 +373,7 @@ impl RunStore {
             match op {
                 Op::AttemptStarted { .. } => cartflow_jobs::crash::point("store.attempt_started"),
                 Op::AttemptEnded { .. } => cartflow_jobs::crash::point("store.attempt_ended"),
-                Op::Task { .. } => {}
+                Op::Task { .. } | Op::Notify(_) => {}
             }
         }
         Ok(())
@@ -373,12 +390,24 @@ impl RunStore {
     }
     /// Records the end of an execution and releases the run.
     pub fn finish(&mut self, run_id: &str, state: RunState) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL WHERE run_id = ?1",
-                params![run_id, state.name(), ts(Utc::now())],
-            )
-            .map_err(self.sql())?;
+        self.finish_with(run_id, state, &[])
+    }
+    /// Records the end of an execution, with the notifications it raises (a run's success), in
+    /// one transaction, and releases the run.
+    pub fn finish_with(&mut self, run_id: &str, state: RunState, notes: &[NewNotification]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let now = ts(Utc::now());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        tx.execute(
+            "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL WHERE run_id = ?1",
+            params![run_id, state.name(), now],
+        )
+        .map_err(&e)?;
+        for n in notes {
+            super::notify::insert(&tx, n, &now).map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
         cartflow_jobs::crash::point("store.finished");
         Ok(())
     }

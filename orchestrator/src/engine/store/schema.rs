@@ -94,6 +94,41 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE task_instances ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
     "#,
+    // v6: notifications as an outbox — one row per dedupe key (run, task, attempt, event) and
+    // target, written in the transaction of the state change that raised it, then marked sent
+    // (or failed) by whoever delivers it; and the deadline decisions, so that a missed deadline
+    // is raised once.
+    r#"
+    CREATE TABLE notifications (
+        dedupe_key TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        run_id     TEXT NOT NULL,
+        task_id    TEXT NOT NULL DEFAULT '',
+        attempt    INTEGER NOT NULL,
+        event      TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        tries      INTEGER NOT NULL DEFAULT 0,
+        error      TEXT,
+        owner      TEXT,
+        created_at TEXT NOT NULL,
+        sent_at    TEXT,
+        PRIMARY KEY (dedupe_key, target)
+    );
+    CREATE INDEX notifications_by_run ON notifications (run_id);
+    CREATE INDEX notifications_pending ON notifications (state) WHERE state = 'pending';
+    CREATE TABLE deadlines (
+        run_id      TEXT NOT NULL,
+        task_id     TEXT NOT NULL DEFAULT '',
+        dag_id      TEXT NOT NULL,
+        deadline_at TEXT NOT NULL,
+        missed      INTEGER NOT NULL,
+        reason      TEXT,
+        decided_at  TEXT NOT NULL,
+        PRIMARY KEY (run_id, task_id)
+    );
+    "#,
 ];
 
 impl RunStore {
