@@ -33,6 +33,6 @@ pub mod project;
 pub mod schedule;
 pub mod task;
 pub mod template;
+pub mod ui;
 pub mod yaml;
 pub mod zip;
-pub mod ui;

@@ -34,11 +34,11 @@ mod hostile;
 #[path = "e2e/crash.rs"]
 mod crash;
 
-#[path = "e2e/sql.rs"]
-mod sql;
-
 #[path = "e2e/ui.rs"]
 mod ui;
 
 #[path = "e2e/notify.rs"]
 mod notify;
+
+#[path = "e2e/sql.rs"]
+mod sql;
