@@ -146,15 +146,16 @@ fn main() {
         // Pages of 90 intervals all over the three years.
         let before =
             Utc.with_ymd_and_hms(2017, 4, 1, 0, 0, 0).single().expect("d") + chrono::Duration::days((i * 5) % 900);
-        let (ms, b) = get(port, &format!("/dags/dag{}?before={}", i as usize % DAGS, before.format("%Y-%m-%dT%H:%M:%SZ")));
+        let (ms, b) =
+            get(port, &format!("/dags/dag{}?before={}", i as usize % DAGS, before.format("%Y-%m-%dT%H:%M:%SZ")));
         samples.push(ms);
         bytes = b;
     }
     stats("grid page (90 intervals × 15 tasks)", samples, bytes);
     let mut samples = Vec::new();
     for i in 0..n {
-        let start = Utc.with_ymd_and_hms(2017, 1, 1, 0, 0, 0).single().expect("d")
-            + chrono::Duration::days((i * 7) % DAYS);
+        let start =
+            Utc.with_ymd_and_hms(2017, 1, 1, 0, 0, 0).single().expect("d") + chrono::Duration::days((i * 7) % DAYS);
         let run = cartflow::engine::store::run_id(&format!("dag{}", i as usize % DAGS), start);
         let (ms, b) = get(port, &format!("/runs/{run}"));
         samples.push(ms);

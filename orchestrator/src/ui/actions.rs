@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::html::{self, Nav, badge, esc, hidden, table, when};
-use super::pages::{check_run_id, load_dags};
-use super::{PageError, Ui, csrf_ok};
+use super::{PageError, Ui, check_run_id, csrf_ok, load_dags};
 use crate::dag::Dag;
 use crate::engine::backfill::Reprocess;
 use crate::engine::executor::{self, Event};

@@ -77,6 +77,38 @@ impl UiError {
     }
 }
 
+/// A DAG, run or task id as it may appear in a path: anything else names nothing (404).
+pub(crate) fn check_id(what: &str, s: &str) -> Result<(), PageError> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok { Ok(()) } else { Err(PageError::NotFound(format!("there is no {what} `{s}`"))) }
+}
+
+/// A run id (`dag@2019-10-01T00:00:00Z`) as it may appear in a path.
+pub(crate) fn check_run_id(s: &str) -> Result<(), PageError> {
+    let bad = || PageError::NotFound(format!("there is no run `{s}`"));
+    let (dag, at) = s.split_once('@').ok_or_else(bad)?;
+    check_id("run", dag).map_err(|_| bad())?;
+    if at.is_empty()
+        || at.len() > 40
+        || !at.chars().all(|c| c.is_ascii_digit() || matches!(c, 'T' | 'Z' | ':' | '-' | '+' | '.'))
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The DAGs folder, compiled (on a blocking thread: it reads files).
+pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<crate::dag::DagSet, PageError> {
+    let ui = ui.clone();
+    tokio::task::spawn_blocking(move || ui.project.load())
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?
+        .map_err(|e| PageError::Internal(format!("{e:#}")))
+}
+
 /// Refuses a bind that would expose the UI without a token.
 pub fn check_options(o: &Options) -> Result<(), UiError> {
     if let Some(t) = &o.token
@@ -393,5 +425,17 @@ mod tests {
         assert!(!same_origin(&h));
         assert!(constant_eq(b"abc", b"abc") && !constant_eq(b"abc", b"abd") && !constant_eq(b"abc", b"ab"));
         assert_eq!(random_hex(16).len(), 32);
+    }
+
+    #[test]
+    fn path_parameters_that_cannot_name_anything_are_refused() {
+        assert!(check_id("DAG", "ecommerce_daily").is_ok());
+        for bad in ["", "..", "../../etc/passwd", ".hidden", "a/b", "a b", "<x>", "a%2Fb"] {
+            assert!(check_id("DAG", bad).is_err(), "{bad}");
+        }
+        assert!(check_run_id("ecommerce_daily@2019-10-01T00:00:00Z").is_ok());
+        for bad in ["../../etc/passwd", "x@../y", "@2019", "x@", "x@2019-10-01 00:00", "x"] {
+            assert!(check_run_id(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -13,37 +13,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::html::{self, Nav, badge, esc, hidden, seg, state_class, table, when};
-use super::{PageError, Ui, svg};
-use crate::dag::{Dag, DagSet};
+use super::{PageError, Ui, check_id, check_run_id, load_dags, svg};
+use crate::dag::Dag;
 use crate::engine::state::{AttemptState, RunState};
 use crate::engine::store::{AttemptRow, GridQuery, RunRow, TaskRow};
 use crate::schedule::DataInterval;
 
 /// How much of a log a page shows inline (the rest is one click away).
 const LOG_INLINE: u64 = 256 * 1024;
-
-/// A DAG, run or task id as it may appear in a path: anything else names nothing (404).
-pub(super) fn check_id(what: &str, s: &str) -> Result<(), PageError> {
-    let ok = !s.is_empty()
-        && s.len() <= 200
-        && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok { Ok(()) } else { Err(PageError::NotFound(format!("there is no {what} `{s}`"))) }
-}
-
-/// A run id (`dag@2019-10-01T00:00:00Z`) as it may appear in a path.
-pub(super) fn check_run_id(s: &str) -> Result<(), PageError> {
-    let bad = || PageError::NotFound(format!("there is no run `{s}`"));
-    let (dag, at) = s.split_once('@').ok_or_else(bad)?;
-    check_id("run", dag).map_err(|_| bad())?;
-    if at.is_empty()
-        || at.len() > 40
-        || !at.chars().all(|c| c.is_ascii_digit() || matches!(c, 'T' | 'Z' | ':' | '-' | '+' | '.'))
-    {
-        return Err(bad());
-    }
-    Ok(())
-}
 
 /// Attempts with the log path of those still running filled in: the store records it when an
 /// attempt ends, and the live tail needs it before.
@@ -55,15 +32,6 @@ fn with_live_logs(s: &crate::engine::store::RunStore, run: &RunRow, mut attempts
         }
     }
     attempts
-}
-
-/// The DAGs folder, compiled (on a blocking thread: it reads files).
-pub(super) async fn load_dags(ui: &Arc<Ui>) -> Result<DagSet, PageError> {
-    let ui = ui.clone();
-    tokio::task::spawn_blocking(move || ui.project.load())
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))?
-        .map_err(|e| PageError::Internal(format!("{e:#}")))
 }
 
 fn ok_html(s: String) -> Html<String> {
@@ -704,21 +672,4 @@ async fn read_from(path: &str, offset: u64, all: bool) -> (String, u64) {
     })
     .await
     .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_parameters_that_cannot_name_anything_are_refused() {
-        assert!(check_id("DAG", "ecommerce_daily").is_ok());
-        for bad in ["", "..", "../../etc/passwd", ".hidden", "a/b", "a b", "<x>", "a%2Fb"] {
-            assert!(check_id("DAG", bad).is_err(), "{bad}");
-        }
-        assert!(check_run_id("ecommerce_daily@2019-10-01T00:00:00Z").is_ok());
-        for bad in ["../../etc/passwd", "x@../y", "@2019", "x@", "x@2019-10-01 00:00", "x"] {
-            assert!(check_run_id(bad).is_err(), "{bad}");
-        }
-    }
 }

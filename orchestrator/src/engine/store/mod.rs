@@ -16,6 +16,7 @@ mod backfills;
 mod facts;
 mod notify;
 mod overview;
+mod owner;
 mod query;
 mod runs;
 mod schema;
@@ -24,8 +25,9 @@ pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
 pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, NotificationRow};
 pub use overview::{BackfillRow, GridQuery, GridRun, attempt_log};
+pub use owner::my_token;
 pub use query::{AttemptRow, RunRow, TaskRow};
-pub use runs::{Claim, ClaimedRun, Op, my_token};
+pub use runs::{Claim, ClaimedRun, Op};
 
 /// Errors of the run store.
 #[derive(Debug, thiserror::Error)]

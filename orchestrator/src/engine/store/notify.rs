@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::runs::{my_token, owner_alive};
+use super::owner::{my_token, owner_alive};
 use super::{RunStore, StoreError, ts, ts_column};
 use crate::notify::{Notification, TargetSpec};
 

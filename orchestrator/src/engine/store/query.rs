@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::runs::{my_token, owner_alive};
+use super::owner::{my_token, owner_alive};
 use super::{RunStore, StoreError, parse_ts, ts, ts_column};
 use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
 

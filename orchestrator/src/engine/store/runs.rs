@@ -3,7 +3,6 @@
 //! state changes, heartbeats, and the end of an execution.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,30 +10,11 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use tracing::warn;
 
 use super::notify::NewNotification;
+use super::owner::{my_token, owner_alive};
 use super::{RunStore, StoreError, parse_ts, run_id, ts};
 use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
 use crate::process::{self, Leftover};
 use crate::schedule::DataInterval;
-
-/// This process's owner token.
-pub fn my_token() -> &'static str {
-    static TOKEN: OnceLock<String> = OnceLock::new();
-    TOKEN.get_or_init(|| {
-        let pid = std::process::id() as i32;
-        process::process_token(pid).unwrap_or_else(|| format!("{pid}:?"))
-    })
-}
-
-pub(super) fn owner_alive(token: &str, heartbeat: Option<DateTime<Utc>>) -> bool {
-    let pid: i32 = token.split(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    match process::process_token(pid) {
-        Some(live) if live == token => true,
-        Some(live) if live.ends_with(":?") || token.ends_with(":?") => {
-            heartbeat.is_some_and(|h| Utc::now() - h < chrono::Duration::seconds(60))
-        }
-        _ => false,
-    }
-}
 
 /// How long a takeover waits for the killed processes of a crashed attempt to end.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
