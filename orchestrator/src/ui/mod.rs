@@ -162,13 +162,11 @@ impl Ui {
         let ui = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = ui.store.lock().unwrap_or_else(|p| p.into_inner());
-            if guard.is_none() {
-                *guard = Some(RunStore::open(&ui.project.state)?);
-            }
-            match guard.as_ref() {
-                Some(store) => f(store),
-                None => unreachable_store(),
-            }
+            let store = match guard.take() {
+                Some(store) => guard.insert(store),
+                None => guard.insert(RunStore::open(&ui.project.state)?),
+            };
+            f(store)
         })
         .await
         .map_err(|e| PageError::Internal(format!("a page task failed: {e}")))?
@@ -185,10 +183,6 @@ impl Ui {
             refresh,
         }
     }
-}
-
-fn unreachable_store<T>() -> Result<T, StoreError> {
-    Err(StoreError::NoSuchRun { run_id: "(the run store did not open)".into() })
 }
 
 /// A page that could not be rendered.
@@ -230,6 +224,7 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/dags/{dag}", get(pages::grid))
         .route("/runs/{run}", get(pages::run))
         .route("/runs/{run}/tasks/{task}", get(pages::task))
+        .route("/runs/{run}/tasks/{task}/attempts/{attempt}", get(pages::attempt))
         .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log", get(pages::log_text))
         .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log/stream", get(pages::log_stream))
         .route("/backfills", get(actions::backfills))

@@ -557,6 +557,16 @@ async fn attempt_of(ui: &Arc<Ui>, run_id: &str, task_id: &str, attempt: &str) ->
         .ok_or_else(|| PageError::NotFound(format!("task `{task_id}` of run `{run_id}` has no attempt {n}")))
 }
 
+/// `GET …/attempts/{n}` (the link a notification carries): the task page showing that attempt.
+pub(super) async fn attempt(
+    State(ui): State<Arc<Ui>>,
+    Path((run_id, task_id, attempt)): Path<(String, String, String)>,
+) -> Result<Response, PageError> {
+    let a = attempt_of(&ui, &run_id, &task_id, &attempt).await?;
+    let to = format!("{}?attempt={}", html::task_href(&run_id, &task_id), a.attempt);
+    Ok((axum::http::StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response())
+}
+
 /// `GET …/attempts/{n}/log`: the whole log as text.
 pub(super) async fn log_text(
     State(ui): State<Arc<Ui>>,

@@ -187,6 +187,11 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.contains("root:"), "{path}");
     }
+    // The link a notification carries opens the task page at that attempt.
+    let (status, head, _) = ui.http("GET", "/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/1", &[], "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /runs/flaky@2019-10-01T00:00:00Z/tasks/load?attempt=1"), "{head}");
+    assert_eq!(ui.get("/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/2").0, 404);
     // What does exist is there.
     let (status, log) = ui.get("/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/1/log");
     assert_eq!(status, 200);
