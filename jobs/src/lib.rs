@@ -16,6 +16,8 @@ pub mod dashboard;
 pub mod event;
 pub mod generate;
 pub mod kaggle;
+#[cfg(feature = "sql")]
+pub mod lakeview;
 pub mod rawzone;
 pub mod recipe;
 #[cfg(feature = "sql")]

@@ -112,6 +112,29 @@ impl Project {
             .map_err(|error| ProjectError::Read { path: self.dags_dir.clone(), error })
     }
 
+    /// Every file under the DAGs folder with its modification time and size: what [`Project::load`]
+    /// reads (a changed snapshot means the DAGs must be compiled again).
+    pub fn dags_snapshot(&self) -> Vec<(PathBuf, std::time::SystemTime, u64)> {
+        fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, std::time::SystemTime, u64)>) {
+            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let p = e.path();
+                let Ok(m) = std::fs::metadata(&p) else { continue };
+                if m.is_dir() {
+                    if depth < 16 {
+                        walk(&p, depth + 1, out);
+                    }
+                } else {
+                    out.push((p, m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH), m.len()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dags_dir, 0, &mut out);
+        out.sort();
+        out
+    }
+
     /// One DAG, by id or by the path of its file. Its own compile errors are fatal; those of
     /// other files are only counted.
     pub fn dag(&self, name: &str) -> Result<Picked, ProjectError> {

@@ -182,6 +182,29 @@ pub fn shard_count(dir: &Path) -> Result<Option<usize>, LogError> {
     }
 }
 
+/// The next offset of every shard of the stream at `dir` (the records appended so far), read
+/// without the writer's lock: a record still being written is not counted. No stream: none.
+pub fn end_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let Some(shards) = shard_count(dir)? else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(shards);
+    let mut buf = Vec::new();
+    for s in 0..shards {
+        let sdir = dir.join(format!("shard-{s:03}"));
+        let segs = if sdir.is_dir() { segments(&sdir)? } else { Vec::new() };
+        let Some((base, path)) = segs.last().cloned() else {
+            out.push(0);
+            continue;
+        };
+        let mut r = std::io::BufReader::with_capacity(1 << 20, File::open(&path).map_err(io(&path))?);
+        let mut count = 0u64;
+        while read_record(&mut r, &mut buf).map_err(io(&path))?.is_some() {
+            count += 1;
+        }
+        out.push(base + count);
+    }
+    Ok(out)
+}
+
 impl Stream {
     /// Opens the stream at `dir`, creating it with `shards` shards if it does not exist. Torn
     /// tails are cut off.
@@ -566,6 +589,9 @@ mod tests {
         assert_eq!(user3, vec![b"r3".as_slice(), b"r13", b"r23"]);
         let mut s = Stream::open(&d, 3).expect("reopen");
         assert_eq!(s.end_offsets().iter().sum::<u64>(), 100);
+        // Read without the writer's lock (the writer is open here): the same offsets.
+        assert_eq!(end_offsets(&d).expect("offsets"), s.end_offsets());
+        assert_eq!(end_offsets(&dir.path().join("none")).expect("no stream"), Vec::<u64>::new());
         let pos = s.producer_position(7).expect("position");
         assert_eq!(pos.iter().flatten().max(), Some(&99));
         drop(s);
@@ -591,6 +617,7 @@ mod tests {
         f.write_all(&[42, 0, 0, 0, 1, 2, 3]).expect("torn write"); // a header cut short
         drop(f);
         assert_eq!(read_all(&d, &[]).len(), 10, "readers stop at the torn record");
+        assert_eq!(end_offsets(&d).expect("offsets"), vec![10], "a torn record is not counted");
         let mut s = Stream::open(&d, 1).expect("reopen cuts the tail");
         assert_eq!(s.end_offsets(), vec![10]);
         s.append_to(0, b"after", 0, (0, 10)).expect("append");

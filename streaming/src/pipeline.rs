@@ -60,6 +60,13 @@ pub enum PipelineError {
     Invalid(String),
 }
 
+/// The consumer of stream1 that archives it into the raw zone (Firehose's twin).
+pub const ARCHIVER: &str = "archiver";
+/// The consumer of stream1 that runs the rules (the Flink application's twin).
+pub const DETECTOR: &str = "detector";
+/// The consumer of stream2 that stores and notifies alerts (the Lambda's twin).
+pub const ALERT_HANDLER: &str = "alert-handler";
+
 /// Where the local stage keeps things.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -99,6 +106,11 @@ impl Paths {
     /// stream2: the alerts.
     pub fn stream2(&self) -> PathBuf {
         self.streams.join("stream2")
+    }
+
+    /// The last reprocess's diff (JSON), beside the alerts database.
+    pub fn last_reprocess(&self) -> PathBuf {
+        self.alerts_db.with_file_name("last-reprocess.json")
     }
 }
 
@@ -290,7 +302,7 @@ impl ArchiverState {
 
     fn save(&self, dir: &Path, offsets: &[u64]) -> Result<(), LogError> {
         let state = serde_json::to_vec(self).unwrap_or_default();
-        Checkpoint { offsets: offsets.to_vec(), state }.save(dir, "archiver")
+        Checkpoint { offsets: offsets.to_vec(), state }.save(dir, ARCHIVER)
     }
 }
 
@@ -320,7 +332,7 @@ pub fn archive(
     done: &dyn Fn() -> bool,
     default_time: Option<i64>,
 ) -> Result<ArchiveReport, PipelineError> {
-    const CONSUMER: &str = "archiver";
+    const CONSUMER: &str = ARCHIVER;
     let dir = paths.stream1();
     let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let ck = Checkpoint::load(&dir, CONSUMER)?;
@@ -427,7 +439,7 @@ pub fn detect(
     done: &dyn Fn() -> bool,
     close_at: Option<i64>,
 ) -> Result<DetectReport, PipelineError> {
-    const CONSUMER: &str = "detector";
+    const CONSUMER: &str = DETECTOR;
     let dir = paths.stream1();
     let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let ck = Checkpoint::load(&dir, CONSUMER)?;
@@ -497,7 +509,7 @@ pub fn detect(
 /// The alert handler as a consumer of stream2 (the Lambda's event source mapping), until
 /// `done()` and caught up.
 pub fn handle_stream(paths: &Paths, done: &dyn Fn() -> bool) -> Result<HandleReport, PipelineError> {
-    const CONSUMER: &str = "alert-handler";
+    const CONSUMER: &str = ALERT_HANDLER;
     let dir = paths.stream2();
     let _lock = crate::log::ConsumerLock::take(&dir, CONSUMER)?;
     let ck = Checkpoint::load(&dir, CONSUMER)?;

@@ -204,6 +204,11 @@ impl Browser {
         );
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page and returns what it returns.
+    pub fn script(&self, script: &str, args: serde_json::Value) -> serde_json::Value {
+        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": args})))
+    }
+
     /// The visible text of an element.
     pub fn text(&self, e: &Element) -> String {
         self.call("GET", &self.s(&format!("/element/{}/text", e.0)), None).as_str().unwrap_or_default().to_string()

@@ -1,8 +1,10 @@
 //! `cartflow demo` (the README's main command): the flow of [`cartflow::flows::demo`], printed.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cartflow::env::Backend;
 use cartflow::flows::demo::{self, Request};
 use cartflow::project::Project;
 use chrono::NaiveDate;
@@ -30,6 +32,13 @@ pub struct Args {
     /// Runs at once.
     #[arg(long, default_value_t = 2)]
     max_active_runs: usize,
+    /// Then serve the web UI over the demo's project (until Ctrl-C).
+    #[arg(long)]
+    ui: bool,
+    /// Where the UI listens [default: 127.0.0.1:8787] (with --ui; loopback only: the demo's UI
+    /// has no token).
+    #[arg(long, requires = "ui")]
+    bind: Option<SocketAddr>,
 }
 
 pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
@@ -69,5 +78,10 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         r.notifications.display()
     );
     println!("  dashboard: {}", r.dashboard_path.display());
+    if a.ui {
+        let bind = a.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8787)));
+        let args = super::ui::Args { bind, token: None, backend: super::BackendArg { backend: Backend::Local } };
+        return super::ui::serve(p, args, " — the demo's project");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,8 @@ mod generate;
 mod ingest;
 mod kinds;
 mod logs;
+mod mark;
+mod pause;
 mod plan;
 mod produce;
 mod progress;
@@ -118,6 +120,12 @@ pub enum Command {
     Runs(runs::Args),
     /// Show the task instances of a run.
     Tasks(tasks::Args),
+    /// Mark a finished task instance success or skipped by hand (recorded with who and when).
+    Mark(mark::Args),
+    /// Pause a DAG: the scheduler creates no runs of it until it is unpaused.
+    Pause(pause::Args),
+    /// Unpause a DAG.
+    Unpause(pause::Args),
     /// Print the log of a task attempt.
     Logs(logs::Args),
     /// List the task kinds.
@@ -343,6 +351,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schedules(cmd) => schedules::run(&p, cmd),
         Command::Runs(a) => runs::run(&p, a),
         Command::Tasks(a) => tasks::run(&p, a),
+        Command::Mark(a) => mark::run(&p, a),
+        Command::Pause(a) => pause::run(&p, a, true),
+        Command::Unpause(a) => pause::run(&p, a, false),
         Command::Logs(a) => logs::run(&p, a),
         Command::Generate(a) => generate::run(a),
         Command::Demo(a) => demo::run(&mut p, a, g),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cartflow::flows::sql::{self as flow, DEFAULT_LIMIT, QueryResult, Request};
+use cartflow::flows::sql::{self as flow, DEFAULT_LIMIT, QueryResult, Request, csv_line, human_bytes};
 use cartflow::project::Project;
 
 use super::{BackendArg, table, usage, with_signals};
@@ -106,10 +106,9 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
             println!("{}", summary(&result));
         }
         Format::Csv => {
-            let line = |values: Vec<Option<&str>>| values.into_iter().map(csv_field).collect::<Vec<_>>().join(",");
-            println!("{}", line(result.columns.iter().map(|c| Some(c.as_str())).collect()));
+            println!("{}", csv_line(result.columns.iter().map(|c| Some(c.as_str()))));
             for row in &result.rows {
-                println!("{}", line(row.iter().map(Option::as_deref).collect()));
+                println!("{}", csv_line(row.iter().map(Option::as_deref)));
             }
             eprintln!("{}", summary(&result));
         }
@@ -148,51 +147,4 @@ fn summary(r: &QueryResult) -> String {
         s.push_str(&format!(" · Athena query {id}"));
     }
     s
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
-}
-
-/// One CSV field: NULL empty, the rest quoted when it must be (and an empty string always, so
-/// that it differs from NULL).
-fn csv_field(v: Option<&str>) -> String {
-    match v {
-        None => String::new(),
-        Some(s) if s.is_empty() || s.contains([',', '"', '\n', '\r']) || s.trim() != s => {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        }
-        Some(s) => s.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_keep_null_and_empty_apart_and_quote_what_needs_it() {
-        assert_eq!(csv_field(None), "");
-        assert_eq!(csv_field(Some("")), "\"\"");
-        assert_eq!(csv_field(Some("acme")), "acme");
-        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
-        assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
-        assert_eq!(csv_field(Some(" padded")), "\" padded\"");
-    }
-
-    #[test]
-    fn sizes_read_like_athena_shows_them() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
-        assert_eq!(human_bytes(5_000_000_000), "5.0 GB");
-    }
 }

@@ -184,7 +184,14 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
         loaded.refresh(&cfg);
         let mut created = 0;
         if !cancel.is_cancelled() {
-            for dag in loaded.by_file.values().filter(|d| cfg.only.is_empty() || cfg.only.contains(&d.id)) {
+            // A paused DAG gets no scheduled runs (nor deadline checks) until it is unpaused.
+            let paused = store.paused()?;
+            for dag in loaded
+                .by_file
+                .values()
+                .filter(|d| cfg.only.is_empty() || cfg.only.contains(&d.id))
+                .filter(|d| !paused.contains_key(&d.id))
+            {
                 let last = store.last_run_start(&dag.id)?;
                 let due_now = due(dag, last, now);
                 check_deadlines(&mut store, dag, now, &due_now, &cfg, &notifier, &mut summary)?;

@@ -200,15 +200,25 @@ pub async fn write_dashboard(
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<cartflow_jobs::dashboard::Summary, FlowError> {
+    let (html, summary) = dashboard_html(project, from, to).await?;
+    cartflow_jobs::dashboard::write(out, &html).map_err(FlowError::Step)?;
+    Ok(summary)
+}
+
+/// The HTML dashboard from the local insight tables, for the days `from..=to` (what
+/// `cartflow dashboard` writes and the web UI's Insights page shows).
+pub async fn dashboard_html(
+    project: &Project,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(String, cartflow_jobs::dashboard::Summary), FlowError> {
     let (lake, catalog) = (project.lake(), project.catalog());
     let (from, to) = (from.map(str::to_string), to.map(str::to_string));
-    let (html, summary) = cartflow_jobs::sql::run_isolated(move || async move {
+    cartflow_jobs::sql::run_isolated(move || async move {
         cartflow_jobs::dashboard::build(&lake, &catalog, from.as_deref(), to.as_deref())
             .await
             .map_err(cartflow_jobs::sql::SqlError::Query)
     })
     .await
-    .map_err(|e| FlowError::Step(e.to_string()))?;
-    cartflow_jobs::dashboard::write(out, &html).map_err(FlowError::Step)?;
-    Ok(summary)
+    .map_err(|e| FlowError::Step(e.to_string()))
 }

@@ -13,6 +13,8 @@ use crate::schedule::{self, DataInterval};
 
 pub mod backfill;
 pub mod demo;
+pub mod lake;
+pub mod realtime;
 pub mod reprocess;
 pub mod sql;
 

@@ -6,6 +6,7 @@
 //! DAG with a `streaming_stage` task, the tasks downstream of that stage run again for those
 //! days through a backfill (`--reprocess completed`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cartflow_streaming::pipeline::{self, ReprocessReport};
@@ -99,7 +100,77 @@ pub fn replace_alerts(project: &Project, req: &Request) -> Result<Replaced, Flow
         #[cfg(not(feature = "aws"))]
         Backend::Aws => return Err(crate::env::EnvError::AwsNotBuilt.into()),
     };
+    record_last(project, req, &report)?;
     Ok(Replaced { report, s3_objects, elapsed: started.elapsed() })
+}
+
+/// Day -> change -> alerts.
+pub type DiffPerDay = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What the last reprocess (or its dry run) found, as the web UI's real-time page shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastReprocess {
+    /// First day.
+    pub from: String,
+    /// Last day.
+    pub to: String,
+    /// Only the diff was computed.
+    pub dry_run: bool,
+    /// The backend.
+    pub backend: String,
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Raw records read.
+    pub records: u64,
+    /// Per rule: day -> change (`added`, `changed`, `retracted`, `unchanged`) -> alerts.
+    pub diffs: Vec<(String, DiffPerDay)>,
+}
+
+/// Writes the reprocess's diff beside the alerts database (a temporary file renamed into place).
+fn record_last(project: &Project, req: &Request, report: &ReprocessReport) -> Result<(), FlowError> {
+    let last = LastReprocess {
+        from: ymd(req.from),
+        to: ymd(req.to),
+        dry_run: req.dry_run,
+        backend: match req.backend {
+            Backend::Local => "local".into(),
+            Backend::Aws => "aws".into(),
+        },
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        records: report.records,
+        diffs: report
+            .diffs
+            .iter()
+            .map(|(rule, d)| {
+                let days: DiffPerDay = d
+                    .per_day
+                    .iter()
+                    .map(|(day, m)| (day.clone(), m.iter().map(|(k, v)| (k.to_string(), *v)).collect()))
+                    .collect();
+                (rule.clone(), days)
+            })
+            .collect(),
+    };
+    let path = project.streaming_paths().last_reprocess();
+    let step = |e: std::io::Error| FlowError::Step(format!("recording the diff in {}: {e}", path.display()));
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(step)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&last).unwrap_or_default()).map_err(step)?;
+    std::fs::rename(&tmp, &path).map_err(step)
+}
+
+/// The last reprocess's diff, if one ran in this project.
+pub fn last(project: &Project) -> Result<Option<LastReprocess>, FlowError> {
+    let path = project.streaming_paths().last_reprocess();
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| FlowError::Step(format!("{} cannot be read: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FlowError::Step(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// The DAGs with a `streaming_stage` task (or just `only`), and the tasks right after it.

@@ -261,9 +261,59 @@ pub fn list(project: &Project) -> Result<Vec<String>, FlowError> {
     Ok(names)
 }
 
+/// One CSV field as `cartflow sql --format csv` and the query page's download write it: NULL
+/// is empty, an empty string is `""` (so the two stay apart), and a field with a comma, quote,
+/// line break or surrounding spaces is quoted (RFC 4180).
+pub fn csv_field(v: Option<&str>) -> String {
+    match v {
+        None => String::new(),
+        Some(s) if s.is_empty() || s.contains([',', '"', '\n', '\r']) || s.trim() != s => {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+        Some(s) => s.to_string(),
+    }
+}
+
+/// One CSV line of [`csv_field`]s, without its line end.
+pub fn csv_line<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    values.into_iter().map(csv_field).collect::<Vec<_>>().join(",")
+}
+
+/// A size as Athena's console shows the data scanned (decimal units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_fields_keep_null_and_empty_apart_and_quote_what_needs_it() {
+        assert_eq!(csv_field(None), "");
+        assert_eq!(csv_field(Some("")), "\"\"");
+        assert_eq!(csv_field(Some("acme")), "acme");
+        assert_eq!(csv_field(Some("a,b")), "\"a,b\"");
+        assert_eq!(csv_field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field(Some("two\nlines")), "\"two\nlines\"");
+        assert_eq!(csv_field(Some(" padded")), "\" padded\"");
+        assert_eq!(csv_line([Some("a"), None, Some("")]), "a,,\"\"");
+    }
+
+    #[test]
+    fn sizes_read_like_athena_shows_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+        assert_eq!(human_bytes(5_000_000_000), "5.0 GB");
+    }
 
     fn refused(sql: &str) -> String {
         match check(sql) {

@@ -325,8 +325,7 @@ pub(super) async fn preview(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>
 pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) -> Result<Response, PageError> {
     check_csrf(&ui, &f)?;
     let planned = plan(&ui, &f).await?;
-    let who = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local user".into());
-    let who = if ui.token.is_some() { format!("{who} (token)") } else { who };
+    let who = ui.who();
     let cancel = ui.shutdown.child_token();
     let (what, run_id) = match &planned {
         Planned::Run { title, run_id, .. } => (title.clone(), Some(run_id.clone())),
@@ -338,6 +337,12 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
             None,
         ),
     };
+    // In the audit log before it starts (a start that cannot be recorded does not start).
+    let (kind, dag_id) = match &planned {
+        Planned::Run { dag, .. } => ("run", dag.id.clone()),
+        Planned::Backfill(p) => ("backfill", p.request.dag.id.clone()),
+    };
+    audit(&ui, kind, &dag_id, run_id.as_deref().unwrap_or_default(), "", &what).await?;
     // The id is taken and the action listed under one lock: two starts at once get two ids.
     let mut list = ui.actions.lock().unwrap_or_else(|p| p.into_inner());
     let id = list.len() as u64 + 1;
@@ -432,6 +437,152 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
     }
 }
 
+/// Records in the run store's audit log that this UI's user did `action`.
+async fn audit(
+    ui: &Arc<Ui>,
+    action: &str,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    detail: &str,
+) -> Result<(), PageError> {
+    let who = ui.who();
+    let (action, dag_id, run_id, task_id, detail) =
+        (action.to_string(), dag_id.to_string(), run_id.to_string(), task_id.to_string(), detail.to_string());
+    ui.with_store(move |s| {
+        s.record_audit(&crate::engine::store::NewAudit {
+            who: &who,
+            action: &action,
+            dag_id: &dag_id,
+            run_id: &run_id,
+            task_id: &task_id,
+            detail: &detail,
+        })
+    })
+    .await
+}
+
+/// The fields of the pause form.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct PauseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    dag: String,
+    #[serde(default)]
+    paused: String,
+}
+
+/// `POST /pause`: pause (`paused=1`) or unpause (`paused=0`) a DAG's scheduled runs, recorded
+/// with who and when; back to the DAGs.
+pub(super) async fn pause(State(ui): State<Arc<Ui>>, Form(f): Form<PauseForm>) -> Result<Response, PageError> {
+    if !csrf_ok(&ui, &f.csrf) {
+        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
+    }
+    super::check_id("DAG", &f.dag)?;
+    let paused = match f.paused.as_str() {
+        "1" => true,
+        "0" => false,
+        other => return Err(PageError::BadRequest(format!("`paused` is 1 or 0, not `{other}`"))),
+    };
+    let set = load_dags(&ui).await?;
+    if !set.dags.contains_key(&f.dag) && !set.failed_ids.contains_key(&f.dag) {
+        return Err(PageError::NotFound(format!("there is no DAG `{}`", f.dag)));
+    }
+    let (who, path, dag) = (ui.who(), ui.project.state.clone(), f.dag.clone());
+    tokio::task::spawn_blocking(move || crate::engine::store::RunStore::open(&path)?.set_paused(&dag, paused, &who))
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    info!(dag = %f.dag, paused, "ui: DAG pause changed");
+    Ok(see_other("/"))
+}
+
+/// The fields of the mark form.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct MarkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    run: String,
+    #[serde(default)]
+    task: String,
+    #[serde(default, rename = "as")]
+    to: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// `POST /mark`: mark a finished task instance success or skipped — first a preview of what
+/// changes, then (with `confirm`) the change, recorded with who and when.
+pub(super) async fn mark(State(ui): State<Arc<Ui>>, Form(f): Form<MarkForm>) -> Result<Response, PageError> {
+    use crate::engine::store::{Mark, MarkError};
+    if !csrf_ok(&ui, &f.csrf) {
+        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
+    }
+    check_run_id(&f.run)?;
+    super::check_id("task", &f.task)?;
+    let to = match f.to.as_str() {
+        "success" => Mark::Success,
+        "skipped" => Mark::Skipped,
+        other => return Err(PageError::BadRequest(format!("a task is marked `success` or `skipped`, not `{other}`"))),
+    };
+    let (run_id, task_id) = (f.run.clone(), f.task.clone());
+    if f.confirm.is_none() {
+        let (r, t) = (run_id.clone(), task_id.clone());
+        let (run, tasks) = ui.with_store(move |s| Ok((s.run(&r)?, s.tasks(&r)?))).await?;
+        let run = run.ok_or_else(|| PageError::NotFound(format!("there is no run `{run_id}`")))?;
+        let task = tasks
+            .iter()
+            .find(|x| x.task_id == t)
+            .ok_or_else(|| PageError::NotFound(format!("run `{run_id}` has no task `{task_id}`")))?;
+        let mut body = format!(
+            r#"<p class="meta preview">Task <code>{}</code> of run <code>{}</code>: {} → {}. Nothing runs now; the run's state follows its tasks' (it is {} now). Recorded with who ({}) and when.</p>"#,
+            esc(&task_id),
+            esc(&run_id),
+            badge(task.state.name()),
+            badge(to.name()),
+            badge(run.state.name()),
+            esc(&ui.who()),
+        );
+        let _ = write!(
+            body,
+            r#"<form class="action" method="post" action="/mark">{}{}{}{}{}<button class="go" id="start">Mark {}</button> <a href="{}">Back</a></form>"#,
+            hidden("csrf", &ui.csrf),
+            hidden("run", &run_id),
+            hidden("task", &task_id),
+            hidden("as", to.name()),
+            hidden("confirm", "1"),
+            to.name(),
+            html::task_href(&run_id, &task_id),
+        );
+        return Ok(Html(html::page(
+            &ui.frame(false),
+            Nav::Dags,
+            &format!("Preview: mark {task_id} {}", to.name()),
+            &body,
+        ))
+        .into_response());
+    }
+    let who = ui.who();
+    let store_path = ui.project.state.clone();
+    let (r, t) = (run_id.clone(), task_id.clone());
+    let marked = tokio::task::spawn_blocking(move || {
+        let mut store = crate::engine::store::RunStore::open(&store_path).map_err(MarkError::Store)?;
+        store.mark(&r, &t, to, &who)
+    })
+    .await
+    .map_err(|e| PageError::Internal(e.to_string()))?;
+    match marked {
+        Ok(m) => {
+            info!(run = %run_id, task = %task_id, from = m.from, to = to.name(), "ui: task marked");
+            Ok(see_other(&html::task_href(&run_id, &task_id)))
+        }
+        Err(e) if e.is_usage() => Err(PageError::BadRequest(e.to_string())),
+        Err(e) => Err(PageError::Internal(e.to_string())),
+    }
+}
+
 fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
@@ -519,12 +670,36 @@ pub(super) async fn list(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
             ]
         })
         .collect();
-    let body = if rows.is_empty() {
+    let mut body = if rows.is_empty() {
         r#"<p class="empty">Nothing was started from this UI yet.</p>"#.to_string()
     } else {
         table("list", &["action", "state", "who", "started", "ended"], rows)
     };
-    Ok(Html(html::page(&ui.frame(running), Nav::Actions, "Actions started here", &body)))
+    let log = ui.with_store(|s| s.audit(None, 200)).await?;
+    body.push_str(r#"<h2>Audit log (the run store: every UI, every <code>cartflow mark</code>)</h2>"#);
+    if log.is_empty() {
+        body.push_str(r#"<p class="empty">Nothing done by hand yet.</p>"#);
+    } else {
+        body.push_str(&table(
+            "list audit",
+            &["when", "who", "what", "run", "task", "detail"],
+            log.iter().map(|a| {
+                vec![
+                    esc(&when(a.at)),
+                    esc(&a.who),
+                    esc(&a.action),
+                    if a.run_id.is_empty() {
+                        esc(&a.dag_id)
+                    } else {
+                        format!(r#"<a href="{}">{}</a>"#, html::run_href(&a.run_id), esc(&a.run_id))
+                    },
+                    esc(&a.task_id),
+                    esc(&a.detail),
+                ]
+            }),
+        ));
+    }
+    Ok(Html(html::page(&ui.frame(running), Nav::Actions, "Actions", &body)))
 }
 
 /// The CSRF token of a cancel form.
@@ -546,6 +721,7 @@ pub(super) async fn cancel(
     let a = find(&ui, &id)?;
     a.cancel.cancel();
     info!(action = a.id, "ui: action cancelled");
+    audit(&ui, "cancel", "", a.run_id.as_deref().unwrap_or_default(), "", &a.what).await?;
     Ok(see_other(&format!("/actions/{}", a.id)))
 }
 
@@ -647,18 +823,33 @@ pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) 
 }
 
 /// The actions of a task page: rerun it, alone or with its downstream.
-pub(super) fn task_actions(ui: &Ui, dag: &Dag, run: &RunRow, task: &str) -> String {
-    let downstream = dag.task_index(task).is_some_and(|i| !dag.tasks[i].downstream.is_empty());
-    format!(
-        r#"<div class="actions"><form class="action" method="post" action="/preview">{}{}{}{}{}<button>Rerun this task…</button></form></div>"#,
+pub(super) fn task_actions(ui: &Ui, dag: &Dag, run: &RunRow, task: &TaskRow, live: bool) -> String {
+    let downstream = dag.task_index(&task.task_id).is_some_and(|i| !dag.tasks[i].downstream.is_empty());
+    let mut out = format!(
+        r#"<div class="actions"><form class="action" method="post" action="/preview">{}{}{}{}{}<button>Rerun this task…</button></form>"#,
         hidden("csrf", &ui.csrf),
         hidden("action", "rerun"),
         hidden("run", &run.run_id),
-        hidden("task", task),
+        hidden("task", &task.task_id),
         if downstream {
             r#"<label><input type="checkbox" name="downstream" checked> and everything downstream</label> "#
         } else {
             ""
         }
-    )
+    );
+    // Mark by hand: a finished task of a run nothing executes now.
+    if !live && task.state.is_terminal() {
+        for to in ["success", "skipped"].into_iter().filter(|to| *to != task.state.name()) {
+            let _ = write!(
+                out,
+                r#"<form class="action mark" method="post" action="/mark">{}{}{}{}<button id="mark-{to}">Mark {to}…</button></form>"#,
+                hidden("csrf", &ui.csrf),
+                hidden("run", &run.run_id),
+                hidden("task", &task.task_id),
+                hidden("as", to),
+            );
+        }
+    }
+    out.push_str("</div>");
+    out
 }

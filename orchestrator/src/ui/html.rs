@@ -102,6 +102,12 @@ pub enum Nav {
     Backfills,
     /// Actions started here.
     Actions,
+    /// The lake's lineage and partitions.
+    Lake,
+    /// The dashboard's charts.
+    Insights,
+    /// The real-time stage.
+    Realtime,
     /// The query page.
     Query,
     /// None of them (errors).
@@ -128,7 +134,7 @@ pub fn page(frame: &Frame<'_>, nav: Nav, title: &str, body: &str) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · cartflow</title><link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>
-<body{refresh}><header><a class="brand" href="/">cartflow</a><nav>{dags}{backfills}{query}{actions}</nav><span class="where">{project} · backend {backend}</span></header>
+<body{refresh}><header><a class="brand" href="/">cartflow</a><nav>{dags}{backfills}{lake}{insights}{realtime}{query}{actions}</nav><span class="where">{project} · backend {backend}</span></header>
 <main>
 <h1>{title}</h1>
 {body}
@@ -138,6 +144,9 @@ pub fn page(frame: &Frame<'_>, nav: Nav, title: &str, body: &str) -> String {
         refresh = if frame.refresh { r#" data-refresh="3""# } else { "" },
         dags = tab(Nav::Dags, "/", "DAGs"),
         backfills = tab(Nav::Backfills, "/backfills", "Backfills"),
+        lake = tab(Nav::Lake, "/lake", "Lake"),
+        insights = tab(Nav::Insights, "/insights", "Insights"),
+        realtime = tab(Nav::Realtime, "/realtime", "Real-time"),
         query = tab(Nav::Query, "/query", "Query"),
         actions = tab(Nav::Actions, "/actions", "Actions"),
         project = esc(frame.project),

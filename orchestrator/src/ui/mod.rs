@@ -30,8 +30,10 @@ use crate::project::Project;
 
 mod actions;
 pub mod html;
+mod lake;
 mod pages;
 mod query;
+mod realtime;
 mod svg;
 
 /// How the server is started.
@@ -100,13 +102,23 @@ pub(crate) fn check_run_id(s: &str) -> Result<(), PageError> {
     Ok(())
 }
 
-/// The DAGs folder, compiled (on a blocking thread: it reads files).
-pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<crate::dag::DagSet, PageError> {
+/// The DAGs folder, compiled (on a blocking thread: it reads files); compiled again only when
+/// a file under it changed (its name, modification time or size).
+pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<Arc<crate::dag::DagSet>, PageError> {
     let ui = ui.clone();
-    tokio::task::spawn_blocking(move || ui.project.load())
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))?
-        .map_err(|e| PageError::Internal(format!("{e:#}")))
+    tokio::task::spawn_blocking(move || {
+        let snap = ui.project.dags_snapshot();
+        if let Some((seen, set)) = ui.dags.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *seen == snap
+        {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(ui.project.load().map_err(|e| PageError::Internal(format!("{e:#}")))?);
+        *ui.dags.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap, set.clone()));
+        Ok(set)
+    })
+    .await
+    .map_err(|e| PageError::Internal(e.to_string()))?
 }
 
 /// Refuses a bind that would expose the UI without a token.
@@ -122,6 +134,9 @@ pub fn check_options(o: &Options) -> Result<(), UiError> {
     Ok(())
 }
 
+/// The DAGs folder's files (name, modification time, size) and what they compiled to.
+type DagCache = (Vec<(std::path::PathBuf, std::time::SystemTime, u64)>, Arc<crate::dag::DagSet>);
+
 /// What every handler shares.
 #[derive(Debug)]
 pub struct Ui {
@@ -133,6 +148,10 @@ pub struct Ui {
     loopback: bool,
     csrf: String,
     store: Mutex<Option<RunStore>>,
+    /// The compiled DAGs and the snapshot of the files they came from.
+    dags: Mutex<Option<DagCache>>,
+    /// The query page's last results (paged and downloaded without running again).
+    results: Mutex<query::Kept>,
     actions: Mutex<Vec<Arc<actions::Action>>>,
     shutdown: CancellationToken,
 }
@@ -149,6 +168,8 @@ impl Ui {
             loopback: options.bind.ip().is_loopback(),
             csrf: random_hex(16),
             store: Mutex::new(None),
+            dags: Mutex::new(None),
+            results: Mutex::new(query::Kept::new()),
             actions: Mutex::new(Vec::new()),
             shutdown,
         })
@@ -171,6 +192,22 @@ impl Ui {
         .await
         .map_err(|e| PageError::Internal(format!("a page task failed: {e}")))?
         .map_err(|e| PageError::Internal(format!("{e}")))
+    }
+
+    /// Who the audit log says did what this UI did: the local user, marked `(token)` when the
+    /// server asks for one (whoever holds it).
+    fn who(&self) -> String {
+        let user = crate::engine::store::local_user();
+        if self.token.is_some() { format!("{user} (token)") } else { user }
+    }
+
+    /// The AWS region the aws backend's clients use (none on the local backend).
+    fn aws_region(&self) -> Option<String> {
+        match &self.env {
+            #[cfg(feature = "aws")]
+            Env::Aws(aws) => Some(aws.region()),
+            Env::Local(_) => None,
+        }
     }
 
     fn frame(&self, refresh: bool) -> html::Frame<'_> {
@@ -228,12 +265,19 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log", get(pages::log_text))
         .route("/runs/{run}/tasks/{task}/attempts/{attempt}/log/stream", get(pages::log_stream))
         .route("/backfills", get(actions::backfills))
+        .route("/lake", get(lake::page))
+        .route("/lake/{name}", get(lake::node))
+        .route("/insights", get(lake::insights))
+        .route("/insights/dashboard", get(lake::dashboard))
+        .route("/realtime", get(realtime::page))
         .route("/query", get(query::page).post(query::run))
         .route("/actions", get(actions::list))
         .route("/actions/{id}", get(actions::show))
         .route("/actions/{id}/cancel", post(actions::cancel))
         .route("/preview", post(actions::preview))
         .route("/start", post(actions::start))
+        .route("/mark", post(actions::mark))
+        .route("/pause", post(actions::pause))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
         .route(
             "/static/app.js",
@@ -271,22 +315,57 @@ pub async fn serve(
     served.map_err(UiError::Serve)
 }
 
-/// Token, host and origin checks before any handler; security headers after.
+/// Token, host and origin checks before any handler; security headers on every response,
+/// refusals included (a handler may set a narrower frame or content policy of its own).
 async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut resp = match refusal(&ui, &req) {
+        Some(r) => r,
+        None => {
+            let mut r = next.run(req).await;
+            // How long the page took on the server (a browser's devtools show it; the UI benchmark reads it).
+            if let Ok(v) = HeaderValue::from_str(&format!("app;dur={:.3}", started.elapsed().as_secs_f64() * 1e3)) {
+                r.headers_mut().insert("server-timing", v);
+            }
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        );
+    }
+    if !h.contains_key(header::X_FRAME_OPTIONS) {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    resp
+}
+
+/// Why `req` is refused before any handler sees it (wrong host, no token, another origin).
+fn refusal(ui: &Ui, req: &Request) -> Option<Response> {
     let headers = req.headers();
     if ui.loopback && !host_is_loopback(headers) {
-        return (StatusCode::MISDIRECTED_REQUEST, "this UI answers only to 127.0.0.1, localhost or [::1]")
-            .into_response();
+        return Some(
+            (StatusCode::MISDIRECTED_REQUEST, "this UI answers only to 127.0.0.1, localhost or [::1]").into_response(),
+        );
     }
     if let Some(token) = &ui.token {
-        let presented = bearer(headers).or_else(|| cookie(headers, "cartflow_ui"));
+        // The cookie holds the token percent-encoded (a cookie value cannot hold every character).
+        let presented =
+            bearer(headers).map(str::to_string).or_else(|| cookie(headers, "cartflow_ui").and_then(percent_decode));
         if !presented.is_some_and(|p| constant_eq(p.as_bytes(), token.as_bytes())) {
             // `?token=…` on a GET sets the cookie and sends the browser on without it.
             if req.method() == Method::GET
-                && let Some(t) = req.uri().query().and_then(|q| query_value(q, "token"))
+                && let Some(t) = req.uri().query().and_then(|q| query_value(q, "token")).and_then(percent_decode)
                 && constant_eq(t.as_bytes(), token.as_bytes())
             {
-                let cookie = format!("cartflow_ui={t}; HttpOnly; SameSite=Strict; Path=/");
+                let cookie = format!("cartflow_ui={}; HttpOnly; SameSite=Strict; Path=/", html::qv(&t));
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::SEE_OTHER;
                 r.headers_mut().insert(
@@ -296,35 +375,21 @@ async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response 
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
-                return r;
+                return Some(r);
             }
-            return (
-                StatusCode::UNAUTHORIZED,
-                "this UI needs its token: open it with ?token=… or send Authorization: Bearer …",
-            )
-                .into_response();
+            return Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "this UI needs its token: open it with ?token=… or send Authorization: Bearer …",
+                )
+                    .into_response(),
+            );
         }
     }
     if req.method() == Method::POST && !same_origin(headers) {
-        return PageError::Forbidden("a request from another origin was refused".into()).into_response();
+        return Some(PageError::Forbidden("a request from another origin was refused".into()).into_response());
     }
-    let started = std::time::Instant::now();
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    // How long the page took on the server (a browser's devtools show it; the UI benchmark reads it).
-    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={:.3}", started.elapsed().as_secs_f64() * 1e3)) {
-        h.insert("server-timing", v);
-    }
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    resp
+    None
 }
 
 fn host_is_loopback(h: &HeaderMap) -> bool {
@@ -357,6 +422,32 @@ fn cookie<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 fn query_value<'q>(q: &'q str, name: &str) -> Option<&'q str> {
     q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+}
+
+/// A query-string or cookie value with its `%XX` escapes (and `+` for a space) decoded; `None`
+/// when an escape is broken or the bytes are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
@@ -420,6 +511,11 @@ mod tests {
         assert!(!same_origin(&h));
         assert!(constant_eq(b"abc", b"abc") && !constant_eq(b"abc", b"abd") && !constant_eq(b"abc", b"ab"));
         assert_eq!(random_hex(16).len(), 32);
+        assert_eq!(percent_decode("a%2Fb+c%3d").as_deref(), Some("a/b c="));
+        assert_eq!(percent_decode("plain-token_1").as_deref(), Some("plain-token_1"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
     }
 
     #[test]

@@ -45,13 +45,13 @@ fn ok_html(s: String) -> Html<String> {
 pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, PageError> {
     let set = load_dags(&ui).await?;
     let ids: Vec<String> = set.dags.keys().cloned().collect();
-    let (recent, stored) = ui
+    let (recent, stored, paused) = ui
         .with_store(move |s| {
             let mut recent = HashMap::new();
             for id in &ids {
                 recent.insert(id.clone(), s.runs(Some(id.as_str()), 14)?);
             }
-            Ok((recent, s.dag_ids()?))
+            Ok((recent, s.dag_ids()?, s.paused()?))
         })
         .await?;
     let now = crate::schedule::clock::now();
@@ -70,6 +70,25 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
                 .map(|t| format!("next run at {} UTC", when(Some(t))))
                 .unwrap_or_else(|| "no more intervals".into())
         };
+        let (state, button) = match paused.get(&dag.id) {
+            Some((at, who)) => (
+                format!(
+                    r#"<span class="badge s-skipped">paused</span> <span class="meta">{} by {}</span>"#,
+                    esc(&when(*at)),
+                    esc(who)
+                ),
+                ("0", "Unpause"),
+            ),
+            None => (r#"<span class="badge s-success">active</span>"#.to_string(), ("1", "Pause")),
+        };
+        let toggle = format!(
+            r#"<form class="inline" method="post" action="/pause">{}{}{}<button id="pause-{}">{}</button></form>"#,
+            hidden("csrf", &ui.csrf),
+            hidden("dag", &dag.id),
+            hidden("paused", button.0),
+            esc(&dag.id),
+            button.1
+        );
         rows.push(vec![
             format!(r#"<a href="{}">{}</a>"#, html::dag_href(&dag.id), esc(&dag.id)),
             esc(&dag.description),
@@ -78,6 +97,7 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
             esc(&next),
             marks(&runs),
             format!("{} task(s)", dag.tasks.len()),
+            format!("{state} {toggle}"),
         ]);
     }
     for (id, file) in &set.failed_ids {
@@ -87,6 +107,7 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
             String::new(),
             String::new(),
             r#"<span class="badge s-failed">does not compile</span>"#.into(),
+            String::new(),
             String::new(),
             String::new(),
         ]);
@@ -100,9 +121,14 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
             String::new(),
             String::new(),
             String::new(),
+            String::new(),
         ]);
     }
-    let mut body = table("list", &["DAG", "description", "schedule", "timezone", "next", "last runs", "tasks"], rows);
+    let mut body = table(
+        "list",
+        &["DAG", "description", "schedule", "timezone", "next", "last runs", "tasks", "scheduling"],
+        rows,
+    );
     if !set.diagnostics.is_empty() {
         let _ = write!(
             body,
@@ -367,6 +393,7 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -
     body.push_str("<h2>Attempts</h2>");
     body.push_str(&svg::gantt(&v.run, &v.tasks, &v.attempts, crate::schedule::clock::now()));
     body.push_str("<h2>Tasks</h2>");
+    let region = ui.aws_region();
     let mut facts: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for (t, k, val) in &v.facts {
         facts.entry(t.as_str()).or_default().push((k.as_str(), val.as_str()));
@@ -379,6 +406,16 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -
         }
         for (k, val) in facts.get(t.task_id.as_str()).into_iter().flatten() {
             let _ = write!(f, r#"<br><code>{}</code> = <code>{}</code>"#, esc(k), esc(val));
+            let config = dag.as_deref().and_then(|d| rendered(d, &v.run, &t.task_id));
+            if let Some(region) = &region
+                && let Some(url) = console_link(region, k, val, config.as_ref())
+            {
+                let _ = write!(
+                    f,
+                    r#" <a class="console" href="{}" rel="noreferrer" target="_blank">AWS console</a>"#,
+                    esc(&url)
+                );
+            }
         }
         vec![
             format!(r#"<a href="{}">{}</a>"#, html::task_href(&v.run.run_id, &t.task_id), esc(&t.task_id)),
@@ -448,7 +485,7 @@ pub(super) async fn task(
         t.attempts
     );
     if let Some(d) = &dag {
-        body.push_str(&super::actions::task_actions(&ui, d, &v.run, &task_id));
+        body.push_str(&super::actions::task_actions(&ui, d, &v.run, t, v.live));
     }
     if !attempts.is_empty() {
         let rows = attempts.iter().map(|a| {
@@ -514,6 +551,41 @@ pub(super) async fn task(
         &format!("{task_id} · {run_id}"),
         &body,
     )))
+}
+
+/// The task's config rendered for the run's interval with the DAG's params.
+fn rendered(dag: &Dag, run: &RunRow, task_id: &str) -> Option<serde_json::Value> {
+    let task = dag.tasks.iter().find(|x| x.id == task_id)?;
+    let interval = DataInterval { start: run.interval_start, end: run.interval_end, tz: dag.timezone };
+    let ctx = crate::template::Context::new(&dag.id, &run.run_id, &interval, &dag.params).for_task(task_id);
+    task.config.render_json(&ctx).ok()
+}
+
+/// The AWS console page of what a fact names: a Glue job run, a DataBrew job's runs, an Athena
+/// query (the kinds' fact keys), in `region`.
+fn console_link(region: &str, key: &str, value: &str, config: Option<&serde_json::Value>) -> Option<String> {
+    let r = html::qv(region);
+    let job = || config.and_then(|c| c.get("job_name")).and_then(serde_json::Value::as_str).map(html::qv);
+    match key {
+        "glue_job_run_id" => Some(format!(
+            "https://{r}.console.aws.amazon.com/gluestudio/home?region={r}#/job/{}/run/{}",
+            job()?,
+            html::qv(value)
+        )),
+        "databrew_run_id" => Some(format!(
+            "https://{r}.console.aws.amazon.com/databrew/home?region={r}#job-details?job={}&tab=history",
+            job()?
+        )),
+        "athena_ctas" => {
+            let record: serde_json::Value = serde_json::from_str(value).ok()?;
+            let id = record.get("query_id")?.as_str()?;
+            Some(format!(
+                "https://{r}.console.aws.amazon.com/athena/home?region={r}#/query-editor/history/{}",
+                html::qv(id)
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The last `max` bytes of a log (whole lines), whether it was cut, and the length read up to.
@@ -682,4 +754,35 @@ async fn read_from(path: &str, offset: u64, all: bool) -> (String, u64) {
     })
     .await
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_link;
+
+    #[test]
+    fn facts_link_to_the_console_page_of_what_they_name() {
+        let glue = serde_json::json!({"job_name": "ecommerce-clean-events"});
+        assert_eq!(
+            console_link("eu-west-1", "glue_job_run_id", "jr_0a1b", Some(&glue)).as_deref(),
+            Some(
+                "https://eu-west-1.console.aws.amazon.com/gluestudio/home?region=eu-west-1#/job/ecommerce-clean-events/run/jr_0a1b"
+            )
+        );
+        assert!(console_link("eu-west-1", "glue_job_run_id", "jr_0a1b", None).is_none(), "no job name, no link");
+        let q = r#"{"token":"t","query_id":"q-1<x>"}"#;
+        assert_eq!(
+            console_link("us-east-1", "athena_ctas", q, None).as_deref(),
+            Some(
+                "https://us-east-1.console.aws.amazon.com/athena/home?region=us-east-1#/query-editor/history/q-1%3Cx%3E"
+            )
+        );
+        assert!(console_link("us-east-1", "athena_ctas", "not json", None).is_none());
+        assert!(console_link("us-east-1", "stage_report", "{}", None).is_none());
+        let brew = serde_json::json!({"job_name": "ecommerce-enrich-events"});
+        assert!(
+            console_link("us-east-1", "databrew_run_id", "db_1", Some(&brew))
+                .is_some_and(|u| u.contains("job=ecommerce-enrich-events"))
+        );
+    }
 }

@@ -34,7 +34,17 @@ pub(super) struct QueryForm {
     format: Option<String>,
     #[serde(default)]
     saved: Option<String>,
+    /// The result being paged through (kept by the server: a page or a CSV of it does not run
+    /// the query again — on Athena that would scan, and bill, the data again).
+    #[serde(default)]
+    result: Option<String>,
 }
+
+/// Results kept for paging and download.
+const KEPT: usize = 8;
+
+/// The kept results: (id, SQL, result), newest last.
+pub(super) type Kept = std::collections::VecDeque<(String, String, Arc<flows::sql::QueryResult>)>;
 
 fn form(ui: &Ui, sql: &str, saved: &[String]) -> String {
     let mut out = format!(
@@ -75,11 +85,29 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> 
     if !csrf_ok(&ui, &f.csrf) {
         return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
     }
-    let request = flows::sql::Request { sql: f.sql.clone(), limit: MAX_ROWS };
-    let cancel = ui.shutdown.child_token();
-    let result = flows::sql::query(&ui.env, &request, &cancel).await;
+    let kept = f.result.as_deref().and_then(|id| {
+        let list = ui.results.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter().find(|(i, sql, _)| i == id && *sql == f.sql).map(|(i, _, r)| (i.clone(), r.clone()))
+    });
     let mut body = form(&ui, &f.sql, &saved_list(&ui));
-    let r = match result {
+    let reused = kept.is_some();
+    let result = match kept {
+        Some(k) => Ok(k),
+        None => {
+            let request = flows::sql::Request { sql: f.sql.clone(), limit: MAX_ROWS };
+            let cancel = ui.shutdown.child_token();
+            flows::sql::query(&ui.env, &request, &cancel).await.map(|r| {
+                let (id, r) = (super::random_hex(8), Arc::new(r));
+                let mut list = ui.results.lock().unwrap_or_else(|p| p.into_inner());
+                list.push_back((id.clone(), f.sql.clone(), r.clone()));
+                while list.len() > KEPT {
+                    list.pop_front();
+                }
+                (id, r)
+            })
+        }
+    };
+    let (result_id, r) = match result {
         Ok(r) => r,
         Err(e) => {
             let (cls, what) = match &e {
@@ -101,10 +129,12 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> 
         }
     };
     if f.format.as_deref() == Some("csv") {
-        let mut csv = String::new();
-        push_csv(&mut csv, r.columns.iter().map(|c| Some(c.as_str())));
+        // Byte for byte what `cartflow sql --format csv` prints.
+        let mut csv = flows::sql::csv_line(r.columns.iter().map(|c| Some(c.as_str())));
+        csv.push('\n');
         for row in &r.rows {
-            push_csv(&mut csv, row.iter().map(Option::as_deref));
+            csv.push_str(&flows::sql::csv_line(row.iter().map(Option::as_deref)));
+            csv.push('\n');
         }
         return Ok((
             [
@@ -122,13 +152,25 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> 
         r#"<p class="meta" id="query-stats">{} row(s){} · {} scanned · {:.0} ms · {}{}</p>"#,
         r.rows.len(),
         if r.truncated { format!(" (cut at {})", r.limit) } else { String::new() },
-        bytes(r.bytes_scanned),
+        flows::sql::human_bytes(r.bytes_scanned),
         r.elapsed.as_secs_f64() * 1e3,
         match r.backend {
             crate::env::Backend::Local => "DataFusion (local)",
             crate::env::Backend::Aws => "Athena",
         },
         r.query_id.as_deref().map(|q| format!(" · query id <code>{}</code>", esc(q))).unwrap_or_default()
+    );
+    if reused {
+        body.push_str(r#"<p class="meta" id="kept">The result kept from its run above: this page did not run the query again.</p>"#);
+    }
+    let _ = write!(
+        body,
+        r#"<form class="inline" method="post" action="/query">{}{}{}{}<button id="csv-result">Download these {} row(s) as CSV</button></form>"#,
+        hidden("csrf", &ui.csrf),
+        hidden("sql", &f.sql),
+        hidden("result", &result_id),
+        hidden("format", "csv"),
+        r.rows.len()
     );
     let rows = r.rows.iter().skip((page - 1) * PAGE).take(PAGE).map(|row| {
         row.iter().map(|v| v.as_deref().map_or_else(|| r#"<span class="null">NULL</span>"#.to_string(), esc)).collect()
@@ -143,53 +185,15 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> 
             } else {
                 let _ = write!(
                     body,
-                    r#"<form class="inline" method="post" action="/query">{}{}{}<button>{p}</button></form> "#,
+                    r#"<form class="inline" method="post" action="/query">{}{}{}{}<button>{p}</button></form> "#,
                     hidden("csrf", &ui.csrf),
                     hidden("sql", &f.sql),
-                    hidden("page", &p.to_string())
+                    hidden("page", &p.to_string()),
+                    hidden("result", &result_id),
                 );
             }
         }
         body.push_str("</div>");
     }
     Ok(Html(html::page(&ui.frame(false), Nav::Query, "Query", &body)).into_response())
-}
-
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
-/// One CSV line (RFC 4180: a field with a comma, quote or line break is quoted; NULL is empty).
-fn push_csv<'a>(out: &mut String, fields: impl Iterator<Item = Option<&'a str>>) {
-    let mut first = true;
-    for f in fields {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let f = f.unwrap_or("");
-        if f.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&f.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(f);
-        }
-    }
-    out.push_str("\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn csv_quotes_what_needs_it() {
-        let mut s = String::new();
-        super::push_csv(&mut s, [Some("a"), Some("b,c"), Some("say \"hi\""), None].into_iter());
-        assert_eq!(s, "a,\"b,c\",\"say \"\"hi\"\"\",\r\n");
-    }
 }

@@ -24,12 +24,44 @@ pub fn graph(run_id: &str, dag: Option<&Dag>, tasks: &[TaskRow], states: &HashMa
         Some(d) => d.tasks.iter().map(|t| t.id.as_str()).collect(),
         None => tasks.iter().map(|t| t.task_id.as_str()).collect(),
     };
-    let mut layer = vec![0i64; ids.len()];
-    if let Some(d) = dag {
-        // Tasks are in topological order: one pass gives each its longest path.
-        for (i, t) in d.tasks.iter().enumerate() {
-            layer[i] = t.upstream.iter().map(|&u| layer[u] + 1).max().unwrap_or(0);
-        }
+    let boxes: Vec<LayerBox> = ids
+        .iter()
+        .map(|id| {
+            let state = states.get(id).copied().unwrap_or("none");
+            LayerBox {
+                label: id.to_string(),
+                title: format!("{id} · {state}"),
+                href: task_href(run_id, id),
+                class: state_class(state),
+            }
+        })
+        .collect();
+    let upstream: Vec<Vec<usize>> = match dag {
+        Some(d) => d.tasks.iter().map(|t| t.upstream.clone()).collect(),
+        None => vec![Vec::new(); ids.len()],
+    };
+    layered("graph", "task graph", &boxes, &upstream)
+}
+
+/// One box of a [`layered`] picture.
+#[derive(Debug, Clone)]
+pub struct LayerBox {
+    /// Its text (cut at 22 characters).
+    pub label: String,
+    /// Its tooltip.
+    pub title: String,
+    /// Where it links.
+    pub href: String,
+    /// Its CSS class (a state's colour).
+    pub class: &'static str,
+}
+
+/// Boxes in layers by their longest path from a root, `upstream[i]` (all before `i`) joined to
+/// box `i` by lines: the task graph of a run and the lineage of the lake.
+pub fn layered(class: &str, aria: &str, boxes: &[LayerBox], upstream: &[Vec<usize>]) -> String {
+    let mut layer = vec![0i64; boxes.len()];
+    for i in 0..boxes.len() {
+        layer[i] = upstream.get(i).into_iter().flatten().filter(|&&u| u < i).map(|&u| layer[u] + 1).max().unwrap_or(0);
     }
     let mut row_in_layer: HashMap<i64, i64> = HashMap::new();
     let pos: Vec<(i64, i64)> = layer
@@ -44,32 +76,29 @@ pub fn graph(run_id: &str, dag: Option<&Dag>, tasks: &[TaskRow], states: &HashMa
     let width = pos.iter().map(|p| p.0 + BOX_W + 10).max().unwrap_or(200);
     let height = pos.iter().map(|p| p.1 + BOX_H + 10).max().unwrap_or(50);
     let mut out = format!(
-        r#"<svg class="graph" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="task graph">"#
+        r#"<svg class="{class}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{aria}">"#,
+        class = esc(class),
+        aria = esc(aria),
     );
-    if let Some(d) = dag {
-        for (i, t) in d.tasks.iter().enumerate() {
-            for &u in &t.upstream {
-                let (x1, y1) = (pos[u].0 + BOX_W, pos[u].1 + BOX_H / 2);
-                let (x2, y2) = (pos[i].0, pos[i].1 + BOX_H / 2);
-                let _ = write!(out, r#"<line class="edge" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}"/>"#);
-            }
+    for (i, ups) in upstream.iter().enumerate().take(boxes.len()) {
+        for &u in ups.iter().filter(|&&u| u < i) {
+            let (x1, y1) = (pos[u].0 + BOX_W, pos[u].1 + BOX_H / 2);
+            let (x2, y2) = (pos[i].0, pos[i].1 + BOX_H / 2);
+            let _ = write!(out, r#"<line class="edge" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}"/>"#);
         }
     }
-    for (i, id) in ids.iter().enumerate() {
-        let state = states.get(id).copied().unwrap_or("none");
-        let (x, y) = pos[i];
-        let label: String = if id.chars().count() > 22 {
-            format!("{}…", id.chars().take(21).collect::<String>())
+    for (b, &(x, y)) in boxes.iter().zip(&pos) {
+        let label: String = if b.label.chars().count() > 22 {
+            format!("{}…", b.label.chars().take(21).collect::<String>())
         } else {
-            id.to_string()
+            b.label.clone()
         };
         let _ = write!(
             out,
-            r#"<a href="{href}"><g class="node {cls}"><title>{id} · {state}</title><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="5"/><text x="{tx}" y="{ty}">{label}</text></g></a>"#,
-            href = task_href(run_id, id),
-            cls = state_class(state),
-            id = esc(id),
-            state = esc(state),
+            r#"<a href="{href}"><g class="node {cls}"><title>{title}</title><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="5"/><text x="{tx}" y="{ty}">{label}</text></g></a>"#,
+            href = esc(&b.href),
+            cls = b.class,
+            title = esc(&b.title),
             tx = x + 8,
             ty = y + 20,
             label = esc(&label),

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::lake::repo_path;
 
-type Rows = Vec<Vec<Option<String>>>;
+pub(super) type Rows = Vec<Vec<Option<String>>>;
 
 /// The demo's two days in a fresh project.
 fn demo() -> Project {
@@ -41,7 +41,7 @@ fn rows_of(v: &Value) -> Rows {
 /// The rows DuckDB gives for each query, over the lake's Parquet files: `ecommerce.events`
 /// (the clean zone) and `ecommerce.enriched_events` (tests/python/lake_duckdb.py), and
 /// `enriched_events` unqualified. Each value as text (`str()`), NULL as None.
-fn duckdb(python: &Path, lake: &Path, queries: &[&str]) -> Vec<Rows> {
+pub(super) fn duckdb(python: &Path, lake: &Path, queries: &[&str]) -> Vec<Rows> {
     let code = r#"
 import json, sys
 sys.path.insert(0, sys.argv[1])

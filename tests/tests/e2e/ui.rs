@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use cartflow_e2e::browser::Browser;
 use cartflow_e2e::{Project, sh};
 
+use super::sql::duckdb;
+
 /// A running `cartflow ui`; interrupted and reaped on drop.
 struct Ui {
     child: Child,
@@ -22,10 +24,19 @@ impl Ui {
     fn start(p: &Project, extra: &[&str]) -> Ui {
         let mut args = vec!["ui", "--bind", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = p.spawn(&args);
+        Ui::spawn(p, &args)
+    }
+
+    /// Runs `cartflow ARGS` and waits for the line that gives the UI's address.
+    fn spawn(p: &Project, args: &[&str]) -> Ui {
+        let mut child = p.spawn(args);
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        out.read_line(&mut line).expect("the first line of `cartflow ui`");
+        while !line.starts_with("cartflow ui: http://") {
+            line.clear();
+            let n = out.read_line(&mut line).expect("a line of stdout");
+            assert!(n > 0, "`cartflow {}` ended before it served the UI", args.join(" "));
+        }
         let base = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -151,6 +162,11 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     assert!(head.contains("x-frame-options: DENY"), "{head}");
     // A value from a DAG file is escaped, never markup.
     assert!(page.contains("fails until ok exists &lt;b&gt;&amp;&lt;/b&gt;") && !page.contains("<b>&</b>"), "{page}");
+    // A DAG file written while the UI runs is on the next page (the compiled DAGs are kept only
+    // while no file under the folder changed).
+    assert!(!page.contains(r#"href="/dags/later""#));
+    p.dag("later.yaml", &format!("id: later\ntasks:\n{}", sh("x", "", "true")));
+    assert!(ui.get("/").1.contains(r#"href="/dags/later""#), "the new DAG is listed");
 
     // POSTs: without the CSRF token, with a wrong one, or from another origin: refused, and
     // nothing ran.
@@ -179,6 +195,8 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         "/../../etc/passwd",
         "/static/..%2F..%2F..%2Fetc%2Fpasswd",
         "/dags/nope",
+        "/lake/..%2F..%2Fetc%2Fpasswd",
+        "/lake/nope",
         "/runs/flaky@2019-10-09T00:00:00Z",
         "/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/9/log",
         "/actions/1",
@@ -197,8 +215,12 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     assert_eq!(status, 200);
     assert!(log.contains("boom: no ok file"), "{log}");
     // DNS rebinding: a loopback server answers only to loopback host names.
-    let (status, _, _) = ui.http("GET", "/", &[("Host", "evil.example:80")], "");
+    let (status, head, _) = ui.http("GET", "/", &[("Host", "evil.example:80")], "");
     assert_eq!(status, 421);
+    assert!(
+        head.contains("x-frame-options: DENY") && head.contains("content-security-policy:"),
+        "a refusal has them too: {head}"
+    );
     drop(ui);
 
     // With a token: nothing without it; the token as a bearer, or once in the query (which
@@ -326,6 +348,165 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     assert_eq!(lake_files(&p), lake_before, "a refused query wrote nothing");
     browser.screenshot(&shots.join("2c-query-refused.png"));
 
+    // The same rows as DuckDB reading the same Parquet files (an answer that is not ours).
+    let Some(python) = cartflow_e2e::venv_python_with("duckdb") else { return };
+    let lake = p.path().join(".cartflow/lake");
+    let quarantine_sql = format!(
+        "SELECT dt, reason, count(*) FROM read_parquet('{}/quarantine/events/*/*.parquet', hive_partitioning = true, hive_types = {{'dt': 'VARCHAR'}}) GROUP BY ALL ORDER BY ALL",
+        lake.display()
+    );
+    let per_day_clean = "SELECT dt, count(*) AS events FROM ecommerce.events GROUP BY dt ORDER BY dt";
+    let duck = duckdb(&python, &lake, &[q, per_day_clean, &quarantine_sql]);
+    let duck_rows: Vec<String> =
+        duck[0].iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_default()).collect::<Vec<_>>().join(",")).collect();
+    assert_eq!(page_rows[1..], duck_rows[..], "the query page's rows are DuckDB's");
+    // The CSV download is byte for byte what `cartflow sql` prints, NULL and '' apart.
+    let odd = "SELECT NULL AS a, '' AS b, ' padded' AS c, 'x,y' AS d";
+    let cli = p.run(&["sql", "--format", "csv", odd]);
+    cli.expect_code(0);
+    assert_eq!(cli.stdout, "a,b,c,d\n,\"\",\" padded\",\"x,y\"\n");
+    let (status, _, csv) = ui.http(
+        "POST",
+        "/query",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("csrf={}&format=csv&sql={}", ui.csrf(), form_value(odd)),
+    );
+    assert_eq!((status, csv.as_str()), (200, cli.stdout.as_str()));
+
+    // Paging a result does not run the query again (on Athena that would scan, and bill, again).
+    let many = "SELECT user_id, count(*) AS n FROM enriched_events GROUP BY user_id ORDER BY n DESC, user_id";
+    let first_form = format!("csrf={}&sql={}", ui.csrf(), form_value(many));
+    let (status, _, first) = ui.http("POST", "/query", &[ct_form()], &first_form);
+    assert_eq!(status, 200, "{first}");
+    assert!(!first.contains(r#"id="kept""#), "the first page ran it");
+    let at = first.find(r#"name="result" value=""#).expect("the result's id") + r#"name="result" value=""#.len();
+    let id = first[at..].split('"').next().unwrap_or_default().to_string();
+    let stats =
+        |page: &str| page.split(r#"id="query-stats">"#).nth(1).and_then(|s| s.split("</p>").next()).map(str::to_string);
+    let (_, _, second) = ui.http("POST", "/query", &[ct_form()], &format!("{first_form}&page=2&result={id}"));
+    assert!(second.contains(r#"id="kept""#) && second.contains("<strong>2</strong>"), "{second}");
+    assert_eq!(stats(&second), stats(&first), "the same result: same rows, same time");
+    // Another query under that id runs (a kept result is only ever its own query's).
+    let (_, _, other) =
+        ui.http("POST", "/query", &[ct_form()], &format!("csrf={}&sql={}&result={id}", ui.csrf(), form_value(q)));
+    assert!(!other.contains(r#"id="kept""#) && other.contains("3 row(s)"), "{other}");
+
+    // The lake: the lineage raw -> staged -> clean / quarantine -> enriched -> the insights; each
+    // day of the clean events with DuckDB's row count, written by that day's run.
+    browser.goto(&format!("{}/lake", ui.base));
+    browser.wait_for("svg.lineage", Duration::from_secs(30));
+    let names: Vec<String> =
+        browser.find_all("table.lake tbody tr td:first-child").iter().map(|c| browser.text(c)).collect();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} in {names:?}"));
+    for (a, b) in [
+        ("raw/events", "ecommerce.staged_events"),
+        ("ecommerce.staged_events", "ecommerce.events"),
+        ("ecommerce.staged_events", "quarantine/events"),
+        ("ecommerce.events", "ecommerce.enriched_events"),
+        ("ecommerce.enriched_events", "ecommerce.daily_visitors"),
+        ("ecommerce.enriched_events", "ecommerce.brand_marketing"),
+    ] {
+        assert!(at(a) < at(b), "{a} before {b}: {names:?}");
+    }
+    assert!(browser.find_all("svg.lineage line.edge").len() >= 8, "the lineage's arrows");
+    browser.screenshot(&shots.join("2d-lake.png"));
+    let (status, events) = ui.get("/lake/ecommerce.events");
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(duck[1].len(), 3, "three days: {:?}", duck[1]);
+    for row in &duck[1] {
+        let (dt, n) = (row[0].as_deref().expect("dt"), row[1].as_deref().expect("count"));
+        assert!(events.contains(&format!("<code>dt={dt}</code></td><td>{n}</td>")), "dt={dt}: {n} rows in\n{events}");
+        assert!(events.contains(&format!("/runs/ecommerce_daily@{dt}T00:00:00Z/tasks/clean")), "dt={dt} by its run");
+    }
+    // The quarantine's reasons per day, as DuckDB counts them.
+    let head: Vec<String> = browser.find_all("table.quarantine thead th").iter().map(|c| browser.text(c)).collect();
+    let mut shown = Vec::new();
+    for tr in browser.find_all("table.quarantine tbody tr") {
+        let cells: Vec<String> = browser.text(&tr).split_whitespace().map(str::to_string).collect();
+        for (reason, n) in head[1..head.len() - 1].iter().zip(&cells[1..]) {
+            if n != "0" {
+                shown.push(vec![Some(cells[0].clone()), Some(reason.clone()), Some(n.clone())]);
+            }
+        }
+    }
+    shown.sort();
+    assert!(!duck[2].is_empty(), "the demo quarantines some rows");
+    assert_eq!(shown, duck[2], "quarantine reasons per day");
+    assert_eq!(ui.get("/lake/nope").0, 404);
+    assert_eq!(ui.get("/lake/ecommerce.events?page=0").0, 400);
+
+    // Insights: the dashboard of `cartflow dashboard` for the range chosen, in the page.
+    let (d1, d2) = (&runs[0].0[16..26], &runs[1].0[16..26]);
+    browser.goto(&format!("{}/insights?from={d1}&to={d2}", ui.base));
+    browser.wait_for("iframe.dashboard", Duration::from_secs(10));
+    wait_until("the dashboard's charts in the page", Duration::from_secs(60), || {
+        let js = "var f = document.querySelector('iframe.dashboard'); var d = f && f.contentDocument; return d && d.readyState === 'complete' ? d.querySelectorAll('svg').length : 0;";
+        browser.script(js, serde_json::json!([])).as_u64().unwrap_or(0) >= 5
+    });
+    browser.screenshot(&shots.join("2e-insights.png"));
+    let (status, head, doc) = ui.http("GET", &format!("/insights/dashboard?from={d1}&to={d2}"), &[], "");
+    assert_eq!(status, 200, "{doc}");
+    assert!(head.contains("frame-ancestors 'self'") && head.contains("x-frame-options: SAMEORIGIN"), "{head}");
+    p.run(&["dashboard", "--from", d1, "--to", d2, "--out", "range.html"]).expect_code(0);
+    let unbuilt = |s: &str| {
+        let (a, rest) = s.split_once(" · built ").expect("a build time");
+        format!("{a}{}", rest.split_once(" by cartflow").expect("by").1)
+    };
+    assert_eq!(unbuilt(&doc), unbuilt(&p.read("range.html")), "the same dashboard as `cartflow dashboard`");
+    assert!(doc.contains("<b>2</b><span>days</span>"), "two days shown");
+    assert_eq!(ui.get(&format!("/insights?from={d2}&to={d1}")).0, 400, "a range that ends before it starts");
+    assert_eq!(ui.get("/insights?from=yesterday").0, 400);
+
+    // The real-time stage: no consumer behind; per day what the archive holds (counted from
+    // the raw files), alerts per day and rule as the alerts table has them, the notifications
+    // file's last lines, and a reprocess's diff once one ran.
+    let rt = p.path().join(".cartflow/streaming");
+    let (status, page) = ui.get("/realtime");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("No reprocess yet"), "{page}");
+    let lag_rows = page.matches("<tr><td>stream1</td>").count();
+    assert!(lag_rows >= 1 && page.matches("<tr><td>stream2</td>").count() >= 1, "{page}");
+    assert!(!page.contains(" behind</b>"), "the demo's stage drained its streams: {page}");
+    for (run_id, _) in &runs {
+        let dt = &run_id[16..26];
+        let raw = raw_lines(&lake.join(format!("raw/events/dt={dt}")));
+        assert!(raw > 1000, "{dt}: {raw}");
+        let row = format!(
+            r#"<tr><td>{dt}</td><td><a href="/runs/{run_id}/tasks/stream">ecommerce_daily</a></td><td>{raw}</td><td>{raw}</td>"#
+        );
+        assert!(page.contains(&row), "{dt}: produced and archived {raw} in\n{page}");
+    }
+    let alerts_db = rusqlite::Connection::open(rt.join("alerts.db")).expect("alerts.db");
+    let per_day: Vec<(String, String, i64, i64)> = {
+        let mut st = alerts_db
+            .prepare("SELECT substr(window_start, 1, 10), rule, count(*), sum(notified) FROM alerts WHERE status = 'active' GROUP BY 1, 2 ORDER BY 1, 2")
+            .expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("q")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    assert!(!per_day.is_empty(), "the demo's bots raise alerts");
+    for (day, rule, n, notified) in &per_day {
+        let row = format!("<tr><td>{day}</td><td>{rule}</td><td>{n}</td><td>{notified}</td><td>0</td></tr>");
+        assert!(page.contains(&row), "{row} in\n{page}");
+    }
+    let notes = std::fs::read_to_string(rt.join("notifications.jsonl")).expect("notifications");
+    let last = notes.lines().rfind(|l| !l.trim().is_empty()).expect("a notification");
+    assert!(page.contains(&html_escape(last)), "the last notification: {last}");
+    let day = &per_day[0].0;
+    p.run(&["reprocess", "--stage", "detector", "--from", day.as_str(), "--to", day.as_str(), "--dry-run"])
+        .expect_code(0);
+    browser.goto(&format!("{}/realtime", ui.base));
+    let meta = browser.text(&browser.wait_for("p.reprocess", Duration::from_secs(10)));
+    assert!(meta.contains(&format!("{day} to {day}")) && meta.contains("dry run"), "{meta}");
+    // The rules did not change: every alert of that day comes back unchanged.
+    for (d, rule, n, _) in per_day.iter().filter(|r| &r.0 == day) {
+        let row = format!("<tr><td>{rule}</td><td>{d}</td><td>0</td><td>0</td><td>0</td><td>{n}</td></tr>");
+        assert!(browser.source().contains(&row), "{row}");
+    }
+    browser.screenshot(&shots.join("2f-realtime.png"));
+
     // A failing task's cell opens its log.
     browser.goto(&format!("{}/dags/flaky", ui.base));
     let failed = browser.wait_for("table.grid td a.cell.s-failed", Duration::from_secs(10));
@@ -378,6 +559,120 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     assert!(jobs.contains("flaky:"), "the job is listed: {jobs}");
 }
 
+fn task_states(p: &Project, run_id: &str) -> Vec<(String, String, i64)> {
+    let db = p.store();
+    let mut stmt = db
+        .prepare("SELECT task_id, state, attempts FROM task_instances WHERE run_id = ?1 ORDER BY task_id")
+        .expect("sql");
+    stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("q").map(|r| r.expect("row")).collect()
+}
+
+#[test]
+fn a_task_marked_from_the_ui_shows_a_preview_then_changes_the_store_with_who_and_when() {
+    let p = Project::new();
+    flaky_dag(&p);
+    p.run(&["run", "flaky", "--date", "2019-10-01"]).expect_code(1);
+    let run = "flaky@2019-10-01T00:00:00Z";
+    let before = task_states(&p, run);
+    assert_eq!(
+        before.iter().map(|(t, s, _)| (t.as_str(), s.as_str())).collect::<Vec<_>>(),
+        [("extract", "success"), ("load", "failed"), ("report", "upstream_failed")]
+    );
+    let ui = Ui::start(&p, &[]);
+    let (_, page) = ui.get(&format!("/runs/{run}/tasks/load"));
+    assert!(page.contains(r#"id="mark-success""#) && page.contains(r#"id="mark-skipped""#), "{page}");
+    let ct = ("Content-Type", "application/x-www-form-urlencoded");
+    let form = format!("csrf={}&run={}&task=load&as=success", ui.csrf(), form_value(run));
+    // Without the CSRF token: refused. The preview changes nothing.
+    assert_eq!(ui.http("POST", "/mark", &[ct], &format!("run={}&task=load&as=success", form_value(run))).0, 403);
+    let (status, _, preview) = ui.http("POST", "/mark", &[ct], &form);
+    assert_eq!(status, 200, "{preview}");
+    assert!(preview.contains("failed") && preview.contains(r#"name="confirm""#), "{preview}");
+    assert_eq!(task_states(&p, run), before, "the preview marked nothing");
+    for bad in ["task=load&as=running", "task=nope&as=success"] {
+        let f = format!("csrf={}&run={}&{bad}&confirm=1", ui.csrf(), form_value(run));
+        let (status, _, page) = ui.http("POST", "/mark", &[ct], &f);
+        assert!(status == 400 || status == 404, "{bad}: {status} {page}");
+    }
+    let (status, head, _) = ui.http("POST", "/mark", &[ct], &format!("{form}&confirm=1"));
+    assert_eq!(status, 303, "{head}");
+    let after = task_states(&p, run);
+    assert_eq!(after[1], ("load".to_string(), "success".to_string(), 1), "marked, and no attempt ran");
+    assert_eq!(after[2].1, "upstream_failed");
+    assert_eq!(runs_of(&p, "flaky")[0].1, "failed", "report still has not run");
+    // The next execution of the run runs what the mark let through (and not the marked task).
+    p.run(&["run", "flaky", "--date", "2019-10-01"]).expect_code(0);
+    let resumed = task_states(&p, run);
+    assert_eq!(resumed[1], ("load".to_string(), "success".to_string(), 1), "load did not run again");
+    assert_eq!((resumed[2].1.as_str(), resumed[2].2), ("success", 1), "report ran once");
+    // The CLI's mark, and what it refuses.
+    p.run(&["mark", run, "nope", "--as", "success"]).expect_code(2);
+    p.run(&["mark", "flaky@2019-10-09T00:00:00Z", "load", "--as", "success"]).expect_code(2);
+    let r = p.run(&["mark", run, "report", "--as", "skipped"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("success -> skipped"), "{}", r.stdout);
+    // Both are in the audit log, with who and when; the Actions page lists them.
+    let db = p.store();
+    let log: Vec<(String, String, String, String)> = {
+        let mut st = db.prepare("SELECT who, action, task_id, at FROM audit ORDER BY id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("q")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown user".into());
+    assert_eq!(
+        log.iter().map(|(w, a, t, _)| (w.as_str(), a.as_str(), t.as_str())).collect::<Vec<_>>(),
+        [(user.as_str(), "mark_success", "load"), (user.as_str(), "mark_skipped", "report")]
+    );
+    assert!(log.iter().all(|l| l.3.starts_with("20")), "{log:?}");
+    let (_, actions) = ui.get("/actions");
+    assert!(
+        actions.contains("mark_success")
+            && actions.contains("mark_skipped")
+            && actions.contains("failed -&gt; success"),
+        "{actions}"
+    );
+
+    // Pause from the DAGs page: the scheduler creates no run of it; unpaused (by the CLI), it does.
+    let (_, dags) = ui.get("/");
+    assert!(dags.contains(r#"id="pause-flaky">Pause<"#), "{dags}");
+    let (status, head, _) = ui.http("POST", "/pause", &[ct], &format!("csrf={}&dag=flaky&paused=1", ui.csrf()));
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(ui.http("POST", "/pause", &[ct], "dag=flaky&paused=0").0, 403, "a pause needs the CSRF token too");
+    assert_eq!(ui.http("POST", "/pause", &[ct], &format!("csrf={}&dag=nope&paused=1", ui.csrf())).0, 404);
+    let (_, dags) = ui.get("/");
+    assert!(dags.contains("paused</span>") && dags.contains(r#"id="pause-flaky">Unpause<"#), "{dags}");
+    let runs_before = runs_of(&p, "flaky").len();
+    p.run(&["scheduler", "--once"]).expect_code(0);
+    assert_eq!(runs_of(&p, "flaky").len(), runs_before, "a paused DAG gets no scheduled run");
+    p.run(&["unpause", "nope"]).expect_code(2);
+    p.run(&["unpause", "flaky"]).expect_code(0);
+    let _ = p.run(&["scheduler", "--once"]);
+    assert_eq!(runs_of(&p, "flaky").len(), runs_before + 1, "unpaused, its due interval runs");
+    let actions: Vec<String> = {
+        let mut st = db.prepare("SELECT action FROM audit WHERE dag_id = 'flaky' ORDER BY id").expect("sql");
+        st.query_map([], |r| r.get(0)).expect("q").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(actions, ["mark_success", "mark_skipped", "pause", "unpause"]);
+}
+
+#[test]
+fn demo_ui_serves_the_demo_project_when_the_demo_is_done() {
+    let p = Project::new();
+    let ui = Ui::spawn(&p, &["demo", "--days", "1", "--events-per-day", "1500", "--ui", "--bind", "127.0.0.1:0"]);
+    // The demo is over when the UI answers: its run is there, finished.
+    assert_eq!(
+        runs_of(&p, "ecommerce_daily"),
+        vec![("ecommerce_daily@2019-10-01T00:00:00Z".to_string(), "success".to_string())]
+    );
+    let (status, page) = ui.get("/dags/ecommerce_daily");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("/runs/ecommerce_daily@2019-10-01T00:00:00Z"), "{page}");
+    // Without --ui, --bind is refused (it would be ignored).
+    p.run(&["demo", "--days", "1", "--bind", "127.0.0.1:0"]).expect_code(2);
+}
+
 #[test]
 fn a_running_task_log_is_tailed_live_in_the_browser() {
     let Some(browser) = Browser::start() else { return };
@@ -411,6 +706,42 @@ fn a_running_task_log_is_tailed_live_in_the_browser() {
     browser.screenshot(&screenshots().join("8-live-log.png"));
     p.write("stop", "");
     assert!(run.wait().expect("wait").success());
+}
+
+/// Lines of the gzip JSON-lines files under `dir` (the raw zone), counted here.
+fn raw_lines(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".json.gz") && !e.file_name().to_string_lossy().starts_with('.')
+            {
+                let mut text = String::new();
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).expect("open"))
+                    .read_to_string(&mut text)
+                    .expect("gunzip");
+                n += text.lines().filter(|l| !l.is_empty()).count() as u64;
+            }
+        }
+    }
+    n
+}
+
+/// `s` as the pages escape it.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn ct_form() -> (&'static str, &'static str) {
+    ("Content-Type", "application/x-www-form-urlencoded")
+}
+
+/// `s` as an `application/x-www-form-urlencoded` value.
+fn form_value(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// Every file under the project's lake and the working folder (what a write could have touched).

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+mod audit;
 mod backfills;
 mod facts;
 mod notify;
@@ -21,10 +22,11 @@ mod query;
 mod runs;
 mod schema;
 
+pub use audit::{AuditRow, Mark, MarkError, Marked, NewAudit, Paused, local_user};
 pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
 pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, NotificationRow};
-pub use overview::{BackfillRow, GridQuery, GridRun, attempt_log};
+pub use overview::{BackfillRow, GridQuery, GridRun, TaskSuccess, attempt_log};
 pub use owner::my_token;
 pub use query::{AttemptRow, RunRow, TaskRow};
 pub use runs::{Claim, ClaimedRun, Op};

@@ -56,6 +56,19 @@ pub struct BackfillRow {
     pub failed: u32,
 }
 
+/// A run in which a task succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSuccess {
+    /// The run id.
+    pub run_id: String,
+    /// Interval start (UTC).
+    pub interval_start: DateTime<Utc>,
+    /// Interval end (UTC).
+    pub interval_end: DateTime<Utc>,
+    /// When its successful attempt ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
 /// Where an attempt's log lives under the logs folder: the executor writes it there, and the
 /// store records the path when the attempt ends (so a live tail finds it while it runs).
 pub fn attempt_log(
@@ -142,6 +155,65 @@ impl RunStore {
             .map_err(self.sql())?;
         let rows = stmt.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(self.sql())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// The runs in which `task_id` of `dag_id` succeeded (what it wrote is theirs), oldest
+    /// interval first: (run id, interval start, interval end, when the attempt ended).
+    pub fn task_successes(&self, dag_id: &str, task_id: &str) -> Result<Vec<TaskSuccess>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.run_id, r.interval_start, r.interval_end, max(a.ended_at)
+                 FROM dag_runs r JOIN task_attempts a ON a.run_id = r.run_id
+                 WHERE r.dag_id = ?1 AND a.task_id = ?2 AND a.state = 'success'
+                 GROUP BY r.run_id ORDER BY r.interval_start",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![dag_id, task_id], |r| {
+                Ok((r.get::<_, String>(0)?, ts_column(r, 1)?, ts_column(r, 2)?, ts_column(r, 3)?))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run_id, start, end, ended_at) = row.map_err(self.sql())?;
+            let (Some(interval_start), Some(interval_end)) = (start, end) else {
+                return Err(self.corrupt_row(format!("run {run_id}: an interval bound is missing")));
+            };
+            out.push(TaskSuccess { run_id, interval_start, interval_end, ended_at });
+        }
+        Ok(out)
+    }
+
+    /// The value of fact `key` of `task_id` in every run of `dag_id` that has it, oldest
+    /// interval first: (run id, interval start, value).
+    pub fn fact_history(
+        &self,
+        dag_id: &str,
+        task_id: &str,
+        key: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.run_id, r.interval_start, f.value FROM dag_runs r JOIN task_facts f ON f.run_id = r.run_id
+                 WHERE r.dag_id = ?1 AND f.task_id = ?2 AND f.key = ?3 ORDER BY r.interval_start",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![dag_id, task_id, key], |r| {
+                Ok((r.get::<_, String>(0)?, ts_column(r, 1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run_id, start, value) = row.map_err(self.sql())?;
+            let Some(start) = start else {
+                return Err(self.corrupt_row(format!("run {run_id}: its interval start is missing")));
+            };
+            out.push((run_id, start, value));
+        }
+        Ok(out)
     }
 
     /// Backfill jobs, newest first, with how their runs ended.

@@ -129,6 +129,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, task_id)
     );
     "#,
+    // v7: the audit log of what people did by hand (from the web UI, `cartflow mark`, `pause`):
+    // who, when, what, on which run and task; and the paused DAGs (the scheduler creates no runs
+    // of them).
+    r#"
+    CREATE TABLE paused (
+        dag_id TEXT PRIMARY KEY,
+        at     TEXT NOT NULL,
+        who    TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      TEXT NOT NULL,
+        who     TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        dag_id  TEXT NOT NULL DEFAULT '',
+        run_id  TEXT NOT NULL DEFAULT '',
+        task_id TEXT NOT NULL DEFAULT '',
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_by_run ON audit (run_id);
+    "#,
 ];
 
 impl RunStore {

@@ -178,6 +178,10 @@ impl Kind for StreamingStage {
     }
 }
 
+/// The fact under which a local stage keeps what its interval did (the pipeline's
+/// `StageReport` as JSON).
+pub const STAGE_REPORT_FACT: &str = "stage_report";
+
 /// Local: producer, detector, archiver and alert handler in-process, over the interval.
 async fn run_local(
     r: RenderedStreamingStage,
@@ -228,7 +232,7 @@ async fn run_local(
         paths.streams.display()
     ));
     let log = ctx.log.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<String, TaskFailure> {
+    let (out, report) = tokio::task::spawn_blocking(move || -> Result<(String, String), TaskFailure> {
         let _one = STAGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let rep = pipeline::run_stage(&cfg).map_err(|e| TaskFailure::new(e.to_string()))?;
         let late: u64 = rep.detected.rules.iter().map(|(_, s)| s.late).sum();
@@ -267,10 +271,13 @@ async fn run_local(
             ));
             summary.push_str(&format!("; {late} late, re-detected from the archive (+{added} -{retracted})"));
         }
-        Ok(summary)
+        Ok((summary, serde_json::to_string(&rep).unwrap_or_default()))
     })
     .await
     .map_err(|e| TaskFailure::new(format!("the stage panicked: {e}")))??;
+    // What this interval's stage did, for the web UI's real-time page (events, late events and
+    // alerts per day).
+    ctx.facts.set(STAGE_REPORT_FACT, &report)?;
     ctx.log.line(&out);
     Ok(TaskOutput { summary: Some(out), ..TaskOutput::default() })
 }

@@ -1,5 +1,5 @@
 // cartflow ui: the only script. Pages work without it; it adds the live log tail and the
-// reload of pages that show something running.
+// reload of pages that show something running, and sizes the Insights page's dashboard.
 (function () {
   "use strict";
   var log = document.querySelector("pre[data-stream]");
@@ -14,6 +14,13 @@
     };
     es.addEventListener("end", function () { es.close(); log.classList.remove("live"); setTimeout(function () { location.reload(); }, 500); });
     es.onerror = function () { es.close(); log.classList.remove("live"); };
+  }
+  // The Insights page's dashboard: as tall as what it holds (same origin, so it can be measured).
+  var frame = document.querySelector("iframe.dashboard");
+  if (frame) {
+    frame.addEventListener("load", function () {
+      try { frame.style.height = (frame.contentDocument.documentElement.scrollHeight + 20) + "px"; } catch (e) { }
+    });
   }
   var refresh = document.body.getAttribute("data-refresh");
   if (refresh && !log) {
