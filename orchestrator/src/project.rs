@@ -100,6 +100,7 @@ impl Project {
             pools: Some(self.config.pools.keys().cloned().collect()),
             project_dir: Some(self.dir.clone()),
             notify_targets: Some(self.config.notify.targets.keys().cloned().collect()),
+            reads: Default::default(),
         }
     }
 

@@ -264,6 +264,19 @@ fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTas
 pub struct CompileEnv {
     /// The project folder: relative paths in configs resolve here.
     pub project_dir: PathBuf,
+    /// The files configs named ([`CompileEnv::resolve`]), shared by every DAG of one compile.
+    pub reads: Arc<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>>,
+}
+
+impl CompileEnv {
+    /// A file a config names (a SQL file, a recipe, a rules file), resolved in the project
+    /// folder and remembered: what the DAGs were compiled from besides their own files, so that
+    /// a change to it is a reason to compile again (`DagSet::read`).
+    pub fn resolve(&self, rel: &std::path::Path) -> PathBuf {
+        let path = self.project_dir.join(rel);
+        self.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.clone());
+        path
+    }
 }
 
 /// Deserializes and checks one task's config.

@@ -54,6 +54,9 @@ pub struct DagSet {
     pub diagnostics: Vec<Diagnostic>,
     /// The files read.
     pub files: Vec<PathBuf>,
+    /// The other files the tasks' configs name (SQL files, recipes, rules), read or looked for:
+    /// a change to one of them, or to `files`, means the set must be compiled again.
+    pub read: Vec<PathBuf>,
     /// For each file that failed, the DAG id it declares (when that much could be read).
     pub failed_ids: BTreeMap<String, PathBuf>,
 }
@@ -79,6 +82,8 @@ pub struct CompileOptions {
     /// The notify targets defined in the project config; `None` skips the check of target
     /// names.
     pub notify_targets: Option<BTreeSet<String>>,
+    /// Where the files the configs name are recorded (see [`DagSet::read`]).
+    pub reads: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
 }
 
 /// Compiles every `*.yaml` / `*.yml` file under `dir` (recursively, in name order).
@@ -128,6 +133,7 @@ pub fn compile_files(files: &[PathBuf], opts: &CompileOptions) -> DagSet {
             }
         }
     }
+    set.read = opts.reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
     set
 }
 
@@ -379,8 +385,12 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     let project_dir = opts.project_dir.clone().unwrap_or_else(|| {
         file.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
     });
-    let mut cx =
-        Ctx { file, diags: Vec::new(), env: CompileEnv { project_dir }, notify_targets: opts.notify_targets.as_ref() };
+    let mut cx = Ctx {
+        file,
+        diags: Vec::new(),
+        env: CompileEnv { project_dir, reads: opts.reads.clone() },
+        notify_targets: opts.notify_targets.as_ref(),
+    };
     let root = match yaml::parse(src) {
         Ok(n) => n,
         Err(e) => {

@@ -9,6 +9,7 @@ fn errors(src: &str) -> String {
         pools: Some(["glue".to_string()].into()),
         project_dir: None,
         notify_targets: Some(["oncall".to_string(), "team".to_string()].into()),
+        reads: Default::default(),
     };
     match compile_source(Path::new("dags/t.yaml"), src, &opts) {
         Ok(d) => panic!("expected errors, compiled {}", d.id),

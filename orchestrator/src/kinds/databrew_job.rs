@@ -71,7 +71,7 @@ impl Kind for DatabrewJob {
     fn validate(c: &DatabrewJobConfig, env: &CompileEnv) -> Result<(), String> {
         check_prefix("input", &c.input)?;
         check_prefix("output", &c.output)?;
-        let path = env.project_dir.join(&c.recipe);
+        let path = env.resolve(&c.recipe);
         if !path.exists() {
             return Err(format!("recipe file {} does not exist", path.display()));
         }

@@ -103,18 +103,20 @@ pub(crate) fn check_run_id(s: &str) -> Result<(), PageError> {
 }
 
 /// The DAGs folder, compiled (on a blocking thread: it reads files); compiled again only when
-/// a file under it changed (its name, modification time or size).
+/// a file under it, or a file its tasks' configs name (SQL, recipes, rules: `DagSet::read`),
+/// changed (appeared, went, or has another modification time or size).
 pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<Arc<crate::dag::DagSet>, PageError> {
     let ui = ui.clone();
     tokio::task::spawn_blocking(move || {
         let snap = ui.project.dags_snapshot();
-        if let Some((seen, set)) = ui.dags.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some((seen, named, set)) = ui.dags.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
             && *seen == snap
+            && *named == stamps(&set.read)
         {
             return Ok(set.clone());
         }
         let set = Arc::new(ui.project.load().map_err(|e| PageError::Internal(format!("{e:#}")))?);
-        *ui.dags.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap, set.clone()));
+        *ui.dags.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap, stamps(&set.read), set.clone()));
         Ok(set)
     })
     .await
@@ -134,8 +136,19 @@ pub fn check_options(o: &Options) -> Result<(), UiError> {
     Ok(())
 }
 
-/// The DAGs folder's files (name, modification time, size) and what they compiled to.
-type DagCache = (Vec<(std::path::PathBuf, std::time::SystemTime, u64)>, Arc<crate::dag::DagSet>);
+/// When each file was modified and its size (`None`: it does not exist).
+type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn stamps(paths: &[std::path::PathBuf]) -> Stamps {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len())))
+        .collect()
+}
+
+/// The DAGs folder's files (name, modification time, size), the stamps of the files their
+/// configs name, and what they compiled to.
+type DagCache = (Vec<(std::path::PathBuf, std::time::SystemTime, u64)>, Stamps, Arc<crate::dag::DagSet>);
 
 /// What every handler shares.
 #[derive(Debug)]

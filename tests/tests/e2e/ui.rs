@@ -557,6 +557,14 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     browser.screenshot(&shots.join("7-backfill-done.png"));
     let (_, jobs) = ui.get("/backfills");
     assert!(jobs.contains("flaky:"), "the job is listed: {jobs}");
+
+    // A file a DAG names outside the DAGs folder (the DataBrew recipe) goes: the next page
+    // compiles again.
+    let (_, dags) = ui.get("/");
+    assert!(!dags.contains("enrich_events.json"), "{dags}");
+    std::fs::remove_file(p.path().join("glue-scripts/databrew/enrich_events.json")).expect("remove the recipe");
+    let (_, dags) = ui.get("/");
+    assert!(dags.contains("enrich_events.json"), "the DAG's missing recipe is a problem now:\n{dags}");
 }
 
 fn task_states(p: &Project, run_id: &str) -> Vec<(String, String, i64)> {

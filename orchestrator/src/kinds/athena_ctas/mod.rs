@@ -139,7 +139,7 @@ impl Kind for AthenaCtas {
         {
             problems.push(format!("`partition_value` {:?} is refused: {why}", c.partition_value.0));
         }
-        let path = env.project_dir.join(&c.sql);
+        let path = env.resolve(&c.sql);
         match read_sql(&path) {
             Ok(text) => {
                 match template::parse(&text) {
@@ -257,7 +257,7 @@ mod tests {
         std::fs::write(dir.path().join("q.sql"), sql).expect("write");
         let node = crate::yaml::parse(&format!("sql: q.sql\ntable: t\n{extra}")).expect("yaml");
         let c: AthenaCtasConfig = crate::yaml::from_node(&node).expect("config");
-        let env = CompileEnv { project_dir: dir.path().to_path_buf() };
+        let env = CompileEnv { project_dir: dir.path().to_path_buf(), ..CompileEnv::default() };
         let checked = AthenaCtas::validate(&c, &env);
         (dir, c, checked)
     }

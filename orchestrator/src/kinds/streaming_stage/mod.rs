@@ -141,7 +141,7 @@ impl Kind for StreamingStage {
         {
             return Err(format!("`webhook` must be an http:// URL, found `{w}`"));
         }
-        let path = env.project_dir.join(&c.rules);
+        let path = env.resolve(&c.rules);
         if !path.exists() {
             return Err(format!("rules file {} does not exist", path.display()));
         }
