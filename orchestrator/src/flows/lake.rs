@@ -229,6 +229,12 @@ fn order(nodes: Vec<Node>) -> Vec<Node> {
         .collect()
 }
 
+/// `location` under the lake root, if it is a folder of the lake: not an `s3://` URL, not
+/// absolute, no `..` (a DAG's `path:` or `output:` never lists folders outside the lake).
+fn in_lake(lake: &Path, location: &str) -> Option<std::path::PathBuf> {
+    (!location.contains("://") && crate::template::path_problem(location).is_none()).then(|| lake.join(location))
+}
+
 /// The partitions of `node`, newest first: the catalog's for a partitioned table, the whole
 /// table for one without partition keys, the `key=value` folders for a zone.
 pub fn partitions(node: &Node, catalog: Option<&Catalog>, lake: &Path) -> Result<Vec<PartitionSpec>, FlowError> {
@@ -249,7 +255,8 @@ pub fn partitions(node: &Node, catalog: Option<&Catalog>, lake: &Path) -> Result
             }
         }
     } else if !node.location.contains("://") {
-        let Ok(rd) = std::fs::read_dir(lake.join(&node.location)) else { return Ok(out) };
+        let Some(dir) = in_lake(lake, &node.location) else { return Ok(out) };
+        let Ok(rd) = std::fs::read_dir(dir) else { return Ok(out) };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.contains('=') && !name.starts_with(['.', '_']) && e.path().is_dir() {
@@ -268,8 +275,7 @@ pub fn partitions(node: &Node, catalog: Option<&Catalog>, lake: &Path) -> Result
 /// What the files of `part` hold and which of `successes` (the writer task's successful runs,
 /// oldest interval first) wrote it: the run of its day, or the last one for a whole table.
 pub fn view(part: &PartitionSpec, lake: &Path, dag: Option<&Dag>, successes: &[TaskSuccess]) -> PartitionView {
-    let stats =
-        if part.location.contains("://") { FolderStats::default() } else { folder_stats(&lake.join(&part.location)) };
+    let stats = in_lake(lake, &part.location).map(|dir| folder_stats(&dir)).unwrap_or_default();
     let written_by = match (part.day, dag) {
         (Some(day), Some(dag)) => successes
             .iter()
@@ -304,6 +310,18 @@ pub fn quarantine_reasons(lake: &Path, days: &[NaiveDate]) -> Result<Vec<(NaiveD
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_location_outside_the_lake_is_not_read() {
+        let lake = Path::new("/lake");
+        assert_eq!(in_lake(lake, "raw/events").as_deref(), Some(Path::new("/lake/raw/events")));
+        for bad in ["../etc", "raw/../../etc", "/etc", "s3://bucket/raw"] {
+            assert_eq!(in_lake(lake, bad), None, "{bad}");
+        }
+        let node =
+            Node { name: "x".into(), table: None, location: "../../etc".into(), writer: None, inputs: Vec::new() };
+        assert!(partitions(&node, None, lake).expect("partitions").is_empty());
+    }
 
     #[test]
     fn zones_are_the_folders_above_the_partitions() {

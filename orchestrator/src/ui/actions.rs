@@ -339,7 +339,7 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
     };
     // In the audit log before it starts (a start that cannot be recorded does not start).
     let (kind, dag_id) = match &planned {
-        Planned::Run { dag, .. } => ("run", dag.id.clone()),
+        Planned::Run { dag, .. } => (f.action.as_str(), dag.id.clone()),
         Planned::Backfill(p) => ("backfill", p.request.dag.id.clone()),
     };
     audit(&ui, kind, &dag_id, run_id.as_deref().unwrap_or_default(), "", &what).await?;
@@ -721,7 +721,10 @@ pub(super) async fn cancel(
     let a = find(&ui, &id)?;
     a.cancel.cancel();
     info!(action = a.id, "ui: action cancelled");
-    audit(&ui, "cancel", "", a.run_id.as_deref().unwrap_or_default(), "", &a.what).await?;
+    if let Err(e) = audit(&ui, "cancel", "", a.run_id.as_deref().unwrap_or_default(), "", &a.what).await {
+        // The cancel happened; say so, and that it is not in the audit log.
+        tracing::warn!(action = a.id, error = ?e, "ui: the cancel could not be written to the audit log");
+    }
     Ok(see_other(&format!("/actions/{}", a.id)))
 }
 

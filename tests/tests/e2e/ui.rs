@@ -558,6 +558,15 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     let (_, jobs) = ui.get("/backfills");
     assert!(jobs.contains("flaky:"), "the job is listed: {jobs}");
 
+    // What was started here is in the run store's audit log, by whom.
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown user".into());
+    let started: Vec<(String, String, String)> = {
+        let mut st = db.prepare("SELECT who, action, dag_id FROM audit ORDER BY id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("q").map(|r| r.expect("row")).collect()
+    };
+    let want = [(user.clone(), "rerun".to_string(), "flaky".to_string()), (user, "backfill".into(), "flaky".into())];
+    assert_eq!(started, want);
+
     // A file a DAG names outside the DAGs folder (the DataBrew recipe) goes: the next page
     // compiles again.
     let (_, dags) = ui.get("/");
@@ -656,7 +665,8 @@ fn a_task_marked_from_the_ui_shows_a_preview_then_changes_the_store_with_who_and
     assert_eq!(runs_of(&p, "flaky").len(), runs_before, "a paused DAG gets no scheduled run");
     p.run(&["unpause", "nope"]).expect_code(2);
     p.run(&["unpause", "flaky"]).expect_code(0);
-    let _ = p.run(&["scheduler", "--once"]);
+    // Its due interval runs (and fails: no `ok` file; exit 1 says a run failed).
+    p.run(&["scheduler", "--once"]).expect_code(1);
     assert_eq!(runs_of(&p, "flaky").len(), runs_before + 1, "unpaused, its due interval runs");
     let actions: Vec<String> = {
         let mut st = db.prepare("SELECT action FROM audit WHERE dag_id = 'flaky' ORDER BY id").expect("sql");

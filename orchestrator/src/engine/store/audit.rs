@@ -25,7 +25,8 @@ pub type Paused = std::collections::BTreeMap<String, (Option<DateTime<Utc>>, Str
 pub enum Mark {
     /// As if it had succeeded: its downstream tasks may run on the next execution.
     Success,
-    /// Skipped: its `all_success` downstream tasks are skipped too.
+    /// Skipped (on the run's next execution, its `all_success` downstream tasks are skipped
+    /// too; the mark itself changes only this task).
     Skipped,
 }
 
@@ -200,7 +201,7 @@ impl RunStore {
             None
         };
         let run_state = match decided {
-            Some(state) => {
+            Some(state) if Some(state) != RunState::parse(&current) => {
                 tx.execute(
                     "UPDATE dag_runs SET state = ?2, ended_at = ?3 WHERE run_id = ?1",
                     params![run_id, state.name(), ts(now)],
@@ -208,7 +209,7 @@ impl RunStore {
                 .map_err(&e)?;
                 state
             }
-            None => {
+            _ => {
                 RunState::parse(&current).ok_or_else(|| corrupt(format!("run {run_id}: unknown state `{current}`")))?
             }
         };
@@ -336,8 +337,19 @@ mod tests {
             store.mark("m@2019-10-09T00:00:00Z", "a", Mark::Success, "ann"),
             Err(MarkError::Store(StoreError::NoSuchRun { .. }))
         ));
+        // Another live process owning the run: busy too.
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let token = crate::process::process_token(other.id() as i32).expect("its token");
+        store.conn.execute("UPDATE dag_runs SET owner = ?2 WHERE run_id = ?1", params![run_id, token]).expect("own");
+        let busy = store.mark(&run_id, "a", Mark::Success, "ann");
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(matches!(busy, Err(MarkError::Store(StoreError::RunBusy { .. }))), "{busy:?}");
+        // Gone, it owns nothing.
+        let ended = store.run(&run_id).expect("run").expect("a run").ended_at;
         let m = store.mark(&run_id, "a", Mark::Success, "ann").expect("mark a");
         assert_eq!(m, Marked { from: "failed", run_state: RunState::Failed }, "b is still upstream_failed");
+        assert_eq!(store.run(&run_id).expect("run").expect("a run").ended_at, ended, "still failed: its end stays");
         let m = store.mark(&run_id, "b", Mark::Skipped, "bob").expect("mark b");
         assert_eq!(m, Marked { from: "upstream_failed", run_state: RunState::Success });
         let states: Vec<(String, String)> =
