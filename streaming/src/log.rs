@@ -195,14 +195,56 @@ pub fn end_offsets(dir: &Path) -> Result<Vec<u64>, LogError> {
             out.push(0);
             continue;
         };
-        let mut r = std::io::BufReader::with_capacity(1 << 20, File::open(&path).map_err(io(&path))?);
-        let mut count = 0u64;
-        while read_record(&mut r, &mut buf).map_err(io(&path))?.is_some() {
-            count += 1;
-        }
-        out.push(base + count);
+        out.push(base + count_records(&path, &mut buf)?);
     }
     Ok(out)
+}
+
+/// Where a scan of a segment stopped: the bytes of its complete records, how many they are,
+/// and the last one's offset and header (checked on resume: a segment removed and written
+/// again is another file, whatever its name and inode).
+#[derive(Clone, Copy)]
+struct Scanned {
+    bytes: u64,
+    count: u64,
+    last_at: u64,
+    last_header: [u8; HEADER],
+}
+
+/// The complete records of segment `path`. Segments only grow (a torn tail is cut back to the
+/// last complete record, never before it), so a scan resumes where the last one of the same
+/// file stopped: a page that asks again reads only what was appended since.
+fn count_records(path: &Path, buf: &mut Vec<u8>) -> Result<u64, LogError> {
+    use std::os::unix::fs::FileExt;
+    static SCANNED: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Scanned>>> = std::sync::Mutex::new(None);
+    let f = File::open(path).map_err(io(path))?;
+    let len = f.metadata().map_err(io(path))?.len();
+    let cached = SCANNED.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(path).copied());
+    let mut from = Scanned { bytes: 0, count: 0, last_at: 0, last_header: [0; HEADER] };
+    if let Some(c) = cached
+        && c.count > 0
+        && c.bytes <= len
+    {
+        let mut h = [0u8; HEADER];
+        if f.read_exact_at(&mut h, c.last_at).is_ok() && h == c.last_header {
+            from = c;
+        }
+    }
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    r.seek(SeekFrom::Start(from.bytes)).map_err(io(path))?;
+    let mut at = from;
+    while let Some((_, _, _, size)) = read_record(&mut r, buf).map_err(io(path))? {
+        at.last_at = at.bytes;
+        at.count += 1;
+        at.bytes += size as u64;
+    }
+    if at.count > 0 && at.count != from.count {
+        r.get_ref().read_exact_at(&mut at.last_header, at.last_at).map_err(io(path))?;
+    }
+    if at.count > 0 {
+        SCANNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(path.to_path_buf(), at);
+    }
+    Ok(at.count)
 }
 
 impl Stream {
@@ -625,6 +667,35 @@ mod tests {
         let all = read_all(&d, &[]);
         assert_eq!(all.len(), 11);
         assert_eq!(all[10].2, b"after");
+        // The scan resumed after the 10 it had counted (the cut tail was past them).
+        assert_eq!(end_offsets(&d).expect("offsets"), vec![11]);
+    }
+
+    #[test]
+    fn end_offsets_count_what_was_appended_since_and_a_rewritten_stream_afresh() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join("s");
+        let mut s = Stream::open(&d, 2).expect("open");
+        for i in 0..40u64 {
+            s.append(format!("k{i}").as_bytes(), b"x", 0, (1, i)).expect("append");
+        }
+        s.flush(true).expect("flush");
+        assert_eq!(end_offsets(&d).expect("offsets"), s.end_offsets());
+        for i in 40..100u64 {
+            s.append(format!("k{i}").as_bytes(), b"a longer payload", 0, (1, i)).expect("append");
+        }
+        s.flush(true).expect("flush");
+        assert_eq!(end_offsets(&d).expect("offsets"), s.end_offsets(), "appended while a reader looked");
+        drop(s);
+        // The stream removed and written again, with fewer, bigger records: counted afresh.
+        std::fs::remove_dir_all(&d).expect("rm");
+        let mut s = Stream::open(&d, 2).expect("open");
+        for i in 0..30u64 {
+            s.append(format!("k{i}").as_bytes(), &[7u8; 300], 0, (2, i)).expect("append");
+        }
+        s.flush(true).expect("flush");
+        assert_eq!(end_offsets(&d).expect("offsets"), s.end_offsets());
+        assert_eq!(end_offsets(&d).expect("offsets").iter().sum::<u64>(), 30);
     }
 
     #[test]

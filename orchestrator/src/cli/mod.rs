@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod alerts;
 mod backfill;
+mod cancel;
 mod catalog;
 mod dashboard;
 mod demo;
@@ -122,6 +123,9 @@ pub enum Command {
     Tasks(tasks::Args),
     /// Mark a finished task instance success or skipped by hand (recorded with who and when).
     Mark(mark::Args),
+    /// Cancel a run another process is running (the scheduler, a run or backfill elsewhere):
+    /// it stops within 5 s, as on Ctrl-C there (recorded with who and when).
+    Cancel(cancel::Args),
     /// Pause a DAG: the scheduler creates no runs of it until it is unpaused.
     Pause(pause::Args),
     /// Unpause a DAG.
@@ -352,6 +356,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(a) => runs::run(&p, a),
         Command::Tasks(a) => tasks::run(&p, a),
         Command::Mark(a) => mark::run(&p, a),
+        Command::Cancel(a) => cancel::run(&p, a),
         Command::Pause(a) => pause::run(&p, a, true),
         Command::Unpause(a) => pause::run(&p, a, false),
         Command::Logs(a) => logs::run(&p, a),

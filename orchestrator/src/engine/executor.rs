@@ -35,7 +35,8 @@ use crate::template;
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// How often a running run's owner records that it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// (It is also how soon a cancel asked for by another process is seen.)
+const HEARTBEAT: Duration = crate::engine::store::CANCEL_LATENCY;
 
 /// Heartbeats in a row that may fail before the run gives up (a minute's worth).
 const MAX_MISSED_HEARTBEATS: u32 = 12;
@@ -585,7 +586,17 @@ impl RunLoop<'_> {
                     }
                 }
                 _ = heartbeat.tick() => match self.store.heartbeat(&self.run_id) {
-                    Ok(()) => missed_heartbeats = 0,
+                    Ok(cancel_asked) => {
+                        missed_heartbeats = 0;
+                        // Another process asked (`cartflow cancel`, a web UI): stop as a
+                        // Ctrl-C would; the cancel branch above runs on the next turn.
+                        if let Some(who) = cancel_asked
+                            && !self.cancel.is_cancelled()
+                        {
+                            warn!(dag = %self.dag.id, run = %self.run_id, by = %who, "cancel asked for from another process");
+                            self.cancel.cancel();
+                        }
+                    }
                     // A busy or briefly unwritable store is not the run's end: the owner is
                     // known by its process, and the heartbeat only backs that up. After a
                     // minute of failures another process could think the run abandoned.

@@ -583,6 +583,99 @@ pub(super) async fn mark(State(ui): State<Arc<Ui>>, Form(f): Form<MarkForm>) -> 
     }
 }
 
+/// The fields of the form that cancels a run another process runs.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct CancelRunForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    run: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// `POST /cancel`: cancel a run that another process runs (the scheduler, a `cartflow run`) —
+/// first a preview of what stops, then (with `confirm`) the request, which that process reads
+/// with its heartbeat ([`crate::engine::store::RunStore::request_cancel`], as `cartflow cancel`).
+pub(super) async fn cancel_run(State(ui): State<Arc<Ui>>, Form(f): Form<CancelRunForm>) -> Result<Response, PageError> {
+    use crate::engine::store::{CANCEL_LATENCY, CancelError, RunStore, StoreError};
+    if !csrf_ok(&ui, &f.csrf) {
+        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
+    }
+    check_run_id(&f.run)?;
+    let run_id = f.run.clone();
+    if f.confirm.is_none() {
+        let r = run_id.clone();
+        let (run, tasks, live) = ui
+            .with_store(move |s| {
+                let run = s.run(&r)?;
+                let live = match &run {
+                    Some(run) => s.live_runs(&run.dag_id)?.contains(&r),
+                    None => false,
+                };
+                Ok((run, s.tasks(&r)?, live))
+            })
+            .await?;
+        let run = run.ok_or_else(|| PageError::NotFound(format!("there is no run `{run_id}`")))?;
+        if !live {
+            return Err(PageError::BadRequest(format!(
+                "run `{run_id}` is {} and no process runs it now: there is nothing to cancel",
+                run.state.name()
+            )));
+        }
+        let group = |pick: fn(&TaskState) -> bool| -> String {
+            let names: Vec<String> =
+                tasks.iter().filter(|t| pick(&t.state)).map(|t| format!("<code>{}</code>", esc(&t.task_id))).collect();
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        };
+        let mut body = format!(
+            r#"<p class="meta preview">Run <code>{}</code> is {}. Another cartflow process runs it; it is asked to stop and does so within {} s, as on Ctrl-C there: no new task starts, the running tasks are stopped, the run ends {} (a later <code>cartflow run</code> resumes it). Recorded with who ({}) and when.</p>"#,
+            esc(&run_id),
+            badge(run.state.name()),
+            CANCEL_LATENCY.as_secs(),
+            badge("cancelled"),
+            esc(&ui.who()),
+        );
+        let _ = write!(
+            body,
+            "<p>Running now (stopped): {}. Waiting (not started): {}.</p>",
+            group(|s| matches!(s, TaskState::Running { .. })),
+            group(|s| matches!(s, TaskState::Queued | TaskState::UpForRetry { .. })),
+        );
+        let _ = write!(
+            body,
+            r#"<form class="action" method="post" action="/cancel">{}{}{}<button class="stop" id="start">Cancel the run</button> <a href="{}">Back</a></form>"#,
+            hidden("csrf", &ui.csrf),
+            hidden("run", &run_id),
+            hidden("confirm", "1"),
+            html::run_href(&run_id),
+        );
+        return Ok(
+            Html(html::page(&ui.frame(false), Nav::Dags, &format!("Preview: cancel {run_id}"), &body)).into_response()
+        );
+    }
+    let who = ui.who();
+    let store_path = ui.project.state.clone();
+    let r = run_id.clone();
+    let asked = tokio::task::spawn_blocking(move || {
+        let mut store = RunStore::open(&store_path).map_err(CancelError::Store)?;
+        store.request_cancel(&r, &who)
+    })
+    .await
+    .map_err(|e| PageError::Internal(e.to_string()))?;
+    match asked {
+        Ok(a) => {
+            info!(run = %run_id, pid = %a.pid, "ui: cancel asked for");
+            Ok(see_other(&html::run_href(&run_id)))
+        }
+        Err(CancelError::Store(StoreError::NoSuchRun { .. })) => {
+            Err(PageError::NotFound(format!("there is no run `{run_id}`")))
+        }
+        Err(e) if e.is_usage() => Err(PageError::BadRequest(e.to_string())),
+        Err(e) => Err(PageError::Internal(e.to_string())),
+    }
+}
+
 fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
@@ -819,7 +912,12 @@ pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) 
             hidden("csrf", &ui.csrf)
         );
     } else if live {
-        out.push_str(r#"<p class="meta">Another cartflow process is running this run; cancel it there (Ctrl-C).</p>"#);
+        let _ = write!(
+            out,
+            r#"<form class="action" method="post" action="/cancel">{}{}<button class="stop" id="cancel-run">Cancel…</button> <span class="meta">another cartflow process runs it</span></form>"#,
+            hidden("csrf", &ui.csrf),
+            hidden("run", &run.run_id)
+        );
     }
     out.push_str("</div>");
     out

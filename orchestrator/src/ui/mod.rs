@@ -290,6 +290,7 @@ pub fn router(ui: Arc<Ui>) -> Router {
         .route("/preview", post(actions::preview))
         .route("/start", post(actions::start))
         .route("/mark", post(actions::mark))
+        .route("/cancel", post(actions::cancel_run))
         .route("/pause", post(actions::pause))
         .route("/static/app.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/app.css")) }))
         .route(

@@ -16,7 +16,7 @@ use super::html::{self, Nav, badge, esc, hidden, seg, state_class, table, when};
 use super::{PageError, Ui, check_id, check_run_id, load_dags, svg};
 use crate::dag::Dag;
 use crate::engine::state::{AttemptState, RunState};
-use crate::engine::store::{AttemptRow, GridQuery, RunRow, TaskRow};
+use crate::engine::store::{AttemptRow, AuditRow, GridQuery, RunRow, TaskRow};
 use crate::schedule::DataInterval;
 
 /// How much of a log a page shows inline (the rest is one click away).
@@ -200,13 +200,20 @@ pub(super) async fn grid(
     let tz = dag.as_ref().map_or(chrono_tz::UTC, |d| d.timezone);
     let empty = |o: &Option<String>| o.as_deref().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string());
     let (from_s, to_s, state_s) = (empty(&p.from), empty(&p.to), empty(&p.state));
-    let mut q = GridQuery { limit: p.limit.unwrap_or(90).clamp(1, 366), ..GridQuery::default() };
+    let limit = p.limit.unwrap_or(90).clamp(1, 366);
+    // One more than shown: whether there is an older page.
+    let mut q = GridQuery { limit: limit + 1, ..GridQuery::default() };
     if let Some(f) = &from_s {
         q.from = Some(crate::schedule::local_midnight(parse_day(f, "from")?, tz));
     }
     if let Some(t) = &to_s {
-        let next =
-            parse_day(t, "to")?.succ_opt().ok_or_else(|| PageError::BadRequest("`to` is out of range".into()))?;
+        let to = parse_day(t, "to")?;
+        if let Some(f) = &from_s
+            && parse_day(f, "from")? > to
+        {
+            return Err(PageError::BadRequest(format!("the range {f} .. {t} ends before it starts")));
+        }
+        let next = to.succ_opt().ok_or_else(|| PageError::BadRequest("`to` is out of range".into()))?;
         q.before = Some(crate::schedule::local_midnight(next, tz));
     }
     if let Some(b) = p.before.as_deref().filter(|s| !s.is_empty()) {
@@ -220,7 +227,11 @@ pub(super) async fn grid(
     }
     let id = dag_id.clone();
     let qq = q.clone();
-    let (runs, known) = ui.with_store(move |s| Ok((s.grid(&id, &qq)?, s.dag_ids()?))).await?;
+    let (mut runs, known) = ui.with_store(move |s| Ok((s.grid(&id, &qq)?, s.dag_ids()?))).await?;
+    let more = runs.len() > limit;
+    if more {
+        runs.drain(..runs.len() - limit);
+    }
     if dag.is_none() && !set.failed_ids.contains_key(&dag_id) && !known.contains(&dag_id) {
         return Err(PageError::NotFound(format!("there is no DAG `{dag_id}`")));
     }
@@ -278,12 +289,19 @@ pub(super) async fn grid(
                 let _ = write!(keep, "&{k}={}", html::qv(v));
             }
         }
-        let oldest = runs[0].interval_start;
+        if p.limit.is_some() {
+            let _ = write!(keep, "&limit={limit}");
+        }
+        let href = html::dag_href(&dag_id);
+        let older = if more {
+            let b = html::qv(&runs[0].interval_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            format!(r#"<a class="older" href="{href}?before={b}{keep}">← older</a> · "#)
+        } else {
+            String::new()
+        };
         let _ = write!(
             body,
-            r#"<p class="paging"><a href="{href}?before={b}{keep}">← older</a> · <a href="{href}?{keep}">newest</a> · {n} interval(s) shown</p>"#,
-            href = html::dag_href(&dag_id),
-            b = html::qv(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            r#"<p class="paging">{older}<a href="{href}?{keep}">newest</a> · {n} interval(s) shown</p>"#,
             keep = keep.trim_start_matches('&'),
             n = runs.len(),
         );
@@ -349,6 +367,8 @@ struct RunView {
     tasks: Vec<TaskRow>,
     attempts: Vec<AttemptRow>,
     facts: Vec<(String, String, String)>,
+    /// What people did to this run by hand (marks, reruns, cancels), newest first.
+    audit: Vec<AuditRow>,
     live: bool,
 }
 
@@ -360,7 +380,8 @@ async fn run_view(ui: &Arc<Ui>, run_id: &str) -> Result<RunView, PageError> {
             let Some(run) = s.run(&id)? else { return Ok(None) };
             let live = s.live_runs(&run.dag_id)?.contains(&id);
             let attempts = with_live_logs(s, &run, s.attempts(&id, None)?);
-            Ok(Some(RunView { tasks: s.tasks(&id)?, attempts, facts: s.run_facts(&id)?, run, live }))
+            let audit = s.audit(Some(&id), 100)?;
+            Ok(Some(RunView { tasks: s.tasks(&id)?, attempts, facts: s.run_facts(&id)?, audit, run, live }))
         })
         .await?;
     view.ok_or_else(|| PageError::NotFound(format!("there is no run `{run_id}`")))
@@ -429,8 +450,22 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -
         ]
     });
     body.push_str(&table("list", &["task", "state", "attempts", "last attempt", "facts", "error"], rows));
+    body.push_str(&by_hand(&v.audit, None));
     let live = v.live || v.run.state == RunState::Running;
     Ok(ok_html(html::page(&ui.frame(live), Nav::Dags, &v.run.run_id, &body)))
+}
+
+/// The audit entries of a run (or of one of its tasks) as a table, or nothing.
+fn by_hand(audit: &[AuditRow], task: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = audit
+        .iter()
+        .filter(|a| task.is_none_or(|t| a.task_id == t))
+        .map(|a| vec![when(a.at), esc(&a.who), esc(&a.action), esc(&a.task_id), esc(&a.detail)])
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!("<h2>By hand</h2>{}", table("list", &["when", "who", "action", "task", "detail"], rows))
 }
 
 fn duration(a: DateTime<Utc>, b: Option<DateTime<Utc>>) -> String {
@@ -528,6 +563,7 @@ pub(super) async fn task(
     } else {
         body.push_str(r#"<p class="empty">This task has not started an attempt in this run.</p>"#);
     }
+    body.push_str(&by_hand(&v.audit, Some(&task_id)));
     if let Some(d) = &dag
         && let Some(task) = d.tasks.iter().find(|x| x.id == task_id)
     {

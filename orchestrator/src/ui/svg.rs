@@ -154,6 +154,27 @@ pub fn gantt(run: &RunRow, tasks: &[TaskRow], attempts: &[AttemptRow], now: Date
                 );
             }
         }
+        // Between one attempt's end and the next one's start: the retry delay (or the wait for
+        // a slot after it); after the last, while the task is up for retry, the wait so far.
+        let next_starts = mine.iter().skip(1).map(|n| Some(n.started_at)).chain(std::iter::once(
+            matches!(t.state, crate::engine::state::TaskState::UpForRetry { .. }).then_some(now),
+        ));
+        for (a, next) in mine.iter().zip(next_starts) {
+            let (Some(ended), Some(next)) = (a.ended_at, next) else { continue };
+            if next <= ended {
+                continue;
+            }
+            let (x1, x2) = (x(ended), x(next));
+            let _ = write!(
+                out,
+                r#"<rect class="gap" x="{x1:.1}" y="{:.1}" width="{:.1}" height="14"><title>{} waiting to retry after attempt {} · {}</title></rect>"#,
+                y + 5.0,
+                (x2 - x1).max(1.0),
+                esc(&t.task_id),
+                a.attempt,
+                esc(&crate::duration::humanize((next - ended).to_std().unwrap_or_default()))
+            );
+        }
         for a in mine {
             let end = a.ended_at.unwrap_or(now);
             let (x1, x2) = (x(a.started_at), x(end));
@@ -182,5 +203,60 @@ fn attempt_class(a: &AttemptRow) -> &'static str {
         AttemptState::Ended(AttemptOutcome::Skipped) => "skipped",
         AttemptState::Ended(AttemptOutcome::Cancelled) => "cancelled",
         AttemptState::Ended(_) => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::{AttemptOutcome, AttemptState, RunState, TaskState, Trigger};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).expect("ts").with_timezone(&Utc)
+    }
+
+    fn attempt(task: &str, n: u32, from: &str, to: Option<&str>, outcome: AttemptOutcome) -> AttemptRow {
+        AttemptRow {
+            task_id: task.into(),
+            attempt: n,
+            state: if to.is_some() { AttemptState::Ended(outcome) } else { AttemptState::Running },
+            started_at: at(from),
+            ended_at: to.map(at),
+            error: None,
+            exit_code: None,
+            summary: None,
+            log_path: None,
+        }
+    }
+
+    #[test]
+    fn the_gantt_shows_the_queue_the_attempts_and_the_retry_gaps() {
+        let run = RunRow {
+            run_id: "d@2019-10-01T00:00:00Z".into(),
+            dag_id: "d".into(),
+            interval_start: at("2019-10-01T00:00:00Z"),
+            interval_end: at("2019-10-02T00:00:00Z"),
+            state: RunState::Running,
+            trigger: Trigger::Manual,
+            started_at: Some(at("2019-10-02T00:00:00Z")),
+            ended_at: None,
+        };
+        let retry = TaskState::UpForRetry { attempt: 2, retry_at: at("2019-10-02T00:02:00Z"), error: "x".into() };
+        let tasks = [
+            TaskRow { task_id: "a".into(), state: TaskState::Queued, attempts: 1 },
+            TaskRow { task_id: "b".into(), state: retry, attempts: 2 },
+        ];
+        let attempts = [
+            attempt("a", 1, "2019-10-02T00:00:00Z", Some("2019-10-02T00:00:10Z"), AttemptOutcome::Success),
+            attempt("b", 1, "2019-10-02T00:00:10Z", Some("2019-10-02T00:00:20Z"), AttemptOutcome::Failed),
+            attempt("b", 2, "2019-10-02T00:00:50Z", Some("2019-10-02T00:01:00Z"), AttemptOutcome::Failed),
+        ];
+        let svg = gantt(&run, &tasks, &attempts, at("2019-10-02T00:01:30Z"));
+        assert_eq!(svg.matches(r#"<rect class="bar"#).count(), 3, "{svg}");
+        assert_eq!(svg.matches("<title>waiting 10.0s</title>").count(), 1, "b queued behind a: {svg}");
+        // b: 30 s between its attempts; 30 s so far after the second (it is up for retry).
+        assert!(svg.contains("<title>b waiting to retry after attempt 1 · 30.0s</title>"), "{svg}");
+        assert!(svg.contains("<title>b waiting to retry after attempt 2 · 30.0s</title>"), "{svg}");
+        assert_eq!(svg.matches(r#"<rect class="gap""#).count(), 2, "a has no gap: {svg}");
     }
 }

@@ -224,6 +224,87 @@ fn ctrl_c_cancels_the_run_and_kills_its_processes() {
     assert_eq!(task_states, vec![("long".into(), "cancelled".into()), ("next".into(), "cancelled".into())]);
 }
 
+/// `cartflow cancel` stops a run another process runs, as Ctrl-C there would: the running
+/// task's processes are killed, its downstream never starts, the run ends `cancelled` and that
+/// process exits 130; the audit log says who asked. A run that is not running, or whose
+/// process died, is refused with why.
+#[test]
+fn cancel_stops_a_run_that_another_process_runs() {
+    let p = Project::new();
+    p.dag(
+        "c.yaml",
+        &format!(
+            "id: c\ntasks:\n{}{}",
+            sh("long", "", "sleep 120 & echo $! > $DIR/child.pid; wait"),
+            sh("next", "long", "touch $DIR/next_ran"),
+        ),
+    );
+    let child = p.spawn(&["run", "c", "--date", "2019-10-01"]);
+    p.wait_for_lines("child.pid", 1, Duration::from_secs(30));
+    let run = "c@2019-10-01T00:00:00Z";
+    p.run(&["cancel", "c@2019-10-09T00:00:00Z"]).expect_code(2);
+    let asked = Instant::now();
+    let r = p.run(&["cancel", run, "--wait"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("cancel asked for") && r.stdout.trim_end().ends_with(&format!("{run}: cancelled")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "stopped within the heartbeat and the grace: {:?}",
+        asked.elapsed()
+    );
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancel asked for from another process"), "{stderr}");
+    let sleeper: i32 = p.read("child.pid").trim().parse().expect("pid");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!alive(sleeper), "the task's process tree is killed");
+    assert!(!p.path().join("next_ran").exists());
+    let db = p.store();
+    let task_states: Vec<(String, String)> = db
+        .prepare("SELECT task_id, state FROM task_instances ORDER BY task_id")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(task_states, vec![("long".into(), "cancelled".into()), ("next".into(), "cancelled".into())]);
+    let audit: Vec<(String, String)> = db
+        .prepare("SELECT action, run_id FROM audit")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(audit, vec![("cancel".to_string(), run.to_string())]);
+    // Not running any more: refused, and the request is not left behind for its resume.
+    let again = p.run(&["cancel", run]);
+    again.expect_code(2);
+    assert!(again.stderr.contains("is cancelled: only a running run can be cancelled"), "{}", again.stderr);
+    let left: Option<String> =
+        db.query_row("SELECT cancel_requested_by FROM dag_runs", [], |r| r.get(0)).expect("request");
+    assert_eq!(left, None);
+
+    // A run whose process died (kill -9): nothing to stop; it is said, and it resumes as before.
+    p.write("child.pid", "");
+    let child = p.spawn(&["run", "c", "--date", "2019-10-01"]);
+    p.wait_for_lines("child.pid", 1, Duration::from_secs(30));
+    kill(child.id(), "KILL");
+    let _ = child.wait_with_output();
+    let orphan = p.run(&["cancel", run]);
+    orphan.expect_code(2);
+    assert!(orphan.stderr.contains("no live process runs it"), "{}", orphan.stderr);
+    // (The task's background `sleep` may outlive a SIGKILLed cartflow; the next owner kills it.)
+    let sleeper: i32 = p.read("child.pid").trim().parse().expect("pid");
+    if alive(sleeper) {
+        kill(sleeper as u32, "KILL");
+    }
+}
+
 #[test]
 fn validate_reports_every_problem_of_every_file() {
     let p = Project::new();

@@ -180,6 +180,20 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         let (status, _, page) = ui.http("POST", "/start", &headers, &body);
         assert_eq!(status, 403, "{body}: {page}");
     }
+    // Every POST route, without the token: 403 (the token check is in each handler; a route
+    // that forgot it would answer 200, 303, 400 or 404 here).
+    for (path, body) in [
+        ("/preview", form.to_string()),
+        ("/start", form.to_string()),
+        ("/query", "sql=SELECT+1".to_string()),
+        ("/mark", "run=flaky%402019-10-01T00%3A00%3A00Z&task=load&as=success&confirm=1".to_string()),
+        ("/pause", "dag=flaky&paused=1".to_string()),
+        ("/actions/1/cancel", String::new()),
+        ("/cancel", "run=flaky%402019-10-01T00%3A00%3A00Z&confirm=1".to_string()),
+    ] {
+        let (status, _, page) = ui.http("POST", path, &[ct], &body);
+        assert_eq!(status, 403, "POST {path} without the CSRF token: {page}");
+    }
     assert_eq!(runs_of(&p, "flaky"), runs_before, "a refused POST starts nothing");
     // The same form with the token is accepted (so the refusals above are the token's doing).
     let (status, head, _) = ui.http("POST", "/preview", &[ct], &format!("{form}&csrf={}", ui.csrf()));
@@ -302,6 +316,40 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     let cli_tasks = p.run(&["tasks", &runs[0].0]).stdout;
     assert_eq!(cli_tasks.matches("success").count(), 1 + tasks.iter().filter(|t| t.0 == runs[0].0).count());
     browser.screenshot(&shots.join("2-grid.png"));
+    // Paged and filtered: the newest 2 columns and a link to the older page, which holds the
+    // first day and no link further; a date range; a state no run is in; refusals.
+    let columns = |page: &str| -> Vec<String> {
+        page.split(r#"<a class="runmark "#)
+            .skip(1)
+            .filter_map(|c| c.split("href=\"/runs/").nth(1).and_then(|h| h.split('"').next()).map(str::to_string))
+            .collect()
+    };
+    let ids = |r: &[(String, String)]| r.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let (status, newest) = ui.get("/dags/ecommerce_daily?limit=2");
+    assert_eq!(status, 200);
+    assert_eq!(columns(&newest), ids(&runs[1..]), "{newest}");
+    let older =
+        newest.split(r#"<a class="older" href=""#).nth(1).and_then(|h| h.split('"').next()).expect("an older link");
+    let (_, oldest) = ui.get(&older.replace("&amp;", "&"));
+    assert_eq!(columns(&oldest), ids(&runs[..1]), "{oldest}");
+    assert!(!oldest.contains(r#"class="older""#), "nothing older than the first day");
+    assert!(!ui.get("/dags/ecommerce_daily").1.contains(r#"class="older""#), "3 runs fit on one page");
+    let day2 = runs[1].0.split('@').nth(1).and_then(|t| t.get(..10)).expect("a date");
+    let (_, one) = ui.get(&format!("/dags/ecommerce_daily?from={day2}&to={day2}"));
+    assert_eq!(columns(&one), ids(&runs[1..2]), "{one}");
+    let (_, none) = ui.get("/dags/ecommerce_daily?state=failed");
+    assert!(columns(&none).is_empty() && none.contains("No runs match"), "{none}");
+    assert_eq!(columns(&ui.get("/dags/ecommerce_daily?state=success").1).len(), 3);
+    for bad in [
+        "from=2019-10-03&to=2019-10-01",
+        "from=9999-99-99",
+        "to=2019-13-01",
+        "state=exploded",
+        "before=yesterday",
+        "limit=lots",
+    ] {
+        assert_eq!(ui.get(&format!("/dags/ecommerce_daily?{bad}")).0, 400, "{bad}");
+    }
 
     // The query page: the rows `cartflow sql` gives, in the page and as CSV; writes refused.
     let q =
@@ -643,6 +691,18 @@ fn a_task_marked_from_the_ui_shows_a_preview_then_changes_the_store_with_who_and
         [(user.as_str(), "mark_success", "load"), (user.as_str(), "mark_skipped", "report")]
     );
     assert!(log.iter().all(|l| l.3.starts_with("20")), "{log:?}");
+    // The task page and the run page say who marked what.
+    let (_, task_page) = ui.get(&format!("/runs/{run}/tasks/load"));
+    let by_hand = task_page.split("<h2>By hand</h2>").nth(1).unwrap_or_default();
+    assert!(
+        by_hand.contains("mark_success")
+            && by_hand.contains("failed -&gt; success")
+            && !by_hand.contains("mark_skipped"),
+        "{task_page}"
+    );
+    let (_, run_page) = ui.get(&format!("/runs/{run}"));
+    let by_hand = run_page.split("<h2>By hand</h2>").nth(1).unwrap_or_default();
+    assert!(by_hand.contains("mark_success") && by_hand.contains("mark_skipped"), "{run_page}");
     let (_, actions) = ui.get("/actions");
     assert!(
         actions.contains("mark_success")
@@ -724,6 +784,53 @@ fn a_running_task_log_is_tailed_live_in_the_browser() {
     browser.screenshot(&screenshots().join("8-live-log.png"));
     p.write("stop", "");
     assert!(run.wait().expect("wait").success());
+}
+
+/// A run the CLI runs is cancelled from the UI: the run page offers it, a preview says what
+/// stops, the confirm asks that process, which stops the run (exit 130); who asked is in the
+/// audit log and on the run page; a second request is refused (it is not running any more).
+#[test]
+fn a_run_another_process_runs_is_cancelled_from_the_ui_after_a_preview() {
+    let p = Project::new();
+    p.dag(
+        "c.yaml",
+        &format!(
+            "id: c\ntasks:\n{}{}",
+            sh("long", "", "echo started > $DIR/started; exec sleep 120"),
+            sh("next", "long", "touch $DIR/next_ran")
+        ),
+    );
+    let run = p.spawn(&["run", "c", "--date", "2019-10-01"]);
+    p.wait_for_lines("started", 1, Duration::from_secs(30));
+    let ui = Ui::start(&p, &[]);
+    let id = "c@2019-10-01T00:00:00Z";
+    let (_, page) = ui.get(&format!("/runs/{id}"));
+    assert!(page.contains(r#"id="cancel-run""#), "{page}");
+    let ct = ct_form();
+    let form = format!("csrf={}&run={}", ui.csrf(), form_value(id));
+    assert_eq!(ui.http("POST", "/cancel", &[ct], &format!("run={}&confirm=1", form_value(id))).0, 403);
+    let (status, _, preview) = ui.http("POST", "/cancel", &[ct], &form);
+    assert_eq!(status, 200, "{preview}");
+    assert!(preview.contains("Running now (stopped): <code>long</code>"), "{preview}");
+    assert!(preview.contains("Waiting (not started): <code>next</code>"), "{preview}");
+    assert_eq!(runs_of(&p, "c")[0].1, "running", "the preview stopped nothing");
+    let (status, head, _) = ui.http("POST", "/cancel", &[ct], &format!("{form}&confirm=1"));
+    assert_eq!(status, 303, "{head}");
+    let out = run.wait_with_output().expect("the run's process ends");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(runs_of(&p, "c")[0].1, "cancelled");
+    assert!(!p.path().join("next_ran").exists());
+    let who: String =
+        p.store().query_row("SELECT who FROM audit WHERE action = 'cancel'", [], |r| r.get(0)).expect("audit");
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown user".into());
+    assert_eq!(who, user);
+    let (_, page) = ui.get(&format!("/runs/{id}"));
+    assert!(!page.contains(r#"id="cancel-run""#), "nothing to cancel now");
+    assert!(page.split("<h2>By hand</h2>").nth(1).is_some_and(|h| h.contains("cancel")), "{page}");
+    assert_eq!(ui.http("POST", "/cancel", &[ct], &format!("{form}&confirm=1")).0, 400, "not running any more");
+    assert_eq!(ui.http("POST", "/cancel", &[ct], &form).0, 400, "no preview either");
+    let missing = format!("csrf={}&run={}", ui.csrf(), form_value("c@2019-10-09T00:00:00Z"));
+    assert_eq!(ui.http("POST", "/cancel", &[ct], &missing).0, 404);
 }
 
 /// Lines of the gzip JSON-lines files under `dir` (the raw zone), counted here.

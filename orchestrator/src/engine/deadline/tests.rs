@@ -162,3 +162,23 @@ fn a_task_with_its_own_deadline_is_decided_apart_from_the_run() {
     assert_eq!(summary(&rows)[0].1.as_deref(), Some("b"));
     assert!(summary(&rows)[0].2.as_deref().is_some_and(|r| r.ends_with("it was queued")), "{rows:?}");
 }
+
+#[test]
+fn deadlines_that_passed_while_the_dag_was_paused_are_not_raised() {
+    let mut s = Store::new();
+    let d = dag("");
+    assert!(s.store.set_paused("d", true, "eve").expect("pause"));
+    assert!(s.store.set_paused("d", false, "eve").expect("unpause"));
+    // Unpaused at 2019-10-04T12:00Z (the audit log's time, set here): days 1-3 came due while
+    // paused; with catchup they are due at once. Their deadlines (days 2-4, 01:00) passed before
+    // the unpause: none is raised. Day 4's (2019-10-05T01:00Z) passes after it: raised.
+    let db = rusqlite::Connection::open(&s.path).expect("db");
+    db.execute("UPDATE audit SET at = '2019-10-04T12:00:00Z' WHERE action = 'unpause'", []).expect("at");
+    assert_eq!(s.store.unpaused_at("d").expect("read"), Some(at("2019-10-04T12:00:00Z")));
+    let due = [day(1), day(2), day(3)];
+    assert!(s.decide(&d, "2019-10-04T12:00:01Z", &due).is_empty(), "nothing raised for the pause");
+    let rows = s.decide(&d, "2019-10-05T01:00:00Z", &[day(1), day(2), day(3), day(4)]);
+    assert_eq!(summary(&rows).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["d@2019-10-04T00:00:00Z"]);
+    assert!(rows[0].missed);
+    assert_eq!(s.store.unpaused_at("other").expect("read"), None, "never unpaused");
+}

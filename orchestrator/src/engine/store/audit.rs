@@ -78,6 +78,51 @@ impl MarkError {
     }
 }
 
+/// Why a cancel was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// The store (or no such run).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run is not running.
+    #[error("run {run_id} is {state}: only a running run can be cancelled")]
+    NotRunning {
+        /// The run.
+        run_id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The run is `running` in the store, but the process that ran it is gone.
+    #[error(
+        "run {run_id} is `running` in the store, but no live process runs it (the one that did died): there is nothing to stop. `cartflow run` resumes it; `cartflow mark` marks its tasks"
+    )]
+    Orphaned {
+        /// The run.
+        run_id: String,
+    },
+}
+
+impl CancelError {
+    /// Whether this is the user's to fix (exit 2 / HTTP 400).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, CancelError::Store(StoreError::Sqlite { .. } | StoreError::Corrupt { .. }))
+    }
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequested {
+    /// The process that runs the run (it stops the run at its next heartbeat, within
+    /// [`CANCEL_LATENCY`]).
+    pub pid: String,
+    /// Who had asked already, if someone had (this request changed nothing).
+    pub already_by: Option<String>,
+}
+
+/// How long the process that runs a run takes at most to see a cancel asked for elsewhere: it
+/// reads the request with its heartbeat.
+pub const CANCEL_LATENCY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a mark changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marked {
@@ -221,6 +266,54 @@ impl RunStore {
         Ok(Marked { from, run_state })
     }
 
+    /// Asks the process that runs `run_id` to cancel it (`cartflow cancel`, the web UI): the
+    /// request is stored with who asked, the owner reads it with its heartbeat and stops the
+    /// run as a Ctrl-C would (no new task starts, running ones are stopped, the run ends
+    /// `cancelled`). Recorded in the audit log in the same transaction; a second request
+    /// changes nothing.
+    pub fn request_cancel(&mut self, run_id: &str, who: &str) -> Result<CancelRequested, CancelError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let now = ts(Utc::now());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        type Row = (String, Option<String>, Option<String>, String, Option<String>);
+        let run: Option<Row> = tx
+            .query_row(
+                "SELECT dag_id, owner, heartbeat_at, state, cancel_requested_by FROM dag_runs WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(&e)?;
+        let Some((dag_id, owner, heartbeat, state, already_by)) = run else {
+            return Err(StoreError::NoSuchRun { run_id: run_id.to_string() }.into());
+        };
+        if state != RunState::Running.name() {
+            return Err(CancelError::NotRunning { run_id: run_id.to_string(), state });
+        }
+        let Some(owner) = owner.filter(|o| o == my_token() || owner_alive(o, heartbeat.as_deref().and_then(parse_ts)))
+        else {
+            return Err(CancelError::Orphaned { run_id: run_id.to_string() });
+        };
+        let pid = owner.split(':').next().unwrap_or("?").to_string();
+        if already_by.is_none() {
+            tx.execute(
+                "UPDATE dag_runs SET cancel_requested_at = ?2, cancel_requested_by = ?3 WHERE run_id = ?1",
+                params![run_id, now, who],
+            )
+            .map_err(&e)?;
+            let detail = format!("asked process {pid} to stop the run");
+            insert(
+                &tx,
+                &NewAudit { who, action: "cancel", dag_id: &dag_id, run_id, detail: &detail, ..NewAudit::default() },
+                &now,
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(CancelRequested { pid, already_by })
+    }
+
     /// Pauses (`paused`) or unpauses a DAG: the scheduler creates no runs of a paused DAG (runs
     /// started by hand still run). Recorded in the audit log with its change, in one
     /// transaction; returns whether anything changed.
@@ -251,6 +344,26 @@ impl RunStore {
             .query_map([], |r| Ok((r.get::<_, String>(0)?, (ts_column(r, 1)?, r.get::<_, String>(2)?))))
             .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// When `dag_id` was last unpaused (the audit log's newest `unpause`), if ever: the
+    /// deadlines that passed before are not raised (a pause is deliberate).
+    pub fn unpaused_at(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT at FROM audit WHERE dag_id = ?1 AND action = 'unpause' ORDER BY id DESC LIMIT 1",
+                [dag_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        match at {
+            None => Ok(None),
+            Some(s) => parse_ts(&s)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), what: format!("audit time `{s}`") }),
+        }
     }
 
     /// Records what someone did (an action started from the web UI).
@@ -379,5 +492,43 @@ mod tests {
         let actions: Vec<String> =
             store.audit(None, 3).expect("audit").into_iter().map(|a| format!("{} {}", a.who, a.action)).collect();
         assert_eq!(actions, ["eve unpause", "dee pause", "cy rerun"]);
+    }
+    #[test]
+    fn a_cancel_is_asked_for_once_read_by_the_heartbeat_and_gone_with_the_execution() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let claim = Claim {
+            dag_id: "m",
+            interval: DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("day")),
+            trigger: Trigger::Manual,
+            tasks: &tasks,
+            rerun: false,
+            require_existing: false,
+        };
+        let run = store.claim(&claim).expect("claim").run_id;
+        assert!(matches!(
+            store.request_cancel("m@2019-10-09T00:00:00Z", "eve"),
+            Err(CancelError::Store(StoreError::NoSuchRun { .. }))
+        ));
+        assert_eq!(store.heartbeat(&run).expect("beat"), None, "nobody asked");
+        let asked = store.request_cancel(&run, "eve").expect("asked");
+        assert_eq!(asked, CancelRequested { pid: std::process::id().to_string(), already_by: None });
+        assert_eq!(store.heartbeat(&run).expect("beat").as_deref(), Some("eve"), "the owner reads who asked");
+        let again = store.request_cancel(&run, "fay").expect("asked again");
+        assert_eq!(again.already_by.as_deref(), Some("eve"));
+        let log: Vec<String> =
+            store.audit(None, 10).expect("log").into_iter().map(|a| format!("{} {}", a.who, a.action)).collect();
+        assert_eq!(log, ["eve cancel"], "one request, one entry");
+        store.finish(&run, RunState::Cancelled).expect("finish");
+        assert!(matches!(store.request_cancel(&run, "eve"), Err(CancelError::NotRunning { .. })));
+        // Resumed: the old request does not stop the new execution.
+        store.claim(&claim).expect("resume");
+        assert_eq!(store.heartbeat(&run).expect("beat"), None);
+        // Owned by a process that is gone (no pid is that high): nothing to stop.
+        store.conn.execute("UPDATE dag_runs SET owner = '4194305:1'", []).expect("owner");
+        let orphaned = store.request_cancel(&run, "eve");
+        assert!(matches!(orphaned, Err(CancelError::Orphaned { .. })), "{orphaned:?}");
+        assert!(orphaned.expect_err("refused").is_usage());
     }
 }

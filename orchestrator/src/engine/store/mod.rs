@@ -22,7 +22,9 @@ mod query;
 mod runs;
 mod schema;
 
-pub use audit::{AuditRow, Mark, MarkError, Marked, NewAudit, Paused, local_user};
+pub use audit::{
+    AuditRow, CANCEL_LATENCY, CancelError, CancelRequested, Mark, MarkError, Marked, NewAudit, Paused, local_user,
+};
 pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
 pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, NotificationRow};

@@ -174,7 +174,8 @@ impl RunStore {
         }
         if existed {
             tx.execute(
-                "UPDATE dag_runs SET state = 'running', run_trigger = ?2, started_at = ?3, ended_at = NULL, owner = ?4, heartbeat_at = ?3 WHERE run_id = ?1",
+                "UPDATE dag_runs SET state = 'running', run_trigger = ?2, started_at = ?3, ended_at = NULL, owner = ?4, heartbeat_at = ?3,
+                 cancel_requested_at = NULL, cancel_requested_by = NULL WHERE run_id = ?1",
                 params![run_id, c.trigger.name(), ts(now), my_token()],
             )
             .map_err(&e)?;
@@ -358,14 +359,17 @@ impl RunStore {
         }
         Ok(())
     }
-    /// Tells other processes this run's owner is alive.
-    pub fn heartbeat(&self, run_id: &str) -> Result<(), StoreError> {
+    /// Tells other processes this run's owner is alive, and returns who asked for the run to
+    /// be cancelled (`cartflow cancel`, the web UI of another process), if someone did.
+    pub fn heartbeat(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .execute(
-                "UPDATE dag_runs SET heartbeat_at = ?2 WHERE run_id = ?1 AND owner = ?3",
+            .query_row(
+                "UPDATE dag_runs SET heartbeat_at = ?2 WHERE run_id = ?1 AND owner = ?3 RETURNING cancel_requested_by",
                 params![run_id, ts(Utc::now()), my_token()],
+                |r| r.get::<_, Option<String>>(0),
             )
-            .map(|_| ())
+            .optional()
+            .map(Option::flatten)
             .map_err(self.sql())
     }
     /// Records the end of an execution and releases the run.
@@ -380,7 +384,7 @@ impl RunStore {
         let now = ts(Utc::now());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         tx.execute(
-            "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL WHERE run_id = ?1",
+            "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL, cancel_requested_at = NULL, cancel_requested_by = NULL WHERE run_id = ?1",
             params![run_id, state.name(), now],
         )
         .map_err(&e)?;

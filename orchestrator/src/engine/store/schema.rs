@@ -150,6 +150,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_run ON audit (run_id);
     "#,
+    // v8: a cancel asked for by another process (`cartflow cancel`, the web UI): the run's owner
+    // reads it with its heartbeat and stops the run.
+    r#"
+    ALTER TABLE dag_runs ADD COLUMN cancel_requested_at TEXT;
+    ALTER TABLE dag_runs ADD COLUMN cancel_requested_by TEXT;
+    "#,
 ];
 
 impl RunStore {
