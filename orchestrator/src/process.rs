@@ -31,6 +31,23 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Variables that hold this process's own secrets (the web UI's token): read once at start,
+/// then removed from the environment, so that no child — a task's command, a Spark or Flink
+/// process — inherits them.
+pub const OWN_SECRETS: &[&str] = &["CARTFLOW_UI_TOKEN"];
+
+/// Removes [`OWN_SECRETS`] from the environment. Call it in `main` after the arguments are
+/// read and before any other thread starts (a thread reading the environment meanwhile is
+/// what makes `remove_var` unsafe).
+pub fn forget_own_secrets() {
+    for name in OWN_SECRETS {
+        if std::env::var_os(name).is_some() {
+            // SAFETY: called while the process has one thread (see above).
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
 fn live_groups() -> &'static Mutex<HashSet<i32>> {
     static GROUPS: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
     GROUPS.get_or_init(|| Mutex::new(HashSet::new()))

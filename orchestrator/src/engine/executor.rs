@@ -47,6 +47,14 @@ pub enum ExecError {
     /// The run store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This process is executing the run already.
+    #[error(
+        "run {run_id} is being executed by this cartflow process already; wait for it to finish or cancel it first"
+    )]
+    Executing {
+        /// The run.
+        run_id: String,
+    },
     /// `--task` named something the DAG does not have.
     #[error("{0}")]
     Selection(String),
@@ -318,6 +326,33 @@ struct Slot {
     last_error: Option<String>,
 }
 
+/// The runs this process is executing now. A second execution of one of them in the same
+/// process (the web UI: a double-clicked Start, a second tab, a rerun while it runs, two
+/// backfills over one range) is refused as busy, as another process's would be: the run store's
+/// owner token names the process, so its claim cannot tell them apart.
+static EXECUTING: std::sync::Mutex<std::collections::BTreeSet<(PathBuf, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A run (of a store) in [`EXECUTING`], until dropped.
+struct Executing((PathBuf, String));
+
+impl Executing {
+    fn enter(store: PathBuf, run_id: String) -> Result<Executing, ExecError> {
+        let key = (store, run_id);
+        let mut set = EXECUTING.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(ExecError::Executing { run_id: key.1 });
+        }
+        Ok(Executing(key))
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        EXECUTING.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
+
 /// Runs one DAG run to its end (or to a cancel) and returns its report.
 pub async fn execute(
     dag: Arc<Dag>,
@@ -342,6 +377,12 @@ pub async fn execute(
         }
     }
     let mut store = RunStore::open(state_path)?;
+    // One execution of a run of one store per process at a time (the store's owner token is
+    // the process's: it cannot tell two executions in one process apart).
+    let _executing = Executing::enter(
+        std::fs::canonicalize(state_path).unwrap_or_else(|_| state_path.to_path_buf()),
+        crate::engine::store::run_id(&dag.id, interval.start),
+    )?;
     let task_sel: Vec<(&str, bool)> = dag.tasks.iter().zip(&selected).map(|(t, s)| (t.id.as_str(), *s)).collect();
     let claimed = store.claim(&Claim {
         dag_id: &dag.id,
@@ -375,6 +416,31 @@ pub async fn execute(
             }
         })
         .collect();
+    // A task kept skipped whose upstream runs again is decided again (its trigger rule, its own
+    // skip, depend on what the upstream does this time); one whose upstreams stay done, not.
+    let mut slots = slots;
+    let mut requeued = Vec::new();
+    loop {
+        let again: Vec<usize> = (0..slots.len())
+            .filter(|&i| {
+                slots[i].selected
+                    && slots[i].state == TaskState::Skipped
+                    && dag.tasks[i].upstream.iter().any(|&u| slots[u].selected && !slots[u].state.is_terminal())
+            })
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        for i in again {
+            slots[i].state = TaskState::Queued;
+            requeued.push(Op::Task {
+                task_id: dag.tasks[i].id.clone(),
+                state: TaskState::Queued,
+                attempts: slots[i].attempts,
+                failures: slots[i].failures,
+            });
+        }
+    }
     let reused = slots.iter().filter(|s| s.selected && matches!(s.state, TaskState::Success { .. })).count();
     observer(Event::Claimed {
         run_id: &run_id,
@@ -408,7 +474,7 @@ pub async fn execute(
         // The run's own token: aborting this run stops its tasks, not the runs beside it.
         cancel: cancel.child_token(),
         slots,
-        ops: Vec::new(),
+        ops: requeued,
         ready: VecDeque::new(),
         retries: BinaryHeap::new(),
         rng: fastrand::Rng::new(),

@@ -136,6 +136,29 @@ async fn skip_exit_code_skips_and_downstream_follows_its_rule() {
 }
 
 #[tokio::test]
+async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() {
+    let f = Fixture::new();
+    let dag = f.dag(
+        "id: d\ntasks:\n\
+         \x20 - id: own_skip\n    kind: command\n    program: sh\n    args: [-c, 'echo x >> $DIR/own; exit 99']\n    skip_exit_code: 99\n\
+         \x20 - id: flaky\n    kind: command\n    program: sh\n    args: [-c, '[ -f $DIR/fixed ]']\n\
+         \x20 - id: cleanup\n    kind: command\n    program: sh\n    args: [-c, 'echo x >> $DIR/cleanup; exit 99']\n    skip_exit_code: 99\n    depends_on: [flaky]\n    trigger_rule: all_done\n",
+    );
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Failed);
+    assert_eq!((state_of(&r, "own_skip"), state_of(&r, "cleanup")), (&TaskState::Skipped, &TaskState::Skipped));
+    std::fs::write(f.path().join("fixed"), "").expect("fix");
+    // Run again (what failed): `flaky` runs and succeeds. `own_skip` decided to skip and nothing
+    // it depends on changed: it stays skipped, not run. `cleanup` follows `flaky`: it runs again.
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    let lines = |name: &str| std::fs::read_to_string(f.path().join(name)).expect("file").lines().count();
+    assert_eq!(lines("own"), 1, "a skip is kept as a success is");
+    assert_eq!(lines("cleanup"), 2, "decided again after its upstream ran again");
+    assert_eq!(state_of(&r, "own_skip"), &TaskState::Skipped);
+}
+
+#[tokio::test]
 async fn retries_back_off_exponentially_then_succeed() {
     let f = Fixture::new();
     // Fails on attempts 1 and 2, succeeds on 3; records when each attempt started.
@@ -232,6 +255,50 @@ async fn cancel_stops_running_tasks_and_records_them() {
     let quick = f.dag(&format!("id: d\ntasks:\n{}{}", sh("long", "", "true"), sh("after", "long", "true")));
     let r2 = f.run(&quick).await;
     assert_eq!((r2.run_id.as_str(), r2.state), (r.run_id.as_str(), RunState::Success));
+}
+
+#[tokio::test]
+async fn a_run_this_process_executes_is_not_executed_a_second_time_at_once() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}",
+        sh("long", "", "echo x >> $DIR/starts; while [ ! -f $DIR/go ]; do sleep 0.05; done")
+    ));
+    let (d2, path) = (dag.clone(), f.path().to_path_buf());
+    let first = tokio::spawn(async move {
+        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+        let opts = ExecOptions { project_dir: path.clone(), ..ExecOptions::default() };
+        let pools = Arc::new(Pools::new(&BTreeMap::new()));
+        execute(d2, interval, &path.join("state.db"), pools, &opts, CancellationToken::new(), &mut |_| {}).await
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    while !f.path().join("starts").exists() {
+        assert!(Instant::now() < until, "the first execution never started its task");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same run, in the same process, while the first runs it (the web UI's double submit).
+    let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+    let opts = ExecOptions { project_dir: f.path().to_path_buf(), ..ExecOptions::default() };
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        execute(
+            dag.clone(),
+            interval,
+            &f.path().join("state.db"),
+            Arc::new(Pools::new(&BTreeMap::new())),
+            &opts,
+            CancellationToken::new(),
+            &mut |_| {},
+        ),
+    )
+    .await;
+    std::fs::write(f.path().join("go"), "").expect("go");
+    assert!(matches!(second, Ok(Err(ExecError::Executing { .. }))), "refused at once: {second:?}");
+    let r = first.await.expect("join").expect("first");
+    assert_eq!(r.state, RunState::Success);
+    assert_eq!(std::fs::read_to_string(f.path().join("starts")).expect("starts"), "x\n", "the task started once");
+    // Once it ended, the run can be executed again.
+    assert_eq!(f.run(&dag).await.state, RunState::Success);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ pub mod eventbridge;
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// A schedule and what it belongs to: a DAG's id, its schedule and its timezone.
@@ -138,7 +138,7 @@ impl Schedule {
             Schedule::Cron { parsed, .. } => {
                 // Search the wall clock from a little before t (a gap can map an earlier
                 // local tick onto or after t), keep the first tick whose instant is >= t.
-                let from = t.with_timezone(&tz).naive_local() - Duration::hours(4);
+                let from = t.with_timezone(&tz).naive_local().checked_sub_signed(Duration::hours(4))?;
                 parsed.ticks_from(from).map(|tick| resolve_local(tick, tz)).find(|instant| *instant >= t)
             }
         }
@@ -212,7 +212,7 @@ impl Schedule {
 
     /// The first tick strictly after `t`.
     pub fn tick_after(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        self.tick_at_or_after(t + Duration::seconds(1), tz)
+        self.tick_at_or_after(t.checked_add_signed(Duration::seconds(1))?, tz)
     }
 
     /// The data interval that starts at the first tick on or after the start of `date` in `tz`
@@ -294,7 +294,18 @@ impl DataInterval {
 /// Parses `--date`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (local to the DAG's timezone) or
 /// RFC 3339 with an offset.
 pub fn parse_date_arg(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    let t = parse_date_unbounded(s, tz)?;
+    if !(1..=9999).contains(&t.year()) {
+        return Err(format!("`{s}` is outside the years 0001 to 9999"));
+    }
+    Ok(t)
+}
+
+fn parse_date_unbounded(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if !(1..=9999).contains(&d.year()) {
+            return Err(format!("`{s}` is outside the years 0001 to 9999"));
+        }
         return Ok(local_midnight(d, tz));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
@@ -318,6 +329,18 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn dates_outside_the_years_1_to_9999_are_refused_and_no_extreme_instant_panics() {
+        for s in ["-262143-01-01", "+10000-01-01", "0000-12-31", "-0001-01-01T00:00:00Z", "+262142-12-31T23:59"] {
+            let r = parse_date_arg(s, chrono_tz::UTC);
+            assert!(r.as_ref().is_err_and(|e| e.contains("0001 to 9999") || e.contains("cannot read")), "{s}: {r:?}");
+        }
+        assert!(parse_date_arg("9999-12-31", chrono_tz::UTC).is_ok());
+        let cron = Schedule::parse("0 2 * * *").expect("cron");
+        assert_eq!(cron.tick_at_or_after(DateTime::<Utc>::MIN_UTC, chrono_tz::Europe::Berlin), None);
+        assert_eq!(cron.tick_after(DateTime::<Utc>::MAX_UTC, chrono_tz::UTC), None);
     }
 
     #[test]

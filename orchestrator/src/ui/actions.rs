@@ -147,9 +147,15 @@ async fn plan(ui: &Arc<Ui>, f: &ActionForm) -> Result<Planned, PageError> {
                 (dag, interval, Some(run))
             };
             let run_id = crate::engine::store::run_id(&dag.id, interval.start);
-            let rid = run_id.clone();
-            let states: BTreeMap<String, TaskState> =
-                ui.with_store(move |s| s.tasks(&rid)).await?.into_iter().map(|t| (t.task_id, t.state)).collect();
+            let (rid, did) = (run_id.clone(), dag.id.clone());
+            let (states, live) =
+                ui.with_store(move |s| Ok((s.tasks(&rid)?, s.live_runs(&did)?.contains(&rid)))).await?;
+            if live {
+                return Err(bad(format!(
+                    "run {run_id} is running now (started here or by another cartflow process): wait for it to end, or cancel it from its page"
+                )));
+            }
+            let states: BTreeMap<String, TaskState> = states.into_iter().map(|t| (t.task_id, t.state)).collect();
             let params = flows::merged_params(&dag, &parse_params(&f.params)?).map_err(flow_err)?;
             let (tasks, downstream) = if f.action == "rerun" {
                 flows::check_tasks(&dag, std::slice::from_ref(&f.task)).map_err(flow_err)?;
@@ -159,17 +165,40 @@ async fn plan(ui: &Arc<Ui>, f: &ActionForm) -> Result<Planned, PageError> {
             };
             flows::check_render(&dag, &interval, &params).map_err(flow_err)?;
             let selected = dag.select(&tasks, downstream).map_err(bad)?;
-            let will_run: Vec<(String, String)> = dag
+            // What the executor runs: the selected tasks that did not succeed or skip (all of
+            // them when tasks are named), and a skipped one whose upstream runs again.
+            let mut runs: Vec<bool> = dag
                 .tasks
                 .iter()
                 .zip(&selected)
-                .filter(|(t, sel)| {
-                    **sel
-                        && (!tasks.is_empty()
-                            || !states
-                                .get(&t.id)
-                                .is_some_and(|s| matches!(s, TaskState::Success { .. } | TaskState::Skipped)))
+                .map(|(t, sel)| {
+                    *sel && (!tasks.is_empty()
+                        || !states
+                            .get(&t.id)
+                            .is_some_and(|s| matches!(s, TaskState::Success { .. } | TaskState::Skipped)))
                 })
+                .collect();
+            loop {
+                let again: Vec<usize> = (0..runs.len())
+                    .filter(|&i| {
+                        !runs[i]
+                            && selected[i]
+                            && states.get(&dag.tasks[i].id) == Some(&TaskState::Skipped)
+                            && dag.tasks[i].upstream.iter().any(|&u| runs[u])
+                    })
+                    .collect();
+                if again.is_empty() {
+                    break;
+                }
+                for i in again {
+                    runs[i] = true;
+                }
+            }
+            let will_run: Vec<(String, String)> = dag
+                .tasks
+                .iter()
+                .zip(&runs)
+                .filter(|(_, r)| **r)
                 .map(|(t, _)| (t.id.clone(), states.get(&t.id).map_or("(new)", TaskState::name).to_string()))
                 .collect();
             let title = match (f.action.as_str(), &existing) {
@@ -925,6 +954,9 @@ pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) 
 
 /// The actions of a task page: rerun it, alone or with its downstream.
 pub(super) fn task_actions(ui: &Ui, dag: &Dag, run: &RunRow, task: &TaskRow, live: bool) -> String {
+    if live {
+        return r#"<div class="actions"><p class="meta">The run is running now: it can be rerun or marked once it has ended (or cancel it from the run page).</p></div>"#.into();
+    }
     let downstream = dag.task_index(&task.task_id).is_some_and(|i| !dag.tasks[i].downstream.is_empty());
     let mut out = format!(
         r#"<div class="actions"><form class="action" method="post" action="/preview">{}{}{}{}{}<button>Rerun this task…</button></form>"#,

@@ -49,7 +49,9 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
         .with_store(move |s| {
             let mut recent = HashMap::new();
             for id in &ids {
-                recent.insert(id.clone(), s.runs(Some(id.as_str()), 14)?);
+                // The newest runs, and the latest interval that has a run (what the scheduler
+                // decides what is due from).
+                recent.insert(id.clone(), (s.runs(Some(id.as_str()), 14)?, s.last_run_start(id)?));
             }
             Ok((recent, s.dag_ids()?, s.paused()?))
         })
@@ -57,11 +59,15 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
     let now = crate::schedule::clock::now();
     let mut rows = Vec::new();
     for dag in set.dags.values() {
-        let runs = recent.get(&dag.id).cloned().unwrap_or_default();
-        let last = runs.iter().map(|r| r.interval_start).max();
+        let (runs, last) = recent.get(&dag.id).cloned().unwrap_or_default();
         let due = crate::engine::scheduler::due(dag, last, now);
         let next = if matches!(dag.schedule, crate::schedule::Schedule::Manual) {
             "manual (run or backfill it)".to_string()
+        } else if paused.contains_key(&dag.id) {
+            match due.first() {
+                Some(first) => format!("paused: {} would be due ({} interval(s)) once unpaused", first.ds(), due.len()),
+                None => "paused: no scheduled runs".to_string(),
+            }
         } else if let Some(first) = due.first() {
             format!("{} due now ({} interval(s))", first.ds(), due.len())
         } else {
@@ -184,8 +190,11 @@ pub(super) struct GridParams {
 }
 
 fn parse_day(s: &str, what: &str) -> Result<chrono::NaiveDate, PageError> {
+    use chrono::Datelike as _;
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| PageError::BadRequest(format!("{what} `{s}` is not a date (YYYY-MM-DD)")))
+        .ok()
+        .filter(|d| (1..=9999).contains(&d.year()))
+        .ok_or_else(|| PageError::BadRequest(format!("{what} `{s}` is not a date (YYYY-MM-DD, years 0001 to 9999)")))
 }
 
 /// `GET /dags/{dag}`: data intervals × tasks, one cell per task instance, the run on top.
@@ -213,8 +222,10 @@ pub(super) async fn grid(
         {
             return Err(PageError::BadRequest(format!("the range {f} .. {t} ends before it starts")));
         }
-        let next = to.succ_opt().ok_or_else(|| PageError::BadRequest("`to` is out of range".into()))?;
-        q.before = Some(crate::schedule::local_midnight(next, tz));
+        // (After 9999-12-31 there is no bound: stored times have four-digit years.)
+        if let Some(next) = to.succ_opt().filter(|n| chrono::Datelike::year(n) <= 9999) {
+            q.before = Some(crate::schedule::local_midnight(next, tz));
+        }
     }
     if let Some(b) = p.before.as_deref().filter(|s| !s.is_empty()) {
         let b = DateTime::parse_from_rfc3339(b)

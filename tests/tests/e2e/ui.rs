@@ -29,7 +29,13 @@ impl Ui {
 
     /// Runs `cartflow ARGS` and waits for the line that gives the UI's address.
     fn spawn(p: &Project, args: &[&str]) -> Ui {
-        let mut child = p.spawn(args);
+        Ui::spawn_cmd(p.command(args), args)
+    }
+
+    /// Runs `cmd` (a `cartflow` command) and waits for the line that gives the UI's address.
+    fn spawn_cmd(mut cmd: std::process::Command, args: &[&str]) -> Ui {
+        use std::process::Stdio;
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cartflow");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         while !line.starts_with("cartflow ui: http://") {
@@ -193,6 +199,10 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     ] {
         let (status, _, page) = ui.http("POST", path, &[ct], &body);
         assert_eq!(status, 403, "POST {path} without the CSRF token: {page}");
+        // With the token but from another origin: refused too.
+        let with = format!("{body}&csrf={}", ui.csrf());
+        let (status, _, page) = ui.http("POST", path, &[ct, ("Origin", "http://evil.example")], &with);
+        assert_eq!(status, 403, "POST {path} from another origin: {page}");
     }
     assert_eq!(runs_of(&p, "flaky"), runs_before, "a refused POST starts nothing");
     // The same form with the token is accepted (so the refusals above are the token's doing).
@@ -214,10 +224,20 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         "/runs/flaky@2019-10-09T00:00:00Z",
         "/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/9/log",
         "/actions/1",
+        "/dags/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/runs/%2e%2e/tasks/%2e%2e",
+        "/dags/flaky%00",
+        "/runs/flaky@2019-10-01T00:00:00Z/tasks/load%00/attempts/1/log",
+        "/lake/%2e%2e",
     ] {
         let (status, body) = ui.get(path);
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.contains("root:"), "{path}");
+    }
+    let long = "x".repeat(300);
+    for path in [format!("/dags/{long}"), format!("/runs/{long}"), format!("/lake/{long}"), format!("/actions/{long}")]
+    {
+        assert_eq!(ui.get(&path).0, 404, "a 300-character id");
     }
     // The link a notification carries opens the task page at that attempt.
     let (status, head, _) = ui.http("GET", "/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/1", &[], "");
@@ -251,6 +271,27 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     assert!(head.contains("location: /dags/flaky\r") || head.ends_with("location: /dags/flaky"), "{head}");
     let (status, _, _) = ui.http("GET", "/dags/flaky", &[("Cookie", &format!("cartflow_ui={token}"))], "");
     assert_eq!(status, 200);
+    drop(ui);
+
+    // The token from the environment: no task the UI starts inherits it (a task that prints
+    // its environment would put it in a log the UI shows).
+    p.dag("env.yaml", &format!("id: envdump\ntasks:\n{}", sh("dump", "", "env > $DIR/env.txt")));
+    let mut cmd = p.command(&["ui", "--bind", "127.0.0.1:0"]);
+    cmd.env("CARTFLOW_UI_TOKEN", token);
+    let ui = Ui::spawn_cmd(cmd, &["ui"]);
+    let auth = ("Authorization", format!("Bearer {token}"));
+    let (_, _, page) = ui.http("GET", "/backfills", &[(auth.0, &auth.1)], "");
+    let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
+    let csrf = page[at..].split('"').next().unwrap_or_default().to_string();
+    let form = format!("csrf={csrf}&action=run&dag=envdump&date=2019-10-01");
+    let (status, head, _) = ui.http("POST", "/start", &[ct, (auth.0, &auth.1)], &form);
+    assert_eq!(status, 303, "{head}");
+    wait_until("the task to write its environment", Duration::from_secs(30), || {
+        runs_of(&p, "envdump").first().is_some_and(|r| r.1 == "success")
+    });
+    let env = p.read("env.txt");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(!env.contains(token) && !env.contains("CARTFLOW_UI_TOKEN"), "{env}");
 }
 
 #[test]
@@ -337,12 +378,15 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
     let day2 = runs[1].0.split('@').nth(1).and_then(|t| t.get(..10)).expect("a date");
     let (_, one) = ui.get(&format!("/dags/ecommerce_daily?from={day2}&to={day2}"));
     assert_eq!(columns(&one), ids(&runs[1..2]), "{one}");
+    assert_eq!(columns(&ui.get("/dags/ecommerce_daily?from=0001-01-01&to=9999-12-31").1).len(), 3, "the widest range");
     let (_, none) = ui.get("/dags/ecommerce_daily?state=failed");
     assert!(columns(&none).is_empty() && none.contains("No runs match"), "{none}");
     assert_eq!(columns(&ui.get("/dags/ecommerce_daily?state=success").1).len(), 3);
     for bad in [
         "from=2019-10-03&to=2019-10-01",
         "from=9999-99-99",
+        "from=%2B10000-01-01",
+        "to=-0001-01-01",
         "to=2019-13-01",
         "state=exploded",
         "before=yesterday",
@@ -720,6 +764,7 @@ fn a_task_marked_from_the_ui_shows_a_preview_then_changes_the_store_with_who_and
     assert_eq!(ui.http("POST", "/pause", &[ct], &format!("csrf={}&dag=nope&paused=1", ui.csrf())).0, 404);
     let (_, dags) = ui.get("/");
     assert!(dags.contains("paused</span>") && dags.contains(r#"id="pause-flaky">Unpause<"#), "{dags}");
+    assert!(dags.contains("paused: ") && !dags.contains("due now"), "not said to be due while paused: {dags}");
     let runs_before = runs_of(&p, "flaky").len();
     p.run(&["scheduler", "--once"]).expect_code(0);
     assert_eq!(runs_of(&p, "flaky").len(), runs_before, "a paused DAG gets no scheduled run");
@@ -749,6 +794,12 @@ fn demo_ui_serves_the_demo_project_when_the_demo_is_done() {
     assert!(page.contains("/runs/ecommerce_daily@2019-10-01T00:00:00Z"), "{page}");
     // Without --ui, --bind is refused (it would be ignored).
     p.run(&["demo", "--days", "1", "--bind", "127.0.0.1:0"]).expect_code(2);
+    // A public bind (the demo's UI has no token) is refused before the demo runs.
+    let fresh = Project::new();
+    let r = fresh.run(&["demo", "--days", "1", "--events-per-day", "1500", "--ui", "--bind", "0.0.0.0:0"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("--token") && !r.stdout.contains("demo finished"), "{}{}", r.stdout, r.stderr);
+    assert!(!fresh.path().join(".cartflow/state.db").exists(), "nothing ran");
 }
 
 #[test]
@@ -807,6 +858,19 @@ fn a_run_another_process_runs_is_cancelled_from_the_ui_after_a_preview() {
     let (_, page) = ui.get(&format!("/runs/{id}"));
     assert!(page.contains(r#"id="cancel-run""#), "{page}");
     let ct = ct_form();
+    // While it runs, nothing here starts it a second time: no rerun offered, none planned.
+    let (_, task_page) = ui.get(&format!("/runs/{id}/tasks/long"));
+    assert!(!task_page.contains("Rerun this task") && task_page.contains("is running now"), "{task_page}");
+    for action in ["action=rerun&task=long", "action=rerun_failed"] {
+        let f = format!("csrf={}&run={}&{action}", ui.csrf(), form_value(id));
+        let (status, _, page) = ui.http("POST", "/preview", &[ct], &f);
+        assert_eq!(status, 400, "{action}: {page}");
+        assert!(page.contains("is running now"), "{page}");
+        assert_eq!(ui.http("POST", "/start", &[ct], &f).0, 400, "{action}");
+    }
+    let f = format!("csrf={}&action=run&dag=c&date=2019-10-01", ui.csrf());
+    assert_eq!(ui.http("POST", "/start", &[ct], &f).0, 400, "the same interval by date");
+    assert_eq!(p.read("started"), "started\n", "started once");
     let form = format!("csrf={}&run={}", ui.csrf(), form_value(id));
     assert_eq!(ui.http("POST", "/cancel", &[ct], &format!("run={}&confirm=1", form_value(id))).0, 403);
     let (status, _, preview) = ui.http("POST", "/cancel", &[ct], &form);

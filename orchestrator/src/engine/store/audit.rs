@@ -25,8 +25,9 @@ pub type Paused = std::collections::BTreeMap<String, (Option<DateTime<Utc>>, Str
 pub enum Mark {
     /// As if it had succeeded: its downstream tasks may run on the next execution.
     Success,
-    /// Skipped (on the run's next execution, its `all_success` downstream tasks are skipped
-    /// too; the mark itself changes only this task).
+    /// Skipped: it stays skipped on the run's next execution (unless one of its upstream tasks
+    /// runs again then), and its `all_success` downstream tasks are skipped too; the mark itself
+    /// changes only this task.
     Skipped,
 }
 

@@ -240,6 +240,9 @@ impl RunStore {
                 TaskState::UpForRetry { .. } => state.clone(),
                 TaskState::Success { .. } if selected && c.rerun => state.clear().map_err(corrupt)?,
                 TaskState::Success { .. } => state.clone(),
+                // Skipped (by itself, by its trigger rule, by hand) stays skipped, as a success
+                // stays done; the executor runs it again when one of its upstreams runs again.
+                TaskState::Skipped if !(selected && c.rerun) => state.clone(),
                 s if s.is_terminal() && selected => state.clear().map_err(corrupt)?,
                 _ => state.clone(),
             };
