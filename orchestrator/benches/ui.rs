@@ -128,6 +128,7 @@ fn main() {
                 bind: "127.0.0.1:0".parse().expect("addr"),
                 token: None,
                 backend: Backend::Local,
+                query_timeout: cartflow::ui::QUERY_TIMEOUT,
             };
             cartflow::ui::serve(project, env, options, stop, |a| tx.send(a.port()).expect("send"))
                 .await

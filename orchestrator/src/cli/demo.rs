@@ -45,7 +45,12 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let bind = a.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8787)));
     if a.ui {
         // A bind the UI would refuse is refused before the demo runs, not after it.
-        let options = cartflow::ui::Options { bind, token: None, backend: Backend::Local };
+        let options = cartflow::ui::Options {
+            bind,
+            token: None,
+            backend: Backend::Local,
+            query_timeout: cartflow::ui::QUERY_TIMEOUT,
+        };
         cartflow::ui::check_options(&options).map_err(|e| super::usage(e.to_string()))?;
     }
     let req = Request {
@@ -85,7 +90,12 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     );
     println!("  dashboard: {}", r.dashboard_path.display());
     if a.ui {
-        let args = super::ui::Args { bind, token: None, backend: super::BackendArg { backend: Backend::Local } };
+        let args = super::ui::Args {
+            bind,
+            token: None,
+            query_timeout: cartflow::ui::QUERY_TIMEOUT,
+            backend: super::BackendArg { backend: Backend::Local },
+        };
         return super::ui::serve(p, args, " — the demo's project");
     }
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,9 @@ pub struct Args {
     /// `Authorization: Bearer …`). At least 16 characters.
     #[arg(long, env = "CARTFLOW_UI_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How long a query of the query page may run before it is stopped.
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
+    pub query_timeout: std::time::Duration,
     #[command(flatten)]
     pub backend: BackendArg,
 }
@@ -28,8 +31,12 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
 
 /// Serves the UI (also after `cartflow demo --ui`); `note` is printed beside the address.
 pub fn serve(p: &Project, a: Args, note: &str) -> anyhow::Result<ExitCode> {
-    let options = ui::Options { bind: a.bind, token: a.token, backend: a.backend.backend };
+    let options =
+        ui::Options { bind: a.bind, token: a.token, backend: a.backend.backend, query_timeout: a.query_timeout };
     ui::check_options(&options).map_err(|e| usage(e.to_string()))?;
+    if options.query_timeout.is_zero() {
+        return Err(usage("--query-timeout must be longer than 0s"));
+    }
     let token = options.token.clone();
     let r = with_signals(|cancel| async move {
         let env = p.env(options.backend).await?;

@@ -112,8 +112,8 @@ pub fn check(sql: &str) -> Result<(), FlowError> {
 
 /// Runs one read-only query on `env` (the project's backend: [`Project::env`]; checked first
 /// by [`check`]) and returns at most
-/// `request.limit` rows. A cancel (Ctrl-C, a closed page) stops it: locally the DataFusion
-/// work is dropped, on AWS the Athena query is stopped.
+/// `request.limit` rows. A cancel (Ctrl-C; the web UI's time limit, a dropped request) stops
+/// it: locally the DataFusion work is dropped, on AWS the Athena query is stopped.
 pub async fn query(env: &Env, request: &Request, cancel: &CancellationToken) -> Result<QueryResult, FlowError> {
     check(&request.sql)?;
     if request.limit == 0 {

@@ -36,6 +36,8 @@ pub struct Action {
     pub what: String,
     /// The run it runs (a run action), for the link.
     pub run_id: Option<String>,
+    /// The DAG.
+    pub dag_id: String,
     /// Who started it.
     pub who: String,
     /// When.
@@ -379,6 +381,7 @@ pub(super) async fn start(State(ui): State<Arc<Ui>>, Form(f): Form<ActionForm>) 
         id,
         what: what.clone(),
         run_id: run_id.clone(),
+        dag_id: dag_id.clone(),
         who: who.clone(),
         started_at: Utc::now(),
         cancel: cancel.clone(),
@@ -765,7 +768,7 @@ pub(super) async fn show(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> R
     if s.state == "running" {
         let _ = write!(
             body,
-            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel</button></form>"#,
+            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop" id="cancel-action">Cancel…</button></form>"#,
             a.id,
             hidden("csrf", &ui.csrf)
         );
@@ -824,14 +827,17 @@ pub(super) async fn list(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
     Ok(Html(html::page(&ui.frame(running), Nav::Actions, "Actions", &body)))
 }
 
-/// The CSRF token of a cancel form.
+/// The fields of an action's cancel form.
 #[derive(Debug, Deserialize)]
 pub(super) struct CsrfForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
-/// `POST /actions/{id}/cancel`.
+/// `POST /actions/{id}/cancel`: first a preview of what stops, then (with `confirm`) the
+/// cancel, in the audit log with who and when.
 pub(super) async fn cancel(
     State(ui): State<Arc<Ui>>,
     Path(id): Path<String>,
@@ -841,9 +847,44 @@ pub(super) async fn cancel(
         return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
     }
     let a = find(&ui, &id)?;
+    let status = a.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if status.state != "running" {
+        return Err(PageError::BadRequest(format!(
+            "action {} has ended ({}): there is nothing to cancel",
+            a.id, status.state
+        )));
+    }
+    if f.confirm.is_none() {
+        let what = if status.intervals.is_empty() {
+            format!(
+                "its run {} stops now: no new task starts, the running tasks are stopped, the run ends {} (a later run resumes it).",
+                a.run_id.as_deref().map(|r| format!("<code>{}</code>", esc(r))).unwrap_or_default(),
+                badge("cancelled")
+            )
+        } else {
+            let done = status.intervals.iter().filter(|i| i.3.is_some()).count();
+            format!(
+                "the backfill stops now: its running runs are cancelled (as a run's cancel), the {} interval(s) not started are not started, the {done} that ended stay as they are.",
+                status.intervals.len().saturating_sub(done)
+            )
+        };
+        let body = format!(
+            r#"<p class="meta preview">{} (started by {} at {}): {what} Recorded with who ({}) and when.</p><form class="action" method="post" action="/actions/{}/cancel">{}{}<button class="stop" id="start">Cancel it</button> <a href="/actions/{}">Back</a></form>"#,
+            esc(&a.what),
+            esc(&a.who),
+            when(Some(a.started_at)),
+            esc(&ui.who()),
+            a.id,
+            hidden("csrf", &ui.csrf),
+            hidden("confirm", "1"),
+            a.id,
+        );
+        return Ok(Html(html::page(&ui.frame(false), Nav::Actions, &format!("Preview: cancel {}", a.what), &body))
+            .into_response());
+    }
     a.cancel.cancel();
     info!(action = a.id, "ui: action cancelled");
-    if let Err(e) = audit(&ui, "cancel", "", a.run_id.as_deref().unwrap_or_default(), "", &a.what).await {
+    if let Err(e) = audit(&ui, "cancel", &a.dag_id, a.run_id.as_deref().unwrap_or_default(), "", &a.what).await {
         // The cancel happened; say so, and that it is not in the audit log.
         tracing::warn!(action = a.id, error = ?e, "ui: the cancel could not be written to the audit log");
     }
@@ -936,7 +977,7 @@ pub(super) fn run_actions(ui: &Ui, run: &RunRow, tasks: &[TaskRow], live: bool) 
     if let Some(a) = mine.filter(|a| a.status.lock().unwrap_or_else(|p| p.into_inner()).state == "running") {
         let _ = write!(
             out,
-            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop">Cancel (started here)</button></form>"#,
+            r#"<form class="action" method="post" action="/actions/{}/cancel">{}<button class="stop" id="cancel-run">Cancel (started here)…</button></form>"#,
             a.id,
             hidden("csrf", &ui.csrf)
         );

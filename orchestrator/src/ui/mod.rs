@@ -45,7 +45,12 @@ pub struct Options {
     pub token: Option<String>,
     /// The backend the actions run on.
     pub backend: Backend,
+    /// How long a query of the query page may run before it is stopped.
+    pub query_timeout: std::time::Duration,
 }
+
+/// The query page's default time limit: 5 minutes.
+pub const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +172,7 @@ pub struct Ui {
     results: Mutex<query::Kept>,
     actions: Mutex<Vec<Arc<actions::Action>>>,
     shutdown: CancellationToken,
+    query_timeout: std::time::Duration,
 }
 
 impl Ui {
@@ -177,6 +183,7 @@ impl Ui {
             project,
             env,
             backend: options.backend,
+            query_timeout: options.query_timeout,
             token: options.token.clone(),
             loopback: options.bind.ip().is_loopback(),
             csrf: random_hex(16),
@@ -494,7 +501,12 @@ mod tests {
     use super::*;
 
     fn opts(bind: &str, token: Option<&str>) -> Options {
-        Options { bind: bind.parse().expect("addr"), token: token.map(str::to_string), backend: Backend::Local }
+        Options {
+            bind: bind.parse().expect("addr"),
+            token: token.map(str::to_string),
+            backend: Backend::Local,
+            query_timeout: QUERY_TIMEOUT,
+        }
     }
 
     #[test]

@@ -95,8 +95,25 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> 
         Some(k) => Ok(k),
         None => {
             let request = flows::sql::Request { sql: f.sql.clone(), limit: MAX_ROWS };
+            // Stopped when the server stops, when the request is dropped (the connection closed
+            // while it ran), or at the time limit.
             let cancel = ui.shutdown.child_token();
-            flows::sql::query(&ui.env, &request, &cancel).await.map(|r| {
+            let _stop_if_dropped = cancel.clone().drop_guard();
+            let running = flows::sql::query(&ui.env, &request, &cancel);
+            tokio::pin!(running);
+            let ran = tokio::select! {
+                r = &mut running => r,
+                () = tokio::time::sleep(ui.query_timeout) => {
+                    // Cancelled, then waited for: an Athena query is stopped, not left running.
+                    cancel.cancel();
+                    let _ = running.await;
+                    Err(FlowError::Step(format!(
+                        "the query ran longer than {} (`cartflow ui --query-timeout`) and was stopped",
+                        crate::duration::humanize(ui.query_timeout)
+                    )))
+                }
+            };
+            ran.map(|r| {
                 let (id, r) = (super::random_hex(8), Arc::new(r));
                 let mut list = ui.results.lock().unwrap_or_else(|p| p.into_inner());
                 list.push_back((id.clone(), f.sql.clone(), r.clone()));

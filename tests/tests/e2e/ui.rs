@@ -273,6 +273,17 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     assert_eq!(status, 200);
     drop(ui);
 
+    // A query that runs past the time limit is stopped and says so; a limit of 0 is refused.
+    p.run(&["ui", "--bind", "127.0.0.1:0", "--query-timeout", "0s"]).expect_code(2);
+    let ui = Ui::start(&p, &["--query-timeout", "50ms"]);
+    let started = Instant::now();
+    let sql = "sql=SELECT+count(*)+AS+n+FROM+range(0%2C+50000000000)";
+    let (status, _, page) = ui.http("POST", "/query", &[ct], &format!("csrf={}&{sql}", ui.csrf()));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("the query ran longer than") && page.contains("was stopped"), "{page}");
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped, not run to the end: {:?}", started.elapsed());
+    drop(ui);
+
     // The token from the environment: no task the UI starts inherits it (a task that prints
     // its environment would put it in a log the UI shows).
     p.dag("env.yaml", &format!("id: envdump\ntasks:\n{}", sh("dump", "", "env > $DIR/env.txt")));
@@ -895,6 +906,33 @@ fn a_run_another_process_runs_is_cancelled_from_the_ui_after_a_preview() {
     assert_eq!(ui.http("POST", "/cancel", &[ct], &form).0, 400, "no preview either");
     let missing = format!("csrf={}&run={}", ui.csrf(), form_value("c@2019-10-09T00:00:00Z"));
     assert_eq!(ui.http("POST", "/cancel", &[ct], &missing).0, 404);
+
+    // A run started here is cancelled the same way: a preview, then the cancel.
+    p.write("started", "");
+    let f = format!("csrf={}&run={}&action=rerun_failed", ui.csrf(), form_value(id));
+    let (status, head, _) = ui.http("POST", "/start", &[ct], &f);
+    assert_eq!(status, 303, "{head}");
+    p.wait_for_lines("started", 1, Duration::from_secs(30));
+    let (_, page) = ui.get(&format!("/runs/{id}"));
+    assert!(page.contains(r#"action="/actions/1/cancel""#), "{page}");
+    let csrf = format!("csrf={}", ui.csrf());
+    let (status, _, preview) = ui.http("POST", "/actions/1/cancel", &[ct], &csrf);
+    assert_eq!(status, 200, "{preview}");
+    assert!(preview.contains("stops now") && preview.contains(r#"name="confirm""#), "{preview}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_of(&p, "c")[0].1, "running", "the preview stopped nothing");
+    let (status, head, _) = ui.http("POST", "/actions/1/cancel", &[ct], &format!("{csrf}&confirm=1"));
+    assert_eq!(status, 303, "{head}");
+    wait_until("the run to be cancelled", Duration::from_secs(30), || runs_of(&p, "c")[0].1 == "cancelled");
+    wait_until("the action to end", Duration::from_secs(30), || ui.get("/actions/1").1.contains("s-cancelled"));
+    assert_eq!(ui.http("POST", "/actions/1/cancel", &[ct], &csrf).0, 400, "ended: nothing to cancel");
+    let cancels: Vec<(String, String)> = {
+        let db = p.store();
+        let mut st = db.prepare("SELECT dag_id, run_id FROM audit WHERE action = 'cancel' ORDER BY id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("q").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(cancels, vec![("c".to_string(), id.to_string()), ("c".to_string(), id.to_string())]);
+    assert!(!p.path().join("next_ran").exists());
 }
 
 /// Lines of the gzip JSON-lines files under `dir` (the raw zone), counted here.
