@@ -169,7 +169,9 @@ impl Schedule {
                 }
             }
             Schedule::Cron { parsed, .. } => {
-                let start = from.with_timezone(&tz).naive_local() - Duration::hours(4);
+                let Some(start) = from.with_timezone(&tz).naive_local().checked_sub_signed(Duration::hours(4)) else {
+                    return out;
+                };
                 for tick in parsed.ticks_from(start) {
                     let t = resolve_local(tick, tz);
                     if t >= to {
@@ -194,6 +196,29 @@ impl Schedule {
             }
         }
         ticks.windows(2).map(|w| DataInterval { start: w[0], end: w[1], tz }).collect()
+    }
+
+    /// The last `n` intervals (at most) whose start is in `[not_before, before)`, in order —
+    /// found by looking back over a span that grows fourfold (2 days, 8, … 22 years), so a
+    /// page of a minutely schedule reads two days of ticks, not its history.
+    pub fn last_intervals(
+        &self,
+        before: DateTime<Utc>,
+        not_before: DateTime<Utc>,
+        n: usize,
+        tz: Tz,
+    ) -> Vec<DataInterval> {
+        let mut span = Duration::days(2);
+        loop {
+            let from = before.checked_sub_signed(span).map_or(not_before, |f| f.max(not_before));
+            let mut iv = self.intervals_between(from, before, tz);
+            if iv.len() >= n || from == not_before || span >= Duration::days(8192) {
+                let cut = iv.len().saturating_sub(n);
+                iv.drain(..cut);
+                return iv;
+            }
+            span = span * 4;
+        }
     }
 
     /// The latest interval that is complete at `now` (its end is at or before `now`).
@@ -329,6 +354,21 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_last_intervals_before_an_instant_within_a_bound() {
+        let daily = Schedule::parse("@daily").expect("daily");
+        let before = utc("2019-10-10T00:00:00Z");
+        let iv = daily.last_intervals(before, DateTime::<Utc>::MIN_UTC, 3, chrono_tz::UTC);
+        assert_eq!(iv.iter().map(DataInterval::ds).collect::<Vec<_>>(), ["2019-10-07", "2019-10-08", "2019-10-09"]);
+        let bounded = daily.last_intervals(before, utc("2019-10-08T00:00:00Z"), 90, chrono_tz::UTC);
+        assert_eq!(bounded.len(), 2, "not before the bound");
+        let minutely = Schedule::parse("* * * * *").expect("minutely");
+        assert_eq!(minutely.last_intervals(before, DateTime::<Utc>::MIN_UTC, 91, chrono_tz::UTC).len(), 91);
+        let yearly = Schedule::parse("@yearly").expect("yearly");
+        let y = yearly.last_intervals(before, utc("2000-01-01T00:00:00Z"), 90, chrono_tz::UTC);
+        assert_eq!(y.len(), 20, "2000 .. 2019 (starts before `before`): {:?}", y.last());
     }
 
     #[test]

@@ -238,11 +238,33 @@ pub(super) async fn grid(
     }
     let id = dag_id.clone();
     let qq = q.clone();
-    let (mut runs, known) = ui.with_store(move |s| Ok((s.grid(&id, &qq)?, s.dag_ids()?))).await?;
-    let more = runs.len() > limit;
-    if more {
-        runs.drain(..runs.len() - limit);
+    let (runs, known, first, last) = ui
+        .with_store(move |s| Ok((s.grid(&id, &qq)?, s.dag_ids()?, s.first_run_start(&id)?, s.last_run_start(&id)?)))
+        .await?;
+    // The columns: the runs, and — for a scheduled DAG, unless a run state is asked for — the
+    // schedule's intervals between the DAG's first and last run that have no run (a missing
+    // partition of the lake), newest `limit` of them all.
+    let mut cols: Vec<Column<'_>> = runs.iter().map(Column::Run).collect();
+    if let (Some(d), None, Some(first), Some(last)) = (&dag, q.state, first, last)
+        && !matches!(d.schedule, crate::schedule::Schedule::Manual)
+    {
+        let newest = last.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(last);
+        let before = q.before.map_or(newest, |b| b.min(newest));
+        let not_before = q.from.map_or(first, |f| f.max(first));
+        let have: std::collections::HashSet<DateTime<Utc>> = runs.iter().map(|r| r.interval_start).collect();
+        for i in d.schedule.last_intervals(before, not_before, limit + 1, d.timezone) {
+            if !have.contains(&i.start) {
+                cols.push(Column::Missing(i));
+            }
+        }
+        cols.sort_by_key(Column::start);
     }
+    let more = cols.len() > limit;
+    if more {
+        cols.drain(..cols.len() - limit);
+    }
+    let runs: Vec<&crate::engine::store::GridRun> =
+        cols.iter().filter_map(|c| if let Column::Run(r) = c { Some(*r) } else { None }).collect();
     if dag.is_none() && !set.failed_ids.contains_key(&dag_id) && !known.contains(&dag_id) {
         return Err(PageError::NotFound(format!("there is no DAG `{dag_id}`")));
     }
@@ -289,10 +311,10 @@ pub(super) async fn grid(
         let _ = write!(body, r#"<option{sel}>{s}</option>"#);
     }
     body.push_str(r#"</select> <button>Show</button></form>"#);
-    if runs.is_empty() {
+    if cols.is_empty() {
         body.push_str(r#"<p class="empty">No runs match.</p>"#);
     } else {
-        body.push_str(&grid_table(&runs, &tasks, tz));
+        body.push_str(&grid_table(&cols, &tasks, tz));
         // Paging: older than the oldest column shown, or back to the newest.
         let mut keep = String::new();
         for (k, v) in [("from", &from_s), ("to", &to_s), ("state", &state_s)] {
@@ -305,7 +327,7 @@ pub(super) async fn grid(
         }
         let href = html::dag_href(&dag_id);
         let older = if more {
-            let b = html::qv(&runs[0].interval_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            let b = html::qv(&cols[0].start().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             format!(r#"<a class="older" href="{href}?before={b}{keep}">← older</a> · "#)
         } else {
             String::new()
@@ -314,32 +336,57 @@ pub(super) async fn grid(
             body,
             r#"<p class="paging">{older}<a href="{href}?{keep}">newest</a> · {n} interval(s) shown</p>"#,
             keep = keep.trim_start_matches('&'),
-            n = runs.len(),
+            n = cols.len(),
         );
     }
     Ok(ok_html(html::page(&ui.frame(runs.iter().any(|r| r.state == RunState::Running)), Nav::Dags, &dag_id, &body)))
 }
 
-fn grid_table(runs: &[crate::engine::store::GridRun], tasks: &[String], tz: chrono_tz::Tz) -> String {
-    let mut out = String::with_capacity(200 + runs.len() * tasks.len() * 90);
+/// A column of the grid: a run, or an interval of the schedule that has none.
+enum Column<'a> {
+    Run(&'a crate::engine::store::GridRun),
+    Missing(DataInterval),
+}
+
+impl Column<'_> {
+    fn start(&self) -> DateTime<Utc> {
+        match self {
+            Column::Run(r) => r.interval_start,
+            Column::Missing(i) => i.start,
+        }
+    }
+}
+
+fn grid_table(cols: &[Column<'_>], tasks: &[String], tz: chrono_tz::Tz) -> String {
+    let mut out = String::with_capacity(200 + cols.len() * tasks.len() * 90);
     out.push_str(r#"<div class="gridwrap"><table class="grid"><thead><tr><th class="corner">task \ interval</th>"#);
-    for r in runs {
-        let ds = r.interval_start.with_timezone(&tz).format("%Y-%m-%d").to_string();
-        let _ = write!(
-            out,
-            r#"<th><a class="runmark {}" href="{}" title="{} {}"></a><span class="ds">{}</span></th>"#,
-            state_class(r.state.name()),
-            html::run_href(&r.run_id),
-            ds,
-            r.state.name(),
-            ds
-        );
+    for c in cols {
+        let ds = c.start().with_timezone(&tz).format("%Y-%m-%d").to_string();
+        let _ = match c {
+            Column::Run(r) => write!(
+                out,
+                r#"<th><a class="runmark {}" href="{}" title="{} {}"></a><span class="ds">{}</span></th>"#,
+                state_class(r.state.name()),
+                html::run_href(&r.run_id),
+                ds,
+                r.state.name(),
+                ds
+            ),
+            Column::Missing(_) => write!(
+                out,
+                r#"<th class="missing"><span class="runmark s-none" title="{ds}: no run"></span><span class="ds">{ds}</span></th>"#
+            ),
+        };
     }
     out.push_str("</tr></thead><tbody>");
     for t in tasks {
         let _ = write!(out, r#"<tr><th class="task">{}</th>"#, esc(t));
         let tseg = seg(t);
-        for r in runs {
+        for c in cols {
+            let Column::Run(r) = c else {
+                out.push_str(r#"<td><span class="cell s-none" title="no run"></span></td>"#);
+                continue;
+            };
             match r.tasks.iter().find(|(id, _)| id == t) {
                 Some((_, state)) => {
                     let _ = write!(

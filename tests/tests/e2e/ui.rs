@@ -239,6 +239,20 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     {
         assert_eq!(ui.get(&path).0, 404, "a 300-character id");
     }
+    // The grid is the partition matrix: days of the schedule with no run, between the first
+    // run and the last, are columns too (empty), and paged like the rest.
+    p.run(&["run", "flaky", "--date", "2019-10-04"]).expect_code(1);
+    let (_, grid) = ui.get("/dags/flaky");
+    let heads: Vec<&str> =
+        grid.split("<th").skip(2).filter_map(|h| h.split(r#"<span class="ds">"#).nth(1)?.split('<').next()).collect();
+    assert_eq!(heads, ["2019-10-01", "2019-10-02", "2019-10-03", "2019-10-04"], "{grid}");
+    assert_eq!(grid.matches(r#"<th class="missing">"#).count(), 2, "{grid}");
+    assert_eq!(grid.matches(r#"title="no run""#).count(), 2 * 3, "three tasks × two missing days");
+    let (_, page) = ui.get("/dags/flaky?limit=2");
+    assert!(page.contains("2019-10-03") && page.contains("2019-10-04") && !page.contains(">2019-10-02<"), "{page}");
+    assert!(page.contains(r#"class="older""#), "{page}");
+    let (_, failed_only) = ui.get("/dags/flaky?state=failed");
+    assert!(!failed_only.contains(r#"<th class="missing">"#), "a state filter shows runs only");
     // The link a notification carries opens the task page at that attempt.
     let (status, head, _) = ui.http("GET", "/runs/flaky@2019-10-01T00:00:00Z/tasks/load/attempts/1", &[], "");
     assert_eq!(status, 303, "{head}");

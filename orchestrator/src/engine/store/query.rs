@@ -97,6 +97,13 @@ impl RunStore {
         }
         Ok(out)
     }
+    /// The earliest interval start of any run of `dag_id`.
+    pub fn first_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.conn
+            .query_row("SELECT min(interval_start) FROM dag_runs WHERE dag_id = ?1", [dag_id], |r| ts_column(r, 0))
+            .map_err(self.sql())
+    }
+
     /// The latest interval start of any run of `dag_id`.
     pub fn last_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.conn
