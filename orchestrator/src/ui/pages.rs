@@ -628,7 +628,10 @@ pub(super) async fn task(
         let interval = DataInterval { start: v.run.interval_start, end: v.run.interval_end, tz: d.timezone };
         let ctx = crate::template::Context::new(&d.id, &run_id, &interval, &d.params).for_task(&task_id);
         let rendered = match task.config.render_json(&ctx) {
-            Ok(j) => serde_json::to_string_pretty(&j).unwrap_or_default(),
+            Ok(mut j) => {
+                hide_secrets(&mut j);
+                serde_json::to_string_pretty(&j).unwrap_or_default()
+            }
             Err(e) => format!("does not render: {e}"),
         };
         let _ = write!(
@@ -653,6 +656,40 @@ fn rendered(dag: &Dag, run: &RunRow, task_id: &str) -> Option<serde_json::Value>
     let interval = DataInterval { start: run.interval_start, end: run.interval_end, tz: dag.timezone };
     let ctx = crate::template::Context::new(&dag.id, &run.run_id, &interval, &dag.params).for_task(task_id);
     task.config.render_json(&ctx).ok()
+}
+
+/// What the config on a task page shows in place of a value that may be a secret.
+const HIDDEN: &str = "(hidden)";
+
+/// Hides, in a rendered config, every value of an `env:` map (a command's environment is where
+/// credentials are passed) and every value whose key names a secret (`password`, `token`,
+/// `secret`, `credential`, `api_key`, `access_key`, …), at any depth.
+fn hide_secrets(v: &mut serde_json::Value) {
+    fn secret_key(k: &str) -> bool {
+        let k = k.to_ascii_lowercase();
+        ["secret", "password", "passwd", "token", "credential", "api_key", "apikey", "access_key", "private_key"]
+            .iter()
+            .any(|s| k.contains(s))
+    }
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                if k == "env" && val.is_object() {
+                    if let serde_json::Value::Object(env) = val {
+                        for e in env.values_mut() {
+                            *e = serde_json::Value::String(HIDDEN.into());
+                        }
+                    }
+                } else if secret_key(k) && !val.is_null() {
+                    *val = serde_json::Value::String(HIDDEN.into());
+                } else {
+                    hide_secrets(val);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(hide_secrets),
+        _ => {}
+    }
 }
 
 /// The AWS console page of what a fact names: a Glue job run, a DataBrew job's runs, an Athena
@@ -852,7 +889,29 @@ async fn read_from(path: &str, offset: u64, all: bool) -> (String, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::console_link;
+    use super::{console_link, hide_secrets};
+
+    #[test]
+    fn a_rendered_config_hides_env_values_and_secret_keys() {
+        let mut v = serde_json::json!({
+            "program": "sh",
+            "args": ["-c", "echo $WHO"],
+            "env": {"WHO": "cartflow", "DB_URL": "postgres://u:pw@h/db"},
+            "output": {"s3_key": "lake/x", "api_key": "k-123", "nested": [{"Password": "p"}]},
+            "partition_key": "dt",
+            "token": null
+        });
+        hide_secrets(&mut v);
+        let text = v.to_string();
+        for secret in ["cartflow\"", "postgres://", "k-123", "\"p\""] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(v["env"]["WHO"], "(hidden)");
+        assert_eq!(v["output"]["s3_key"], "lake/x", "a key that names no secret is shown");
+        assert_eq!(v["partition_key"], "dt");
+        assert_eq!(v["args"][1], "echo $WHO");
+        assert!(v["token"].is_null());
+    }
 
     #[test]
     fn facts_link_to_the_console_page_of_what_they_name() {
