@@ -134,7 +134,7 @@ fn main() {
             let env = project.env(Backend::Local).await.expect("env");
             let options = cartflow::ui::Options {
                 bind: "127.0.0.1:0".parse().expect("addr"),
-                token: None,
+                tokens: Vec::new(),
                 backend: Backend::Local,
                 query_timeout: cartflow::ui::QUERY_TIMEOUT,
             };

@@ -47,7 +47,7 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         // A bind the UI would refuse is refused before the demo runs, not after it.
         let options = cartflow::ui::Options {
             bind,
-            token: None,
+            tokens: Vec::new(),
             backend: Backend::Local,
             query_timeout: cartflow::ui::QUERY_TIMEOUT,
         };
@@ -92,7 +92,7 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if a.ui {
         let args = super::ui::Args {
             bind,
-            token: None,
+            token: Vec::new(),
             query_timeout: cartflow::ui::QUERY_TIMEOUT,
             backend: super::BackendArg { backend: Backend::Local },
         };

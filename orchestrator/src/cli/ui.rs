@@ -14,10 +14,12 @@ pub struct Args {
     /// Where to listen. A non-loopback address needs --token.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub bind: SocketAddr,
-    /// The token clients must present (open the UI once with `?token=…`; scripts send
-    /// `Authorization: Bearer …`). At least 16 characters.
-    #[arg(long, env = "CARTFLOW_UI_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// A token clients must present (open the UI once with `?token=…`; scripts send
+    /// `Authorization: Bearer …`): `NAME:SECRET`, and the audit log names NAME as who did what,
+    /// or a bare SECRET; the secret at least 16 characters. Repeat it for several people
+    /// (`CARTFLOW_UI_TOKEN`: comma-separated).
+    #[arg(long, env = "CARTFLOW_UI_TOKEN", hide_env_values = true, value_delimiter = ',')]
+    pub token: Vec<String>,
     /// How long a query of the query page may run before it is stopped.
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     pub query_timeout: std::time::Duration,
@@ -32,16 +34,16 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
 /// Serves the UI (also after `cartflow demo --ui`); `note` is printed beside the address.
 pub fn serve(p: &Project, a: Args, note: &str) -> anyhow::Result<ExitCode> {
     let options =
-        ui::Options { bind: a.bind, token: a.token, backend: a.backend.backend, query_timeout: a.query_timeout };
+        ui::Options { bind: a.bind, tokens: a.token, backend: a.backend.backend, query_timeout: a.query_timeout };
     ui::check_options(&options).map_err(|e| usage(e.to_string()))?;
     if options.query_timeout.is_zero() {
         return Err(usage("--query-timeout must be longer than 0s"));
     }
-    let token = options.token.clone();
+    let token = !options.tokens.is_empty();
     let r = with_signals(|cancel| async move {
         let env = p.env(options.backend).await?;
         let served = ui::serve(p.clone(), env, options, cancel, |addr| {
-            let login = token.as_ref().map(|_| "?token=…".to_string()).unwrap_or_default();
+            let login = if token { "?token=…" } else { "" };
             println!("cartflow ui: http://{addr}/{login}{note} (Ctrl-C to stop)");
             let _ = std::io::stdout().flush();
         })

@@ -41,8 +41,9 @@ mod svg;
 pub struct Options {
     /// Where it listens.
     pub bind: SocketAddr,
-    /// The token a client must present (required for a non-loopback bind).
-    pub token: Option<String>,
+    /// The tokens a client may present (one is required for a non-loopback bind): `SECRET`, or
+    /// `NAME:SECRET` to have the audit log name who used it.
+    pub tokens: Vec<String>,
     /// The backend the actions run on.
     pub backend: Backend,
     /// How long a query of the query page may run before it is stopped.
@@ -61,7 +62,9 @@ pub enum UiError {
     )]
     NeedsToken(SocketAddr),
     /// An empty or too short token.
-    #[error("the UI token must be at least 16 characters (it is the only thing between the network and your lake)")]
+    #[error(
+        "a UI token's secret must be at least 16 characters (it is the only thing between the network and your lake)"
+    )]
     WeakToken,
     /// The address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
@@ -130,15 +133,40 @@ pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<Arc<crate::dag::DagSet>, P
 
 /// Refuses a bind that would expose the UI without a token.
 pub fn check_options(o: &Options) -> Result<(), UiError> {
-    if let Some(t) = &o.token
-        && t.chars().count() < 16
-    {
+    if o.tokens.iter().map(|t| Token::parse(t)).any(|t| t.secret.chars().count() < 16) {
         return Err(UiError::WeakToken);
     }
-    if !o.bind.ip().is_loopback() && o.token.is_none() {
+    if !o.bind.ip().is_loopback() && o.tokens.is_empty() {
         return Err(UiError::NeedsToken(o.bind));
     }
     Ok(())
+}
+
+/// A token the UI accepts, and the name the audit log gives who presents it.
+#[derive(Debug, Clone)]
+struct Token {
+    name: Option<String>,
+    secret: String,
+}
+
+impl Token {
+    /// `NAME:SECRET` (NAME: 1 to 64 letters, digits, `_`, `.`, `-`) or a bare `SECRET`.
+    fn parse(spec: &str) -> Token {
+        match spec.split_once(':') {
+            Some((name, secret))
+                if (1..=64).contains(&name.len())
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
+            {
+                Token { name: Some(name.to_string()), secret: secret.to_string() }
+            }
+            _ => Token { name: None, secret: spec.to_string() },
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Who sent the request being handled (set by [`guard`]): the name of the token presented.
+    static WHO: Option<String>;
 }
 
 /// When each file was modified and its size (`None`: it does not exist).
@@ -162,7 +190,7 @@ pub struct Ui {
     env: Env,
     pools: Arc<Pools>,
     backend: Backend,
-    token: Option<String>,
+    tokens: Vec<Token>,
     loopback: bool,
     csrf: String,
     store: Mutex<Option<RunStore>>,
@@ -184,7 +212,7 @@ impl Ui {
             env,
             backend: options.backend,
             query_timeout: options.query_timeout,
-            token: options.token.clone(),
+            tokens: options.tokens.iter().map(|t| Token::parse(t)).collect(),
             loopback: options.bind.ip().is_loopback(),
             csrf: random_hex(16),
             store: Mutex::new(None),
@@ -218,7 +246,13 @@ impl Ui {
     /// server asks for one (whoever holds it).
     fn who(&self) -> String {
         let user = crate::engine::store::local_user();
-        if self.token.is_some() { format!("{user} (token)") } else { user }
+        if self.tokens.is_empty() {
+            return user;
+        }
+        match WHO.try_with(Clone::clone).ok().flatten() {
+            Some(name) => format!("{name} (token)"),
+            None => format!("{user} (token)"),
+        }
     }
 
     /// The AWS region the aws backend's clients use (none on the local backend).
@@ -341,9 +375,9 @@ pub async fn serve(
 async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let mut resp = match refusal(&ui, &req) {
-        Some(r) => r,
-        None => {
-            let mut r = next.run(req).await;
+        Err(r) => r,
+        Ok(who) => {
+            let mut r = WHO.scope(who, next.run(req)).await;
             // How long the page took on the server (a browser's devtools show it; the UI benchmark reads it).
             if let Ok(v) = HeaderValue::from_str(&format!("app;dur={:.3}", started.elapsed().as_secs_f64() * 1e3)) {
                 r.headers_mut().insert("server-timing", v);
@@ -368,23 +402,33 @@ async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response 
     resp
 }
 
-/// Why `req` is refused before any handler sees it (wrong host, no token, another origin).
-fn refusal(ui: &Ui, req: &Request) -> Option<Response> {
+/// Why `req` is refused before any handler sees it (wrong host, no token, another origin); or
+/// the name of the token it presented.
+fn refusal(ui: &Ui, req: &Request) -> Result<Option<String>, Response> {
     let headers = req.headers();
     if ui.loopback && !host_is_loopback(headers) {
-        return Some(
-            (StatusCode::MISDIRECTED_REQUEST, "this UI answers only to 127.0.0.1, localhost or [::1]").into_response(),
+        return Err(
+            (StatusCode::MISDIRECTED_REQUEST, "this UI answers only to 127.0.0.1, localhost or [::1]").into_response()
         );
     }
-    if let Some(token) = &ui.token {
+    let mut who = None;
+    if !ui.tokens.is_empty() {
+        // Which token `p` is (every one compared, in constant time each).
+        let matching = |p: &str| {
+            ui.tokens
+                .iter()
+                .fold(None, |found, t| if constant_eq(p.as_bytes(), t.secret.as_bytes()) { Some(t) } else { found })
+        };
         // The cookie holds the token percent-encoded (a cookie value cannot hold every character).
         let presented =
             bearer(headers).map(str::to_string).or_else(|| cookie(headers, "cartflow_ui").and_then(percent_decode));
-        if !presented.is_some_and(|p| constant_eq(p.as_bytes(), token.as_bytes())) {
+        if let Some(t) = presented.as_deref().and_then(matching) {
+            who = t.name.clone();
+        } else {
             // `?token=…` on a GET sets the cookie and sends the browser on without it.
             if req.method() == Method::GET
                 && let Some(t) = req.uri().query().and_then(|q| query_value(q, "token")).and_then(percent_decode)
-                && constant_eq(t.as_bytes(), token.as_bytes())
+                && matching(&t).is_some()
             {
                 let cookie = format!("cartflow_ui={}; HttpOnly; SameSite=Strict; Path=/", html::qv(&t));
                 let mut r = Response::new(Body::empty());
@@ -396,21 +440,19 @@ fn refusal(ui: &Ui, req: &Request) -> Option<Response> {
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
-                return Some(r);
+                return Err(r);
             }
-            return Some(
-                (
-                    StatusCode::UNAUTHORIZED,
-                    "this UI needs its token: open it with ?token=… or send Authorization: Bearer …",
-                )
-                    .into_response(),
-            );
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "this UI needs its token: open it with ?token=… or send Authorization: Bearer …",
+            )
+                .into_response());
         }
     }
     if req.method() == Method::POST && !same_origin(headers) {
-        return Some(PageError::Forbidden("a request from another origin was refused".into()).into_response());
+        return Err(PageError::Forbidden("a request from another origin was refused".into()).into_response());
     }
-    None
+    Ok(who)
 }
 
 fn host_is_loopback(h: &HeaderMap) -> bool {
@@ -503,7 +545,7 @@ mod tests {
     fn opts(bind: &str, token: Option<&str>) -> Options {
         Options {
             bind: bind.parse().expect("addr"),
-            token: token.map(str::to_string),
+            tokens: token.map(str::to_string).into_iter().collect(),
             backend: Backend::Local,
             query_timeout: QUERY_TIMEOUT,
         }
@@ -516,6 +558,26 @@ mod tests {
         assert!(matches!(check_options(&opts("0.0.0.0:8787", None)), Err(UiError::NeedsToken(_))));
         assert!(matches!(check_options(&opts("0.0.0.0:8787", Some("short"))), Err(UiError::WeakToken)));
         assert!(check_options(&opts("0.0.0.0:8787", Some("a-long-enough-token"))).is_ok());
+        assert!(check_options(&opts("0.0.0.0:8787", Some("alice:a-long-enough-token"))).is_ok());
+        assert!(
+            matches!(
+                check_options(&opts("0.0.0.0:8787", Some("alice-has-a-long-name:short"))),
+                Err(UiError::WeakToken)
+            ),
+            "the secret after the name is what must be long"
+        );
+    }
+
+    #[test]
+    fn a_token_may_carry_the_name_the_audit_log_gives_who_presents_it() {
+        let t = Token::parse("alice:s3cret-of-enough-length");
+        assert_eq!((t.name.as_deref(), t.secret.as_str()), (Some("alice"), "s3cret-of-enough-length"));
+        let bare = Token::parse("s3cret-of-enough-length");
+        assert_eq!((bare.name, bare.secret.as_str()), (None, "s3cret-of-enough-length"));
+        // Not a name: the whole is the secret.
+        for spec in [":leading-colon-secret", "has space:secret-of-length", "a/b:secret-of-enough"] {
+            assert_eq!(Token::parse(spec).secret, spec);
+        }
     }
 
     #[test]

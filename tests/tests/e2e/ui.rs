@@ -287,6 +287,31 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     assert_eq!(status, 200);
     drop(ui);
 
+    // Named tokens: the audit log says whose token did what.
+    let (alice, bob) = ("alice:alice-secret-of-length", "bob:bob-secret-of-enough-length");
+    let ui = Ui::start(&p, &["--token", alice, "--token", bob]);
+    for (spec, dag, paused) in [(alice, "flaky", "1"), (bob, "flaky", "0")] {
+        let auth = format!("Bearer {}", spec.split_once(':').expect("named").1);
+        let (status, _, page) = ui.http("GET", "/backfills", &[("Authorization", &auth)], "");
+        assert_eq!(status, 200);
+        let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
+        let csrf = page[at..].split('"').next().unwrap_or_default().to_string();
+        let form = format!("csrf={csrf}&dag={dag}&paused={paused}");
+        let (status, head, _) = ui.http("POST", "/pause", &[ct, ("Authorization", &auth)], &form);
+        assert_eq!(status, 303, "{head}");
+    }
+    assert_eq!(ui.http("GET", "/", &[("Authorization", "Bearer alice")], "").0, 401, "a name is not a token");
+    let who: Vec<(String, String)> = {
+        let db = p.store();
+        let mut st = db.prepare("SELECT who, action FROM audit WHERE action LIKE '%pause' ORDER BY id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("q").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(
+        who,
+        vec![("alice (token)".to_string(), "pause".to_string()), ("bob (token)".to_string(), "unpause".to_string())]
+    );
+    drop(ui);
+
     // A query that runs past the time limit is stopped and says so; a limit of 0 is refused.
     p.run(&["ui", "--bind", "127.0.0.1:0", "--query-timeout", "0s"]).expect_code(2);
     let ui = Ui::start(&p, &["--query-timeout", "50ms"]);
