@@ -404,6 +404,8 @@ async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response 
 
 /// Why `req` is refused before any handler sees it (wrong host, no token, another origin); or
 /// the name of the token it presented.
+// The refusal is the response the guard returns at once: boxing it would only add a move.
+#[allow(clippy::result_large_err)]
 fn refusal(ui: &Ui, req: &Request) -> Result<Option<String>, Response> {
     let headers = req.headers();
     if ui.loopback && !host_is_loopback(headers) {
