@@ -842,6 +842,25 @@ fn demo_ui_serves_the_demo_project_when_the_demo_is_done() {
     let (status, page) = ui.get("/dags/ecommerce_daily");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("/runs/ecommerce_daily@2019-10-01T00:00:00Z"), "{page}");
+    // The run page shows each task's summary as the store has it (rows in / clean /
+    // quarantined / duplicates), the task page its config rendered for the day.
+    let run = "ecommerce_daily@2019-10-01T00:00:00Z";
+    let summaries: Vec<(String, String)> = {
+        let db = p.store();
+        let mut st = db
+            .prepare("SELECT task_id, summary FROM task_attempts WHERE run_id = ?1 AND summary IS NOT NULL")
+            .expect("sql");
+        st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?))).expect("q").map(|r| r.expect("row")).collect()
+    };
+    let clean = summaries.iter().find(|(t, _)| t == "clean").map(|(_, s)| s.clone()).expect("clean's summary");
+    assert!(clean.contains("quarantined") && clean.contains("duplicates"), "{clean}");
+    let (_, run_page) = ui.get(&format!("/runs/{run}"));
+    for (task, summary) in &summaries {
+        assert!(run_page.contains(&html_escape(summary)), "{task}: {summary} not on the run page");
+    }
+    let (_, task_page) = ui.get(&format!("/runs/{run}/tasks/clean"));
+    let config = task_page.split("<h2>Config</h2>").nth(1).unwrap_or_default();
+    assert!(config.contains("dt=2019-10-01") || config.contains("2019-10-01"), "rendered for the day: {task_page}");
     // Without --ui, --bind is refused (it would be ignored).
     p.run(&["demo", "--days", "1", "--bind", "127.0.0.1:0"]).expect_code(2);
     // A public bind (the demo's UI has no token) is refused before the demo runs.
