@@ -165,9 +165,13 @@ pub fn gantt(run: &RunRow, tasks: &[TaskRow], attempts: &[AttemptRow], now: Date
                 continue;
             }
             let (x1, x2) = (x(ended), x(next));
+            // The run was executed again in between (a rerun, a resume): not a retry's wait.
+            let again = run.started_at.is_some_and(|s| ended < s && s <= next);
+            let what = if again { "run again after attempt" } else { "waiting to retry after attempt" };
             let _ = write!(
                 out,
-                r#"<rect class="gap" x="{x1:.1}" y="{:.1}" width="{:.1}" height="14"><title>{} waiting to retry after attempt {} · {}</title></rect>"#,
+                r#"<rect class="gap{}" x="{x1:.1}" y="{:.1}" width="{:.1}" height="14"><title>{} {what} {} · {}</title></rect>"#,
+                if again { " again" } else { "" },
                 y + 5.0,
                 (x2 - x1).max(1.0),
                 esc(&t.task_id),
@@ -258,5 +262,13 @@ mod tests {
         assert!(svg.contains("<title>b waiting to retry after attempt 1 · 30.0s</title>"), "{svg}");
         assert!(svg.contains("<title>b waiting to retry after attempt 2 · 30.0s</title>"), "{svg}");
         assert_eq!(svg.matches(r#"<rect class="gap""#).count(), 2, "a has no gap: {svg}");
+        // Executed again (the run's last execution started at 00:00:40): b's first gap is that,
+        // not a retry's wait.
+        let again = RunRow { started_at: Some(at("2019-10-02T00:00:40Z")), ..run };
+        let svg = gantt(&again, &tasks, &attempts, at("2019-10-02T00:01:30Z"));
+        assert!(
+            svg.contains(r#"<rect class="gap again""#) && svg.contains("b run again after attempt 1 · 30.0s"),
+            "{svg}"
+        );
     }
 }
