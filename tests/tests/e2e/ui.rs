@@ -498,10 +498,23 @@ fn the_ui_in_a_browser_after_the_demo_grid_log_rerun_backfill_and_errors() {
         lake.display()
     );
     let per_day_clean = "SELECT dt, count(*) AS events FROM ecommerce.events GROUP BY dt ORDER BY dt";
-    let duck = duckdb(&python, &lake, &[q, per_day_clean, &quarantine_sql]);
+    let per_type = "SELECT event_type, count(*) AS n, count(DISTINCT user_session) AS sessions FROM enriched_events GROUP BY event_type ORDER BY event_type";
+    let per_brand = "SELECT brand, count(*) AS n FROM ecommerce.events WHERE brand IS NOT NULL GROUP BY brand ORDER BY n DESC, brand LIMIT 20";
+    let duck = duckdb(&python, &lake, &[q, per_day_clean, &quarantine_sql, per_type, per_brand]);
     let duck_rows: Vec<String> =
         duck[0].iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_default()).collect::<Vec<_>>().join(",")).collect();
     assert_eq!(page_rows[1..], duck_rows[..], "the query page's rows are DuckDB's");
+    // More queries, cell by cell (the page's table read back, unescaped), against DuckDB.
+    for (sql, want) in [(per_day_clean, &duck[1]), (per_type, &duck[3]), (per_brand, &duck[4])] {
+        let (status, _, page) =
+            ui.http("POST", "/query", &[ct_form()], &format!("csrf={}&sql={}", ui.csrf(), form_value(sql)));
+        assert_eq!(status, 200, "{page}");
+        let got = result_cells(&page);
+        let want: Vec<Vec<String>> =
+            want.iter().map(|r| r.iter().map(|v| v.clone().unwrap_or_default()).collect()).collect();
+        assert!(!want.is_empty(), "{sql}: DuckDB found rows");
+        assert_eq!(got, want, "{sql}: the page's rows are DuckDB's");
+    }
     // The CSV download is byte for byte what `cartflow sql` prints, NULL and '' apart.
     let odd = "SELECT NULL AS a, '' AS b, ' padded' AS c, 'x,y' AS d";
     let cli = p.run(&["sql", "--format", "csv", odd]);
@@ -1016,6 +1029,37 @@ fn raw_lines(dir: &std::path::Path) -> u64 {
 }
 
 /// `s` as the pages escape it.
+/// The cells of the body rows of a query page's result table, unescaped.
+fn result_cells(page: &str) -> Vec<Vec<String>> {
+    let table = page
+        .split(r#"<table class="list result">"#)
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    let body = table.split("<tbody>").nth(1).unwrap_or_default();
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td>")
+                .skip(1)
+                .map(|c| {
+                    let c = c.split("</td>").next().unwrap_or_default();
+                    let text: String = c
+                        .split('<')
+                        .enumerate()
+                        .map(|(i, part)| if i == 0 { part } else { part.split_once('>').map_or("", |x| x.1) })
+                        .collect();
+                    text.replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&quot;", "\"")
+                        .replace("&#39;", "'")
+                        .replace("&amp;", "&")
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
