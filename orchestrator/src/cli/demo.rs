@@ -93,6 +93,7 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         let args = super::ui::Args {
             bind,
             token: Vec::new(),
+            token_file: None,
             query_timeout: cartflow::ui::QUERY_TIMEOUT,
             backend: super::BackendArg { backend: Backend::Local },
         };

@@ -20,6 +20,11 @@ pub struct Args {
     /// (`CARTFLOW_UI_TOKEN`: comma-separated).
     #[arg(long, env = "CARTFLOW_UI_TOKEN", hide_env_values = true, value_delimiter = ',')]
     pub token: Vec<String>,
+    /// A file of tokens, one per line (`NAME:SECRET` or `SECRET`; blank lines and `#` comments
+    /// skipped): unlike --token and CARTFLOW_UI_TOKEN, which processes of the same user can read
+    /// in /proc, the secrets stay in the file (make it readable by you only).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
     /// How long a query of the query page may run before it is stopped.
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     pub query_timeout: std::time::Duration,
@@ -32,7 +37,16 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Serves the UI (also after `cartflow demo --ui`); `note` is printed beside the address.
-pub fn serve(p: &Project, a: Args, note: &str) -> anyhow::Result<ExitCode> {
+pub fn serve(p: &Project, mut a: Args, note: &str) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &a.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--token-file {}: {e}", path.display())))?;
+        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let before = a.token.len();
+        a.token.extend(lines.map(str::to_string));
+        if a.token.len() == before {
+            return Err(usage(format!("--token-file {}: no token in it", path.display())));
+        }
+    }
     let options =
         ui::Options { bind: a.bind, tokens: a.token, backend: a.backend.backend, query_timeout: a.query_timeout };
     ui::check_options(&options).map_err(|e| usage(e.to_string()))?;

@@ -5,8 +5,8 @@
 //! decides it again — another tick, a second `scheduler --once`, a restart, a second scheduler.
 //!
 //! What is checked: the runs of the DAG whose deadline passed within the last
-//! [`LOOKBACK`] (so a backfill of old dates raises nothing) and after the DAG was last
-//! unpaused, and the intervals that are due but have no run yet (the scheduler was down, or
+//! [`LOOKBACK`] (so a backfill of old dates raises nothing) and not while the DAG was paused,
+//! and the intervals that are due but have no run yet (the scheduler was down, or
 //! `max_active_runs` held them back). A run meets
 //! its deadline when it is `success` and its last execution ended at or before the deadline; a
 //! task, when its instance is `success` and ended by then.
@@ -49,10 +49,11 @@ pub fn decide(
     let from = oldest.checked_sub_signed(longest).unwrap_or(oldest);
     let runs = store.runs_ending_between(&dag.id, from, now)?;
     let decided = store.decided_deadlines(&dag.id, oldest)?;
-    // A deadline that passed before the DAG was last unpaused is not raised: the scheduler
-    // made no runs while it was paused (with `catchup`, it makes them all at once after), and
-    // a pause is deliberate.
-    let unpaused = store.unpaused_at(&dag.id)?;
+    // A deadline that passed while the DAG was paused (its last pause) is not raised: the
+    // scheduler made no runs then (with `catchup`, it makes them all at once after), and a pause
+    // is deliberate.
+    let pause = store.last_pause(&dag.id)?;
+    let in_pause = |d: DateTime<Utc>| pause.is_some_and(|(from, to)| d <= to && from.is_none_or(|f| d >= f));
     let mut candidates: Vec<(DataInterval, Option<&RunRow>)> = runs
         .iter()
         .map(|r| (DataInterval { start: r.interval_start, end: r.interval_end, tz: dag.timezone }, Some(r)))
@@ -73,7 +74,7 @@ pub fn decide(
             let task_id = task.map(|i| dag.tasks[i].id.as_str());
             if deadline > now
                 || deadline < oldest
-                || unpaused.is_some_and(|u| deadline < u)
+                || in_pause(deadline)
                 || decided.contains(&(run_id.clone(), task_id.unwrap_or("").to_string()))
             {
                 continue;

@@ -419,7 +419,7 @@ pub async fn execute(
     // A task kept skipped whose upstream runs again is decided again (its trigger rule, its own
     // skip, depend on what the upstream does this time); one whose upstreams stay done, not.
     let mut slots = slots;
-    let mut requeued = Vec::new();
+    let mut requeued: Vec<String> = Vec::new();
     loop {
         let again: Vec<usize> = (0..slots.len())
             .filter(|&i| {
@@ -433,13 +433,14 @@ pub async fn execute(
         }
         for i in again {
             slots[i].state = TaskState::Queued;
-            requeued.push(Op::Task {
-                task_id: dag.tasks[i].id.clone(),
-                state: TaskState::Queued,
-                attempts: slots[i].attempts,
-                failures: slots[i].failures,
-            });
+            slots[i].failures = 0;
+            requeued.push(dag.tasks[i].id.clone());
         }
+    }
+    // A fresh start, as the claim gives a cleared task: its whole retry budget, and none of
+    // what the skipped execution saved (a finished job run to re-attach to).
+    if !requeued.is_empty() {
+        store.restart_fresh(&claimed.run_id, &requeued)?;
     }
     let reused = slots.iter().filter(|s| s.selected && matches!(s.state, TaskState::Success { .. })).count();
     observer(Event::Claimed {
@@ -474,7 +475,7 @@ pub async fn execute(
         // The run's own token: aborting this run stops its tasks, not the runs beside it.
         cancel: cancel.child_token(),
         slots,
-        ops: requeued,
+        ops: Vec::new(),
         ready: VecDeque::new(),
         retries: BinaryHeap::new(),
         rng: fastrand::Rng::new(),

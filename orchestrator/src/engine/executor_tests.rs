@@ -148,6 +148,14 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
     assert_eq!(r.state, RunState::Failed);
     assert_eq!((state_of(&r, "own_skip"), state_of(&r, "cleanup")), (&TaskState::Skipped, &TaskState::Skipped));
     std::fs::write(f.path().join("fixed"), "").expect("fix");
+    // What the skipped execution of `cleanup` left: a saved fact, a failure spent.
+    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
+    db.execute(
+        "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, 'cleanup', 'job_run_id', 'old')",
+        [&r.run_id],
+    )
+    .expect("fact");
+    db.execute("UPDATE task_instances SET failures = 1 WHERE task_id = 'cleanup'", []).expect("failures");
     // Run again (what failed): `flaky` runs and succeeds. `own_skip` decided to skip and nothing
     // it depends on changed: it stays skipped, not run. `cleanup` follows `flaky`: it runs again.
     let r = f.run(&dag).await;
@@ -155,6 +163,11 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
     let lines = |name: &str| std::fs::read_to_string(f.path().join(name)).expect("file").lines().count();
     assert_eq!(lines("own"), 1, "a skip is kept as a success is");
     assert_eq!(lines("cleanup"), 2, "decided again after its upstream ran again");
+    let facts: i64 =
+        db.query_row("SELECT count(*) FROM task_facts WHERE task_id = 'cleanup'", [], |r| r.get(0)).expect("n");
+    let failures: i64 =
+        db.query_row("SELECT failures FROM task_instances WHERE task_id = 'cleanup'", [], |r| r.get(0)).expect("f");
+    assert_eq!((facts, failures), (0, 0), "decided again from a fresh start: no old fact, its whole retry budget");
     assert_eq!(state_of(&r, "own_skip"), &TaskState::Skipped);
 }
 

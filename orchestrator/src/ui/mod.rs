@@ -147,6 +147,9 @@ pub fn check_options(o: &Options) -> Result<(), UiError> {
 struct Token {
     name: Option<String>,
     secret: String,
+    /// The whole spec as given (`NAME:SECRET`): presented whole, it is accepted too (a bare
+    /// token that happens to contain a `:` keeps working).
+    spec: String,
 }
 
 impl Token {
@@ -157,9 +160,9 @@ impl Token {
                 if (1..=64).contains(&name.len())
                     && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) =>
             {
-                Token { name: Some(name.to_string()), secret: secret.to_string() }
+                Token { name: Some(name.to_string()), secret: secret.to_string(), spec: spec.to_string() }
             }
-            _ => Token { name: None, secret: spec.to_string() },
+            _ => Token { name: None, secret: spec.to_string(), spec: spec.to_string() },
         }
     }
 }
@@ -417,9 +420,11 @@ fn refusal(ui: &Ui, req: &Request) -> Result<Option<String>, Response> {
     if !ui.tokens.is_empty() {
         // Which token `p` is (every one compared, in constant time each).
         let matching = |p: &str| {
-            ui.tokens
-                .iter()
-                .fold(None, |found, t| if constant_eq(p.as_bytes(), t.secret.as_bytes()) { Some(t) } else { found })
+            ui.tokens.iter().fold(None, |found, t| {
+                let this =
+                    constant_eq(p.as_bytes(), t.secret.as_bytes()) | constant_eq(p.as_bytes(), t.spec.as_bytes());
+                if this { Some(t) } else { found }
+            })
         };
         // The cookie holds the token percent-encoded (a cookie value cannot hold every character).
         let presented =

@@ -251,9 +251,12 @@ pub(super) async fn grid(
         let newest = last.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(last);
         let before = q.before.map_or(newest, |b| b.min(newest));
         let not_before = q.from.map_or(first, |f| f.max(first));
-        let have: std::collections::HashSet<DateTime<Utc>> = runs.iter().map(|r| r.interval_start).collect();
+        // An interval a run covers (its own, or one it overlaps: a run made under an earlier
+        // schedule or timezone) is that run's column, not a missing one.
+        let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+            runs.iter().map(|r| (r.interval_start, r.interval_end)).collect();
         for i in d.schedule.last_intervals(before, not_before, limit + 1, d.timezone) {
-            if !have.contains(&i.start) {
+            if !spans.iter().any(|(s, e)| *s < i.end && *e > i.start) {
                 cols.push(Column::Missing(i));
             }
         }

@@ -120,6 +120,10 @@ pub fn gantt(run: &RunRow, tasks: &[TaskRow], attempts: &[AttemptRow], now: Date
         .iter()
         .map(|a| a.ended_at.unwrap_or(now))
         .chain(run.ended_at)
+        // A task up for retry waits until now: the axis reaches it.
+        .chain(
+            tasks.iter().any(|t| matches!(t.state, crate::engine::state::TaskState::UpForRetry { .. })).then_some(now),
+        )
         .max()
         .unwrap_or(now)
         .max(t0 + chrono::Duration::milliseconds(1));
@@ -262,6 +266,17 @@ mod tests {
         assert!(svg.contains("<title>b waiting to retry after attempt 1 · 30.0s</title>"), "{svg}");
         assert!(svg.contains("<title>b waiting to retry after attempt 2 · 30.0s</title>"), "{svg}");
         assert_eq!(svg.matches(r#"<rect class="gap""#).count(), 2, "a has no gap: {svg}");
+        // The wait so far ends at the chart's right edge (now), not past it: axis 00:00 .. 00:01:30.
+        assert!(svg.contains(r#"<text class="axis end" x="900" y="14">+1m30s</text>"#), "{svg}");
+        let last_gap = svg.rsplit(r#"<rect class="gap" x=""#).next().unwrap_or_default();
+        let x: f64 = last_gap.split('"').next().and_then(|v| v.parse().ok()).expect("x");
+        let w: f64 = last_gap
+            .split(r#"width=""#)
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .expect("w");
+        assert!((x + w - 900.0).abs() < 0.2, "the wait ends at now: {x} + {w}");
         // Executed again (the run's last execution started at 00:00:40): b's first gap is that,
         // not a retry's wait.
         let again = RunRow { started_at: Some(at("2019-10-02T00:00:40Z")), ..run };

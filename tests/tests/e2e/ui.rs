@@ -301,6 +301,8 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         assert_eq!(status, 303, "{head}");
     }
     assert_eq!(ui.http("GET", "/", &[("Authorization", "Bearer alice")], "").0, 401, "a name is not a token");
+    let whole = format!("Bearer {alice}");
+    assert_eq!(ui.http("GET", "/", &[("Authorization", &whole)], "").0, 200, "the whole spec is accepted too");
     let who: Vec<(String, String)> = {
         let db = p.store();
         let mut st = db.prepare("SELECT who, action FROM audit WHERE action LIKE '%pause' ORDER BY id").expect("sql");
@@ -310,6 +312,16 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
         who,
         vec![("alice (token)".to_string(), "pause".to_string()), ("bob (token)".to_string(), "unpause".to_string())]
     );
+    drop(ui);
+
+    // Tokens from a file (not in /proc/PID/cmdline or environ); an empty file is refused.
+    p.write("tokens.txt", "# the UI's tokens\n\ncarol:carol-secret-of-length\n");
+    p.write("empty.txt", "# none\n");
+    p.run(&["ui", "--bind", "0.0.0.0:0", "--token-file", "empty.txt"]).expect_code(2);
+    p.run(&["ui", "--token-file", "no-such-file"]).expect_code(2);
+    let ui = Ui::start(&p, &["--token-file", "tokens.txt"]);
+    assert_eq!(ui.get("/").0, 401);
+    assert_eq!(ui.http("GET", "/", &[("Authorization", "Bearer carol-secret-of-length")], "").0, 200);
     drop(ui);
 
     // A query that runs past the time limit is stopped and says so; a limit of 0 is refused.

@@ -169,16 +169,20 @@ fn deadlines_that_passed_while_the_dag_was_paused_are_not_raised() {
     let d = dag("");
     assert!(s.store.set_paused("d", true, "eve").expect("pause"));
     assert!(s.store.set_paused("d", false, "eve").expect("unpause"));
-    // Unpaused at 2019-10-04T12:00Z (the audit log's time, set here): days 1-3 came due while
-    // paused; with catchup they are due at once. Their deadlines (days 2-4, 01:00) passed before
-    // the unpause: none is raised. Day 4's (2019-10-05T01:00Z) passes after it: raised.
+    // Paused 2019-10-02T12:00Z .. 2019-10-04T12:00Z (the audit log's times, set here). Day 1's
+    // deadline (10-02 01:00) passed before the pause and was never decided: raised. Days 2 and
+    // 3 (10-03 01:00, 10-04 01:00) passed during it: not raised. Day 4's (10-05 01:00), after.
     let db = rusqlite::Connection::open(&s.path).expect("db");
+    db.execute("UPDATE audit SET at = '2019-10-02T12:00:00Z' WHERE action = 'pause'", []).expect("at");
     db.execute("UPDATE audit SET at = '2019-10-04T12:00:00Z' WHERE action = 'unpause'", []).expect("at");
-    assert_eq!(s.store.unpaused_at("d").expect("read"), Some(at("2019-10-04T12:00:00Z")));
-    let due = [day(1), day(2), day(3)];
-    assert!(s.decide(&d, "2019-10-04T12:00:01Z", &due).is_empty(), "nothing raised for the pause");
+    assert_eq!(
+        s.store.last_pause("d").expect("read"),
+        Some((Some(at("2019-10-02T12:00:00Z")), at("2019-10-04T12:00:00Z")))
+    );
+    let rows = s.decide(&d, "2019-10-04T12:00:01Z", &[day(1), day(2), day(3)]);
+    assert_eq!(summary(&rows).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["d@2019-10-01T00:00:00Z"]);
     let rows = s.decide(&d, "2019-10-05T01:00:00Z", &[day(1), day(2), day(3), day(4)]);
     assert_eq!(summary(&rows).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["d@2019-10-04T00:00:00Z"]);
     assert!(rows[0].missed);
-    assert_eq!(s.store.unpaused_at("other").expect("read"), None, "never unpaused");
+    assert_eq!(s.store.last_pause("other").expect("read"), None, "never unpaused");
 }

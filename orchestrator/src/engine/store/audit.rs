@@ -17,6 +17,9 @@ pub fn local_user() -> String {
         .unwrap_or_else(|| "unknown user".into())
 }
 
+/// A pause that ended: (when it began, if the log knows, when it ended).
+pub type PauseSpan = (Option<DateTime<Utc>>, DateTime<Utc>);
+
 /// The paused DAGs: id -> (since when, by whom).
 pub type Paused = std::collections::BTreeMap<String, (Option<DateTime<Utc>>, String)>;
 
@@ -347,24 +350,32 @@ impl RunStore {
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
-    /// When `dag_id` was last unpaused (the audit log's newest `unpause`), if ever: the
-    /// deadlines that passed before are not raised (a pause is deliberate).
-    pub fn unpaused_at(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let at: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT at FROM audit WHERE dag_id = ?1 AND action = 'unpause' ORDER BY id DESC LIMIT 1",
-                [dag_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.sql())?;
-        match at {
-            None => Ok(None),
-            Some(s) => parse_ts(&s)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), what: format!("audit time `{s}`") }),
-        }
+    /// The DAG's last pause that ended: (when it was paused, when unpaused), from the audit log
+    /// (the newest `unpause` and the `pause` before it; an unpause with no pause before it, from
+    /// a store older than the log, has no start). The deadlines that passed in it are not raised.
+    pub fn last_pause(&self, dag_id: &str) -> Result<Option<PauseSpan>, StoreError> {
+        let read = |sql: &str, arg: i64| -> Result<Option<(i64, String)>, StoreError> {
+            self.conn
+                .query_row(sql, params![dag_id, arg], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(self.sql())
+        };
+        let parse = |s: &str| {
+            parse_ts(s)
+                .ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), what: format!("audit time `{s}`") })
+        };
+        let Some((id, unpaused)) = read(
+            "SELECT id, at FROM audit WHERE dag_id = ?1 AND action = 'unpause' AND id < ?2 ORDER BY id DESC LIMIT 1",
+            i64::MAX,
+        )?
+        else {
+            return Ok(None);
+        };
+        let paused = read(
+            "SELECT id, at FROM audit WHERE dag_id = ?1 AND action = 'pause' AND id < ?2 ORDER BY id DESC LIMIT 1",
+            id,
+        )?;
+        Ok(Some((paused.map(|(_, at)| parse(&at)).transpose()?, parse(&unpaused)?)))
     }
 
     /// Records what someone did (an action started from the web UI).

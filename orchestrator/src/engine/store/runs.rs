@@ -362,6 +362,26 @@ impl RunStore {
         }
         Ok(())
     }
+    /// Queues `tasks` of `run_id` (this process's run) afresh: no retry spent, no saved facts —
+    /// what a claim does to a task it clears, for the skipped tasks the executor decides again.
+    pub fn restart_fresh(&mut self, run_id: &str, tasks: &[String]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let now = ts(Utc::now());
+        let json = serde_json::to_string(&TaskState::Queued).unwrap_or_default();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        for task in tasks {
+            tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
+                .map_err(&e)?;
+            tx.execute(
+                "UPDATE task_instances SET state = 'queued', state_json = ?3, failures = 0, updated_at = ?4 WHERE run_id = ?1 AND task_id = ?2",
+                params![run_id, task, json, now],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
     /// Tells other processes this run's owner is alive, and returns who asked for the run to
     /// be cancelled (`cartflow cancel`, the web UI of another process), if someone did.
     pub fn heartbeat(&self, run_id: &str) -> Result<Option<String>, StoreError> {
