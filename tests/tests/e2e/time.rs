@@ -259,3 +259,57 @@ fn the_scheduler_reloads_dags_and_keeps_the_last_good_version() {
     let c = counts(&p.read("ran"));
     assert_eq!(c.keys().cloned().collect::<Vec<_>>(), vec!["added 2019-10-02", "live 2019-10-01", "live 2019-10-02"]);
 }
+
+/// One run of a running scheduler is cancelled with `cartflow cancel`: that run stops and ends
+/// `cancelled`, the scheduler goes on (its other DAG's run succeeds, it keeps ticking) and does
+/// not make the cancelled interval again.
+#[test]
+fn a_scheduled_run_is_cancelled_and_the_scheduler_goes_on_without_making_it_again() {
+    let p = Project::new();
+    p.dag(
+        "slow.yaml",
+        &format!("id: slow\nschedule: '@daily'\ntasks:\n{}", sh("a", "", "echo started >> $DIR/slow; exec sleep 120")),
+    );
+    p.dag(
+        "quick.yaml",
+        &format!(
+            "id: quick\nschedule: '@daily'\ntasks:\n{}",
+            sh("a", "", "while [ ! -f $DIR/go ]; do sleep 0.05; done; echo ran >> $DIR/quick")
+        ),
+    );
+    let mut child = p
+        .command(&["scheduler", "--tick", "100ms"])
+        .env("CARTFLOW_NOW", "2019-10-02T01:00:00Z")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("scheduler");
+    p.wait_for_lines("slow", 1, Duration::from_secs(30));
+    let r = p.run(&["cancel", "slow@2019-10-01T00:00:00Z", "--wait"]);
+    r.expect_code(0);
+    assert!(r.stdout.trim_end().ends_with("slow@2019-10-01T00:00:00Z: cancelled"), "{}", r.stdout);
+    // The scheduler is still there, its other run goes on and succeeds.
+    assert!(child.try_wait().expect("wait").is_none(), "the scheduler goes on");
+    p.write("go", "");
+    p.wait_for_lines("quick", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000)); // ten ticks
+    assert_eq!(p.read("slow").lines().count(), 1, "the cancelled interval was not made again");
+    let runs: Vec<(String, String)> = {
+        let db = p.store();
+        let mut st = db.prepare("SELECT run_id, state FROM dag_runs ORDER BY run_id").expect("sql");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("q").map(|r| r.expect("row")).collect()
+    };
+    assert_eq!(
+        runs,
+        vec![
+            ("quick@2019-10-01T00:00:00Z".to_string(), "success".to_string()),
+            ("slow@2019-10-01T00:00:00Z".to_string(), "cancelled".to_string())
+        ]
+    );
+    kill(child.id(), "TERM");
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+    // Stopped, it exits 1: one of its runs did not succeed (it was cancelled).
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cancel asked for from another process"), "{err}");
+}
