@@ -261,6 +261,12 @@ impl Stream {
             }
             Some(_) => {}
             None => {
+                // The shard folders first: a reader that sees meta.json finds every shard (it
+                // was published first, and a reader racing this open failed on a missing one).
+                for s in 0..shards {
+                    let sdir = dir.join(format!("shard-{s:03}"));
+                    std::fs::create_dir_all(&sdir).map_err(io(&sdir))?;
+                }
                 let meta = dir.join("meta.json");
                 let tmp = dir.join(".meta.json.tmp");
                 std::fs::write(&tmp, format!("{{\"shards\": {shards}}}\n")).map_err(io(&tmp))?;
@@ -669,6 +675,21 @@ mod tests {
         assert_eq!(all[10].2, b"after");
         // The scan resumed after the 10 it had counted (the cut tail was past them).
         assert_eq!(end_offsets(&d).expect("offsets"), vec![11]);
+    }
+
+    #[test]
+    fn a_new_stream_is_published_only_once_its_shards_exist() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().join("s");
+        std::fs::create_dir_all(&d).expect("dir");
+        // shard-001 cannot be made (a file stands there): the open fails, and no reader was
+        // ever told the stream has 3 shards.
+        std::fs::write(d.join("shard-001"), "").expect("file");
+        assert!(Stream::open(&d, 3).is_err());
+        assert!(!d.join("meta.json").exists(), "meta.json is written after the shard folders");
+        std::fs::remove_file(d.join("shard-001")).expect("rm");
+        drop(Stream::open(&d, 3).expect("open"));
+        assert!((0..3).all(|s| d.join(format!("shard-{s:03}")).is_dir()) && d.join("meta.json").exists());
     }
 
     #[test]
