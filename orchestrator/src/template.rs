@@ -1,8 +1,9 @@
 //! `{{ variable }}` templates in task configs.
 //!
-//! The language is deliberately tiny: a placeholder is a variable name, nothing else (no
-//! expressions, no filters). Every placeholder is checked when the DAG compiles; an unknown
-//! variable is a compile error.
+//! The language is deliberately tiny: a placeholder is a variable name, and a date may be moved
+//! by whole days (`{{ ds | add_days(-7) }}`, Airflow's `macros.ds_add`; `ds` and `ds_nodash`
+//! only, at most 36,500 days either way), nothing else. Every placeholder is checked when the DAG
+//! compiles; an unknown variable or filter is a compile error.
 //!
 //! The text of a template is the DAG author's and trusted; the values are not (a `-p` on the
 //! command line, the web UI, an EventBridge input). So rendering knows where each value goes
@@ -28,6 +29,13 @@ pub const VARIABLES: &[&str] =
 /// literal).
 pub const DATE_VARIABLES: &[&str] = &["ds", "ds_nodash", "data_interval_start", "data_interval_end", "logical_date"];
 
+/// The variables `add_days(N)` applies to (dates; a timestamp moved by days would need the
+/// DAG's timezone to stay at the same wall-clock time).
+pub const ADD_DAYS_VARIABLES: &[&str] = &["ds", "ds_nodash"];
+
+/// How far `add_days(N)` may move a date, either way: 100 years.
+pub const MAX_ADD_DAYS: i64 = 36_500;
+
 /// The longest value of a `-p NAME=VALUE`, in bytes.
 pub const MAX_PARAM_BYTES: usize = 4 * 1024;
 
@@ -47,8 +55,9 @@ impl From<&str> for Template {
 pub enum Piece<'a> {
     /// Literal text.
     Text(&'a str),
-    /// A placeholder; `offset` is its byte offset in the template.
-    Var { name: &'a str, offset: usize },
+    /// A placeholder; `offset` is its byte offset in the template; `days`: moved by
+    /// `add_days(N)` (a date variable only).
+    Var { name: &'a str, offset: usize, days: Option<i64> },
 }
 
 /// A 1-based line and column (in characters) of a template.
@@ -84,6 +93,9 @@ pub enum TemplateError {
     /// `{{ }}` or `{{ a b }}`.
     #[error("`{{{{ {text} }}}}` is not a variable name")]
     BadName { text: String, offset: usize },
+    /// A filter other than `add_days(N)`, or one on a variable that is not a date.
+    #[error("`{{{{ {text} }}}}`: {why}")]
+    BadFilter { text: String, offset: usize, why: &'static str },
     /// A variable the context does not define.
     #[error("unknown template variable `{name}`")]
     UnknownVariable { name: String, offset: usize, hint: Option<String> },
@@ -136,7 +148,33 @@ pub fn parse(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         }
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or(TemplateError::Unclosed { offset: base + start })?;
-        let name = after[..end].trim();
+        let inner = after[..end].trim();
+        let (name, days) = match inner.split_once('|') {
+            None => (inner, None),
+            Some((n, filter)) => {
+                let bad = |why| TemplateError::BadFilter { text: inner.to_string(), offset: base + start, why };
+                let n = n.trim();
+                if filter.contains('|') {
+                    return Err(bad("one filter at most: `add_days(N)`"));
+                }
+                let arg = filter
+                    .trim()
+                    .strip_prefix("add_days")
+                    .map(str::trim_start)
+                    .and_then(|f| f.strip_prefix('('))
+                    .and_then(|f| f.strip_suffix(')'))
+                    .ok_or_else(|| bad("the only filter is `add_days(N)`, N a whole number of days"))?;
+                let days: i64 =
+                    arg.trim().parse().map_err(|_| bad("`add_days(N)` takes a whole number of days, like -7"))?;
+                if days.abs() > MAX_ADD_DAYS {
+                    return Err(bad("`add_days(N)` moves a date by at most 36500 days either way"));
+                }
+                if !ADD_DAYS_VARIABLES.contains(&n) {
+                    return Err(bad("`add_days(N)` applies to `ds` or `ds_nodash`"));
+                }
+                (n, Some(days))
+            }
+        };
         let valid = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             && !name.starts_with('.')
@@ -144,7 +182,7 @@ pub fn parse(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
         if !valid {
             return Err(TemplateError::BadName { text: name.to_string(), offset: base + start });
         }
-        out.push(Piece::Var { name, offset: base + start });
+        out.push(Piece::Var { name, offset: base + start, days });
         let consumed = start + 2 + end + 2;
         base += consumed;
         rest = &rest[consumed..];
@@ -158,7 +196,7 @@ pub fn parse(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 /// Checks every placeholder of `s` against the fixed variables and the DAG's params.
 pub fn check(s: &str, params: &BTreeMap<String, String>) -> Result<(), TemplateError> {
     for piece in parse(s)? {
-        if let Piece::Var { name, offset } = piece {
+        if let Piece::Var { name, offset, .. } = piece {
             let known =
                 VARIABLES.contains(&name) || name.strip_prefix("params.").is_some_and(|p| params.contains_key(p));
             if !known {
@@ -252,6 +290,23 @@ impl Context {
         self.get(name).ok_or_else(|| TemplateError::UnknownVariable { name: name.to_string(), offset, hint: None })
     }
 
+    /// The value of a placeholder: the variable's, moved by `days` when it has `add_days`.
+    fn value_of<'a>(
+        &'a self,
+        name: &str,
+        offset: usize,
+        days: Option<i64>,
+    ) -> Result<std::borrow::Cow<'a, str>, TemplateError> {
+        let value = self.value(name, offset)?;
+        let Some(days) = days else { return Ok(std::borrow::Cow::Borrowed(value)) };
+        let format = if name == "ds_nodash" { "%Y%m%d" } else { "%Y-%m-%d" };
+        chrono::NaiveDate::parse_from_str(value, format)
+            .ok()
+            .and_then(|d| d.checked_add_signed(chrono::Duration::days(days)))
+            .map(|d| std::borrow::Cow::Owned(d.format(format).to_string()))
+            .ok_or_else(|| TemplateError::Invalid(format!("`{name}` {value} moved by {days} day(s) is not a date")))
+    }
+
     /// Renders a template.
     pub fn render(&self, t: &Template, escaping: Escaping) -> Result<String, TemplateError> {
         if escaping == Escaping::Sql {
@@ -284,9 +339,9 @@ impl Context {
         for piece in parse(&t.0)? {
             match piece {
                 Piece::Text(s) => out.push_str(s),
-                Piece::Var { name, offset } => {
-                    let value = self.value(name, offset)?;
-                    out.push_str(value);
+                Piece::Var { name, offset, days } => {
+                    let value = self.value_of(name, offset, days)?;
+                    out.push_str(&value);
                     if !values.iter().any(|(k, _)| k == name) {
                         values.push((name.to_string(), value.to_string()));
                     }
@@ -305,8 +360,9 @@ impl Context {
                     lexer.feed_str(s, offset_in(&t.0, s));
                     out.push_str(s);
                 }
-                Piece::Var { name, offset } => {
-                    let value = self.value(name, offset)?;
+                Piece::Var { name, offset, days } => {
+                    let value = self.value_of(name, offset, days)?;
+                    let value = value.as_ref();
                     let place = lexer.placeholder();
                     let unsafe_ = |context, why| TemplateError::Unsafe {
                         name: name.to_string(),
@@ -708,7 +764,7 @@ pub fn check_sql(text: &str) -> Vec<String> {
     for piece in pieces {
         match piece {
             Piece::Text(s) => lexer.feed_str(s, offset_in(text, s)),
-            Piece::Var { name, offset } => {
+            Piece::Var { name, offset, .. } => {
                 let place = lexer.placeholder();
                 let text_var = !DATE_VARIABLES.contains(&name) && !name.starts_with("params.");
                 if place == SqlPlace::Code && text_var {
@@ -773,7 +829,7 @@ pub fn params_in_shell_script(program: &str, args: &[&str]) -> Vec<String> {
     pieces
         .into_iter()
         .filter_map(|p| match p {
-            Piece::Var { name: var, offset } if var.starts_with("params.") => Some(format!(
+            Piece::Var { name: var, offset, .. } if var.starts_with("params.") => Some(format!(
                 "`{{{{ {var} }}}}` is spliced into the `{name} {}` script (at {}): a param is untrusted text and \
                  would run as shell code; pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
                  or through `env:` and quote it (\"$VAR\")",
@@ -814,6 +870,40 @@ mod tests {
             ctx().render(&t, Escaping::None).expect("renders"),
             "2019-10-01 20191001 2019-10-01T00:00:00+00:00 2019-10-02T00:00:00+00:00 daily load daily@2019-10-01T00:00:00Z lake"
         );
+    }
+
+    #[test]
+    fn a_date_moves_by_whole_days_and_nothing_else_has_a_filter() {
+        let r = |t: &str| ctx().render(&Template::from(t), Escaping::None);
+        assert_eq!(r("{{ ds | add_days(-7) }}").expect("renders"), "2019-09-24");
+        assert_eq!(r("{{ds|add_days(31)}} {{ ds_nodash | add_days( -1 ) }}").expect("renders"), "2019-11-01 20190930");
+        assert_eq!(r("{{ ds | add_days(0) }}").expect("renders"), "2019-10-01");
+        assert_eq!(r("{{ ds | add_days(-36500) }}").expect("renders"), "1919-10-26"); // (Python: date(2019,10,1) - timedelta(36500))
+        // In SQL, inside a literal and outside (a date may stand there).
+        let sql =
+            Template::from("SELECT * FROM t WHERE dt >= '{{ ds | add_days(-6) }}' AND d < DATE {{ ds | add_days(1) }}");
+        assert_eq!(
+            ctx().render(&sql, Escaping::Sql).expect("renders"),
+            "SELECT * FROM t WHERE dt >= '2019-09-25' AND d < DATE 2019-10-02"
+        );
+        assert!(check_sql("SELECT '{{ ds | add_days(-7) }}'").is_empty());
+        let params = BTreeMap::new();
+        assert!(check("{{ ds | add_days(-7) }}", &params).is_ok());
+        for (bad, why) in [
+            ("{{ run_id | add_days(1) }}", "applies to `ds` or `ds_nodash`"),
+            ("{{ data_interval_start | add_days(1) }}", "applies to `ds` or `ds_nodash`"),
+            ("{{ ds | upper }}", "the only filter is `add_days(N)`"),
+            ("{{ ds | add_days(1.5) }}", "whole number of days"),
+            ("{{ ds | add_days() }}", "whole number of days"),
+            ("{{ ds | add_days(99999999999999999999) }}", "whole number of days"),
+            ("{{ ds | add_days(36501) }}", "at most 36500 days"),
+            ("{{ ds | add_days(-1000000000000000) }}", "at most 36500 days"),
+            ("{{ ds | add_days(1) | add_days(1) }}", "one filter at most"),
+        ] {
+            let e = check(&format!("x {bad}"), &params).expect_err(bad);
+            assert!(matches!(e, TemplateError::BadFilter { offset: 2, .. }), "{bad}: {e:?}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -503,3 +503,30 @@ fn a_task_waiting_for_a_retry_and_rerun_with_its_upstream_waits_for_the_upstream
     assert_eq!(status.code(), Some(0));
     assert_eq!(p.read("trace"), "up\ndown\nup\ndown\n", "down ran again only after up did");
 }
+
+/// `{{ ds | add_days(N) }}` moves the interval's date by whole days (a window's start: the
+/// Airflow user's `macros.ds_add`); a filter that is not that, or on a variable that is not a
+/// date, is a compile error with its line and column.
+#[test]
+fn a_template_moves_a_date_by_days_and_a_bad_filter_is_refused_at_compile_time() {
+    let p = Project::new();
+    p.dag(
+        "w.yaml",
+        &format!(
+            "id: w\ntasks:\n{}",
+            sh("window", "", "echo {{ ds | add_days(-6) }} {{ ds }} {{ ds_nodash | add_days(1) }} >> $DIR/window")
+        ),
+    );
+    p.run(&["run", "w", "--date", "2020-03-01"]).expect_code(0);
+    assert_eq!(p.read("window"), "2020-02-24 2020-03-01 20200302\n", "across a leap day");
+    p.dag("bad.yaml", &format!("id: bad\ntasks:\n{}", sh("a", "", "echo {{ run_id | add_days(1) }}")));
+    let r = p.run(&["validate"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains(
+            "bad.yaml:7:16: error: task `a`: `{{ run_id | add_days(1) }}`: `add_days(N)` applies to `ds` or `ds_nodash`"
+        ),
+        "{}",
+        r.stderr
+    );
+}
