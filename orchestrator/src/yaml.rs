@@ -117,7 +117,7 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
         return Ok(Node { pos: Pos { line: 1, column: 1 }, value: Value::Null });
     }
     match serde_saphyr::from_str::<Spanned<RawValue>>(src) {
-        Ok(spanned) => Ok(from_spanned(spanned)),
+        Ok(spanned) => Ok(from_spanned(spanned, src)),
         Err(err) => {
             let pos = err
                 .location()
@@ -145,7 +145,7 @@ fn clean_message(msg: &str) -> String {
     first.to_string()
 }
 
-fn from_spanned(s: Spanned<RawValue>) -> Node {
+fn from_spanned(s: Spanned<RawValue>, src: &str) -> Node {
     let pos = Pos { line: s.referenced.line() as u32, column: s.referenced.column() as u32 };
     let value = match s.value {
         RawValue::Null => Value::Null,
@@ -154,12 +154,30 @@ fn from_spanned(s: Spanned<RawValue>) -> Node {
         RawValue::UInt(u) => Value::UInt(u),
         RawValue::Float(f) => Value::Float(f),
         RawValue::Str(s) => Value::Str(s),
-        RawValue::Seq(items) => Value::Seq(items.into_iter().map(from_spanned).collect()),
-        RawValue::Map(entries) => {
-            Value::Map(entries.into_iter().map(|(k, v)| (from_spanned(k), from_spanned(v))).collect())
-        }
+        RawValue::Seq(items) => Value::Seq(items.into_iter().map(|i| from_spanned(i, src)).collect()),
+        RawValue::Map(entries) => Value::Map(
+            entries.into_iter().map(|(k, v)| (key_node(from_spanned(k, src), src), from_spanned(v, src))).collect(),
+        ),
     };
     Node { pos, value }
+}
+
+/// A mapping key as written: YAML 1.1 reads `y`, `n`, `yes`, `no`, `on`, `off` (in any case)
+/// as booleans, which would turn a param `n` or an env var `N` into `false`; such a key is the
+/// word written (only `true` / `false` stay booleans).
+fn key_node(k: Node, src: &str) -> Node {
+    if !matches!(k.value, Value::Bool(_)) {
+        return k;
+    }
+    let word: Option<String> = src.lines().nth((k.pos.line as usize).saturating_sub(1)).map(|line| {
+        line.chars().skip((k.pos.column as usize).saturating_sub(1)).take_while(|c| c.is_ascii_alphabetic()).collect()
+    });
+    match word {
+        Some(w) if !w.is_empty() && !w.eq_ignore_ascii_case("true") && !w.eq_ignore_ascii_case("false") => {
+            Node { pos: k.pos, value: Value::Str(w) }
+        }
+        _ => k,
+    }
 }
 
 /// What serde-saphyr hands us: a value whose children are spanned.
@@ -533,6 +551,27 @@ mod tests {
         let c: Cfg = from_node(&n).expect("coerces");
         assert_eq!(c.name, "8080");
         assert_eq!(c.tags, vec!["1", "true", "x"]);
+    }
+
+    #[test]
+    fn keys_yaml_1_1_reads_as_booleans_are_the_words_written() {
+        let n = parse(
+            "n: 5
+Y: 1
+on: 2
+Off: 3
+env: {N: a, no: b}
+true: 4
+'y': 6
+",
+        )
+        .expect("parses");
+        let Value::Map(entries) = &n.value else { panic!("a map") };
+        let keys: Vec<String> = entries.iter().map(|(k, _)| k.scalar_text().unwrap_or_default()).collect();
+        assert_eq!(keys, ["n", "Y", "on", "Off", "env", "true", "y"]);
+        assert!(matches!(entries[5].0.value, Value::Bool(true)), "`true` is still a boolean");
+        let Value::Map(env) = &entries[4].1.value else { panic!("a map") };
+        assert_eq!(env.iter().map(|(k, _)| k.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["N", "no"]);
     }
 
     #[test]

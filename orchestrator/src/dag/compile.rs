@@ -343,6 +343,90 @@ impl Ctx<'_> {
         }
     }
 
+    /// `params:`: each a scalar (its default, any text), or `{type: string|int|date, default: V}`
+    /// or `{enum: [A, B, …], default: V}`; a default that is not of its type is an error.
+    fn params(
+        &mut self,
+        entries: &[(Node, Node)],
+        types: &mut BTreeMap<String, crate::dag::ParamType>,
+    ) -> BTreeMap<String, String> {
+        use crate::dag::ParamType;
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let Some(name) = k.scalar_text() else {
+                self.err(k.pos, "`params`: a param's name is a plain word", None);
+                continue;
+            };
+            let Value::Map(spec) = &v.value else {
+                match v.scalar_text() {
+                    Some(text) => {
+                        out.insert(name, text);
+                    }
+                    None => self.err(
+                        v.pos,
+                        format!("param `{name}`: a scalar value, or {{type: …, default: …}}"),
+                        Some("types: string, int, date, or enum: [A, B]".into()),
+                    ),
+                }
+                continue;
+            };
+            let field = |key: &str| spec.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
+            for (key, _) in spec {
+                if !matches!(key.as_str(), Some("type" | "default" | "enum" | "description")) {
+                    self.err(
+                        key.pos,
+                        format!("param `{name}`: unknown key `{}`", key.scalar_text().unwrap_or_default()),
+                        Some("a typed param has `type` (or `enum`), `default` and `description`".into()),
+                    );
+                }
+            }
+            let ty = match (field("type"), field("enum")) {
+                (Some(t), None) => match t.as_str() {
+                    Some("string") => ParamType::String,
+                    Some("int") => ParamType::Int,
+                    Some("date") => ParamType::Date,
+                    _ => {
+                        self.err(
+                            t.pos,
+                            format!("param `{name}`: unknown type"),
+                            Some("string, int or date (or enum: [A, B])".into()),
+                        );
+                        continue;
+                    }
+                },
+                (None, Some(e)) => match &e.value {
+                    Value::Seq(items) if !items.is_empty() && items.iter().all(|i| i.scalar_text().is_some()) => {
+                        ParamType::Enum(items.iter().filter_map(Node::scalar_text).collect())
+                    }
+                    _ => {
+                        self.err(e.pos, format!("param `{name}`: `enum` is a list of values"), None);
+                        continue;
+                    }
+                },
+                (Some(t), Some(_)) => {
+                    self.err(t.pos, format!("param `{name}`: `type` or `enum`, not both"), None);
+                    continue;
+                }
+                (None, None) => ParamType::String,
+            };
+            let Some(default) = field("default") else {
+                self.err(v.pos, format!("param `{name}` has no `default`"), None);
+                continue;
+            };
+            let Some(text) = default.scalar_text() else {
+                self.err(default.pos, format!("param `{name}`: the default is a scalar"), None);
+                continue;
+            };
+            if let Some(why) = ty.problem(&text) {
+                self.err(default.pos, format!("param `{name}` ({}): the default {why}", ty.name()), None);
+                continue;
+            }
+            out.insert(name.clone(), text);
+            types.insert(name, ty);
+        }
+        out
+    }
+
     fn typed<T: serde::de::DeserializeOwned>(&mut self, what: &str, node: &Node) -> Option<T> {
         match yaml::from_node::<T>(node) {
             Ok(v) => Some(v),
@@ -517,10 +601,12 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     };
     let max_active_runs = positive(&mut cx, "max_active_runs", 1);
     let max_active_tasks = positive(&mut cx, "max_active_tasks", 16);
+    let mut param_types = BTreeMap::new();
     let params: BTreeMap<String, String> = fields
         .get("params")
         .and_then(|n| match &n.value {
             Value::Null => Some(BTreeMap::new()),
+            Value::Map(entries) => Some(cx.params(entries, &mut param_types)),
             _ => cx.typed::<BTreeMap<String, String>>("`params` (a mapping of names to scalar values)", n),
         })
         .unwrap_or_default();
@@ -717,6 +803,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         max_active_runs,
         max_active_tasks,
         params,
+        param_types,
         tags,
         notify,
         deadline: deadline.map(|(d, _)| d),

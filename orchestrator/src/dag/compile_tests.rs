@@ -387,3 +387,35 @@ fn notify_rules_and_deadlines_compile_onto_the_dag_and_its_tasks() {
     assert_eq!(dag.tasks[0].notify[0].to[0].name(), "file:a.jsonl");
     assert_eq!((dag.tasks[1].deadline, dag.tasks[1].notify.len()), (None, 0));
 }
+
+#[test]
+fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
+    let ok = compile_source(
+        Path::new("dags/t.yaml"),
+        &format!(
+            "id: d\nparams:\n  who: cartflow\n  n: {{type: int, default: 7}}\n  day: {{type: date, default: 2019-10-01}}\n  mode: {{enum: [fast, full], default: fast, description: how}}\n  s: {{type: string, default: x}}\ntasks:\n{OK_TASK}"
+        ),
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    assert_eq!(ok.params.get("n").map(String::as_str), Some("7"));
+    assert_eq!(ok.params.get("who").map(String::as_str), Some("cartflow"));
+    assert_eq!(ok.param_types.get("n"), Some(&crate::dag::ParamType::Int));
+    assert_eq!(ok.param_types.get("mode"), Some(&crate::dag::ParamType::Enum(vec!["fast".into(), "full".into()])));
+    assert!(!ok.param_types.contains_key("who"), "an undeclared type is any text");
+    let e = errors(&format!(
+        "id: d\nparams:\n  n: {{type: int, default: seven}}\n  d: {{type: date, default: 2019-13-01}}\n  m: {{enum: [a, b], default: c}}\n  t: {{type: float, default: 1}}\n  u: {{type: int}}\n  v: {{type: int, enum: [1], default: 1}}\n  w: {{type: int, default: 1, min: 0}}\n  x: [1, 2]\ntasks:\n{OK_TASK}"
+    ));
+    for want in [
+        "dags/t.yaml:3:27: error: param `n` (int): the default `seven` is not a whole number",
+        "dags/t.yaml:4:28: error: param `d` (date): the default `2019-13-01` is not a date (YYYY-MM-DD)",
+        "dags/t.yaml:5:30: error: param `m` (enum): the default `c` is not one of `a`, `b`",
+        "dags/t.yaml:6:13: error: param `t`: unknown type",
+        "dags/t.yaml:7:6: error: param `u` has no `default`",
+        "param `v`: `type` or `enum`, not both",
+        "param `w`: unknown key `min`",
+        "dags/t.yaml:10:6: error: param `x`: a scalar value, or {type: …, default: …}",
+    ] {
+        assert!(e.contains(want), "`{want}` not in\n{e}");
+    }
+}

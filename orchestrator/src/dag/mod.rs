@@ -45,8 +45,10 @@ pub struct Dag {
     pub max_active_runs: u32,
     /// How many tasks of one run may run at once.
     pub max_active_tasks: u32,
-    /// Parameters, usable as `{{ params.NAME }}`.
+    /// Parameters, usable as `{{ params.NAME }}` (their defaults).
     pub params: BTreeMap<String, String>,
+    /// The declared type of each param that has one (`-p` values are checked against it).
+    pub param_types: BTreeMap<String, ParamType>,
     /// Free-form tags.
     pub tags: Vec<String>,
     /// Who is told what (`notify:`): every task's failures, retries, failed checks and missed
@@ -283,6 +285,52 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The type a param may declare (`params: {n: {type: int, default: 7}}`): a `-p` value (and the
+/// default) must be one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamType {
+    /// Any text (as an undeclared param).
+    String,
+    /// A whole number (`-12`, `0`, `42`).
+    Int,
+    /// A date, `YYYY-MM-DD` (years 0001 to 9999).
+    Date,
+    /// One of these values.
+    Enum(Vec<String>),
+}
+
+impl ParamType {
+    /// Why `v` is not of this type, if it is not.
+    pub fn problem(&self, v: &str) -> Option<String> {
+        use chrono::Datelike as _;
+        match self {
+            ParamType::String => None,
+            ParamType::Int => (v.parse::<i64>().is_err()).then(|| format!("`{v}` is not a whole number")),
+            ParamType::Date => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .filter(|d| (1..=9999).contains(&d.year()) && v.len() == 10)
+                .is_none()
+                .then(|| format!("`{v}` is not a date (YYYY-MM-DD)")),
+            ParamType::Enum(values) => (!values.iter().any(|x| x == v)).then(|| {
+                format!(
+                    "`{v}` is not one of {}",
+                    values.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+                )
+            }),
+        }
+    }
+
+    /// `string`, `int`, `date` or `enum`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Date => "date",
+            ParamType::Enum(_) => "enum",
         }
     }
 }

@@ -107,9 +107,16 @@ pub fn merged_params(dag: &Dag, overrides: &[(String, String)]) -> Result<BTreeM
             let hint = crate::yaml::hint(k, dag.params.keys().map(String::as_str));
             return Err(usage(format!("DAG `{}` declares no param `{k}`{hint}", dag.id)));
         }
+        if let Some(why) = dag.param_types.get(k).and_then(|t| t.problem(v).map(|why| (t.name(), why))) {
+            return Err(usage(format!("param `{k}` of DAG `{}` is {} {}: {}", dag.id, a_or_an(why.0), why.0, why.1)));
+        }
         params.insert(k.clone(), v.clone());
     }
     Ok(params)
+}
+
+fn a_or_an(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// Renders every task of `dag` for `interval` with `params`, as its run will: a value that

@@ -530,3 +530,30 @@ fn a_template_moves_a_date_by_days_and_a_bad_filter_is_refused_at_compile_time()
         r.stderr
     );
 }
+
+/// A param may declare a type: a `-p` value that is not of it is refused (exit 2, naming the
+/// param) before anything runs; a param named like a YAML 1.1 boolean (`n`) keeps its name.
+#[test]
+fn typed_params_refuse_a_value_of_another_type_before_anything_runs() {
+    let p = Project::new();
+    p.dag(
+        "t.yaml",
+        &format!(
+            "id: t\nparams:\n  n: {{type: int, default: 7}}\n  day: {{type: date, default: 2019-10-01}}\n  mode: {{enum: [fast, full], default: fast}}\ntasks:\n{}",
+            "  - id: a\n    kind: command\n    program: sh\n    args: [-c, 'echo \"$N $DAY $MODE\" >> $DIR/out']\n    env: {N: '{{ params.n }}', DAY: '{{ params.day }}', MODE: '{{ params.mode }}'}\n"
+        ),
+    );
+    for (bad, why) in [
+        ("n=seven", "param `n` of DAG `t` is an int: `seven` is not a whole number"),
+        ("n=1; rm -rf ~", "param `n` of DAG `t` is an int"),
+        ("day=2019-02-30", "param `day` of DAG `t` is a date: `2019-02-30` is not a date (YYYY-MM-DD)"),
+        ("mode=slow", "param `mode` of DAG `t` is an enum: `slow` is not one of `fast`, `full`"),
+    ] {
+        let r = p.run(&["run", "t", "--date", "2019-10-01", "-p", bad]);
+        r.expect_code(2);
+        assert!(r.stderr.contains(why), "{bad}: {}", r.stderr);
+    }
+    assert!(!p.path().join("out").exists() && !p.path().join(".cartflow/state.db").exists(), "nothing ran");
+    p.run(&["run", "t", "--date", "2019-10-01", "-p", "n=-12", "-p", "mode=full"]).expect_code(0);
+    assert_eq!(p.read("out"), "-12 2019-10-01 full\n");
+}
