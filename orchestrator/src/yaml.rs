@@ -309,20 +309,29 @@ fn list(expected: &[&str]) -> String {
     expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// What serde expected, in words for a person, not a Rust type (`u32` is "a whole number ≥ 0").
+fn plain_expected(exp: &dyn de::Expected) -> String {
+    let expected = exp.to_string();
+    match expected.as_str() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number ≥ 0".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" | "bool" => "true or false".to_string(),
+        _ => expected,
+    }
+}
+
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         DeError { message: msg.to_string(), pos: None, hint: None }
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        let expected = exp.to_string();
-        let expected = match expected.as_str() {
-            "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer".to_string(),
-            "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".to_string(),
-            "f32" | "f64" => "a number".to_string(),
-            _ => expected,
-        };
-        DeError { message: format!("invalid type: {unexp}, expected {expected}"), pos: None, hint: None }
+        DeError { message: format!("invalid type: {unexp}, expected {}", plain_expected(exp)), pos: None, hint: None }
+    }
+
+    fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        DeError { message: format!("invalid value: {unexp}, expected {}", plain_expected(exp)), pos: None, hint: None }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {

@@ -419,3 +419,12 @@ fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
         assert!(e.contains(want), "`{want}` not in\n{e}");
     }
 }
+
+#[test]
+fn messages_name_no_rust_type() {
+    let e = errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    retries: -1\n");
+    assert!(e.contains("`retries`: invalid value: integer `-1`, expected a whole number ≥ 0"), "{e}");
+    for rust in ["u8", "u16", "u32", "u64", "usize", "i64", "f64"] {
+        assert!(!e.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == rust), "{rust} in {e}");
+    }
+}

@@ -189,8 +189,13 @@ pub fn ingest(
             .next()
             .unwrap_or_default()
             .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'), "_");
-        let r = cartflow_jobs::kaggle::ingest(file, lake, &format!("ingest-{name}"))
-            .map_err(|e| FlowError::Step(e.to_string()))?;
+        // The input is the user's: a file that is not there, not a CSV of the dataset (its header),
+        // or a broken zip is theirs to fix (exit 2); a raw zone that cannot be written is not.
+        use cartflow_jobs::kaggle::KaggleError;
+        let r = cartflow_jobs::kaggle::ingest(file, lake, &format!("ingest-{name}")).map_err(|e| match e {
+            KaggleError::Io { .. } | KaggleError::Zip { .. } | KaggleError::Header { .. } => usage(e.to_string()),
+            KaggleError::RawZone(_) => FlowError::Step(e.to_string()),
+        })?;
         let secs = started.elapsed().as_secs_f64();
         observer(Event::Note(format!(
             "{}: {} records ({} malformed, kept for quarantine) -> {} raw object(s) under {} in {:.1}s ({:.0} rows/s){}",

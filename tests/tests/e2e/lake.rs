@@ -193,6 +193,14 @@ fn a_kaggle_zip_is_ingested_and_runs_through_the_daily_dag() {
     r.expect_code(0);
     assert!(r.stdout.contains(&format!("{rows} records (0 malformed")), "{}", r.stdout);
     p.run(&["ingest", "2019-Oct.csv.zip"]).expect_code(0);
+    // The user's input errors are exit 2, said once: a missing file, a CSV that is not the dataset.
+    let missing = p.run(&["ingest", "missing.csv"]);
+    missing.expect_code(2);
+    assert_eq!(missing.stderr.matches("No such file").count(), 1, "{}", missing.stderr);
+    p.write("other.csv", "a,b\n1,2\n");
+    let other = p.run(&["ingest", "other.csv"]);
+    other.expect_code(2);
+    assert!(other.stderr.contains("other.csv:1: expected the header"), "{}", other.stderr);
     p.run(&["run", "ecommerce_daily", "--date", "2019-10-01"]).expect_code(0);
     let compact = numbers(&summaries(&p, "compact")[0].1);
     assert_eq!((compact[0], compact[1]), (rows, rows), "re-ingesting replaced the first ingest");
@@ -200,7 +208,7 @@ fn a_kaggle_zip_is_ingested_and_runs_through_the_daily_dag() {
     assert_eq!(clean[0], clean[1] + clean[2] + clean[3]);
     assert_eq!(clean[2], 0, "generated rows are valid");
     let bad = p.run(&["ingest", "dags/ecommerce_daily.yaml"]);
-    bad.expect_code(1);
+    bad.expect_code(2);
     assert!(bad.stderr.contains("ecommerce_daily.yaml:1: expected the header"), "{}", bad.stderr);
 }
 
