@@ -25,8 +25,8 @@ pub struct Args {
     /// Which intervals that already have a run are run again.
     #[arg(long, value_enum, default_value_t = Reprocess::None)]
     reprocess: Reprocess,
-    /// Runs at once [default: the DAG's max_active_runs].
-    #[arg(long)]
+    /// Runs at once, 1 to 256 [default: the DAG's max_active_runs].
+    #[arg(long, value_parser = super::parse_runs_at_once)]
     max_active_runs: Option<usize>,
     /// Newest interval first.
     #[arg(long)]

@@ -29,8 +29,8 @@ pub struct Args {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Runs at once.
-    #[arg(long, default_value_t = 2)]
+    /// Runs at once (1 to 256).
+    #[arg(long, default_value_t = 2, value_parser = super::parse_runs_at_once)]
     max_active_runs: usize,
     /// Then serve the web UI over the demo's project (until Ctrl-C).
     #[arg(long)]

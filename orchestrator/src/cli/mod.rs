@@ -185,6 +185,24 @@ pub struct TaskSelection {
     pub downstream: bool,
 }
 
+/// `--max-active-runs`: 1 to 256 runs at once.
+pub fn parse_runs_at_once(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of runs from 1 to 256")),
+    }
+}
+
+/// `--tick`: how often the scheduler looks, at least 10ms (0s would spin a core).
+pub fn parse_tick(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        Err(format!("`{s}` is shorter than 10ms (it would spin a core)"))
+    } else {
+        Ok(d)
+    }
+}
+
 /// A duration like `1s`, `5m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     cartflow::duration::HumanDuration::parse(s)

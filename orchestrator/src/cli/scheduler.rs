@@ -6,7 +6,7 @@ use std::time::Duration;
 use cartflow::engine::state::{RunState, Trigger};
 use cartflow::project::Project;
 
-use super::{BackendArg, parse_duration, pick_dag, table, usage, with_signals};
+use super::{BackendArg, pick_dag, table, usage, with_signals};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub struct Args {
     #[command(flatten)]
     backend: BackendArg,
     /// How often to look for due runs and changed DAG files.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = super::parse_tick)]
     tick: Duration,
     /// Only these DAGs (repeatable; what an EventBridge rule passes).
     #[arg(long = "dag")]

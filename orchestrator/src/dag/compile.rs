@@ -235,7 +235,13 @@ fn de_max_retry_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<H
 }
 
 fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
-    optional_duration(d, "timeout")
+    use serde::de::Error;
+    match optional_duration(d, "timeout")? {
+        Some(t) if t.0.is_zero() => {
+            Err(D::Error::custom("`timeout`: 0s would stop every attempt as it starts (leave it out for no timeout)"))
+        }
+        t => Ok(t),
+    }
 }
 
 impl Overrides {

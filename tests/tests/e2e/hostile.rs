@@ -282,3 +282,33 @@ fn oversized_input_is_refused_with_a_clear_message() {
     v.expect_code(2);
     assert!(v.stderr.contains("is larger than 1 MiB"), "{}", v.stderr);
 }
+
+/// Settings that would spin, stall or stop everything are refused with what the bound is: a
+/// scheduler tick of 0s (a core at 100%), 0 or a million runs at once, a task timeout of 0s.
+#[test]
+fn settings_that_would_spin_stall_or_stop_everything_are_refused() {
+    let p = Project::new();
+    p.dag("q.yaml", "id: q\nschedule: '@daily'\ntasks:\n  - id: a\n    kind: noop\n");
+    for (args, why) in [
+        (vec!["scheduler", "--once", "--tick", "0s"], "shorter than 10ms"),
+        (vec!["scheduler", "--once", "--tick", "1ms"], "shorter than 10ms"),
+        (
+            vec!["backfill", "q", "--from", "2019-10-01", "--to", "2019-10-02", "--max-active-runs", "0"],
+            "from 1 to 256",
+        ),
+        (
+            vec!["backfill", "q", "--from", "2019-10-01", "--to", "2019-10-02", "--max-active-runs", "1000000"],
+            "from 1 to 256",
+        ),
+        (vec!["demo", "--days", "1", "--max-active-runs", "0"], "from 1 to 256"),
+    ] {
+        let r = p.run(&args);
+        r.expect_code(2);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+    }
+    assert!(!p.path().join(".cartflow/state.db").exists(), "nothing ran");
+    p.dag("t.yaml", "id: t\ntasks:\n  - id: a\n    kind: noop\n    timeout: 0s\n");
+    let r = p.run(&["validate"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("t.yaml:5:14: error: task `a`: `timeout`: 0s would stop every attempt"), "{}", r.stderr);
+}
