@@ -216,10 +216,19 @@ struct Scanned {
 /// file stopped: a page that asks again reads only what was appended since.
 fn count_records(path: &Path, buf: &mut Vec<u8>) -> Result<u64, LogError> {
     use std::os::unix::fs::FileExt;
-    static SCANNED: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Scanned>>> = std::sync::Mutex::new(None);
+    static SCANNED: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, (PathBuf, Scanned)>>> =
+        std::sync::Mutex::new(None);
     let f = File::open(path).map_err(io(path))?;
     let len = f.metadata().map_err(io(path))?.len();
-    let cached = SCANNED.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(path).copied());
+    // One entry per shard folder (its last segment): a rolled or removed segment's goes.
+    let key = path.parent().unwrap_or(path).to_path_buf();
+    let cached = SCANNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key))
+        .filter(|(p, _)| p == path)
+        .map(|(_, c)| *c);
     let mut from = Scanned { bytes: 0, count: 0, last_at: 0, last_header: [0; HEADER] };
     if let Some(c) = cached
         && c.count > 0
@@ -242,7 +251,7 @@ fn count_records(path: &Path, buf: &mut Vec<u8>) -> Result<u64, LogError> {
         r.get_ref().read_exact_at(&mut at.last_header, at.last_at).map_err(io(path))?;
     }
     if at.count > 0 {
-        SCANNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(path.to_path_buf(), at);
+        SCANNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(key, (path.to_path_buf(), at));
     }
     Ok(at.count)
 }

@@ -417,7 +417,10 @@ pub async fn execute(
         })
         .collect();
     // A task kept skipped whose upstream runs again is decided again (its trigger rule, its own
-    // skip, depend on what the upstream does this time); one whose upstreams stay done, not.
+    // skip, depend on what the upstream does this time); one whose upstreams stay done, not, nor
+    // one a person marked skipped.
+    // (A task a person marked skipped stays skipped.)
+    let by_hand = store.marked_skipped(&claimed.run_id)?;
     let mut slots = slots;
     let mut requeued: Vec<String> = Vec::new();
     loop {
@@ -425,6 +428,7 @@ pub async fn execute(
             .filter(|&i| {
                 slots[i].selected
                     && slots[i].state == TaskState::Skipped
+                    && !by_hand.contains(&dag.tasks[i].id)
                     && dag.tasks[i].upstream.iter().any(|&u| slots[u].selected && !slots[u].state.is_terminal())
             })
             .collect();

@@ -172,6 +172,28 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
 }
 
 #[tokio::test]
+async fn a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}",
+        sh("load", "", "[ -f $DIR/fixed ]"),
+        sh("report", "load", "echo x >> $DIR/report")
+    ));
+    let r = f.run(&dag).await;
+    assert_eq!(state_of(&r, "report"), &TaskState::UpstreamFailed);
+    // Someone decides the report is not wanted for this day, and fixes the load.
+    let mut store = RunStore::open(&f.path().join("state.db")).expect("store");
+    store.mark(&r.run_id, "report", crate::engine::store::Mark::Skipped, "eve").expect("mark");
+    drop(store);
+    std::fs::write(f.path().join("fixed"), "").expect("fix");
+    let r = f.run(&dag).await;
+    assert_eq!(r.state, RunState::Success);
+    assert!(matches!(state_of(&r, "load"), TaskState::Success { .. }), "load ran again");
+    assert_eq!(state_of(&r, "report"), &TaskState::Skipped, "the person's skip stands");
+    assert!(!f.path().join("report").exists(), "report never ran");
+}
+
+#[tokio::test]
 async fn retries_back_off_exponentially_then_succeed() {
     let f = Fixture::new();
     // Fails on attempts 1 and 2, succeeds on 3; records when each attempt started.

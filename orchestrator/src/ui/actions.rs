@@ -150,8 +150,9 @@ async fn plan(ui: &Arc<Ui>, f: &ActionForm) -> Result<Planned, PageError> {
             };
             let run_id = crate::engine::store::run_id(&dag.id, interval.start);
             let (rid, did) = (run_id.clone(), dag.id.clone());
-            let (states, live) =
-                ui.with_store(move |s| Ok((s.tasks(&rid)?, s.live_runs(&did)?.contains(&rid)))).await?;
+            let (states, live, by_hand) = ui
+                .with_store(move |s| Ok((s.tasks(&rid)?, s.live_runs(&did)?.contains(&rid), s.marked_skipped(&rid)?)))
+                .await?;
             if live {
                 return Err(bad(format!(
                     "run {run_id} is running now (started here or by another cartflow process): wait for it to end, or cancel it from its page"
@@ -186,6 +187,7 @@ async fn plan(ui: &Arc<Ui>, f: &ActionForm) -> Result<Planned, PageError> {
                         !runs[i]
                             && selected[i]
                             && states.get(&dag.tasks[i].id) == Some(&TaskState::Skipped)
+                            && !by_hand.contains(&dag.tasks[i].id)
                             && dag.tasks[i].upstream.iter().any(|&u| runs[u])
                     })
                     .collect();
@@ -864,7 +866,7 @@ pub(super) async fn cancel(
         } else {
             let done = status.intervals.iter().filter(|i| i.3.is_some()).count();
             format!(
-                "the backfill stops now: its running runs are cancelled (as a run's cancel), the {} interval(s) not started are not started, the {done} that ended stay as they are.",
+                "the backfill stops now: of its {} interval(s) not ended yet, the running ones are cancelled (as a run's cancel) and the others are not started; the {done} that ended stay as they are.",
                 status.intervals.len().saturating_sub(done)
             )
         };

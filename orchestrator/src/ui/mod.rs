@@ -66,6 +66,9 @@ pub enum UiError {
         "a UI token's secret must be at least 16 characters (it is the only thing between the network and your lake)"
     )]
     WeakToken,
+    /// Two tokens with the same secret.
+    #[error("two UI tokens have the same secret: give each person a secret of their own")]
+    SharedToken,
     /// The address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -83,7 +86,7 @@ pub enum UiError {
 impl UiError {
     /// Whether this is the user's to fix (exit 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, UiError::NeedsToken(_) | UiError::WeakToken)
+        matches!(self, UiError::NeedsToken(_) | UiError::WeakToken | UiError::SharedToken)
     }
 }
 
@@ -133,8 +136,13 @@ pub(crate) async fn load_dags(ui: &Arc<Ui>) -> Result<Arc<crate::dag::DagSet>, P
 
 /// Refuses a bind that would expose the UI without a token.
 pub fn check_options(o: &Options) -> Result<(), UiError> {
-    if o.tokens.iter().map(|t| Token::parse(t)).any(|t| t.secret.chars().count() < 16) {
+    let tokens: Vec<Token> = o.tokens.iter().map(|t| Token::parse(t)).collect();
+    if tokens.iter().any(|t| t.secret.chars().count() < 16) {
         return Err(UiError::WeakToken);
+    }
+    // Two names with one secret: whose would the audit log name?
+    if tokens.iter().enumerate().any(|(i, t)| tokens[..i].iter().any(|u| u.secret == t.secret)) {
+        return Err(UiError::SharedToken);
     }
     if !o.bind.ip().is_loopback() && o.tokens.is_empty() {
         return Err(UiError::NeedsToken(o.bind));
@@ -566,6 +574,9 @@ mod tests {
         assert!(matches!(check_options(&opts("0.0.0.0:8787", Some("short"))), Err(UiError::WeakToken)));
         assert!(check_options(&opts("0.0.0.0:8787", Some("a-long-enough-token"))).is_ok());
         assert!(check_options(&opts("0.0.0.0:8787", Some("alice:a-long-enough-token"))).is_ok());
+        let mut two = opts("0.0.0.0:8787", Some("alice:a-long-enough-token"));
+        two.tokens.push("bob:a-long-enough-token".into());
+        assert!(matches!(check_options(&two), Err(UiError::SharedToken)), "one secret, two names");
         assert!(
             matches!(
                 check_options(&opts("0.0.0.0:8787", Some("alice-has-a-long-name:short"))),

@@ -885,7 +885,8 @@ fn demo_ui_serves_the_demo_project_when_the_demo_is_done() {
     }
     let (_, task_page) = ui.get(&format!("/runs/{run}/tasks/clean"));
     let config = task_page.split("<h2>Config</h2>").nth(1).unwrap_or_default();
-    assert!(config.contains("dt=2019-10-01") || config.contains("2019-10-01"), "rendered for the day: {task_page}");
+    assert!(config.contains("&quot;date&quot;: &quot;2019-10-01&quot;"), "rendered for the day: {task_page}");
+    assert!(!config.contains("{{"), "no placeholder left: {task_page}");
     // Without --ui, --bind is refused (it would be ignored).
     p.run(&["demo", "--days", "1", "--bind", "127.0.0.1:0"]).expect_code(2);
     // A public bind (the demo's UI has no token) is refused before the demo runs.
@@ -1040,7 +1041,6 @@ fn raw_lines(dir: &std::path::Path) -> u64 {
     n
 }
 
-/// `s` as the pages escape it.
 /// The cells of the body rows of a query page's result table, unescaped.
 fn result_cells(page: &str) -> Vec<Vec<String>> {
     let table = page
@@ -1072,6 +1072,7 @@ fn result_cells(page: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `s` as the pages escape it.
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

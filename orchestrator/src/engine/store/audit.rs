@@ -28,8 +28,9 @@ pub type Paused = std::collections::BTreeMap<String, (Option<DateTime<Utc>>, Str
 pub enum Mark {
     /// As if it had succeeded: its downstream tasks may run on the next execution.
     Success,
-    /// Skipped: it stays skipped on the run's next execution (unless one of its upstream tasks
-    /// runs again then), and its `all_success` downstream tasks are skipped too; the mark itself
+    /// Skipped: it stays skipped on the run's later executions, even when an upstream task runs
+    /// again then (a skip the task or its trigger rule decided is decided again; one a person
+    /// decided, not), and its `all_success` downstream tasks are skipped too; the mark itself
     /// changes only this task.
     Skipped,
 }
@@ -376,6 +377,25 @@ impl RunStore {
             id,
         )?;
         Ok(Some((paused.map(|(_, at)| parse(&at)).transpose()?, parse(&unpaused)?)))
+    }
+
+    /// The tasks of `run_id` whose last mark by hand is `skipped` (the executor keeps those
+    /// skipped even when an upstream runs again: a person decided it).
+    pub fn marked_skipped(&self, run_id: &str) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, action FROM audit WHERE run_id = ?1 AND action LIKE 'mark\\_%' ESCAPE '\\' ORDER BY id",
+            )
+            .map_err(self.sql())?;
+        let rows =
+            stmt.query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(self.sql())?;
+        let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for row in rows {
+            let (task, action) = row.map_err(self.sql())?;
+            last.insert(task, action);
+        }
+        Ok(last.into_iter().filter(|(_, a)| a == "mark_skipped").map(|(t, _)| t).collect())
     }
 
     /// Records what someone did (an action started from the web UI).
