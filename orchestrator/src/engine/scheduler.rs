@@ -24,7 +24,11 @@ use crate::notify::Dispatcher;
 use crate::schedule::clock;
 use crate::schedule::{DataInterval, Schedule};
 
-/// The intervals of `dag` that are due at `now`, oldest first.
+/// The most intervals [`due`] lists at once: a catch-up after a long pause of a minutely DAG
+/// lists its oldest 10,000 (the rest come as those get runs), not millions.
+pub const DUE_AT_MOST: usize = 10_000;
+
+/// The intervals of `dag` that are due at `now`, oldest first (at most [`DUE_AT_MOST`]).
 ///
 /// - Only complete intervals (end ≤ now) within `start_date` / `end_date`.
 /// - With `catchup: true`, every interval after the latest existing run (or from
@@ -49,7 +53,7 @@ pub fn due(dag: &Dag, last_run_start: Option<DateTime<Utc>>, now: DateTime<Utc>)
             (None, None) => None,
         };
         match from {
-            Some(from) => dag.schedule.intervals_between(from, latest.end, dag.timezone),
+            Some(from) => dag.schedule.first_intervals_between(from, latest.end, dag.timezone, DUE_AT_MOST),
             None => vec![latest],
         }
     } else {
@@ -323,6 +327,20 @@ mod tests {
         let now = ts("2026-11-25T10:00:00Z");
         assert_eq!(ds(&due(&d, None, now)), vec!["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"]);
         assert_eq!(ds(&due(&d, Some(ts("2026-11-22T00:00:00Z")), now)), vec!["2026-11-23", "2026-11-24"]);
+    }
+
+    #[test]
+    fn a_catch_up_of_years_of_a_minutely_dag_lists_its_oldest_intervals_only() {
+        let d = dag(&format!("id: d\nschedule: '* * * * *'\nstart_date: 2023-01-01\ncatchup: true\n{TASKS}"));
+        let now = ts("2026-11-25T10:00:00Z");
+        let v = due(&d, None, now);
+        assert_eq!(v.len(), DUE_AT_MOST);
+        assert_eq!(v[0].start, ts("2023-01-01T00:00:00Z"));
+        assert_eq!(v[DUE_AT_MOST - 1].end, ts("2023-01-07T22:40:00Z"), "10,000 minutes later, consecutive");
+        assert!(v.windows(2).all(|w| w[0].end == w[1].start));
+        // Near the end: what is left, complete ones only.
+        let tail = due(&d, Some(ts("2026-11-25T09:55:00Z")), now);
+        assert_eq!(tail.len(), 4, "09:56 .. 09:59 (10:00 has not ended)");
     }
 
     #[test]

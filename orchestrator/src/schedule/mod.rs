@@ -147,8 +147,20 @@ impl Schedule {
     /// Every tick in `[from, to)`, in order, computed in one pass (for planning many
     /// intervals at once).
     pub fn ticks_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> Vec<DateTime<Utc>> {
+        self.ticks_between_at_most(from, to, tz, usize::MAX)
+    }
+
+    /// The first `max` ticks in `[from, to)` (a catch-up over years of a minutely schedule reads
+    /// only what it can use).
+    pub fn ticks_between_at_most(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tz: Tz,
+        max: usize,
+    ) -> Vec<DateTime<Utc>> {
         let mut out: Vec<DateTime<Utc>> = Vec::new();
-        if from >= to {
+        if from >= to || max == 0 {
             return out;
         }
         match self {
@@ -161,6 +173,9 @@ impl Schedule {
                     }
                     if t >= from && out.last() != Some(&t) {
                         out.push(t);
+                        if out.len() >= max {
+                            break;
+                        }
                     }
                     match day.succ_opt() {
                         Some(d) => day = d,
@@ -179,6 +194,9 @@ impl Schedule {
                     }
                     if t >= from && out.last().is_none_or(|last| *last < t) {
                         out.push(t);
+                        if out.len() >= max {
+                            break;
+                        }
                     }
                 }
             }
@@ -190,6 +208,26 @@ impl Schedule {
     pub fn intervals_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> Vec<DataInterval> {
         let mut ticks = self.ticks_between(from, to, tz);
         if let Some(last) = ticks.last().copied() {
+            match self.tick_after(last, tz) {
+                Some(end) => ticks.push(end),
+                None => return Vec::new(),
+            }
+        }
+        ticks.windows(2).map(|w| DataInterval { start: w[0], end: w[1], tz }).collect()
+    }
+
+    /// The first `n` complete intervals (at most) whose start is in `[from, to)`, in order.
+    pub fn first_intervals_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        tz: Tz,
+        n: usize,
+    ) -> Vec<DataInterval> {
+        let mut ticks = self.ticks_between_at_most(from, to, tz, n.saturating_add(1));
+        if ticks.len() <= n
+            && let Some(last) = ticks.last().copied()
+        {
             match self.tick_after(last, tz) {
                 Some(end) => ticks.push(end),
                 None => return Vec::new(),

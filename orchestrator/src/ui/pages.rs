@@ -69,7 +69,8 @@ pub(super) async fn dags(State(ui): State<Arc<Ui>>) -> Result<Html<String>, Page
                 None => "paused: no scheduled runs".to_string(),
             }
         } else if let Some(first) = due.first() {
-            format!("{} due now ({} interval(s))", first.ds(), due.len())
+            let more = if due.len() >= crate::engine::scheduler::DUE_AT_MOST { "+" } else { "" };
+            format!("{} due now ({}{more} interval(s))", first.ds(), due.len())
         } else {
             dag.schedule
                 .tick_after(now, dag.timezone)
