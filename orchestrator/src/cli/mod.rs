@@ -231,7 +231,7 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 /// A calendar day, `YYYY-MM-DD`: the one date parser of every date flag.
 pub fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{s} is not a date (YYYY-MM-DD)"))
+    cartflow::schedule::parse_ymd(s).ok_or_else(|| format!("{s} is not a date (YYYY-MM-DD, years 0001 to 9999)"))
 }
 
 pub use cartflow::schedule::ymd as day;

@@ -306,13 +306,11 @@ pub enum ParamType {
 impl ParamType {
     /// Why `v` is not of this type, if it is not.
     pub fn problem(&self, v: &str) -> Option<String> {
-        use chrono::Datelike as _;
         match self {
             ParamType::String => None,
             ParamType::Int => (v.parse::<i64>().is_err()).then(|| format!("`{v}` is not a whole number")),
-            ParamType::Date => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (1..=9999).contains(&d.year()) && v.len() == 10)
+            ParamType::Date => crate::schedule::parse_ymd(v)
+                .filter(|_| v.len() == 10)
                 .is_none()
                 .then(|| format!("`{v}` is not a date (YYYY-MM-DD)")),
             ParamType::Enum(values) => (!values.iter().any(|x| x == v)).then(|| {

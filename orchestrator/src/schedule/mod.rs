@@ -25,6 +25,12 @@ pub struct Scheduled<'a> {
     pub timezone: Tz,
 }
 
+/// A calendar day written `YYYY-MM-DD`, in the years 0001 to 9999 (what a run store, a
+/// partition and a flag can hold): the one reader of a day from a person.
+pub fn parse_ymd(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|d| (1..=9999).contains(&d.year()))
+}
+
 /// `YYYY-MM-DD`: how a calendar day is written everywhere (flags, partitions, `ds`).
 pub fn ymd(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
@@ -365,10 +371,8 @@ pub fn parse_date_arg(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
 }
 
 fn parse_date_unbounded(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if !(1..=9999).contains(&d.year()) {
-            return Err(format!("`{s}` is outside the years 0001 to 9999"));
-        }
+    if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() {
+        let Some(d) = parse_ymd(s) else { return Err(format!("`{s}` is outside the years 0001 to 9999")) };
         return Ok(local_midnight(d, tz));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::html::{self, Nav, badge, esc, hidden, table, when};
-use super::{PageError, Ui, check_run_id, csrf_ok, load_dags};
+use super::{PageError, Ui, check_run_id, load_dags};
 use crate::dag::Dag;
 use crate::engine::backfill::Reprocess;
 use crate::engine::executor::{self, Event};
@@ -273,13 +273,7 @@ fn carry(f: &ActionForm) -> String {
 }
 
 fn check_csrf(ui: &Ui, f: &ActionForm) -> Result<(), PageError> {
-    if csrf_ok(ui, &f.csrf) {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden(
-            "the form's CSRF token is missing or not this server's: reload the page and try again".into(),
-        ))
-    }
+    super::require_csrf(ui, &f.csrf)
 }
 
 /// `POST /preview`: what the action would do; nothing runs.
@@ -510,9 +504,7 @@ pub(super) struct PauseForm {
 /// `POST /pause`: pause (`paused=1`) or unpause (`paused=0`) a DAG's scheduled runs, recorded
 /// with who and when; back to the DAGs.
 pub(super) async fn pause(State(ui): State<Arc<Ui>>, Form(f): Form<PauseForm>) -> Result<Response, PageError> {
-    if !csrf_ok(&ui, &f.csrf) {
-        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
-    }
+    super::require_csrf(&ui, &f.csrf)?;
     super::check_id("DAG", &f.dag)?;
     let paused = match f.paused.as_str() {
         "1" => true,
@@ -551,9 +543,7 @@ pub(super) struct MarkForm {
 /// changes, then (with `confirm`) the change, recorded with who and when.
 pub(super) async fn mark(State(ui): State<Arc<Ui>>, Form(f): Form<MarkForm>) -> Result<Response, PageError> {
     use crate::engine::store::{Mark, MarkError};
-    if !csrf_ok(&ui, &f.csrf) {
-        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
-    }
+    super::require_csrf(&ui, &f.csrf)?;
     check_run_id(&f.run)?;
     super::check_id("task", &f.task)?;
     let to = match f.to.as_str() {
@@ -633,9 +623,7 @@ pub(super) struct CancelRunForm {
 /// with its heartbeat ([`crate::engine::store::RunStore::request_cancel`], as `cartflow cancel`).
 pub(super) async fn cancel_run(State(ui): State<Arc<Ui>>, Form(f): Form<CancelRunForm>) -> Result<Response, PageError> {
     use crate::engine::store::{CANCEL_LATENCY, CancelError, RunStore, StoreError};
-    if !csrf_ok(&ui, &f.csrf) {
-        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
-    }
+    super::require_csrf(&ui, &f.csrf)?;
     check_run_id(&f.run)?;
     let run_id = f.run.clone();
     if f.confirm.is_none() {
@@ -845,9 +833,7 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if !csrf_ok(&ui, &f.csrf) {
-        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
-    }
+    super::require_csrf(&ui, &f.csrf)?;
     let a = find(&ui, &id)?;
     let status = a.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if status.state != "running" {

@@ -548,9 +548,15 @@ fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether a CSRF token sent with a form is this server's.
-fn csrf_ok(ui: &Ui, sent: &str) -> bool {
-    constant_eq(sent.as_bytes(), ui.csrf.as_bytes())
+/// A form's CSRF token is this server's, or the request is refused (403) with what to do.
+fn require_csrf(ui: &Ui, sent: &str) -> Result<(), PageError> {
+    if constant_eq(sent.as_bytes(), ui.csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "the form's CSRF token is missing or not this server's: reload the page and try again".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -191,10 +191,7 @@ pub(super) struct GridParams {
 }
 
 fn parse_day(s: &str, what: &str) -> Result<chrono::NaiveDate, PageError> {
-    use chrono::Datelike as _;
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .filter(|d| (1..=9999).contains(&d.year()))
+    crate::schedule::parse_ymd(s)
         .ok_or_else(|| PageError::BadRequest(format!("{what} `{s}` is not a date (YYYY-MM-DD, years 0001 to 9999)")))
 }
 

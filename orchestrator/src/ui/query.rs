@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::html::{self, Nav, esc, hidden};
-use super::{PageError, Ui, csrf_ok};
+use super::{PageError, Ui};
 use crate::flows::{self, FlowError};
 
 /// Rows a page shows.
@@ -82,9 +82,7 @@ pub(super) async fn page(State(ui): State<Arc<Ui>>, Query(q): Query<QueryForm>) 
 
 /// `POST /query`: runs it; a refused query is shown with the reason, nothing ran.
 pub(super) async fn run(State(ui): State<Arc<Ui>>, Form(f): Form<QueryForm>) -> Result<Response, PageError> {
-    if !csrf_ok(&ui, &f.csrf) {
-        return Err(PageError::Forbidden("the form's CSRF token is missing or not this server's".into()));
-    }
+    super::require_csrf(&ui, &f.csrf)?;
     let kept = f.result.as_deref().and_then(|id| {
         let list = ui.results.lock().unwrap_or_else(|p| p.into_inner());
         list.iter().find(|(i, sql, _)| i == id && *sql == f.sql).map(|(i, _, r)| (i.clone(), r.clone()))

@@ -301,6 +301,7 @@ fn settings_that_would_spin_stall_or_stop_everything_are_refused() {
             "from 1 to 256",
         ),
         (vec!["demo", "--days", "1", "--max-active-runs", "0"], "from 1 to 256"),
+        (vec!["backfill", "q", "--from", "0000-01-01", "--to", "2019-10-02"], "years 0001 to 9999"),
     ] {
         let r = p.run(&args);
         r.expect_code(2);

@@ -95,7 +95,13 @@ impl Ui {
 
     /// The CSRF token the pages carry.
     fn csrf(&self) -> String {
-        let (_, page) = self.get("/backfills");
+        self.csrf_as(&[])
+    }
+
+    /// The CSRF token, for a client sending `headers` (a token's `Authorization`).
+    fn csrf_as(&self, headers: &[(&str, &str)]) -> String {
+        let (status, _, page) = self.http("GET", "/backfills", headers, "");
+        assert_eq!(status, 200, "{page}");
         let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
         page[at..].split('"').next().unwrap_or_default().to_string()
     }
@@ -292,10 +298,7 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     let ui = Ui::start(&p, &["--token", alice, "--token", bob]);
     for (spec, dag, paused) in [(alice, "flaky", "1"), (bob, "flaky", "0")] {
         let auth = format!("Bearer {}", spec.split_once(':').expect("named").1);
-        let (status, _, page) = ui.http("GET", "/backfills", &[("Authorization", &auth)], "");
-        assert_eq!(status, 200);
-        let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
-        let csrf = page[at..].split('"').next().unwrap_or_default().to_string();
+        let csrf = ui.csrf_as(&[("Authorization", &auth)]);
         let form = format!("csrf={csrf}&dag={dag}&paused={paused}");
         let (status, head, _) = ui.http("POST", "/pause", &[ct, ("Authorization", &auth)], &form);
         assert_eq!(status, 303, "{head}");
@@ -342,9 +345,7 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     cmd.env("CARTFLOW_UI_TOKEN", token);
     let ui = Ui::spawn_cmd(cmd, &["ui"]);
     let auth = ("Authorization", format!("Bearer {token}"));
-    let (_, _, page) = ui.http("GET", "/backfills", &[(auth.0, &auth.1)], "");
-    let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
-    let csrf = page[at..].split('"').next().unwrap_or_default().to_string();
+    let csrf = ui.csrf_as(&[(auth.0, &auth.1)]);
     let form = format!("csrf={csrf}&action=run&dag=envdump&date=2019-10-01");
     let (status, head, _) = ui.http("POST", "/start", &[ct, (auth.0, &auth.1)], &form);
     assert_eq!(status, 303, "{head}");
