@@ -105,7 +105,7 @@ fn main() {
             .block_on(execute(
                 dag.clone(),
                 interval,
-                &dir.path().join("state.db"),
+                &dir.path().join("state.db").into(),
                 Arc::new(Pools::default()),
                 &opts,
                 CancellationToken::new(),

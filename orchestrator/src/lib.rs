@@ -15,6 +15,8 @@
 //! - [`notify`]: the notifications of batch runs — rules, targets, delivery (an SNS target
 //!   through [`aws`]);
 //! - [`engine`]: executor, state machine, run store, backfill, scheduler — no AWS type in it;
+//! - [`stores`]: run stores of other backends behind the engine's `Store` trait (the aws
+//!   backend's DynamoDB table);
 //! - [`project`] and [`flows`]: a project folder, and what users ask for (backfill, reprocess,
 //!   the demo) as library functions with an observer; the CLI only parses and prints.
 
@@ -31,6 +33,7 @@ pub mod notify;
 pub mod process;
 pub mod project;
 pub mod schedule;
+pub mod stores;
 pub mod task;
 pub mod template;
 pub mod ui;

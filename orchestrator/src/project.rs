@@ -9,6 +9,7 @@ use crate::dag::compile::{CompileOptions, Diagnostic, compile_dir, compile_files
 use crate::dag::{Dag, DagSet};
 use crate::engine::executor::{ExecOptions, Pools};
 use crate::engine::state::Trigger;
+use crate::engine::store::StoreAt;
 use crate::env::{Backend, Env, EnvError, LocalEnv};
 
 /// The project folder and what it configures.
@@ -20,8 +21,48 @@ pub struct Project {
     pub config: ProjectConfig,
     /// The DAGs folder.
     pub dags_dir: PathBuf,
-    /// The run store.
-    pub state: PathBuf,
+    /// The run store: a SQLite file (relative paths resolve in the project folder), or the aws
+    /// backend's DynamoDB table (`state: dynamodb://TABLE`).
+    pub state: StoreAt,
+}
+
+/// Where `state:` (or `--state`) puts the run store: a file path, or `dynamodb://TABLE` — a
+/// table of the aws backend, region and credentials from the standard AWS chain.
+/// Attempt logs of a DynamoDB store go to `logs` (the aws lake's `_logs/` folder) when given.
+pub fn store_at(state: &Path, logs: Option<crate::config::aws::S3Loc>) -> Result<StoreAt, (String, &'static str)> {
+    let text = state.to_string_lossy();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok(StoreAt::File(state.to_path_buf()));
+    };
+    if scheme != "dynamodb" {
+        return Err((
+            format!("the run store `{text}` has an unknown scheme `{scheme}://`"),
+            "give a file path (the SQLite store) or dynamodb://TABLE",
+        ));
+    }
+    // DynamoDB's table names: 3-255 of letters, digits, `_`, `-`, `.`.
+    let valid = (3..=255).contains(&rest.len())
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err((
+            format!("`{text}` does not name a DynamoDB table"),
+            "a table name is 3-255 letters, digits, `_`, `-` and `.`: dynamodb://cartflow-state",
+        ));
+    }
+    #[cfg(feature = "aws")]
+    {
+        Ok(StoreAt::Remote(std::sync::Arc::new(crate::stores::dynamodb::DynamoTable::new(rest, logs))))
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        let _ = logs;
+        Err((
+            format!(
+                "the run store `{text}` is a DynamoDB table, and this cartflow was built without the `aws` feature"
+            ),
+            "build cartflow with the default features, or use a SQLite file as the run store",
+        ))
+    }
 }
 
 /// A DAG cannot be had.
@@ -90,7 +131,17 @@ impl Project {
     pub fn open(dir: PathBuf, dags: Option<PathBuf>, state: Option<PathBuf>) -> Result<Project, ConfigError> {
         let config = ProjectConfig::load(&dir)?;
         let dags_dir = dags.unwrap_or_else(|| config.dags.clone());
-        let state = state.unwrap_or_else(|| config.state.clone());
+        let (state, from) = match state {
+            Some(s) => (s, "--state".to_string()),
+            None => (config.state.clone(), dir.join("cartflow.yaml").display().to_string()),
+        };
+        let state = store_at(&state, config.aws.locate("_logs").ok()).map_err(|(message, hint)| ConfigError {
+            file: from,
+            line: 1,
+            column: 1,
+            message,
+            hint: Some(hint.to_string()),
+        })?;
         Ok(Project { dir, config, dags_dir, state })
     }
 

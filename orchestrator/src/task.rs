@@ -91,6 +91,10 @@ pub struct TaskContext {
     pub log: Arc<TaskLog>,
     /// Cancelled when the task must stop (run cancelled or timed out).
     pub cancel: CancellationToken,
+    /// Cancelled (before `cancel`) when another process took the run over: remote work the
+    /// attempt started (an AWS job run) is left running for the new owner to re-attach to,
+    /// and its facts are kept — stop only watching it.
+    pub handover: CancellationToken,
     /// The project folder (the parent of the DAGs folder); relative paths resolve here.
     pub project_dir: PathBuf,
     /// Small facts the task keeps across attempts and crashes (an AWS job run id).

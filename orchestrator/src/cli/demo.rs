@@ -81,7 +81,13 @@ pub fn run(p: &mut Project, a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     );
     println!("  lake:      {}", p.lake().display());
     println!("  catalog:   {}   (cartflow catalog ls)", p.catalog().display());
-    println!("  state:     {}   (cartflow runs)", p.dir.join(&p.state).display());
+    println!(
+        "  state:     {}   (cartflow runs)",
+        match p.state.file() {
+            Some(f) => p.dir.join(f).display().to_string(),
+            None => p.state.location(),
+        }
+    );
     println!(
         "  alerts:    {} alert(s) on {} suspected bot(s)   (cartflow alerts; notifications in {})",
         r.alerts,

@@ -43,8 +43,11 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     println!("# {run_id} {task} attempt {} · {} · started {}", a.attempt, a.state, fmt_ts(Some(a.started_at)));
     match &a.log_path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading the log {path}"))?;
-            print!("{text}");
+            let bytes = store
+                .read_log(path)
+                .with_context(|| format!("reading the log {path}"))?
+                .ok_or_else(|| anyhow!("the log {path} is gone"))?;
+            print!("{}", String::from_utf8_lossy(&bytes));
         }
         None => println!("(this attempt wrote no log)"),
     }

@@ -62,11 +62,10 @@ pub fn deadline_summary(rows: &[DeadlineRow]) -> String {
 }
 
 pub fn open_store(p: &Project) -> anyhow::Result<RunStore> {
-    if !p.state.exists() {
-        return Err(usage(format!(
-            "no run store at {} yet: nothing has run here (use --state PATH)",
-            p.state.display()
-        )));
+    if let Some(file) = p.state.file()
+        && !file.exists()
+    {
+        return Err(usage(format!("no run store at {} yet: nothing has run here (use --state PATH)", file.display())));
     }
     Ok(RunStore::open(&p.state)?)
 }

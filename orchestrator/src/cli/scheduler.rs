@@ -36,7 +36,7 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
         let cfg = cartflow::engine::scheduler::Config {
             only: a.dags,
             dags_dir: p.dags_dir.clone(),
-            state_path: p.state.clone(),
+            store_at: p.state.clone(),
             exec: p.exec_options(env, Trigger::Scheduled),
             compile: p.compile_options(),
             pools: p.pools(),

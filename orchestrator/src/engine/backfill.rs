@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dag::Dag;
 use crate::engine::executor::{self, ExecError, ExecOptions, Pools};
 use crate::engine::state::{RunState, TaskState, Trigger};
-use crate::engine::store::{self, RunStore, StoreError};
+use crate::engine::store::{self, RunStore, StoreAt, StoreError};
 use crate::schedule::DataInterval;
 
 /// Which intervals that already have a run are run again.
@@ -209,7 +209,7 @@ pub fn plan_request(
         Some((id, runs)) => {
             let by_run: HashMap<String, DataInterval> =
                 complete.iter().map(|i| (store::run_id(&req.dag.id, i.start), *i)).collect();
-            let corrupt = |what: String| StoreError::Corrupt { path: store.path().to_path_buf(), what };
+            let corrupt = |what: String| StoreError::Corrupt { path: PathBuf::from(store.location()), what };
             let mut items = Vec::new();
             for (run_id, action, state) in runs {
                 let Some(interval) = by_run.get(&run_id).copied() else { continue };
@@ -258,7 +258,7 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Execution<'a> {
     /// The run store.
-    pub state_path: &'a Path,
+    pub store_at: &'a StoreAt,
     /// Pools shared by the runs.
     pub pools: Arc<Pools>,
     /// The options of every run (the trigger and rerun flag are set per run).
@@ -277,9 +277,9 @@ pub async fn execute(
     cancel: CancellationToken,
     on_done: &mut (dyn FnMut(&Outcome) + Send),
 ) -> Result<Vec<Outcome>, ExecError> {
-    let Execution { state_path, pools, base, max_active_runs } = how;
-    let (state_path, max_active_runs) = (*state_path, *max_active_runs);
-    let mut store = RunStore::open(state_path)?;
+    let Execution { store_at, pools, base, max_active_runs } = how;
+    let (store_at, max_active_runs) = (*store_at, *max_active_runs);
+    let mut store = RunStore::open(store_at)?;
     let job = match &plan.continues {
         Some(id) => id.clone(),
         None => {
@@ -323,15 +323,15 @@ pub async fn execute(
             continue;
         };
         let opts = ExecOptions { trigger: Trigger::Backfill, rerun: p.action == Action::Rerun, ..base.clone() };
-        let (dag, pools, cancel, state_path, job) =
-            (dag.clone(), pools.clone(), cancel.clone(), state_path.to_path_buf(), job.clone());
+        let (dag, pools, cancel, store_at, job) =
+            (dag.clone(), pools.clone(), cancel.clone(), store_at.clone(), job.clone());
         set.spawn(async move {
             let started = std::time::Instant::now();
-            let r = executor::execute(dag, p.interval, &state_path, pools, &opts, cancel, &mut |_| {}).await;
+            let r = executor::execute(dag, p.interval, &store_at, pools, &opts, cancel, &mut |_| {}).await;
             // Record the outcome in the job before the next run may start, so that a crash
             // after this point never runs this interval again.
             if let Ok(report) = &r {
-                match RunStore::open(&state_path) {
+                match RunStore::open(&store_at) {
                     Ok(store) => record(&store, &job, &p.run_id, report.state),
                     Err(e) => tracing::warn!(error = %e, "recording a backfill run"),
                 }

@@ -10,7 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::dag::{Dag, TriggerRule};
 use crate::duration::humanize;
 use crate::engine::state::{AttemptOutcome, IllegalTransition, RunState, TaskState, Trigger};
-use crate::engine::store::{AttemptFacts, Claim, NewNotification, Op, RunStore, StoreError};
+use crate::engine::store::{AttemptFacts, Claim, NewNotification, Op, RunStore, SELF_STOP, StoreAt, StoreError};
 use crate::env::{Env, LocalEnv};
 use crate::notify::{self, Dispatcher, Event as NotifyEvent, Happened, Notification};
 use crate::schedule::DataInterval;
@@ -38,8 +38,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(8);
 /// (It is also how soon a cancel asked for by another process is seen.)
 const HEARTBEAT: Duration = crate::engine::store::CANCEL_LATENCY;
 
-/// Heartbeats in a row that may fail before the run gives up (a minute's worth).
-const MAX_MISSED_HEARTBEATS: u32 = 12;
+// The run stops itself after SELF_STOP without a renewed lease, a few heartbeats before the
+// lease ends and another host may take the run over.
+const _: () = assert!(SELF_STOP.as_secs() + 3 * HEARTBEAT.as_secs() <= crate::engine::store::LEASE.as_secs());
 
 /// Errors that stop an execution before or outside of its tasks.
 #[derive(Debug, thiserror::Error)]
@@ -357,7 +358,7 @@ impl Drop for Executing {
 pub async fn execute(
     dag: Arc<Dag>,
     interval: DataInterval,
-    state_path: &Path,
+    store_at: &StoreAt,
     pools: Arc<Pools>,
     opts: &ExecOptions,
     cancel: CancellationToken,
@@ -376,13 +377,10 @@ pub async fn execute(
             return Err(ExecError::UnknownPool { task: t.id.clone(), pool: p.clone() });
         }
     }
-    let mut store = RunStore::open(state_path)?;
+    let mut store = RunStore::open(store_at)?;
     // One execution of a run of one store per process at a time (the store's owner token is
     // the process's: it cannot tell two executions in one process apart).
-    let _executing = Executing::enter(
-        std::fs::canonicalize(state_path).unwrap_or_else(|_| state_path.to_path_buf()),
-        crate::engine::store::run_id(&dag.id, interval.start),
-    )?;
+    let _executing = Executing::enter(store_at.key(), crate::engine::store::run_id(&dag.id, interval.start))?;
     let task_sel: Vec<(&str, bool)> = dag.tasks.iter().zip(&selected).map(|(t, s)| (t.id.as_str(), *s)).collect();
     let claimed = store.claim(&Claim {
         dag_id: &dag.id,
@@ -459,7 +457,7 @@ pub async fn execute(
     info!(dag = %dag.id, run = %run_id, resumed = claimed.existed, "run started");
 
     // Notifications an earlier process recorded and did not deliver (it crashed): ours now.
-    let notifier = Dispatcher::new(opts.notify.clone(), opts.env.clone(), &opts.project_dir, state_path);
+    let notifier = Dispatcher::new(opts.notify.clone(), opts.env.clone(), &opts.project_dir, store_at);
     match store.undelivered_notifications(Some(&run_id), None) {
         Ok(keys) => notifier.dispatch(keys),
         Err(e) => warn!(dag = %dag.id, run = %run_id, error = %e, "cannot read the run's undelivered notifications"),
@@ -473,11 +471,12 @@ pub async fn execute(
         run_id,
         interval,
         template: tctx,
-        state_path,
+        store_at,
         opts,
         pools,
         // The run's own token: aborting this run stops its tasks, not the runs beside it.
         cancel: cancel.child_token(),
+        handover: CancellationToken::new(),
         slots,
         ops: Vec::new(),
         ready: VecDeque::new(),
@@ -508,10 +507,12 @@ struct RunLoop<'a> {
     run_id: String,
     interval: DataInterval,
     template: template::Context,
-    state_path: &'a Path,
+    store_at: &'a StoreAt,
     opts: &'a ExecOptions,
     pools: Arc<Pools>,
     cancel: CancellationToken,
+    /// Cancelled when another process took the run over (see [`TaskContext::handover`]).
+    handover: CancellationToken,
     slots: Vec<Slot>,
     /// Changes to persist before anything that depends on them happens.
     ops: Vec<Op>,
@@ -618,6 +619,8 @@ impl RunLoop<'_> {
 
     /// The loop: start what may start, persist, wait for the next thing to happen.
     async fn drive(&mut self, mut rx: mpsc::UnboundedReceiver<Completion>) -> Result<(), ExecError> {
+        // When the lease was last renewed (the claim renewed it).
+        let mut renewed = Instant::now();
         let mut missed_heartbeats = 0u32;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -659,6 +662,7 @@ impl RunLoop<'_> {
                 _ = heartbeat.tick() => match self.store.heartbeat(&self.run_id) {
                     Ok(cancel_asked) => {
                         missed_heartbeats = 0;
+                        renewed = Instant::now();
                         // Another process asked (`cartflow cancel`, a web UI): stop as a
                         // Ctrl-C would; the cancel branch above runs on the next turn.
                         if let Some(who) = cancel_asked
@@ -668,10 +672,11 @@ impl RunLoop<'_> {
                             self.cancel.cancel();
                         }
                     }
-                    // A busy or briefly unwritable store is not the run's end: the owner is
-                    // known by its process, and the heartbeat only backs that up. After a
-                    // minute of failures another process could think the run abandoned.
-                    Err(e) if missed_heartbeats + 1 < MAX_MISSED_HEARTBEATS => {
+                    // Another process holds the run now: stop at once, writing nothing more.
+                    Err(e @ StoreError::LeaseLost { .. }) => return Err(e.into()),
+                    // A busy or briefly unwritable store is not the run's end while the lease
+                    // runs; after SELF_STOP of failures the run stops, before the lease ends.
+                    Err(e) if renewed.elapsed() < SELF_STOP => {
                         missed_heartbeats += 1;
                         warn!(dag = %self.dag.id, run = %self.run_id, error = %e, missed = missed_heartbeats, "heartbeat not saved; the run goes on");
                     }
@@ -751,8 +756,9 @@ impl RunLoop<'_> {
             env: self.opts.env.clone(),
             log: log.clone(),
             cancel: token.clone(),
+            handover: self.handover.clone(),
             project_dir: self.opts.project_dir.clone(),
-            facts: Facts::new(Arc::new(AttemptFacts::new(self.state_path)), &self.run_id, &task.id),
+            facts: Facts::new(Arc::new(AttemptFacts::new(self.store_at)), &self.run_id, &task.id),
         };
         let config = task.config.clone();
         let timeout = task.timeout;
@@ -894,7 +900,13 @@ impl RunLoop<'_> {
             error: error.clone(),
             exit_code,
             summary,
-            log_path: c.log.exists().then(|| c.log.path().display().to_string()),
+            log_path: c.log.exists().then(|| match self.store.keep_log(&self.run_id, &task.id, attempt, c.log.path()) {
+                Ok(kept) => kept,
+                Err(e) => {
+                    warn!(dag = %self.dag.id, task = %task.id, attempt, error = %e, "the attempt's log is kept only on this machine");
+                    c.log.path().display().to_string()
+                }
+            }),
         });
         self.ops.push(Op::Task {
             task_id: task.id.clone(),
@@ -971,10 +983,17 @@ impl RunLoop<'_> {
     /// was started, release the run as failed if the store still answers, and return `e`.
     async fn abort(mut self, e: ExecError) -> ExecError {
         warn!(dag = %self.dag.id, run = %self.run_id, error = %e, running = self.running, "the run stops: stopping its tasks");
+        let lost = matches!(e, ExecError::Store(StoreError::LeaseLost { .. }));
+        if lost {
+            self.handover.cancel();
+        }
         self.cancel.cancel();
-        let _ = self.persist();
-        if let Err(f) = self.store.finish(&self.run_id, RunState::Failed) {
-            warn!(run = %self.run_id, error = %f, "could not release the run; the next claim takes it over");
+        // A run another process holds now is its to write: nothing of ours goes in.
+        if !lost {
+            let _ = self.persist();
+            if let Err(f) = self.store.finish(&self.run_id, RunState::Failed) {
+                warn!(run = %self.run_id, error = %f, "could not release the run; the next claim takes it over");
+            }
         }
         self.notifier.drain().await;
         e

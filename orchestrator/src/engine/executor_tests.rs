@@ -9,13 +9,54 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::dag::compile::{CompileOptions, compile_source};
 
+/// Declares test `$sqlite` and, with the `aws` feature, `$dynamo`: `$body` on a fixture whose
+/// run store is SQLite, and on one whose run store is a DynamoDB table in moto.
+macro_rules! on_both_stores {
+    ($sqlite:ident, $dynamo:ident, $body:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $body(Fixture::new()).await
+        }
+
+        #[cfg(feature = "aws")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $dynamo() {
+            if let Some(f) = Fixture::dynamo() {
+                $body(f).await
+            }
+        }
+    };
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
+    at: StoreAt,
+    #[cfg(feature = "aws")]
+    _moto: Option<crate::stores::dynamodb::testing::Table>,
 }
 
 impl Fixture {
     fn new() -> Self {
-        Fixture { dir: tempfile::tempdir().expect("tempdir") }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = StoreAt::File(dir.path().join("state.db"));
+        Fixture {
+            dir,
+            at,
+            #[cfg(feature = "aws")]
+            _moto: None,
+        }
+    }
+
+    /// A fixture whose run store is a fresh table in moto (`None`: moto is not installed, and
+    /// this is not CI).
+    #[cfg(feature = "aws")]
+    fn dynamo() -> Option<Self> {
+        let table = crate::stores::dynamodb::testing::Table::start()?;
+        Some(Fixture { dir: tempfile::tempdir().expect("tempdir"), at: table.at(), _moto: Some(table) })
+    }
+
+    fn store(&self) -> RunStore {
+        RunStore::open(&self.at).expect("store")
     }
 
     fn path(&self) -> &Path {
@@ -39,17 +80,9 @@ impl Fixture {
     ) -> RunReport {
         let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
         let opts = ExecOptions { project_dir: self.path().to_path_buf(), ..opts };
-        execute(
-            dag.clone(),
-            interval,
-            &self.path().join("state.db"),
-            Arc::new(Pools::new(pools)),
-            &opts,
-            cancel,
-            &mut |_| {},
-        )
-        .await
-        .expect("execute")
+        execute(dag.clone(), interval, &self.at, Arc::new(Pools::new(pools)), &opts, cancel, &mut |_| {})
+            .await
+            .expect("execute")
     }
 
     async fn run(&self, dag: &Arc<Dag>) -> RunReport {
@@ -65,9 +98,12 @@ fn sh(id: &str, deps: &str, script: &str) -> String {
     format!("  - id: {id}\n    kind: command\n    depends_on: [{deps}]\n    program: sh\n    args: [-c, '{script}']\n")
 }
 
-#[tokio::test]
-async fn tasks_run_in_dependency_order_and_succeed() {
-    let f = Fixture::new();
+on_both_stores!(
+    tasks_run_in_dependency_order_and_succeed,
+    tasks_run_in_dependency_order_and_succeed_on_dynamodb,
+    tasks_run_in_dependency_order_and_succeed_with
+);
+async fn tasks_run_in_dependency_order_and_succeed_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}{}",
         sh("a", "", "echo a >> $DIR/order"),
@@ -95,9 +131,12 @@ async fn a_task_starts_as_soon_as_its_own_upstream_is_done() {
     assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "fast\nafter_fast\nslow\n");
 }
 
-#[tokio::test]
-async fn trigger_rules_decide_what_runs_after_a_failure() {
-    let f = Fixture::new();
+on_both_stores!(
+    trigger_rules_decide_what_runs_after_a_failure,
+    trigger_rules_decide_what_runs_after_a_failure_on_dynamodb,
+    trigger_rules_decide_what_runs_after_a_failure_with
+);
+async fn trigger_rules_decide_what_runs_after_a_failure_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}{}{}{}{}{}",
         sh("ok", "", "true"),
@@ -120,9 +159,12 @@ async fn trigger_rules_decide_what_runs_after_a_failure() {
     assert_eq!(bad.error.as_deref(), Some("`sh` exited with code 3"));
 }
 
-#[tokio::test]
-async fn skip_exit_code_skips_and_downstream_follows_its_rule() {
-    let f = Fixture::new();
+on_both_stores!(
+    skip_exit_code_skips_and_downstream_follows_its_rule,
+    skip_exit_code_skips_and_downstream_follows_its_rule_on_dynamodb,
+    skip_exit_code_skips_and_downstream_follows_its_rule_with
+);
+async fn skip_exit_code_skips_and_downstream_follows_its_rule_with(f: Fixture) {
     let dag = f.dag(
         "id: d\ntasks:\n  - id: maybe\n    kind: command\n    program: sh\n    args: [-c, 'exit 99']\n    skip_exit_code: 99\n\
          \x20 - id: strict\n    kind: noop\n    depends_on: maybe\n\
@@ -182,7 +224,7 @@ async fn a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_aga
     let r = f.run(&dag).await;
     assert_eq!(state_of(&r, "report"), &TaskState::UpstreamFailed);
     // Someone decides the report is not wanted for this day, and fixes the load.
-    let mut store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let mut store = f.store();
     store.mark(&r.run_id, "report", crate::engine::store::Mark::Skipped, "eve").expect("mark");
     drop(store);
     std::fs::write(f.path().join("fixed"), "").expect("fix");
@@ -193,9 +235,12 @@ async fn a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_aga
     assert!(!f.path().join("report").exists(), "report never ran");
 }
 
-#[tokio::test]
-async fn retries_back_off_exponentially_then_succeed() {
-    let f = Fixture::new();
+on_both_stores!(
+    retries_back_off_exponentially_then_succeed,
+    retries_back_off_exponentially_then_succeed_on_dynamodb,
+    retries_back_off_exponentially_then_succeed_with
+);
+async fn retries_back_off_exponentially_then_succeed_with(f: Fixture) {
     // Fails on attempts 1 and 2, succeeds on 3; records when each attempt started.
     let script = "date +%s.%N >> $DIR/starts; n=$(wc -l < $DIR/starts); [ $n -ge 3 ]";
     let dag = f.dag(&format!(
@@ -215,15 +260,18 @@ async fn retries_back_off_exponentially_then_succeed() {
     let (gap1, gap2) = (starts[1] - starts[0], starts[2] - starts[1]);
     assert!(gap1 >= 0.3, "first retry waits retry_delay: {gap1}");
     assert!(gap2 >= 0.6, "second retry waits twice as long: {gap2}");
-    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let store = f.store();
     let attempts = store.attempts(&r.run_id, Some("flaky")).expect("attempts");
     let states: Vec<&str> = attempts.iter().map(|a| a.state.name()).collect();
     assert_eq!(states, vec!["failed", "failed", "success"]);
 }
 
-#[tokio::test]
-async fn retries_run_out_and_the_run_fails() {
-    let f = Fixture::new();
+on_both_stores!(
+    retries_run_out_and_the_run_fails,
+    retries_run_out_and_the_run_fails_on_dynamodb,
+    retries_run_out_and_the_run_fails_with
+);
+async fn retries_run_out_and_the_run_fails_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ndefaults:\n  retries: 2\n  retry_delay: 10ms\ntasks:\n{}{}",
         sh("bad", "", "echo try >> $DIR/tries; exit 1"),
@@ -261,9 +309,12 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
-#[tokio::test]
-async fn cancel_stops_running_tasks_and_records_them() {
-    let f = Fixture::new();
+on_both_stores!(
+    cancel_stops_running_tasks_and_records_them,
+    cancel_stops_running_tasks_and_records_them_on_dynamodb,
+    cancel_stops_running_tasks_and_records_them_with
+);
+async fn cancel_stops_running_tasks_and_records_them_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}",
         sh("long", "", "sleep 60 & echo $! > $DIR/child.pid; wait"),
@@ -284,7 +335,7 @@ async fn cancel_stops_running_tasks_and_records_them() {
     let pid: i32 = std::fs::read_to_string(f.path().join("child.pid")).expect("pid").trim().parse().expect("pid");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "child {pid} must be killed");
-    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let store = f.store();
     assert_eq!(store.run(&r.run_id).expect("run").expect("exists").state, RunState::Cancelled);
     // Running it again (here with a quicker `long`) finishes the same run.
     let quick = f.dag(&format!("id: d\ntasks:\n{}{}", sh("long", "", "true"), sh("after", "long", "true")));
@@ -292,19 +343,22 @@ async fn cancel_stops_running_tasks_and_records_them() {
     assert_eq!((r2.run_id.as_str(), r2.state), (r.run_id.as_str(), RunState::Success));
 }
 
-#[tokio::test]
-async fn a_run_this_process_executes_is_not_executed_a_second_time_at_once() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_run_this_process_executes_is_not_executed_a_second_time_at_once,
+    a_run_this_process_executes_is_not_executed_a_second_time_at_once_on_dynamodb,
+    a_run_this_process_executes_is_not_executed_a_second_time_at_once_with
+);
+async fn a_run_this_process_executes_is_not_executed_a_second_time_at_once_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}",
         sh("long", "", "echo x >> $DIR/starts; while [ ! -f $DIR/go ]; do sleep 0.05; done")
     ));
-    let (d2, path) = (dag.clone(), f.path().to_path_buf());
+    let (d2, path, at) = (dag.clone(), f.path().to_path_buf(), f.at.clone());
     let first = tokio::spawn(async move {
         let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
         let opts = ExecOptions { project_dir: path.clone(), ..ExecOptions::default() };
         let pools = Arc::new(Pools::new(&BTreeMap::new()));
-        execute(d2, interval, &path.join("state.db"), pools, &opts, CancellationToken::new(), &mut |_| {}).await
+        execute(d2, interval, &at, pools, &opts, CancellationToken::new(), &mut |_| {}).await
     });
     let until = Instant::now() + Duration::from_secs(20);
     while !f.path().join("starts").exists() {
@@ -319,7 +373,7 @@ async fn a_run_this_process_executes_is_not_executed_a_second_time_at_once() {
         execute(
             dag.clone(),
             interval,
-            &f.path().join("state.db"),
+            &f.at,
             Arc::new(Pools::new(&BTreeMap::new())),
             &opts,
             CancellationToken::new(),
@@ -369,9 +423,12 @@ async fn max_active_tasks_bounds_concurrency() {
     assert_eq!(r.state, RunState::Success, "{:#?}", r.tasks);
 }
 
-#[tokio::test]
-async fn a_selection_runs_only_those_tasks_and_downstream() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_selection_runs_only_those_tasks_and_downstream,
+    a_selection_runs_only_those_tasks_and_downstream_on_dynamodb,
+    a_selection_runs_only_those_tasks_and_downstream_with
+);
+async fn a_selection_runs_only_those_tasks_and_downstream_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}{}",
         sh("a", "", "echo a >> $DIR/order"),
@@ -389,9 +446,12 @@ async fn a_selection_runs_only_those_tasks_and_downstream() {
     assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\nb\nc\nb\n");
 }
 
-#[tokio::test]
-async fn rerunning_a_failed_run_keeps_what_succeeded() {
-    let f = Fixture::new();
+on_both_stores!(
+    rerunning_a_failed_run_keeps_what_succeeded,
+    rerunning_a_failed_run_keeps_what_succeeded_on_dynamodb,
+    rerunning_a_failed_run_keeps_what_succeeded_with
+);
+async fn rerunning_a_failed_run_keeps_what_succeeded_with(f: Fixture) {
     let dag =
         f.dag(&format!("id: d\ntasks:\n{}{}", sh("a", "", "echo a >> $DIR/count"), sh("b", "a", "test -f $DIR/fixed")));
     let r = f.run(&dag).await;
@@ -501,7 +561,7 @@ async fn a_panicking_task_is_a_failed_attempt_and_the_run_goes_on() {
         assert_eq!(state_of(&r, "after"), &TaskState::UpstreamFailed, "{at:?}");
         assert!(matches!(state_of(&r, "cleanup"), TaskState::Success { .. }), "{at:?}: all_done runs after a panic");
         assert!(matches!(state_of(&r, "beside"), TaskState::Success { .. }), "{at:?}");
-        let store = RunStore::open(&f.path().join("state.db")).expect("store");
+        let store = f.store();
         let attempts = store.attempts(&r.run_id, Some("bad")).expect("attempts");
         let states: Vec<&str> = attempts.iter().map(|a| a.state.name()).collect();
         assert_eq!(states, vec!["failed", "failed", "failed"], "{at:?}");
@@ -573,9 +633,12 @@ fn notified(f: &Fixture, file: &str) -> Vec<(String, Option<String>, u32)> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_retry_notifies_retry_and_not_failure() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_retry_notifies_retry_and_not_failure,
+    a_retry_notifies_retry_and_not_failure_on_dynamodb,
+    a_retry_notifies_retry_and_not_failure_with
+);
+async fn a_retry_notifies_retry_and_not_failure_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\nnotify:\n  - on: [failure, retry]\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}    retries: 1\n    retry_delay: 10ms\n",
         sh("flaky", "", "test -f $DIR/ran || { touch $DIR/ran; exit 3; }"),
@@ -583,16 +646,19 @@ async fn a_retry_notifies_retry_and_not_failure() {
     let r = f.run(&dag).await;
     assert_eq!(r.state, RunState::Success);
     assert_eq!(notified(&f, "n.jsonl"), vec![("retry".into(), Some("flaky".into()), 1)]);
-    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let store = f.store();
     let rows = store.notifications(&r.run_id).expect("rows");
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].state, rows[0].tries), (crate::engine::store::DeliveryState::Sent, 1));
     assert_eq!(rows[0].note.error.as_deref(), Some("`sh` exited with code 3"));
 }
 
-#[tokio::test]
-async fn a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules,
+    a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules_on_dynamodb,
+    a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules_with
+);
+async fn a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rules_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\nnotify:\n  - on: [failure, retry, success]\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}{}    notify:\n      - on: success\n        to: {{file: {{path: ok.jsonl}}}}\n",
         sh("bad", "", "exit 3"),
@@ -615,9 +681,12 @@ async fn a_failure_notifies_once_per_attempt_and_a_task_success_only_its_own_rul
     assert_eq!(notified(&f, "ok.jsonl").len(), 1, "`good` succeeded before and did not run again");
 }
 
-#[tokio::test]
-async fn a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing,
+    a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing_on_dynamodb,
+    a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing_with
+);
+async fn a_run_success_notifies_once_and_finishing_again_without_work_raises_nothing_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\nnotify:\n  - on: success\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}",
         sh("a", "", "true"),
@@ -646,7 +715,7 @@ async fn a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run
     assert!(started.elapsed() < Duration::from_secs(5), "a permanent failure is not retried: {:?}", started.elapsed());
     assert_eq!(r.state, RunState::Failed, "the task's failure, nothing more");
     assert!(matches!(state_of(&r, "after"), TaskState::Success { .. }));
-    let store = RunStore::open(&f.path().join("state.db")).expect("store");
+    let store = f.store();
     let rows = store.notifications(&r.run_id).expect("rows");
     let web = rows.iter().find(|n| n.target == "webhook:CARTFLOW_TEST_NEVER_SET_4F2A").expect("webhook row");
     assert_eq!(web.state, crate::engine::store::DeliveryState::Failed);
@@ -683,4 +752,67 @@ async fn a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_onc
 /// The owner token of pid 1, which is always alive.
 fn my_token_of_init() -> String {
     crate::process::process_token(1).unwrap_or_else(|| "1:?".into())
+}
+
+#[tokio::test]
+async fn a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more() {
+    let f = Fixture::new();
+    let dag = f.dag(&format!(
+        "id: d\ntasks:\n{}{}",
+        sh("long", "", "echo $$ > $DIR/long.pid; sleep 60"),
+        sh("after", "long", "echo ran > $DIR/after")
+    ));
+    let (d2, path, at) = (dag.clone(), f.path().to_path_buf(), f.at.clone());
+    let run = tokio::spawn(async move {
+        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+        let opts = ExecOptions { project_dir: path.clone(), ..ExecOptions::default() };
+        let pools = Arc::new(Pools::new(&BTreeMap::new()));
+        execute(d2, interval, &at, pools, &opts, CancellationToken::new(), &mut |_| {}).await
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(f.path().join("long.pid")).map_or(true, |s| !s.ends_with('\n')) {
+        assert!(Instant::now() < until, "the task never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid: i32 = std::fs::read_to_string(f.path().join("long.pid")).expect("pid").trim().parse().expect("pid");
+    // As a process of another host leaves the row when it took the run over after our lease
+    // expired (our heartbeats did not reach the store): its owner id, its lease.
+    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
+    let taker = "4242:7@another-host/00000000";
+    let lease = (chrono::Utc::now() + chrono::Duration::seconds(90)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    db.execute("UPDATE dag_runs SET owner = ?1, lease_until = ?2", rusqlite::params![taker, lease]).expect("take over");
+    let before: Vec<(String, String)> = db
+        .prepare("SELECT task_id, state_json FROM task_instances ORDER BY task_id")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let out =
+        tokio::time::timeout(Duration::from_secs(30), run).await.expect("stops within a heartbeat").expect("join");
+    match out {
+        Err(ExecError::Store(StoreError::LeaseLost { owner, .. })) => {
+            assert_eq!(owner.as_deref(), Some("4242 on another-host/00000000"))
+        }
+        other => panic!("the lost lease ends the execution: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "the task {pid} is stopped");
+    assert!(!f.path().join("after").exists(), "nothing starts after the lease is lost");
+    // Not a byte of the run is ours any more: tasks, attempts and the run's row as the new owner has them.
+    let after: Vec<(String, String)> = db
+        .prepare("SELECT task_id, state_json FROM task_instances ORDER BY task_id")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(after, before, "no task state written after the takeover");
+    let (state, owner, ended): (String, String, Option<String>) = db
+        .query_row("SELECT state, owner, ended_at FROM dag_runs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("run");
+    assert_eq!((state.as_str(), owner.as_str(), ended), ("running", taker, None));
+    let attempt: (String, Option<String>) =
+        db.query_row("SELECT state, ended_at FROM task_attempts", [], |r| Ok((r.get(0)?, r.get(1)?))).expect("attempt");
+    assert_eq!(attempt, ("running".to_string(), None), "the attempt is the new owner's to record");
 }

@@ -19,7 +19,7 @@ use crate::dag::compile::{CompileOptions, compile_dir};
 use crate::engine::deadline;
 use crate::engine::executor::{self, ExecError, ExecOptions, Pools, RunReport};
 use crate::engine::state::{RunState, Trigger};
-use crate::engine::store::{self, DeadlineRow, RunStore};
+use crate::engine::store::{self, DeadlineRow, RunStore, StoreAt};
 use crate::notify::Dispatcher;
 use crate::schedule::clock;
 use crate::schedule::{DataInterval, Schedule};
@@ -68,7 +68,7 @@ pub struct Config {
     /// The DAGs folder.
     pub dags_dir: PathBuf,
     /// The run store.
-    pub state_path: PathBuf,
+    pub store_at: StoreAt,
     /// Options for the runs it creates (backend, project folder).
     pub exec: ExecOptions,
     /// Compile options (known pools).
@@ -168,11 +168,10 @@ impl Loaded {
 /// Runs the scheduler until `cancel` (or, with `once`, until what was due at the start has
 /// run).
 pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<Summary, ExecError> {
-    let mut store = RunStore::open(&cfg.state_path)?;
+    let mut store = RunStore::open(&cfg.store_at)?;
     // Deadline notifications, and what a crashed process recorded in the last days and did not
     // deliver (a run that is resumed sends its own, whatever their age).
-    let notifier =
-        Dispatcher::new(cfg.exec.notify.clone(), cfg.exec.env.clone(), &cfg.exec.project_dir, &cfg.state_path);
+    let notifier = Dispatcher::new(cfg.exec.notify.clone(), cfg.exec.env.clone(), &cfg.exec.project_dir, &cfg.store_at);
     match store.undelivered_notifications(None, Utc::now().checked_sub_signed(deadline::LOOKBACK)) {
         Ok(keys) => notifier.dispatch(keys),
         Err(e) => warn!(error = %e, "cannot read the undelivered notifications"),
@@ -217,7 +216,7 @@ pub async fn run(cfg: Config, once: bool, cancel: CancellationToken) -> Result<S
                     let (dag, opts, state, pools, cancel) = (
                         dag.clone(),
                         ExecOptions { trigger: Trigger::Scheduled, ..cfg.exec.clone() },
-                        cfg.state_path.clone(),
+                        cfg.store_at.clone(),
                         cfg.pools.clone(),
                         cancel.clone(),
                     );

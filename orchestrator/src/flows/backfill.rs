@@ -142,7 +142,7 @@ pub async fn run(
     opts.tasks = r.tasks.clone();
     opts.downstream = r.downstream;
     let run = backfill::Execution {
-        state_path: &project.state,
+        store_at: &project.state,
         pools: project.pools(),
         base: opts,
         max_active_runs: max_active,

@@ -83,6 +83,10 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
         Ok(Phase::Failed(msg)) => Err(TaskFailure::new(format!("{what} failed: {msg}"))),
         Ok(Phase::Stopped(msg)) => Err(TaskFailure::new(format!("{what} was stopped: {msg}"))),
         Ok(Phase::Running(_)) => unreachable!("watch returns terminal phases only"),
+        Err(WatchEnd::Cancelled) if ctx.handover.is_cancelled() => {
+            log.line(format_args!("{what}: the run was taken over by another process; left running for it"));
+            Err(TaskFailure::new(format!("the run was taken over by another process; {what} is left running for it")))
+        }
         Err(WatchEnd::Cancelled) => {
             log.line(format_args!("{what}: task cancelled; stopping the run"));
             match job.stop(&id).await {

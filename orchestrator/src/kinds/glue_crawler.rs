@@ -185,6 +185,9 @@ mod aws {
             Ok(Phase::Failed(m)) => Err(TaskFailure::new(format!("crawl of {name} failed: {m}"))),
             Ok(Phase::Stopped(m)) => Err(TaskFailure::new(format!("crawl of {name} was cancelled: {m}"))),
             Ok(Phase::Running(_)) => unreachable!("watch returns terminal phases only"),
+            Err(WatchEnd::Cancelled) if ctx.handover.is_cancelled() => Err(TaskFailure::new(format!(
+                "the run was taken over by another process; crawler {name} is left running for it"
+            ))),
             Err(WatchEnd::Cancelled) => {
                 let _ = client.stop_crawler().name(name).send().await;
                 log.line(format_args!("crawler {name}: task cancelled; stop requested"));

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::Settings;
 use super::send::{self, SendCtx};
-use crate::engine::store::{Delivery, RunStore, StoreError};
+use crate::engine::store::{Delivery, RunStore, StoreAt, StoreError};
 use crate::env::Env;
 
 /// Sends recorded notifications in the background of one run (or one scheduler), each in a
@@ -26,7 +26,7 @@ struct Inner {
     settings: Arc<Settings>,
     env: Env,
     project_dir: PathBuf,
-    state_path: PathBuf,
+    store_at: StoreAt,
     store: Mutex<Option<RunStore>>,
 }
 
@@ -36,7 +36,7 @@ impl Inner {
         let mut guard = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let store = match guard.take() {
             Some(store) => store,
-            None => RunStore::open(&self.state_path)?,
+            None => RunStore::open(&self.store_at)?,
         };
         f(guard.insert(store))
     }
@@ -44,14 +44,14 @@ impl Inner {
 
 impl Dispatcher {
     /// A dispatcher that delivers with `settings` on `env`, recording in the store at
-    /// `state_path`; file targets resolve under `project_dir`.
-    pub fn new(settings: Arc<Settings>, env: Env, project_dir: &Path, state_path: &Path) -> Dispatcher {
+    /// `store_at`; file targets resolve under `project_dir`.
+    pub fn new(settings: Arc<Settings>, env: Env, project_dir: &Path, store_at: &StoreAt) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 settings,
                 env,
                 project_dir: project_dir.to_path_buf(),
-                state_path: state_path.to_path_buf(),
+                store_at: store_at.clone(),
                 store: Mutex::new(None),
             }),
             tasks: Mutex::new(JoinSet::new()),

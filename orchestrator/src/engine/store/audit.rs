@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::owner::{my_token, owner_alive};
-use super::{RunStore, StoreError, parse_ts, ts, ts_column};
+use super::owner::{describe, owner_alive};
+use super::{SqliteStore, StoreError, parse_ts, ts, ts_column};
 use crate::engine::state::{RunState, TaskState};
 
 /// Who is at this machine: `$USER` (or `$LOGNAME`), as the audit log names a person.
@@ -182,7 +182,7 @@ fn insert(tx: &rusqlite::Connection, a: &NewAudit<'_>, at: &str) -> rusqlite::Re
     )
 }
 
-impl RunStore {
+impl SqliteStore {
     /// Marks a finished task instance `mark` by hand, in a run no live process executes, and
     /// sets the run's state from its tasks' (success once every task succeeded or was skipped);
     /// the change and the audit entry are one transaction. No attempt is recorded: nothing ran.
@@ -192,19 +192,18 @@ impl RunStore {
         let now = Utc::now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         let run: Option<(String, Option<String>, Option<String>, String)> = tx
-            .query_row("SELECT dag_id, owner, heartbeat_at, state FROM dag_runs WHERE run_id = ?1", [run_id], |r| {
+            .query_row("SELECT dag_id, owner, lease_until, state FROM dag_runs WHERE run_id = ?1", [run_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()
             .map_err(&e)?;
-        let Some((dag_id, owner, heartbeat, current)) = run else {
+        let Some((dag_id, owner, lease, current)) = run else {
             return Err(StoreError::NoSuchRun { run_id: run_id.to_string() }.into());
         };
         if let Some(owner) = &owner
-            && (owner == my_token() || owner_alive(owner, heartbeat.as_deref().and_then(parse_ts)))
+            && owner_alive(owner, lease.as_deref().and_then(parse_ts))
         {
-            let pid = owner.split(':').next().unwrap_or("?").to_string();
-            return Err(StoreError::RunBusy { run_id: run_id.to_string(), pid }.into());
+            return Err(StoreError::RunBusy { run_id: run_id.to_string(), pid: describe(owner) }.into());
         }
         let corrupt = |what: String| StoreError::Corrupt { path: self.path.clone(), what };
         let mut states: Vec<(String, TaskState, u32)> = Vec::new();
@@ -284,23 +283,22 @@ impl RunStore {
         type Row = (String, Option<String>, Option<String>, String, Option<String>);
         let run: Option<Row> = tx
             .query_row(
-                "SELECT dag_id, owner, heartbeat_at, state, cancel_requested_by FROM dag_runs WHERE run_id = ?1",
+                "SELECT dag_id, owner, lease_until, state, cancel_requested_by FROM dag_runs WHERE run_id = ?1",
                 [run_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(&e)?;
-        let Some((dag_id, owner, heartbeat, state, already_by)) = run else {
+        let Some((dag_id, owner, lease, state, already_by)) = run else {
             return Err(StoreError::NoSuchRun { run_id: run_id.to_string() }.into());
         };
         if state != RunState::Running.name() {
             return Err(CancelError::NotRunning { run_id: run_id.to_string(), state });
         }
-        let Some(owner) = owner.filter(|o| o == my_token() || owner_alive(o, heartbeat.as_deref().and_then(parse_ts)))
-        else {
+        let Some(owner) = owner.filter(|o| owner_alive(o, lease.as_deref().and_then(parse_ts))) else {
             return Err(CancelError::Orphaned { run_id: run_id.to_string() });
         };
-        let pid = owner.split(':').next().unwrap_or("?").to_string();
+        let pid = describe(&owner);
         if already_by.is_none() {
             tx.execute(
                 "UPDATE dag_runs SET cancel_requested_at = ?2, cancel_requested_by = ?3 WHERE run_id = ?1",
@@ -437,7 +435,7 @@ mod tests {
     use crate::engine::store::{Claim, Op};
     use crate::schedule::DataInterval;
 
-    fn failed_run(store: &mut RunStore) -> String {
+    fn failed_run(store: &mut SqliteStore) -> String {
         let tasks = [("a", true), ("b", true)];
         let claim = Claim {
             dag_id: "m",
@@ -469,7 +467,7 @@ mod tests {
     #[test]
     fn a_finished_task_is_marked_with_who_and_when_and_the_run_follows() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = RunStore::open(&dir.path().join("state.db")).expect("store");
+        let mut store = SqliteStore::open(&dir.path().join("state.db")).expect("store");
         let run_id = failed_run(&mut store);
         // The run is ours (running) until it is finished: no mark while it executes.
         assert!(matches!(
@@ -528,7 +526,7 @@ mod tests {
     #[test]
     fn a_cancel_is_asked_for_once_read_by_the_heartbeat_and_gone_with_the_execution() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut store = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut store = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
         let claim = Claim {
             dag_id: "m",

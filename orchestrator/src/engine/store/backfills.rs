@@ -4,12 +4,12 @@
 use chrono::Utc;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{RunStore, StoreError, ts};
+use super::{SqliteStore, StoreError, ts};
 
 /// A run of a backfill job: (run id, planned action, final state once it finished).
 pub type BackfillRunRow = (String, String, Option<String>);
 
-impl RunStore {
+impl SqliteStore {
     /// The unfinished backfill job for `request`, if any, with its runs in order:
     /// (run id, planned action, final state if it finished).
     pub fn open_backfill(&self, request: &str) -> Result<Option<(String, Vec<BackfillRunRow>)>, StoreError> {

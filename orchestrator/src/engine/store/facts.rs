@@ -1,12 +1,11 @@
 //! Facts: small key/value records a task keeps across attempts and crashes (an AWS job run
 //! id saved before polling), and the process group an attempt runs.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{RunStore, StoreError};
+use super::{RunStore, SqliteStore, StoreAt, StoreError};
 use crate::process;
 use crate::task::FactStore;
 
@@ -14,26 +13,25 @@ use crate::task::FactStore;
 /// attempts keep no facts and open none).
 #[derive(Debug)]
 pub struct AttemptFacts {
-    path: PathBuf,
+    at: StoreAt,
     store: OnceLock<Mutex<RunStore>>,
 }
 
 impl AttemptFacts {
-    /// Facts in the store at `path`.
-    pub fn new(path: &Path) -> AttemptFacts {
-        AttemptFacts { path: path.to_path_buf(), store: OnceLock::new() }
+    /// Facts in the store at `at`.
+    pub fn new(at: &StoreAt) -> AttemptFacts {
+        AttemptFacts { at: at.clone(), store: OnceLock::new() }
     }
 
     fn with<T>(&self, f: impl FnOnce(&RunStore) -> Result<T, StoreError>) -> Result<T, String> {
         let store = match self.store.get() {
             Some(s) => s,
             None => {
-                let opened = RunStore::open(&self.path).map_err(|e| e.to_string())?;
                 // A fact is what a retry or a resumed run re-attaches by (an AWS job run id):
                 // committed to disk before `set` returns, not only to the WAL in the page
                 // cache (the run store's other writes are `NORMAL`: a power loss can lose their
                 // last transactions, which a resume re-does).
-                opened.conn.pragma_update(None, "synchronous", "FULL").map_err(|e| e.to_string())?;
+                let opened = RunStore::open_durable(&self.at).map_err(|e| e.to_string())?;
                 self.store.get_or_init(|| Mutex::new(opened))
             }
         };
@@ -60,7 +58,7 @@ impl FactStore for AttemptFacts {
     }
 }
 
-impl RunStore {
+impl SqliteStore {
     /// Saves a fact about a task (overwriting the previous value of `key`).
     pub fn set_fact(&self, run_id: &str, task_id: &str, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
@@ -72,7 +70,7 @@ impl RunStore {
             .map(|_| ())
             .map_err(self.sql())
     }
-    /// Forgets a fact saved by [`RunStore::set_fact`].
+    /// Forgets a fact saved by [`SqliteStore::set_fact`].
     pub fn clear_fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -82,7 +80,7 @@ impl RunStore {
             .map(|_| ())
             .map_err(self.sql())
     }
-    /// Reads a fact saved by [`RunStore::set_fact`].
+    /// Reads a fact saved by [`SqliteStore::set_fact`].
     pub fn fact(&self, run_id: &str, task_id: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
@@ -103,11 +101,14 @@ mod tests {
     fn facts_are_written_with_full_sync() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("state.db");
-        drop(RunStore::open(&path).expect("store"));
-        let facts = AttemptFacts::new(&path);
+        drop(SqliteStore::open(&path).expect("store"));
+        let facts = AttemptFacts::new(&StoreAt::File(path.clone()));
         facts.set("r", "t", "k", "v").expect("set");
         let sync: i64 = facts
-            .with(|s| Ok(s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma")))
+            .with(|s| {
+                let conn = &s.as_sqlite().expect("a SQLite store").conn;
+                Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma"))
+            })
             .expect("with");
         assert_eq!(sync, 2, "FULL");
         assert_eq!(facts.get("r", "t", "k").expect("get").as_deref(), Some("v"));

@@ -2,16 +2,21 @@
 //!
 //! One database file (default `.cartflow/state.db`) in WAL mode, with versioned migrations
 //! (`PRAGMA user_version`). A run is claimed by one process at a time: the claim records the
-//! owner (pid and process start time) and is refused while that owner is alive, so two
-//! processes can never run the same (dag, logical date) at once; a dead owner's run is taken
-//! over, its running attempts recorded as interrupted and what they left of their process
-//! groups (recorded with each attempt) killed before anything starts again.
+//! owner (pid, process start time, host) with a lease its heartbeat renews, and is refused
+//! while that owner holds it (see `owner.rs`), so two processes can never run the same (dag,
+//! logical date) at once; a dead owner's run is taken over, its running attempts recorded as
+//! interrupted and what they left of their process groups (recorded with each attempt) killed
+//! before anything starts again. Every write of an execution checks that its process still owns
+//! the run: one that lost it writes nothing more.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+use crate::engine::state::RunState;
+
+mod api;
 mod audit;
 mod backfills;
 mod facts;
@@ -22,16 +27,27 @@ mod query;
 mod runs;
 mod schema;
 
+pub use api::{RemoteStore, Store, StoreAt};
 pub use audit::{
-    AuditRow, CANCEL_LATENCY, CancelError, CancelRequested, Mark, MarkError, Marked, NewAudit, Paused, local_user,
+    AuditRow, CANCEL_LATENCY, CancelError, CancelRequested, Mark, MarkError, Marked, NewAudit, PauseSpan, Paused,
+    local_user,
 };
 pub use backfills::BackfillRunRow;
 pub use facts::AttemptFacts;
 pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, NotificationRow};
 pub use overview::{BackfillRow, GridQuery, GridRun, TaskSuccess, attempt_log};
-pub use owner::my_token;
+pub use owner::{LEASE, SELF_STOP, describe as describe_owner, host, my_token};
 pub use query::{AttemptRow, RunRow, TaskRow};
 pub use runs::{Claim, ClaimedRun, Op};
+
+/// What another store's implementation shares with SQLite's, so that both decide the same way:
+/// the owner ids and their lease, what a claim does to each task, what an interrupted attempt
+/// is recorded with, killing what a dead owner's attempt left running, timestamps as stored.
+pub(crate) mod kit {
+    pub(crate) use super::owner::{lease_end, owner_alive};
+    pub(crate) use super::runs::{INTERRUPTED, kill_leftover, killed_note, on_claim, wait_killed};
+    pub(crate) use super::{parse_ts, ts};
+}
 
 /// Errors of the run store.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +77,21 @@ pub enum StoreError {
     RunBusy {
         /// The run.
         run_id: String,
-        /// The owner's pid.
+        /// The owner's pid, and its host when that is another ([`owner::describe`]).
         pid: String,
+    },
+    /// This process no longer holds the run: its lease expired (the store did not answer its
+    /// heartbeats, the process was stopped) and another process took the run over, or the run
+    /// was released. Nothing more of this execution is written.
+    #[error(
+        "run {run_id} is no longer held by this process: {}; this process stops its tasks and writes nothing more of the run",
+        match owner { Some(o) => format!("cartflow process {o} took it over after this process's lease expired"), None => "it was released".to_string() }
+    )]
+    LeaseLost {
+        /// The run.
+        run_id: String,
+        /// Who holds it now ([`owner::describe`]).
+        owner: Option<String>,
     },
     /// An attempt that is not running in the store asked to record its process group.
     #[error("attempt {attempt} of task {task_id} in run {run_id} is not running in the run store")]
@@ -92,6 +121,22 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// This store does not offer the operation (yet).
+    #[error("the run store {store} does not offer {what} (the SQLite store does)")]
+    Unsupported {
+        /// The store.
+        store: String,
+        /// The operation.
+        what: &'static str,
+    },
+    /// The store answered an error (a remote store: the service, the network).
+    #[error("run store {store}: {message}")]
+    Remote {
+        /// The store.
+        store: String,
+        /// What it said.
+        message: String,
+    },
     /// A stored value cannot be read back.
     #[error("run store {path}: corrupt row: {what}")]
     Corrupt {
@@ -102,11 +147,11 @@ pub enum StoreError {
     },
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
 
@@ -156,21 +201,81 @@ pub fn run_id(dag_id: &str, start: DateTime<Utc>) -> String {
     s
 }
 
-/// A connection to the run store.
+/// A connection to the run store, whichever it is ([`Store`]'s methods, through `Deref`).
 #[derive(Debug)]
 pub struct RunStore {
+    inner: Box<dyn Store>,
+    at: StoreAt,
+}
+
+impl std::ops::Deref for RunStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        &*self.inner
+    }
+}
+
+impl std::ops::DerefMut for RunStore {
+    fn deref_mut(&mut self) -> &mut (dyn Store + 'static) {
+        &mut *self.inner
+    }
+}
+
+impl From<&StoreAt> for StoreAt {
+    fn from(at: &StoreAt) -> Self {
+        at.clone()
+    }
+}
+
+impl RunStore {
+    /// Opens the store at `at` (a SQLite file is created and migrated).
+    pub fn open(at: impl Into<StoreAt>) -> Result<RunStore, StoreError> {
+        let at = at.into();
+        let inner: Box<dyn Store> = match &at {
+            StoreAt::File(p) => Box::new(SqliteStore::open(p)?),
+            StoreAt::Remote(r) => r.open()?,
+        };
+        Ok(RunStore { inner, at })
+    }
+
+    /// Opens the store for writes that must survive a power loss once they return (a fact a
+    /// retry re-attaches by): a SQLite file syncs each commit to disk.
+    pub fn open_durable(at: impl Into<StoreAt>) -> Result<RunStore, StoreError> {
+        let store = RunStore::open(at)?;
+        if let Some(s) = store.inner.as_sqlite() {
+            s.conn
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|source| StoreError::Sqlite { path: s.path.clone(), source })?;
+        }
+        Ok(store)
+    }
+
+    /// Where the store is.
+    pub fn at(&self) -> &StoreAt {
+        &self.at
+    }
+
+    /// Records the end of an execution and releases the run.
+    pub fn finish(&mut self, run_id: &str, state: RunState) -> Result<(), StoreError> {
+        self.inner.finish_with(run_id, state, &[])
+    }
+}
+
+/// The SQLite run store: one connection to the database file.
+#[derive(Debug)]
+pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
 }
 
-impl RunStore {
+impl SqliteStore {
     /// Opens (creating and migrating) the store at `path`.
-    pub fn open(path: &Path) -> Result<RunStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), source })?;
-        let mut store = RunStore { conn, path: path.to_path_buf() };
+        let mut store = SqliteStore { conn, path: path.to_path_buf() };
         store.init()?;
         Ok(store)
     }
@@ -240,14 +345,14 @@ mod tests {
     fn migrations_are_versioned_and_idempotent() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("s/state.db");
-        let s = RunStore::open(&p).expect("open");
+        let s = SqliteStore::open(&p).expect("open");
         assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
         drop(s);
-        let s = RunStore::open(&p).expect("reopen");
+        let s = SqliteStore::open(&p).expect("reopen");
         assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
         s.conn.pragma_update(None, "user_version", 99).expect("bump");
         drop(s);
-        assert!(matches!(RunStore::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(SqliteStore::open(&p), Err(StoreError::TooNew { found: 99, .. })));
     }
 
     #[test]
@@ -271,7 +376,7 @@ mod tests {
             )
             .expect("rows");
         }
-        let s = RunStore::open(&p).expect("open an older store");
+        let s = SqliteStore::open(&p).expect("open an older store");
         assert_eq!(s.schema_version().expect("v"), MIGRATIONS.len() as i64);
         assert_eq!(s.runs(None, 10).expect("runs")[0].state, RunState::Failed);
         let attempts = s.attempts("d@2019-10-01T00:00:00Z", None).expect("attempts");
@@ -312,10 +417,10 @@ mod tests {
     #[test]
     fn taking_over_a_dead_owners_run_kills_the_process_group_its_running_attempt_recorded() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
         let claim = manual_claim(&tasks);
-        let start = |s: &mut RunStore, run_id: &str, attempt: u32| {
+        let start = |s: &mut SqliteStore, run_id: &str, attempt: u32| {
             let now = Utc::now();
             let running = TaskState::Queued.start(attempt, now).expect("start");
             s.apply(
@@ -371,7 +476,7 @@ mod tests {
     #[test]
     fn claim_creates_then_resumes_keeping_successes() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true), ("b", true), ("c", true)];
         let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
@@ -410,7 +515,7 @@ mod tests {
     #[test]
     fn a_live_owner_blocks_a_second_claim() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
         let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
@@ -429,9 +534,74 @@ mod tests {
     }
 
     #[test]
+    fn another_hosts_run_is_held_by_its_lease_and_taken_over_once_it_expired() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true), ("b", true)];
+        let claim = manual_claim(&tasks);
+        let c = s.claim(&claim).expect("claim");
+        let lease: String = s.conn.query_row("SELECT lease_until FROM dag_runs", [], |r| r.get(0)).expect("lease");
+        let lease = parse_ts(&lease).expect("a timestamp") - Utc::now();
+        assert!(lease > chrono::Duration::seconds(80) && lease <= chrono::Duration::seconds(90), "{lease}");
+        let now = Utc::now();
+        let running = TaskState::Queued.start(1, now).expect("start");
+        s.apply(
+            &c.run_id,
+            &[
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: running.clone(), attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        // A process of another host holds it (pid 1 lives here: its pid must not count).
+        let init = process::process_token(1).expect("init");
+        let other = format!("{init}@another-host/00000000");
+        let set_owner = |s: &SqliteStore, lease_secs: i64| {
+            s.conn
+                .execute(
+                    "UPDATE dag_runs SET owner = ?1, lease_until = ?2",
+                    params![other, ts(Utc::now() + chrono::Duration::seconds(lease_secs))],
+                )
+                .expect("owner")
+        };
+        set_owner(&s, 30);
+        let err = s.claim(&claim).expect_err("held");
+        assert!(matches!(&err, StoreError::RunBusy { pid, .. } if pid == "1 on another-host/00000000"), "{err}");
+        assert!(err.to_string().contains("(pid 1 on another-host/00000000)"), "{err}");
+        // What we would still write of it is refused, and nothing is written.
+        let ok = running.succeed(Utc::now()).expect("ok");
+        let lost = s
+            .apply(&c.run_id, &[Op::Task { task_id: "a".into(), state: ok.clone(), attempts: 1, failures: 0 }])
+            .expect_err("not ours");
+        assert!(
+            matches!(&lost, StoreError::LeaseLost { owner: Some(o), .. } if o == "1 on another-host/00000000"),
+            "{lost}"
+        );
+        assert!(matches!(s.heartbeat(&c.run_id), Err(StoreError::LeaseLost { .. })));
+        assert!(matches!(s.restart_fresh(&c.run_id, &["b".to_string()]), Err(StoreError::LeaseLost { .. })));
+        assert!(matches!(s.finish(&c.run_id, RunState::Success), Err(StoreError::LeaseLost { .. })));
+        let (_child, group) = attempt_process();
+        assert!(matches!(s.record_group(&c.run_id, "a", 1, &group), Err(StoreError::LeaseLost { .. })));
+        assert_eq!(s.tasks(&c.run_id).expect("tasks")[0].state, running, "the refused write left no trace");
+        let (state, owner): (String, String) =
+            s.conn.query_row("SELECT state, owner FROM dag_runs", [], |r| Ok((r.get(0)?, r.get(1)?))).expect("run");
+        assert_eq!((state.as_str(), owner.as_str()), ("running", other.as_str()));
+        assert!(s.live_runs("d").expect("live").contains(&c.run_id));
+        // Its lease expired: taken over, its running attempt interrupted (its processes are on
+        // its host: not ours to look for).
+        set_owner(&s, -1);
+        assert!(s.live_runs("d").expect("live").is_empty());
+        let c2 = s.claim(&claim).expect("takeover");
+        assert_eq!(c2.interrupted, vec!["a".to_string()]);
+        s.heartbeat(&c.run_id).expect("ours again");
+        s.finish(&c.run_id, RunState::Failed).expect("finish");
+        assert!(matches!(s.heartbeat(&c.run_id), Err(StoreError::LeaseLost { owner: None, .. })), "released");
+    }
+
+    #[test]
     fn resume_requires_an_existing_run() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
         let claim = Claim {
             dag_id: "d",
@@ -453,7 +623,7 @@ mod tests {
     #[test]
     fn a_row_that_cannot_be_read_back_is_corrupt_not_guessed() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         let tasks = [("a", true)];
         let claim = manual_claim(&tasks);
         let c = s.claim(&claim).expect("claim");
@@ -476,7 +646,7 @@ mod tests {
     #[test]
     fn facts_round_trip() {
         let dir = tempfile::tempdir().expect("tmp");
-        let s = RunStore::open(&dir.path().join("state.db")).expect("open");
+        let s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
         s.set_fact("r", "t", "job_run_id", "jr_1").expect("set");
         s.set_fact("r", "t", "job_run_id", "jr_2").expect("overwrite");
         assert_eq!(s.fact("r", "t", "job_run_id").expect("get").as_deref(), Some("jr_2"));

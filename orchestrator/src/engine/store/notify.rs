@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::owner::{my_token, owner_alive};
-use super::{RunStore, StoreError, ts, ts_column};
+use super::{SqliteStore, StoreError, ts, ts_column};
 use crate::notify::{Notification, TargetSpec};
 
 /// A notification to record: to this target, this payload.
@@ -135,7 +135,7 @@ pub(super) fn insert(tx: &rusqlite::Transaction, n: &NewNotification, now: &str)
     ])
 }
 
-impl RunStore {
+impl SqliteStore {
     /// The (dedupe key, target) of every notification not yet delivered or given up — of one
     /// run, or of all raised since `since` — that a process may try to claim.
     pub fn undelivered_notifications(

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{RunStore, StoreError, ts, ts_column};
+use super::{SqliteStore, StoreError, ts, ts_column};
 use crate::engine::state::RunState;
 
 /// One column of the grid: a run and the state name of each of its task instances.
@@ -81,7 +81,7 @@ pub fn attempt_log(
     logs_dir.join(dag_id).join(run_id).join(task_id).join(format!("attempt-{attempt}.log"))
 }
 
-impl RunStore {
+impl SqliteStore {
     /// The grid of `dag_id`: the newest `q.limit` runs that match, oldest first, each with its
     /// task states.
     pub fn grid(&self, dag_id: &str, q: &GridQuery) -> Result<Vec<GridRun>, StoreError> {
@@ -244,11 +244,6 @@ impl RunStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
-    /// Where attempt `attempt` of `task_id` in run `run_id` writes its log (see [`attempt_log`]).
-    pub fn attempt_log_path(&self, dag_id: &str, run_id: &str, task_id: &str, attempt: u32) -> std::path::PathBuf {
-        attempt_log(&self.logs_dir(), dag_id, run_id, task_id, attempt)
-    }
-
     fn corrupt_row(&self, what: String) -> StoreError {
         StoreError::Corrupt { path: self.path.clone(), what }
     }
@@ -268,7 +263,7 @@ mod tests {
     #[test]
     fn the_grid_holds_the_newest_runs_oldest_first_with_their_task_states() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = RunStore::open(&dir.path().join("state.db")).expect("store");
+        let mut store = SqliteStore::open(&dir.path().join("state.db")).expect("store");
         let tasks = [("a", true), ("b", true)];
         for d in 1..=5 {
             let claim = Claim {

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
-use super::owner::{my_token, owner_alive};
-use super::{RunStore, StoreError, parse_ts, ts, ts_column};
+use super::owner::owner_alive;
+use super::{SqliteStore, StoreError, parse_ts, ts, ts_column};
 use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
 
 /// A DAG run as listed.
@@ -63,7 +63,7 @@ pub struct AttemptRow {
     pub log_path: Option<String>,
 }
 
-impl RunStore {
+impl SqliteStore {
     /// The runs of `dag_id` whose interval starts in `[from, to)`, with whether a live
     /// process owns them.
     pub fn runs_between(
@@ -75,7 +75,7 @@ impl RunStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT run_id, dag_id, interval_start, interval_end, state, run_trigger, started_at, ended_at, owner, heartbeat_at FROM dag_runs
+                "SELECT run_id, dag_id, interval_start, interval_end, state, run_trigger, started_at, ended_at, owner, lease_until FROM dag_runs
                  WHERE dag_id = ?1 AND interval_start >= ?2 AND interval_start < ?3 ORDER BY interval_start",
             )
             .map_err(self.sql())?;
@@ -92,7 +92,7 @@ impl RunStore {
             let (row, owner, hb) = row.map_err(self.sql())?;
             let row = row.map_err(|w| self.corrupt(w))?;
             let live = row.state == RunState::Running
-                && owner.is_some_and(|o| o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts)));
+                && owner.is_some_and(|o| owner_alive(&o, hb.as_deref().and_then(parse_ts)));
             out.push((row, live));
         }
         Ok(out)
@@ -115,7 +115,7 @@ impl RunStore {
     pub fn live_runs(&self, dag_id: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT run_id, owner, heartbeat_at FROM dag_runs WHERE dag_id = ?1 AND state = 'running'")
+            .prepare_cached("SELECT run_id, owner, lease_until FROM dag_runs WHERE dag_id = ?1 AND state = 'running'")
             .map_err(self.sql())?;
         let rows = stmt
             .query_map([dag_id], |r| {
@@ -125,7 +125,7 @@ impl RunStore {
         let mut out = Vec::new();
         for row in rows {
             let (run_id, owner, hb) = row.map_err(self.sql())?;
-            if owner.is_some_and(|o| o == my_token() || owner_alive(&o, hb.as_deref().and_then(parse_ts))) {
+            if owner.is_some_and(|o| owner_alive(&o, hb.as_deref().and_then(parse_ts))) {
                 out.push(run_id);
             }
         }

@@ -10,8 +10,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use tracing::warn;
 
 use super::notify::NewNotification;
-use super::owner::{my_token, owner_alive};
-use super::{RunStore, StoreError, parse_ts, run_id, ts};
+use super::owner::{describe, lease_end, my_token, owner_alive};
+use super::{SqliteStore, StoreError, parse_ts, run_id, ts};
 use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
 use crate::process::{self, Leftover};
 use crate::schedule::DataInterval;
@@ -35,9 +35,17 @@ fn recorded_group(
     .optional()
 }
 
+/// Waits (a few seconds at most) for the process groups a takeover killed to be gone, so that
+/// the next attempt starts once the old one really ended.
+pub(crate) fn wait_killed(run_id: &str, killed: &[i32]) {
+    if !killed.is_empty() && !process::wait_gone(killed, LEFTOVER_WAIT) {
+        warn!(run = %run_id, groups = ?killed, "processes of a crashed attempt still run {LEFTOVER_WAIT:?} after SIGKILL");
+    }
+}
+
 /// Kills what attempt `attempt` of `task` left of its process group when its owner died;
 /// whether anything was still running.
-fn kill_leftover(run_id: &str, task: &str, attempt: u32, group: &process::Group) -> bool {
+pub(crate) fn kill_leftover(run_id: &str, task: &str, attempt: u32, group: &process::Group) -> bool {
     let vars = process::attempt_env(run_id, task, attempt);
     let pgid = group.pgid;
     match process::kill_leftover(group, &vars) {
@@ -54,6 +62,73 @@ fn kill_leftover(run_id: &str, task: &str, attempt: u32, group: &process::Group)
             false
         }
     }
+}
+
+/// Who holds `run_id` when this process does not: `Ok(None)` while it does, else the run's
+/// owner now ([`describe`]d; `None` inside: released, or no such run).
+fn not_mine(conn: &rusqlite::Connection, run_id: &str) -> rusqlite::Result<Option<Option<String>>> {
+    let owner: Option<Option<String>> =
+        conn.query_row("SELECT owner FROM dag_runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional()?;
+    Ok(match owner.flatten() {
+        Some(o) if o == my_token() => None,
+        other => Some(other.as_deref().map(describe)),
+    })
+}
+
+/// The error an attempt that was running when its process died is recorded with.
+pub(crate) const INTERRUPTED: &str = "the cartflow process running this attempt died";
+
+/// What [`INTERRUPTED`] gets when the attempt's process group was killed by the takeover.
+pub(crate) fn killed_note(pgid: i32) -> String {
+    format!("; its process group {pgid} was still running and was killed")
+}
+
+/// What a claim does to one task instance (every store decides it here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OnClaim {
+    /// Its state for this execution.
+    pub state: TaskState,
+    /// Failed attempts counted against its retry budget.
+    pub failures: u32,
+    /// The attempt that was running when an earlier process died: recorded as interrupted.
+    pub interrupted: Option<u32>,
+    /// A fresh start of a finished task: what its attempts saved (a finished AWS job run to
+    /// re-attach to) belongs to the previous execution and is forgotten.
+    pub fresh: bool,
+}
+
+/// Decides what a claim does to a task instance in `state` with `failures` spent, selected or
+/// not for this execution, with or without a rerun.
+pub(crate) fn on_claim(
+    state: &TaskState,
+    failures: u32,
+    selected: bool,
+    rerun: bool,
+) -> Result<OnClaim, crate::engine::state::IllegalTransition> {
+    let mut interrupted = None;
+    let new_state = match state {
+        TaskState::Running { attempt, .. } => {
+            interrupted = Some(*attempt);
+            state.interrupt()?
+        }
+        // Named to run again: a fresh start, whatever it was waiting for.
+        TaskState::UpForRetry { .. } if selected && rerun => state.interrupt()?,
+        // A retry waiting when the process died keeps its time and its budget.
+        TaskState::UpForRetry { .. } => state.clone(),
+        TaskState::Success { .. } if selected && rerun => state.clear()?,
+        TaskState::Success { .. } => state.clone(),
+        // Skipped (by itself, by its trigger rule, by hand) stays skipped, as a success
+        // stays done; the executor runs it again when one of its upstreams runs again.
+        TaskState::Skipped if !(selected && rerun) => state.clone(),
+        s if s.is_terminal() && selected => state.clear()?,
+        _ => state.clone(),
+    };
+    let fresh = state.is_terminal() && new_state == TaskState::Queued;
+    // A fresh execution has its whole retry budget; a resumed one what it had left (an
+    // interrupted attempt was not the task's failure and costs none).
+    // A task named to run again (`--task`, a rerun) also gets its whole budget back.
+    let failures = if fresh || (selected && rerun) { 0 } else { failures };
+    Ok(OnClaim { state: new_state, failures, interrupted, fresh })
 }
 
 /// One change to persist.
@@ -145,7 +220,7 @@ pub struct ClaimedRun {
     pub interrupted: Vec<String>,
 }
 
-impl RunStore {
+impl SqliteStore {
     /// Claims a run for this process: creates it, or takes over an existing one (resume).
     pub fn claim(&mut self, c: &Claim) -> Result<ClaimedRun, StoreError> {
         let path = self.path.clone();
@@ -154,7 +229,7 @@ impl RunStore {
         let run_id = run_id(c.dag_id, c.interval.start);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         let existing: Option<(Option<String>, Option<String>)> = tx
-            .query_row("SELECT owner, heartbeat_at FROM dag_runs WHERE run_id = ?1", [&run_id], |r| {
+            .query_row("SELECT owner, lease_until FROM dag_runs WHERE run_id = ?1", [&run_id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
@@ -162,12 +237,11 @@ impl RunStore {
         let existed = existing.is_some();
         // What an earlier owner's attempts left running is ours to kill; our own, not.
         let taking_over = existing.as_ref().is_some_and(|(owner, _)| owner.as_deref() != Some(my_token()));
-        if let Some((Some(owner), hb)) = &existing
+        if let Some((Some(owner), lease)) = &existing
             && owner != my_token()
-            && owner_alive(owner, hb.as_deref().and_then(parse_ts))
+            && owner_alive(owner, lease.as_deref().and_then(parse_ts))
         {
-            let pid = owner.split(':').next().unwrap_or("?").to_string();
-            return Err(StoreError::RunBusy { run_id, pid });
+            return Err(StoreError::RunBusy { run_id, pid: describe(owner) });
         }
         if !existed && c.require_existing {
             return Err(StoreError::NoSuchRun { run_id });
@@ -175,15 +249,15 @@ impl RunStore {
         if existed {
             tx.execute(
                 "UPDATE dag_runs SET state = 'running', run_trigger = ?2, started_at = ?3, ended_at = NULL, owner = ?4, heartbeat_at = ?3,
-                 cancel_requested_at = NULL, cancel_requested_by = NULL WHERE run_id = ?1",
-                params![run_id, c.trigger.name(), ts(now), my_token()],
+                 lease_until = ?5, cancel_requested_at = NULL, cancel_requested_by = NULL WHERE run_id = ?1",
+                params![run_id, c.trigger.name(), ts(now), my_token(), ts(lease_end(now))],
             )
             .map_err(&e)?;
         } else {
             tx.execute(
-                "INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, state, run_trigger, created_at, started_at, owner, heartbeat_at)
-                 VALUES (?1, ?2, ?3, ?3, ?4, 'running', ?5, ?6, ?6, ?7, ?6)",
-                params![run_id, c.dag_id, ts(c.interval.start), ts(c.interval.end), c.trigger.name(), ts(now), my_token()],
+                "INSERT INTO dag_runs (run_id, dag_id, logical_date, interval_start, interval_end, state, run_trigger, created_at, started_at, owner, heartbeat_at, lease_until)
+                 VALUES (?1, ?2, ?3, ?3, ?4, 'running', ?5, ?6, ?6, ?7, ?6, ?8)",
+                params![run_id, c.dag_id, ts(c.interval.start), ts(c.interval.end), c.trigger.name(), ts(now), my_token(), ts(lease_end(now))],
             )
             .map_err(&e)?;
         }
@@ -211,67 +285,44 @@ impl RunStore {
         let mut killed = Vec::new();
         for &(task, selected) in c.tasks {
             let (state, attempts, failures) = stored.remove(task).unwrap_or((TaskState::Queued, 0, 0));
-            let corrupt = |e: crate::engine::state::IllegalTransition| StoreError::Corrupt {
+            let d = on_claim(&state, failures, selected, c.rerun).map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("task {task} of {run_id}: {e}"),
-            };
-            let new_state = match &state {
-                TaskState::Running { attempt, .. } => {
-                    let mut error = String::from("the cartflow process running this attempt died");
-                    if taking_over
-                        && let Some(group) = recorded_group(&tx, &run_id, task, *attempt).map_err(&e)?
-                        && kill_leftover(&run_id, task, *attempt, &group)
-                    {
-                        error.push_str(&format!("; its process group {} was still running and was killed", group.pgid));
-                        killed.push(group.pgid);
-                    }
-                    tx.execute(
-                        "UPDATE task_attempts SET state = ?5, ended_at = ?4, error = ?6
-                         WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
-                        params![run_id, task, attempt, ts(now), AttemptOutcome::Interrupted.name(), error],
-                    )
-                    .map_err(&e)?;
-                    interrupted.push(task.to_string());
-                    state.interrupt().map_err(corrupt)?
+            })?;
+            if let Some(attempt) = d.interrupted {
+                let mut error = String::from(INTERRUPTED);
+                if taking_over
+                    && let Some(group) = recorded_group(&tx, &run_id, task, attempt).map_err(&e)?
+                    && kill_leftover(&run_id, task, attempt, &group)
+                {
+                    error.push_str(&killed_note(group.pgid));
+                    killed.push(group.pgid);
                 }
-                // Named to run again: a fresh start, whatever it was waiting for.
-                TaskState::UpForRetry { .. } if selected && c.rerun => state.interrupt().map_err(corrupt)?,
-                // A retry waiting when the process died keeps its time and its budget.
-                TaskState::UpForRetry { .. } => state.clone(),
-                TaskState::Success { .. } if selected && c.rerun => state.clear().map_err(corrupt)?,
-                TaskState::Success { .. } => state.clone(),
-                // Skipped (by itself, by its trigger rule, by hand) stays skipped, as a success
-                // stays done; the executor runs it again when one of its upstreams runs again.
-                TaskState::Skipped if !(selected && c.rerun) => state.clone(),
-                s if s.is_terminal() && selected => state.clear().map_err(corrupt)?,
-                _ => state.clone(),
-            };
-            let fresh = state.is_terminal() && new_state == TaskState::Queued;
-            if fresh {
-                // A fresh start of a finished task: what its attempts saved (a finished AWS
-                // job run to re-attach to) belongs to the previous execution.
+                tx.execute(
+                    "UPDATE task_attempts SET state = ?5, ended_at = ?4, error = ?6
+                     WHERE run_id = ?1 AND task_id = ?2 AND attempt = ?3",
+                    params![run_id, task, attempt, ts(now), AttemptOutcome::Interrupted.name(), error],
+                )
+                .map_err(&e)?;
+                interrupted.push(task.to_string());
+            }
+            if d.fresh {
                 tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
                     .map_err(&e)?;
             }
-            // A fresh execution has its whole retry budget; a resumed one what it had left (an
-            // interrupted attempt was not the task's failure and costs none).
-            // A task named to run again (`--task`, a rerun) also gets its whole budget back.
-            let failures = if fresh || (selected && c.rerun) { 0 } else { failures };
-            let json = serde_json::to_string(&new_state).unwrap_or_default();
+            let json = serde_json::to_string(&d.state).unwrap_or_default();
             tx.execute(
                 "INSERT INTO task_instances (run_id, task_id, state, state_json, attempts, updated_at, failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, state_json = excluded.state_json, updated_at = excluded.updated_at, failures = excluded.failures",
-                params![run_id, task, new_state.name(), json, attempts, ts(now), failures],
+                params![run_id, task, d.state.name(), json, attempts, ts(now), d.failures],
             )
             .map_err(&e)?;
-            out.insert(task.to_string(), (new_state, attempts, failures));
+            out.insert(task.to_string(), (d.state, attempts, d.failures));
         }
         tx.commit().map_err(&e)?;
         cartflow_jobs::crash::point("store.claimed");
         // SIGKILL is sent; the next attempt starts once the old one is really gone.
-        if !killed.is_empty() && !process::wait_gone(&killed, LEFTOVER_WAIT) {
-            warn!(run = %run_id, groups = ?killed, "processes of a crashed attempt still run {LEFTOVER_WAIT:?} after SIGKILL");
-        }
+        wait_killed(&run_id, &killed);
         Ok(ClaimedRun { run_id, existed, tasks: out, interrupted })
     }
     /// Records the process group attempt `attempt` of `task_id` runs (see [`process::Group`]).
@@ -282,6 +333,9 @@ impl RunStore {
         attempt: u32,
         group: &process::Group,
     ) -> Result<(), StoreError> {
+        if let Some(owner) = not_mine(&self.conn, run_id).map_err(self.sql())? {
+            return Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner });
+        }
         let n = self
             .conn
             .execute(
@@ -304,6 +358,10 @@ impl RunStore {
         let e = move |source| StoreError::Sqlite { path: path.clone(), source };
         let now = ts(Utc::now());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        // Conditional on the owner: a process that lost the run writes none of it.
+        if let Some(owner) = not_mine(&tx, run_id).map_err(&e)? {
+            return Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner });
+        }
         {
             let mut task = tx
                 .prepare_cached(
@@ -370,6 +428,9 @@ impl RunStore {
         let now = ts(Utc::now());
         let json = serde_json::to_string(&TaskState::Queued).unwrap_or_default();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        if let Some(owner) = not_mine(&tx, run_id).map_err(&e)? {
+            return Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner });
+        }
         for task in tasks {
             tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
                 .map_err(&e)?;
@@ -382,18 +443,28 @@ impl RunStore {
         tx.commit().map_err(&e)
     }
 
-    /// Tells other processes this run's owner is alive, and returns who asked for the run to
-    /// be cancelled (`cartflow cancel`, the web UI of another process), if someone did.
+    /// Renews this process's lease on the run (it tells other processes its owner is alive),
+    /// and returns who asked for the run to be cancelled (`cartflow cancel`, the web UI of
+    /// another process), if someone did. [`StoreError::LeaseLost`] when the run is no longer
+    /// this process's.
     pub fn heartbeat(&self, run_id: &str) -> Result<Option<String>, StoreError> {
-        self.conn
+        let now = Utc::now();
+        let renewed = self
+            .conn
             .query_row(
-                "UPDATE dag_runs SET heartbeat_at = ?2 WHERE run_id = ?1 AND owner = ?3 RETURNING cancel_requested_by",
-                params![run_id, ts(Utc::now()), my_token()],
+                "UPDATE dag_runs SET heartbeat_at = ?2, lease_until = ?4 WHERE run_id = ?1 AND owner = ?3 RETURNING cancel_requested_by",
+                params![run_id, ts(now), my_token(), ts(lease_end(now))],
                 |r| r.get::<_, Option<String>>(0),
             )
             .optional()
-            .map(Option::flatten)
-            .map_err(self.sql())
+            .map_err(self.sql())?;
+        match renewed {
+            Some(asked) => Ok(asked),
+            None => {
+                let owner = not_mine(&self.conn, run_id).map_err(self.sql())?.flatten();
+                Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner })
+            }
+        }
     }
     /// Records the end of an execution and releases the run.
     pub fn finish(&mut self, run_id: &str, state: RunState) -> Result<(), StoreError> {
@@ -406,11 +477,17 @@ impl RunStore {
         let e = move |source| StoreError::Sqlite { path: path.clone(), source };
         let now = ts(Utc::now());
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        tx.execute(
-            "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL, cancel_requested_at = NULL, cancel_requested_by = NULL WHERE run_id = ?1",
-            params![run_id, state.name(), now],
-        )
-        .map_err(&e)?;
+        let n = tx
+            .execute(
+                "UPDATE dag_runs SET state = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, cancel_requested_at = NULL, cancel_requested_by = NULL
+                 WHERE run_id = ?1 AND owner = ?4",
+                params![run_id, state.name(), now, my_token()],
+            )
+            .map_err(&e)?;
+        if n == 0 {
+            let owner = not_mine(&tx, run_id).map_err(&e)?.flatten();
+            return Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner });
+        }
         for n in notes {
             super::notify::insert(&tx, n, &now).map_err(&e)?;
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::TransactionBehavior;
 
-use super::{RunStore, StoreError};
+use super::{SqliteStore, StoreError};
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // v1
@@ -156,9 +156,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE dag_runs ADD COLUMN cancel_requested_at TEXT;
     ALTER TABLE dag_runs ADD COLUMN cancel_requested_by TEXT;
     "#,
+    // v9: the lease an owner holds its run with (see `owner.rs`): renewed by its heartbeat, and
+    // what a process of another host goes by, where the owner's pid means nothing. A run an
+    // older cartflow holds keeps the minute its heartbeat used to be good for.
+    r#"
+    ALTER TABLE dag_runs ADD COLUMN lease_until TEXT;
+    UPDATE dag_runs SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', heartbeat_at, '+60 seconds')
+     WHERE owner IS NOT NULL AND heartbeat_at IS NOT NULL;
+    "#,
 ];
 
-impl RunStore {
+impl SqliteStore {
     pub(super) fn init(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = move |source| StoreError::Sqlite { path: path.clone(), source };

@@ -256,6 +256,12 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
             });
         }
         Ok(Phase::Running(_)) => unreachable!("watch returns terminal phases only"),
+        Err(WatchEnd::Cancelled) if ctx.handover.is_cancelled() => {
+            log.line(format_args!("{what}: the run was taken over by another process; left running for it"));
+            return Err(TaskFailure::new(format!(
+                "the run was taken over by another process; {what} is left running for it"
+            )));
+        }
         Err(WatchEnd::Cancelled) => {
             let _ = clients.athena.stop_query_execution().query_execution_id(&id).send().await;
             log.line(format_args!("{what}: task cancelled; query stopped"));

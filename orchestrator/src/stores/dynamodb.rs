@@ -1,0 +1,1655 @@
+//! The run store on DynamoDB (`state: dynamodb://TABLE` in `cartflow.yaml`): one table, so that
+//! the ECS tasks an EventBridge rule starts — each with an empty disk — share their runs, leases,
+//! facts and backfill jobs. Region and credentials come from the standard AWS chain.
+//!
+//! ## Items (single-table design; `pk` and `sk` are strings)
+//!
+//! | item | pk | sk | attributes |
+//! |---|---|---|---|
+//! | run | `RUN#<run id>` | `RUN` | `dag`, `start`, `end`, `state`, `trigger`, `created_at`, `started_at`, `ended_at`, `owner`, `lease_until`, `heartbeat_at`, `cancel_requested_at`, `cancel_requested_by`; `live` (the DAG, while running); `kind` = `run`, `start_id` |
+//! | task instance | `RUN#<run id>` | `TASK#<task>` | `task`, `pos`, `state`, `state_json`, `attempts`, `failures`, `updated_at` |
+//! | attempt | `RUN#<run id>` | `ATTEMPT#<task>#<attempt, 6 digits>` | `task`, `attempt`, `state`, `started_at`, `ended_at`, `error`, `exit_code`, `summary`, `log_path`, `pgid`, `leader_start`, `boot_id` |
+//! | fact | `RUN#<run id>` | `FACT#<task>#<key>` | `task`, `key`, `value` |
+//! | notification | `RUN#<run id>` | `NOTE#<dedupe key>#<target>` | `key`, `target`, `event`, `spec`, `body`, `state`, `tries`, `error`, `owner`, `created_at`, `sent_at` |
+//! | backfill job | `BACKFILL#<id>` | `JOB` | `dag`, `request`, `created_at`, `finished_at` |
+//! | a run of a job | `BACKFILL#<id>` | `RUN#<run id>` | `run_id`, `pos`, `action`, `state` |
+//! | open job of a request | `BFOPEN#<sha-256 of the request>` | `OPEN` | `backfill_id` |
+//!
+//! Indexes: `by_dag` (`dag`, `start`) lists a DAG's runs by interval; `live` (`live`, sparse: only
+//! running runs carry it) finds the runs a DAG has in flight without reading its history;
+//! `all_runs` (`kind`, `start_id`) lists every DAG's runs newest first.
+//!
+//! ## Writes
+//! Every state change is conditional on the state last read: a claim on the owner and lease it
+//! read (or on the run not existing), every other write of an execution on the owner being this
+//! process. The changes of one batch — completions and the tasks they start — go in one
+//! `TransactWriteItems` (at most 100 items: a larger batch is split by task, each part checking
+//! the owner), before dependents start: the rule of the SQLite store.
+//!
+//! The store's API is synchronous, as SQLite's; its calls run on a runtime of its own, so that
+//! callers on any runtime (or none) may block on them.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+
+use crate::config::aws::S3Loc;
+use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
+use crate::engine::store::kit::{
+    INTERRUPTED, kill_leftover, killed_note, lease_end, on_claim, owner_alive, parse_ts, ts, wait_killed,
+};
+use crate::engine::store::{
+    AttemptRow, BackfillRunRow, Claim, ClaimedRun, DeadlineRow, Delivery, DeliveryState, NewNotification,
+    NotificationRow, Op, RemoteStore, RunRow, Store, StoreError, TaskRow, describe_owner, my_token, run_id,
+};
+use crate::process;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// At most this many items in one `TransactWriteItems`.
+const MAX_TRANSACTION: usize = 100;
+
+/// The runtime the store's calls run on.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cartflow-dynamodb")
+            .enable_all()
+            .build()
+            .expect("the DynamoDB store's runtime")
+    })
+}
+
+/// Runs `f` on the store's runtime and waits for it: callable from any thread, inside another
+/// runtime or not.
+fn block<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().expect("the DynamoDB store's runtime stopped")
+}
+
+/// The table `state: dynamodb://TABLE` names; a connection per [`RemoteStore::open`], one SDK
+/// client for all of them.
+#[derive(Debug)]
+pub struct DynamoTable {
+    table: String,
+    logs: Option<S3Loc>,
+    client: OnceLock<Client>,
+}
+
+impl DynamoTable {
+    /// The table `table`; attempt logs go under `logs` (the lake's `_logs/` folder) when given.
+    pub fn new(table: &str, logs: Option<S3Loc>) -> DynamoTable {
+        DynamoTable { table: table.to_string(), logs, client: OnceLock::new() }
+    }
+}
+
+impl RemoteStore for DynamoTable {
+    fn location(&self) -> String {
+        format!("dynamodb://{}", self.table)
+    }
+
+    fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        let client = self
+            .client
+            .get_or_init(|| {
+                let config = block(crate::aws::sdk_config());
+                Client::new(&config)
+            })
+            .clone();
+        let s3 = self.logs.as_ref().map(|_| {
+            let config = block(crate::aws::sdk_config());
+            aws_sdk_s3::Client::new(&config)
+        });
+        Ok(Box::new(DynamoStore {
+            table: self.table.clone(),
+            client,
+            logs: self.logs.clone().zip(s3),
+            logs_dir: PathBuf::from(".cartflow/logs"),
+        }))
+    }
+}
+
+/// One connection to the table.
+#[derive(Debug)]
+struct DynamoStore {
+    table: String,
+    client: Client,
+    logs: Option<(S3Loc, aws_sdk_s3::Client)>,
+    logs_dir: PathBuf,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn text<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn num<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn time(item: &Item, k: &str) -> Option<DateTime<Utc>> {
+    text(item, k).and_then(parse_ts)
+}
+
+fn run_pk(run_id: &str) -> String {
+    format!("RUN#{run_id}")
+}
+
+fn attempt_sk(task: &str, attempt: u32) -> String {
+    format!("ATTEMPT#{task}#{attempt:06}")
+}
+
+fn key(pk: &str, sk: &str) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+/// A failed call, as the store reports it.
+fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(call: &str, e: SdkError<E, R>) -> String {
+    format!("{call}: {}", DisplayErrorContext(e))
+}
+
+/// How a transaction ended when it did not commit.
+#[derive(Debug)]
+enum TxError {
+    /// Cancelled: the code of each item, in order (`ConditionalCheckFailed`, `None`, ...).
+    Cancelled(Vec<Option<String>>),
+    /// Any other failure.
+    Failed(String),
+}
+
+impl std::fmt::Display for TxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxError::Cancelled(codes) => {
+                let codes: Vec<&str> = codes.iter().map(|c| c.as_deref().unwrap_or("None")).collect();
+                write!(f, "TransactWriteItems cancelled: [{}]", codes.join(", "))
+            }
+            TxError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+impl TxError {
+    /// Whether the condition of item `i` failed.
+    fn condition_failed(&self, i: usize) -> bool {
+        matches!(self, TxError::Cancelled(codes) if codes.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed"))
+    }
+}
+
+/// Commits `items` in one transaction, retrying a conflict with a concurrent one.
+async fn transact(c: &Client, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
+    let mut delay = Duration::from_millis(25);
+    for attempt in 0.. {
+        match c.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(x)) = e.as_service_error() {
+                    let codes: Vec<Option<String>> =
+                        x.cancellation_reasons().iter().map(|r| r.code().map(str::to_string)).collect();
+                    if attempt < 6 && codes.iter().any(|c| c.as_deref() == Some("TransactionConflict")) {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        continue;
+                    }
+                    return Err(TxError::Cancelled(codes));
+                }
+                return Err(TxError::Failed(sdk("TransactWriteItems", e)));
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Every item of a query, page after page.
+async fn query(
+    c: &Client,
+    table: &str,
+    index: Option<&str>,
+    condition: &str,
+    values: Vec<(&'static str, AttributeValue)>,
+    forward: bool,
+    limit: Option<usize>,
+) -> Result<Vec<Item>, String> {
+    // Every attribute of a key condition is named `#<attr>` (none collides with a reserved word).
+    let names: Vec<(String, String)> = ["pk", "sk", "dag", "start", "live", "kind"]
+        .iter()
+        .filter(|a| condition.contains(&format!("#{a}")))
+        .map(|a| (format!("#{a}"), a.to_string()))
+        .collect();
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let mut q = c
+            .query()
+            .table_name(table)
+            .set_index_name(index.map(str::to_string))
+            .key_condition_expression(condition)
+            .scan_index_forward(forward)
+            .set_exclusive_start_key(start.take())
+            // Base-table reads see every committed write; an index is eventually consistent.
+            .consistent_read(index.is_none());
+        for (k, v) in &values {
+            q = q.expression_attribute_values(*k, v.clone());
+        }
+        for (k, v) in &names {
+            q = q.expression_attribute_names(k, v);
+        }
+        if let Some(l) = limit {
+            q = q.limit(l.saturating_sub(out.len()).clamp(1, 1000) as i32);
+        }
+        let page = q.send().await.map_err(|e| sdk("Query", e))?;
+        out.extend(page.items().iter().cloned());
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() && limit.is_none_or(|l| out.len() < l) => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The items of one partition whose sort key starts with `prefix`.
+async fn items_of(c: &Client, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, String> {
+    query(c, table, None, "#pk = :pk AND begins_with(#sk, :p)", vec![(":pk", s(pk)), (":p", s(prefix))], true, None)
+        .await
+}
+
+async fn get(c: &Client, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, String> {
+    let out = c
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key(pk, sk)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| sdk("GetItem", e))?;
+    Ok(out.item().cloned())
+}
+
+/// Names and values of one expression: every attribute name goes through a placeholder, so
+/// that none collides with DynamoDB's reserved words (`state`, `owner`, `end`, `error`...).
+#[derive(Debug, Default)]
+struct Expr {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    /// The placeholder of attribute `attr`.
+    fn name(&mut self, attr: &str) -> String {
+        if let Some((k, _)) = self.names.iter().find(|(_, v)| v.as_str() == attr) {
+            return k.clone();
+        }
+        let k = format!("#n{}", self.names.len());
+        self.names.insert(k.clone(), attr.to_string());
+        k
+    }
+
+    /// The placeholder of value `v`.
+    fn value(&mut self, v: AttributeValue) -> String {
+        let k = format!(":v{}", self.values.len());
+        self.values.insert(k.clone(), v);
+        k
+    }
+
+    /// `attr = value`.
+    fn eq(&mut self, attr: &str, v: AttributeValue) -> String {
+        let (n, v) = (self.name(attr), self.value(v));
+        format!("{n} = {v}")
+    }
+
+    /// `attribute_not_exists(attr)`.
+    fn absent(&mut self, attr: &str) -> String {
+        format!("attribute_not_exists({})", self.name(attr))
+    }
+
+    /// `SET a = :x, ... REMOVE b, ...`: the fields whose value is `None` are removed.
+    fn set_remove(&mut self, fields: &[(&str, Option<AttributeValue>)]) -> String {
+        let (mut set, mut remove) = (Vec::new(), Vec::new());
+        for (attr, v) in fields {
+            match v {
+                Some(v) => set.push(self.eq(attr, v.clone())),
+                None => remove.push(self.name(attr)),
+            }
+        }
+        let mut expr = String::new();
+        if !set.is_empty() {
+            expr.push_str(&format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        expr.trim().to_string()
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        (!self.names.is_empty()).then(|| self.names.clone())
+    }
+
+    fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+/// Puts `item`, if `condition` (built in `e`) holds.
+fn put(table: &str, item: Item, condition: Option<(&str, &Expr)>) -> TransactWriteItem {
+    let mut p = Put::builder().table_name(table).set_item(Some(item));
+    if let Some((cond, e)) = condition {
+        p = p
+            .condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values());
+    }
+    TransactWriteItem::builder().put(p.build().expect("a put has its table and item")).build()
+}
+
+/// Sets (or, for `None`, removes) `fields` of an item, if `condition` holds.
+fn update(
+    table: &str,
+    pk: &str,
+    sk: &str,
+    fields: &[(&str, Option<AttributeValue>)],
+    condition: Option<&dyn Fn(&mut Expr) -> String>,
+) -> TransactWriteItem {
+    let mut e = Expr::default();
+    let expr = e.set_remove(fields);
+    let cond = condition.map(|c| c(&mut e));
+    let u = Update::builder()
+        .table_name(table)
+        .set_key(Some(key(pk, sk)))
+        .update_expression(expr)
+        .set_condition_expression(cond)
+        .set_expression_attribute_names(e.names())
+        .set_expression_attribute_values(e.values());
+    TransactWriteItem::builder().update(u.build().expect("an update has its table, key and expression")).build()
+}
+
+fn delete(table: &str, pk: &str, sk: &str) -> TransactWriteItem {
+    let d = Delete::builder().table_name(table).set_key(Some(key(pk, sk))).build().expect("a delete has its key");
+    TransactWriteItem::builder().delete(d).build()
+}
+
+/// Checks that this process owns run `run_id`.
+fn owned(table: &str, run_id: &str) -> TransactWriteItem {
+    let mut e = Expr::default();
+    let cond = e.eq("owner", s(my_token()));
+    let c = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key(&run_pk(run_id), "RUN")))
+        .condition_expression(cond)
+        .set_expression_attribute_names(e.names())
+        .set_expression_attribute_values(e.values())
+        .build()
+        .expect("a condition check has its key and condition");
+    TransactWriteItem::builder().condition_check(c).build()
+}
+
+fn task_item(run_id: &str, task: &str, pos: usize, state: &TaskState, attempts: u32, failures: u32) -> Item {
+    let mut item = key(&run_pk(run_id), &format!("TASK#{task}"));
+    item.insert("task".into(), s(task));
+    item.insert("pos".into(), n(pos));
+    item.insert("state".into(), s(state.name()));
+    item.insert("state_json".into(), s(serde_json::to_string(state).unwrap_or_default()));
+    item.insert("attempts".into(), n(attempts));
+    item.insert("failures".into(), n(failures));
+    item.insert("updated_at".into(), s(ts(Utc::now())));
+    item
+}
+
+fn note_item(n_: &NewNotification, now: &str) -> Item {
+    let run = &n_.note.run;
+    let mut item = key(&run_pk(run), &format!("NOTE#{}#{}", n_.note.dedupe_key, n_.target));
+    item.insert("key".into(), s(&n_.note.dedupe_key));
+    item.insert("target".into(), s(&n_.target));
+    item.insert("event".into(), s(n_.note.event.name()));
+    item.insert("spec".into(), s(serde_json::to_string(&n_.spec).unwrap_or_default()));
+    item.insert("body".into(), s(serde_json::to_string(&n_.note).unwrap_or_default()));
+    item.insert("state".into(), s(DeliveryState::Pending.name()));
+    item.insert("tries".into(), n(0));
+    item.insert("owner".into(), s(my_token()));
+    item.insert("created_at".into(), s(now));
+    item
+}
+
+/// The run a notification's dedupe key belongs to (`RUN/TASK/ATTEMPT/EVENT`).
+fn run_of_key(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
+}
+
+impl DynamoStore {
+    fn remote(&self, message: String) -> StoreError {
+        StoreError::Remote { store: format!("dynamodb://{}", self.table), message }
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt { path: PathBuf::from(format!("dynamodb://{}", self.table)), what }
+    }
+
+    /// Runs `f` with a client and the table name on the store's runtime.
+    fn call<T: Send + 'static, F: Future<Output = Result<T, String>> + Send + 'static>(
+        &self,
+        f: impl FnOnce(Client, String) -> F,
+    ) -> Result<T, StoreError> {
+        block(f(self.client.clone(), self.table.clone())).map_err(|m| self.remote(m))
+    }
+
+    /// Commits `items`; `Err(Some(e))` when it was cancelled (`e` says how), `Err(None)` never.
+    fn commit(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), TxError>, StoreError> {
+        let c = self.client.clone();
+        Ok(block(async move { transact(&c, items).await }))
+    }
+
+    /// The error of a write refused because this process no longer owns `run_id`.
+    fn lease_lost(&self, run_id: &str) -> StoreError {
+        let owner = self
+            .call({
+                let pk = run_pk(run_id);
+                move |c, t| async move { get(&c, &t, &pk, "RUN").await }
+            })
+            .ok()
+            .flatten()
+            .and_then(|i| text(&i, "owner").map(describe_owner));
+        StoreError::LeaseLost { run_id: run_id.to_string(), owner }
+    }
+
+    /// Commits the writes of an execution of `run_id`, each part checking that this process
+    /// owns the run: split (by task, keeping a task's changes together) when more than a
+    /// transaction holds.
+    fn commit_owned(&self, run_id: &str, groups: Vec<Vec<TransactWriteItem>>) -> Result<(), StoreError> {
+        let mut parts: Vec<Vec<TransactWriteItem>> = Vec::new();
+        let mut part = vec![owned(&self.table, run_id)];
+        for g in groups {
+            if part.len() + g.len() > MAX_TRANSACTION && part.len() > 1 {
+                parts.push(std::mem::replace(&mut part, vec![owned(&self.table, run_id)]));
+            }
+            part.extend(g);
+        }
+        parts.push(part);
+        for items in parts {
+            match self.commit(items)? {
+                Ok(()) => {}
+                Err(e) if e.condition_failed(0) => return Err(self.lease_lost(run_id)),
+                Err(e) => return Err(self.remote(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The notifications of `notes` not recorded yet (a recorded one is kept as it is).
+    fn new_notes<'a>(&self, notes: impl Iterator<Item = &'a NewNotification>) -> Result<Vec<Item>, StoreError> {
+        let now = ts(Utc::now());
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for note in notes {
+            let item = note_item(note, &now);
+            let (pk, sk) = (text(&item, "pk").unwrap_or("").to_string(), text(&item, "sk").unwrap_or("").to_string());
+            if !seen.insert(sk.clone()) {
+                continue;
+            }
+            let exists = self.call(move |c, t| async move { get(&c, &t, &pk, &sk).await })?.is_some();
+            if !exists {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run_row(&self, item: &Item) -> Result<RunRow, StoreError> {
+        let run_id = text(item, "pk").and_then(|p| p.strip_prefix("RUN#")).unwrap_or("?").to_string();
+        let bad = |what: &str| self.corrupt(format!("run {run_id}: {what}"));
+        let (Some(interval_start), Some(interval_end)) = (time(item, "start"), time(item, "end")) else {
+            return Err(bad("an interval bound is not a timestamp"));
+        };
+        let state = text(item, "state").unwrap_or("");
+        let state = RunState::parse(state).ok_or_else(|| bad(&format!("unknown state `{state}`")))?;
+        let trigger = text(item, "trigger").unwrap_or("");
+        let trigger = Trigger::parse(trigger).ok_or_else(|| bad(&format!("unknown trigger `{trigger}`")))?;
+        Ok(RunRow {
+            dag_id: text(item, "dag").unwrap_or("").to_string(),
+            run_id,
+            interval_start,
+            interval_end,
+            state,
+            trigger,
+            started_at: time(item, "started_at"),
+            ended_at: time(item, "ended_at"),
+        })
+    }
+
+    fn is_live(&self, item: &Item) -> bool {
+        text(item, "state") == Some(RunState::Running.name())
+            && text(item, "owner").is_some_and(|o| owner_alive(o, time(item, "lease_until")))
+    }
+
+    fn notification_row(&self, item: &Item) -> Result<NotificationRow, StoreError> {
+        let target = text(item, "target").unwrap_or("").to_string();
+        let bad = |what: &str| self.corrupt(format!("notification to {target}: {what}"));
+        let spec = serde_json::from_str(text(item, "spec").unwrap_or("")).map_err(|_| bad("unreadable target"))?;
+        let note = serde_json::from_str(text(item, "body").unwrap_or("")).map_err(|_| bad("unreadable body"))?;
+        let state = text(item, "state").unwrap_or("");
+        let state = [DeliveryState::Pending, DeliveryState::Sending, DeliveryState::Sent, DeliveryState::Failed]
+            .into_iter()
+            .find(|d| d.name() == state)
+            .ok_or_else(|| bad(&format!("unknown state `{state}`")))?;
+        Ok(NotificationRow {
+            spec,
+            note,
+            state,
+            tries: num(item, "tries").unwrap_or(0),
+            error: text(item, "error").map(str::to_string),
+            created_at: time(item, "created_at").unwrap_or_default(),
+            sent_at: time(item, "sent_at"),
+            target,
+        })
+    }
+
+    /// A run's facts of `task`, as delete actions.
+    fn fact_deletes(&self, run_id: &str, task: &str) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let (pk, prefix) = (run_pk(run_id), format!("FACT#{task}#"));
+        let facts = self.call(move |c, t| async move { items_of(&c, &t, &pk, &prefix).await })?;
+        Ok(facts.iter().filter_map(|f| Some(delete(&self.table, text(f, "pk")?, text(f, "sk")?))).collect())
+    }
+}
+
+impl Store for DynamoStore {
+    fn location(&self) -> String {
+        format!("dynamodb://{}", self.table)
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.logs_dir.clone()
+    }
+
+    /// Uploads the log to `<lake>/_logs/<run>/<task>/attempt-<n>.log` (`aws.lake`, or the
+    /// `_logs` zone), so that it outlives the container that ran the attempt; the store records
+    /// the `s3://` URL.
+    fn keep_log(&self, run_id: &str, task_id: &str, attempt: u32, local: &Path) -> Result<String, StoreError> {
+        let Some((root, client)) = &self.logs else {
+            return Ok(local.display().to_string());
+        };
+        let body = std::fs::read(local).map_err(|source| StoreError::Io { path: local.to_path_buf(), source })?;
+        let key = root.join(&format!("{run_id}/{task_id}/attempt-{attempt}.log")).key;
+        let (client, bucket, k) = (client.clone(), root.bucket.clone(), key.clone());
+        block(async move {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(k)
+                .body(body.into())
+                .content_type("text/plain; charset=utf-8")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk("s3:PutObject", e))
+        })
+        .map_err(|m| self.remote(m))?;
+        Ok(format!("s3://{}/{key}", root.bucket))
+    }
+
+    fn read_log(&self, log_path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(rest) = log_path.strip_prefix("s3://") else {
+            return match std::fs::read(log_path) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(StoreError::Io { path: PathBuf::from(log_path), source }),
+            };
+        };
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let client = match &self.logs {
+            Some((_, c)) => c.clone(),
+            None => aws_sdk_s3::Client::new(&block(crate::aws::sdk_config())),
+        };
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        block(async move {
+            match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(o) => o
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| Some(b.into_bytes().to_vec()))
+                    .map_err(|e| format!("s3:GetObject: {e}")),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                Err(e) => Err(sdk("s3:GetObject", e)),
+            }
+        })
+        .map_err(|m| self.remote(m))
+    }
+
+    fn claim(&mut self, c: &Claim) -> Result<ClaimedRun, StoreError> {
+        let now = Utc::now();
+        let run_id = run_id(c.dag_id, c.interval.start);
+        let pk = run_pk(&run_id);
+        let (run, stored, attempts) = self.call({
+            let pk = pk.clone();
+            move |cl, t| async move {
+                let run = get(&cl, &t, &pk, "RUN").await?;
+                let tasks = items_of(&cl, &t, &pk, "TASK#").await?;
+                let attempts = items_of(&cl, &t, &pk, "ATTEMPT#").await?;
+                Ok((run, tasks, attempts))
+            }
+        })?;
+        let owner = run.as_ref().and_then(|r| text(r, "owner")).map(str::to_string);
+        let lease = run.as_ref().and_then(|r| text(r, "lease_until")).map(str::to_string);
+        let existed = run.is_some();
+        let taking_over = existed && owner.as_deref() != Some(my_token());
+        if let Some(o) = &owner
+            && o != my_token()
+            && owner_alive(o, lease.as_deref().and_then(parse_ts))
+        {
+            return Err(StoreError::RunBusy { run_id, pid: describe_owner(o) });
+        }
+        if !existed && c.require_existing {
+            return Err(StoreError::NoSuchRun { run_id });
+        }
+        let mut by_task: HashMap<String, (TaskState, u32, u32)> = HashMap::new();
+        for item in &stored {
+            let task = text(item, "task").unwrap_or("").to_string();
+            let state: TaskState = serde_json::from_str(text(item, "state_json").unwrap_or(""))
+                .map_err(|e| self.corrupt(format!("task {task} of {run_id}: {e}")))?;
+            by_task.insert(task, (state, num(item, "attempts").unwrap_or(0), num(item, "failures").unwrap_or(0)));
+        }
+        let attempt_of =
+            |task: &str, attempt: u32| attempts.iter().find(|a| text(a, "sk") == Some(&attempt_sk(task, attempt)));
+
+        // The run item: written from what was read, or refused.
+        let stamp = ts(now);
+        let mut item = run.clone().unwrap_or_else(|| key(&pk, "RUN"));
+        for (k, v) in [
+            ("dag", s(c.dag_id)),
+            ("start", s(ts(c.interval.start))),
+            ("end", s(ts(c.interval.end))),
+            ("state", s(RunState::Running.name())),
+            ("trigger", s(c.trigger.name())),
+            ("started_at", s(&stamp)),
+            ("owner", s(my_token())),
+            ("heartbeat_at", s(&stamp)),
+            ("lease_until", s(ts(lease_end(now)))),
+            ("live", s(c.dag_id)),
+            ("kind", s("run")),
+            ("start_id", s(format!("{}#{run_id}", ts(c.interval.start)))),
+        ] {
+            item.insert(k.to_string(), v);
+        }
+        for k in ["ended_at", "cancel_requested_at", "cancel_requested_by"] {
+            item.remove(k);
+        }
+        item.entry("created_at".to_string()).or_insert_with(|| s(&stamp));
+        // Conditional on what was read: no run, or the owner and lease this claim decided on.
+        let mut e = Expr::default();
+        let cond = match (&owner, &lease, existed) {
+            (_, _, false) => e.absent("pk"),
+            (Some(o), Some(l), true) => format!("{} AND {}", e.eq("owner", s(o)), e.eq("lease_until", s(l))),
+            (Some(o), None, true) => format!("{} AND {}", e.eq("owner", s(o)), e.absent("lease_until")),
+            (None, _, true) => e.absent("owner"),
+        };
+        let run_put = put(&self.table, item, Some((&cond, &e)));
+        let mut groups: Vec<Vec<TransactWriteItem>> = Vec::new();
+        let mut out = HashMap::new();
+        let mut interrupted = Vec::new();
+        let mut killed = Vec::new();
+        for (pos, &(task, selected)) in c.tasks.iter().enumerate() {
+            let (state, attempts_n, failures) = by_task.remove(task).unwrap_or((TaskState::Queued, 0, 0));
+            let d = on_claim(&state, failures, selected, c.rerun)
+                .map_err(|e| self.corrupt(format!("task {task} of {run_id}: {e}")))?;
+            let mut g = Vec::new();
+            if let Some(attempt) = d.interrupted {
+                let mut error = String::from(INTERRUPTED);
+                if taking_over
+                    && let Some(a) = attempt_of(task, attempt)
+                    && let (Some(pgid), Some(leader_start)) = (num::<i32>(a, "pgid"), num::<i64>(a, "leader_start"))
+                {
+                    let group = process::Group {
+                        pgid,
+                        leader_start,
+                        boot_id: text(a, "boot_id").unwrap_or_default().to_string(),
+                    };
+                    if kill_leftover(&run_id, task, attempt, &group) {
+                        error.push_str(&killed_note(pgid));
+                        killed.push(pgid);
+                    }
+                }
+                g.push(update(
+                    &self.table,
+                    &pk,
+                    &attempt_sk(task, attempt),
+                    &[
+                        ("state", Some(s(crate::engine::state::AttemptOutcome::Interrupted.name()))),
+                        ("ended_at", Some(s(&stamp))),
+                        ("error", Some(s(error))),
+                    ],
+                    None,
+                ));
+                interrupted.push(task.to_string());
+            }
+            if d.fresh {
+                g.extend(self.fact_deletes(&run_id, task)?);
+            }
+            g.push(put(&self.table, task_item(&run_id, task, pos, &d.state, attempts_n, d.failures), None));
+            groups.push(g);
+            out.insert(task.to_string(), (d.state, attempts_n, d.failures));
+        }
+        // The claim itself, with as many task changes as fit; the rest after it, each part
+        // checking that the run is still ours.
+        let mut first = vec![run_put];
+        let mut rest = Vec::new();
+        for g in groups {
+            if rest.is_empty() && first.len() + g.len() <= MAX_TRANSACTION {
+                first.extend(g);
+            } else {
+                rest.push(g);
+            }
+        }
+        match self.commit(first)? {
+            Ok(()) => {}
+            Err(e) if e.condition_failed(0) => {
+                // Another process claimed it between our read and our write.
+                let now_owner = self
+                    .call({
+                        let pk = pk.clone();
+                        move |cl, t| async move { get(&cl, &t, &pk, "RUN").await }
+                    })?
+                    .and_then(|i| text(&i, "owner").map(describe_owner))
+                    .unwrap_or_else(|| "?".into());
+                return Err(StoreError::RunBusy { run_id, pid: now_owner });
+            }
+            Err(e) => return Err(self.remote(e.to_string())),
+        }
+        if !rest.is_empty() {
+            self.commit_owned(&run_id, rest)?;
+        }
+        cartflow_jobs::crash::point("store.claimed");
+        wait_killed(&run_id, &killed);
+        Ok(ClaimedRun { run_id, existed, tasks: out, interrupted })
+    }
+
+    fn record_group(
+        &self,
+        run_id: &str,
+        task_id: &str,
+        attempt: u32,
+        group: &process::Group,
+    ) -> Result<(), StoreError> {
+        let fields = [
+            ("pgid", Some(n(group.pgid))),
+            ("leader_start", Some(n(group.leader_start))),
+            ("boot_id", Some(s(group.boot_id.as_str()))),
+        ];
+        let running: &dyn Fn(&mut Expr) -> String = &|e| e.eq("state", s("running"));
+        let attempt_update =
+            update(&self.table, &run_pk(run_id), &attempt_sk(task_id, attempt), &fields, Some(running));
+        let items = vec![owned(&self.table, run_id), attempt_update];
+        match self.commit(items)? {
+            Ok(()) => Ok(()),
+            Err(e) if e.condition_failed(0) => Err(self.lease_lost(run_id)),
+            Err(e) if e.condition_failed(1) => {
+                Err(StoreError::NotRunning { run_id: run_id.to_string(), task_id: task_id.to_string(), attempt })
+            }
+            Err(e) => Err(self.remote(e.to_string())),
+        }
+    }
+
+    fn apply(&mut self, run_id: &str, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let pk = run_pk(run_id);
+        let now = ts(Utc::now());
+        // One action per item (a transaction may not touch an item twice), in order, grouped
+        // by task so that a split keeps a task's changes together.
+        let mut order: Vec<String> = Vec::new();
+        let mut task_of: HashMap<String, String> = HashMap::new();
+        let mut puts: HashMap<String, Item> = HashMap::new();
+        let mut updates: HashMap<String, Vec<(&'static str, Option<AttributeValue>)>> = HashMap::new();
+        let mut notes = Vec::new();
+        for op in ops {
+            match op {
+                Op::Task { task_id, state, attempts, failures } => {
+                    let sk = format!("TASK#{task_id}");
+                    let fields = vec![
+                        ("state", Some(s(state.name()))),
+                        ("state_json", Some(s(serde_json::to_string(state).unwrap_or_default()))),
+                        ("attempts", Some(n(attempts))),
+                        ("failures", Some(n(failures))),
+                        ("updated_at", Some(s(&now))),
+                    ];
+                    if !updates.contains_key(&sk) {
+                        order.push(sk.clone());
+                    }
+                    task_of.insert(sk.clone(), task_id.clone());
+                    updates.insert(sk, fields);
+                }
+                Op::AttemptStarted { task_id, attempt, started_at } => {
+                    let sk = attempt_sk(task_id, *attempt);
+                    let mut item = key(&pk, &sk);
+                    item.insert("task".into(), s(task_id));
+                    item.insert("attempt".into(), n(attempt));
+                    item.insert("state".into(), s("running"));
+                    item.insert("started_at".into(), s(ts(*started_at)));
+                    if !puts.contains_key(&sk) && !updates.contains_key(&sk) {
+                        order.push(sk.clone());
+                    }
+                    updates.remove(&sk);
+                    task_of.insert(sk.clone(), task_id.clone());
+                    puts.insert(sk, item);
+                }
+                Op::AttemptEnded { task_id, attempt, outcome, ended_at, error, exit_code, summary, log_path } => {
+                    let sk = attempt_sk(task_id, *attempt);
+                    let fields = vec![
+                        ("state", Some(s(outcome.name()))),
+                        ("ended_at", Some(s(ts(*ended_at)))),
+                        ("error", error.as_ref().map(s)),
+                        ("exit_code", exit_code.map(n)),
+                        ("summary", summary.as_ref().map(s)),
+                        ("log_path", log_path.as_ref().map(s)),
+                    ];
+                    task_of.insert(sk.clone(), task_id.clone());
+                    if let Some(item) = puts.get_mut(&sk) {
+                        for (k, v) in fields {
+                            match v {
+                                Some(v) => item.insert(k.to_string(), v),
+                                None => item.remove(k),
+                            };
+                        }
+                    } else {
+                        if !updates.contains_key(&sk) {
+                            order.push(sk.clone());
+                        }
+                        updates.insert(sk, fields);
+                    }
+                }
+                Op::Notify(note) => notes.push(note.as_ref().clone()),
+            }
+        }
+        let mut groups: Vec<(String, Vec<TransactWriteItem>)> = Vec::new();
+        for sk in order {
+            let action = if let Some(item) = puts.remove(&sk) {
+                put(&self.table, item, None)
+            } else if let Some(fields) = updates.remove(&sk) {
+                update(&self.table, &pk, &sk, &fields, None)
+            } else {
+                continue;
+            };
+            let task = task_of.get(&sk).cloned().unwrap_or_default();
+            match groups.iter_mut().find(|(t, _)| *t == task) {
+                Some((_, g)) => g.push(action),
+                None => groups.push((task, vec![action])),
+            }
+        }
+        let fresh_notes = self.new_notes(notes.iter())?;
+        let mut groups: Vec<Vec<TransactWriteItem>> = groups.into_iter().map(|(_, g)| g).collect();
+        groups.extend(fresh_notes.into_iter().map(|item| vec![put(&self.table, item, None)]));
+        self.commit_owned(run_id, groups)?;
+        for op in ops {
+            match op {
+                Op::AttemptStarted { .. } => cartflow_jobs::crash::point("store.attempt_started"),
+                Op::AttemptEnded { .. } => cartflow_jobs::crash::point("store.attempt_ended"),
+                Op::Task { .. } | Op::Notify(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn restart_fresh(&mut self, run_id: &str, tasks: &[String]) -> Result<(), StoreError> {
+        let pk = run_pk(run_id);
+        let now = ts(Utc::now());
+        let json = serde_json::to_string(&TaskState::Queued).unwrap_or_default();
+        let mut groups = Vec::new();
+        for task in tasks {
+            let mut g = self.fact_deletes(run_id, task)?;
+            g.push(update(
+                &self.table,
+                &pk,
+                &format!("TASK#{task}"),
+                &[
+                    ("state", Some(s(TaskState::Queued.name()))),
+                    ("state_json", Some(s(&json))),
+                    ("failures", Some(n(0))),
+                    ("updated_at", Some(s(&now))),
+                ],
+                None,
+            ));
+            groups.push(g);
+        }
+        self.commit_owned(run_id, groups)
+    }
+
+    fn heartbeat(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let now = Utc::now();
+        let pk = run_pk(run_id);
+        let (stamp, lease) = (ts(now), ts(lease_end(now)));
+        let out = block({
+            let (c, t) = (self.client.clone(), self.table.clone());
+            async move {
+                let mut e = Expr::default();
+                let set = e.set_remove(&[("heartbeat_at", Some(s(stamp))), ("lease_until", Some(s(lease)))]);
+                let cond = e.eq("owner", s(my_token()));
+                c.update_item()
+                    .table_name(t)
+                    .set_key(Some(key(&pk, "RUN")))
+                    .update_expression(set)
+                    .condition_expression(cond)
+                    .set_expression_attribute_names(e.names())
+                    .set_expression_attribute_values(e.values())
+                    .return_values(ReturnValue::AllNew)
+                    .send()
+                    .await
+            }
+        });
+        match out {
+            Ok(o) => Ok(o.attributes().and_then(|a| text(a, "cancel_requested_by")).map(str::to_string)),
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
+                Err(self.lease_lost(run_id))
+            }
+            Err(e) => Err(self.remote(sdk("UpdateItem", e))),
+        }
+    }
+
+    fn finish_with(&mut self, run_id: &str, state: RunState, notes: &[NewNotification]) -> Result<(), StoreError> {
+        let pk = run_pk(run_id);
+        let now = ts(Utc::now());
+        let mine: &dyn Fn(&mut Expr) -> String = &|e| e.eq("owner", s(my_token()));
+        let end = update(
+            &self.table,
+            &pk,
+            "RUN",
+            &[
+                ("state", Some(s(state.name()))),
+                ("ended_at", Some(s(&now))),
+                ("owner", None),
+                ("lease_until", None),
+                ("cancel_requested_at", None),
+                ("cancel_requested_by", None),
+                ("live", None),
+            ],
+            Some(mine),
+        );
+        let mut items = vec![end];
+        items.extend(self.new_notes(notes.iter())?.into_iter().map(|item| put(&self.table, item, None)));
+        // A run's end and its notifications are one transaction (a success raises a handful).
+        items.truncate(MAX_TRANSACTION);
+        match self.commit(items)? {
+            Ok(()) => {}
+            Err(e) if e.condition_failed(0) => return Err(self.lease_lost(run_id)),
+            Err(e) => return Err(self.remote(e.to_string())),
+        }
+        cartflow_jobs::crash::point("store.finished");
+        Ok(())
+    }
+
+    fn set_fact(&self, run_id: &str, task_id: &str, key_: &str, value: &str) -> Result<(), StoreError> {
+        let mut item = key(&run_pk(run_id), &format!("FACT#{task_id}#{key_}"));
+        item.insert("task".into(), s(task_id));
+        item.insert("key".into(), s(key_));
+        item.insert("value".into(), s(value));
+        self.call(move |c, t| async move {
+            c.put_item().table_name(t).set_item(Some(item)).send().await.map(|_| ()).map_err(|e| sdk("PutItem", e))
+        })
+    }
+
+    fn clear_fact(&self, run_id: &str, task_id: &str, key_: &str) -> Result<(), StoreError> {
+        let k = key(&run_pk(run_id), &format!("FACT#{task_id}#{key_}"));
+        self.call(move |c, t| async move {
+            c.delete_item().table_name(t).set_key(Some(k)).send().await.map(|_| ()).map_err(|e| sdk("DeleteItem", e))
+        })
+    }
+
+    fn fact(&self, run_id: &str, task_id: &str, key_: &str) -> Result<Option<String>, StoreError> {
+        let (pk, sk) = (run_pk(run_id), format!("FACT#{task_id}#{key_}"));
+        let item = self.call(move |c, t| async move { get(&c, &t, &pk, &sk).await })?;
+        Ok(item.and_then(|i| text(&i, "value").map(str::to_string)))
+    }
+
+    fn open_backfill(&self, request: &str) -> Result<Option<(String, Vec<BackfillRunRow>)>, StoreError> {
+        let pointer = format!("BFOPEN#{}", request_hash(request));
+        let open = self.call(move |c, t| async move { get(&c, &t, &pointer, "OPEN").await })?;
+        let Some(id) = open.and_then(|i| text(&i, "backfill_id").map(str::to_string)) else {
+            return Ok(None);
+        };
+        let pk = format!("BACKFILL#{id}");
+        let mut runs = self.call(move |c, t| async move { items_of(&c, &t, &pk, "RUN#").await })?;
+        runs.sort_by_key(|r| num::<u64>(r, "pos").unwrap_or(u64::MAX));
+        let rows = runs
+            .iter()
+            .map(|r| {
+                (
+                    text(r, "run_id").unwrap_or("").to_string(),
+                    text(r, "action").unwrap_or("").to_string(),
+                    text(r, "state").map(str::to_string),
+                )
+            })
+            .collect();
+        Ok(Some((id, rows)))
+    }
+
+    fn create_backfill(&mut self, dag_id: &str, request: &str, runs: &[(String, &str)]) -> Result<String, StoreError> {
+        let now = Utc::now();
+        let id = format!("{dag_id}:{}", now.format("%Y%m%dT%H%M%S%.6fZ"));
+        let pk = format!("BACKFILL#{id}");
+        // The runs first (a job whose pointer was never written is never continued), then the
+        // job and the pointer to it, together.
+        let items: Vec<Item> = runs
+            .iter()
+            .enumerate()
+            .map(|(pos, (run_id, action))| {
+                let mut i = key(&pk, &format!("RUN#{run_id}"));
+                i.insert("run_id".into(), s(run_id));
+                i.insert("pos".into(), n(pos));
+                i.insert("action".into(), s(*action));
+                i
+            })
+            .collect();
+        for chunk in items.chunks(MAX_TRANSACTION) {
+            let actions = chunk.iter().map(|i| put(&self.table, i.clone(), None)).collect();
+            if let Err(e) = self.commit(actions)? {
+                return Err(self.remote(e.to_string()));
+            }
+        }
+        let mut job = key(&pk, "JOB");
+        job.insert("dag".into(), s(dag_id));
+        job.insert("request".into(), s(request));
+        job.insert("created_at".into(), s(ts(now)));
+        let mut pointer = key(&format!("BFOPEN#{}", request_hash(request)), "OPEN");
+        pointer.insert("backfill_id".into(), s(&id));
+        let mut e = Expr::default();
+        let new = e.absent("pk");
+        let items = vec![put(&self.table, job, None), put(&self.table, pointer, Some((&new, &e)))];
+        match self.commit(items)? {
+            Ok(()) => {}
+            Err(e) if e.condition_failed(1) => {
+                return Err(self.remote(format!(
+                    "another backfill of this request was recorded at the same time ({request}); run the command again to continue it"
+                )));
+            }
+            Err(e) => return Err(self.remote(e.to_string())),
+        }
+        cartflow_jobs::crash::point("store.backfill_created");
+        Ok(id)
+    }
+
+    fn backfill_run_done(&self, backfill_id: &str, run_id: &str, state: &str) -> Result<(), StoreError> {
+        let item = update(
+            &self.table,
+            &format!("BACKFILL#{backfill_id}"),
+            &format!("RUN#{run_id}"),
+            &[("state", Some(s(state)))],
+            None,
+        );
+        if let Err(e) = self.commit(vec![item])? {
+            return Err(self.remote(e.to_string()));
+        }
+        cartflow_jobs::crash::point("store.backfill_run_done");
+        Ok(())
+    }
+
+    fn finish_backfill(&self, backfill_id: &str) -> Result<(), StoreError> {
+        let pk = format!("BACKFILL#{backfill_id}");
+        let job = self.call({
+            let pk = pk.clone();
+            move |c, t| async move { get(&c, &t, &pk, "JOB").await }
+        })?;
+        let request = job.as_ref().and_then(|j| text(j, "request")).unwrap_or("").to_string();
+        let items = vec![
+            update(&self.table, &pk, "JOB", &[("finished_at", Some(s(ts(Utc::now()))))], None),
+            delete(&self.table, &format!("BFOPEN#{}", request_hash(&request)), "OPEN"),
+        ];
+        if let Err(e) = self.commit(items)? {
+            return Err(self.remote(e.to_string()));
+        }
+        cartflow_jobs::crash::point("store.backfill_finished");
+        Ok(())
+    }
+
+    // Pauses and marks by hand are not offered on this store (`set_paused` and `mark` answer
+    // Unsupported), so none exist: the scheduler and the executor ask, and hear none.
+    fn paused(&self) -> Result<crate::engine::store::Paused, StoreError> {
+        Ok(Default::default())
+    }
+
+    fn last_pause(&self, _dag_id: &str) -> Result<Option<crate::engine::store::PauseSpan>, StoreError> {
+        Ok(None)
+    }
+
+    fn marked_skipped(&self, _run_id: &str) -> Result<HashSet<String>, StoreError> {
+        Ok(HashSet::new())
+    }
+
+    // Deadlines are not recorded on this store (`record_deadlines` answers Unsupported, and the
+    // scheduler stops with that message for a DAG with a deadline), so a run has none.
+    fn deadlines(&self, _run_id: &str) -> Result<Vec<DeadlineRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn undelivered_notifications(
+        &self,
+        run_id: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let Some(run_id) = run_id else {
+            return Err(StoreError::Unsupported { store: self.location(), what: "listing every run's notifications" });
+        };
+        let pk = run_pk(run_id);
+        let mut notes = self.call(move |c, t| async move { items_of(&c, &t, &pk, "NOTE#").await })?;
+        notes.sort_by(|a, b| text(a, "created_at").cmp(&text(b, "created_at")));
+        Ok(notes
+            .iter()
+            .filter(|i| matches!(text(i, "state"), Some("pending" | "sending")))
+            .filter(|i| since.is_none_or(|t| time(i, "created_at").is_some_and(|c| c >= t)))
+            .map(|i| (text(i, "key").unwrap_or("").to_string(), text(i, "target").unwrap_or("").to_string()))
+            .collect())
+    }
+
+    fn claim_notification(&mut self, key_: &str, target: &str) -> Result<Option<NotificationRow>, StoreError> {
+        let (pk, sk) = (run_pk(run_of_key(key_)), format!("NOTE#{key_}#{target}"));
+        let item = self.call({
+            let (pk, sk) = (pk.clone(), sk.clone());
+            move |c, t| async move { get(&c, &t, &pk, &sk).await }
+        })?;
+        let Some(item) = item else { return Ok(None) };
+        let (state, owner) = (text(&item, "state").unwrap_or(""), text(&item, "owner"));
+        let ours = owner == Some(my_token());
+        let dead = owner.is_none_or(|o| !ours && !owner_alive(o, None));
+        let claimable = match state {
+            "pending" => ours || dead,
+            "sending" => dead,
+            _ => false,
+        };
+        if !claimable {
+            return Ok(None);
+        }
+        // From the state and owner read: a second claimer's update finds them changed.
+        let (was, held) = (state.to_string(), owner.map(str::to_string));
+        let read: &dyn Fn(&mut Expr) -> String = &|e| {
+            let st = e.eq("state", s(&was));
+            match &held {
+                Some(o) => format!("{st} AND {}", e.eq("owner", s(o))),
+                None => format!("{st} AND {}", e.absent("owner")),
+            }
+        };
+        let claim = update(
+            &self.table,
+            &pk,
+            &sk,
+            &[("state", Some(s(DeliveryState::Sending.name()))), ("owner", Some(s(my_token())))],
+            Some(read),
+        );
+        match self.commit(vec![claim])? {
+            Ok(()) => {}
+            Err(e) if e.condition_failed(0) => return Ok(None),
+            Err(e) => return Err(self.remote(e.to_string())),
+        }
+        let mut row = self.notification_row(&item)?;
+        row.state = DeliveryState::Sending;
+        Ok(Some(row))
+    }
+
+    fn record_delivery(&self, key_: &str, target: &str, tries: u32, d: &Delivery) -> Result<(), StoreError> {
+        let (state, error, sent_at) = match d {
+            Delivery::Sent => (DeliveryState::Sent, None, Some(ts(Utc::now()))),
+            Delivery::Retrying(e) => (DeliveryState::Sending, Some(e.clone()), None),
+            Delivery::Failed(e) => (DeliveryState::Failed, Some(e.clone()), None),
+        };
+        let item = update(
+            &self.table,
+            &run_pk(run_of_key(key_)),
+            &format!("NOTE#{key_}#{target}"),
+            &[
+                ("state", Some(s(state.name()))),
+                ("tries", Some(n(tries))),
+                ("error", error.map(s)),
+                ("sent_at", sent_at.map(s)),
+            ],
+            None,
+        );
+        if let Err(e) = self.commit(vec![item])? {
+            return Err(self.remote(e.to_string()));
+        }
+        Ok(())
+    }
+
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRow>, StoreError> {
+        let pk = run_pk(run_id);
+        let mut notes = self.call(move |c, t| async move { items_of(&c, &t, &pk, "NOTE#").await })?;
+        notes.sort_by(|a, b| text(a, "created_at").cmp(&text(b, "created_at")));
+        notes.iter().map(|i| self.notification_row(i)).collect()
+    }
+
+    fn runs_between(
+        &self,
+        dag_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(RunRow, bool)>, StoreError> {
+        let values = vec![(":d", s(dag_id)), (":f", s(ts(from))), (":t", s(ts(to)))];
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, Some("by_dag"), "#dag = :d AND #start BETWEEN :f AND :t", values, true, None).await
+        })?;
+        let mut out = Vec::new();
+        for item in items.iter().filter(|i| time(i, "start").is_some_and(|s| s < to)) {
+            out.push((self.run_row(item)?, self.is_live(item)));
+        }
+        Ok(out)
+    }
+
+    fn first_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let d = s(dag_id);
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, Some("by_dag"), "#dag = :d", vec![(":d", d)], true, Some(1)).await
+        })?;
+        Ok(items.first().and_then(|i| time(i, "start")))
+    }
+
+    fn last_run_start(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let d = s(dag_id);
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, Some("by_dag"), "#dag = :d", vec![(":d", d)], false, Some(1)).await
+        })?;
+        Ok(items.first().and_then(|i| time(i, "start")))
+    }
+
+    fn live_runs(&self, dag_id: &str) -> Result<Vec<String>, StoreError> {
+        let d = s(dag_id);
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, Some("live"), "#live = :d", vec![(":d", d)], true, None).await
+        })?;
+        Ok(items
+            .iter()
+            .filter(|i| self.is_live(i))
+            .filter_map(|i| text(i, "pk").and_then(|p| p.strip_prefix("RUN#")).map(str::to_string))
+            .collect())
+    }
+
+    fn runs(&self, dag_id: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let (index, cond, v) = match dag_id {
+            Some(d) => ("by_dag", "#dag = :k", s(d)),
+            None => ("all_runs", "#kind = :k", s("run")),
+        };
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, Some(index), cond, vec![(":k", v)], false, Some(limit.max(1))).await
+        })?;
+        let mut rows = items.iter().map(|i| self.run_row(i)).collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by(|a, b| b.interval_start.cmp(&a.interval_start).then_with(|| a.dag_id.cmp(&b.dag_id)));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
+        let pk = run_pk(run_id);
+        let item = self.call(move |c, t| async move { get(&c, &t, &pk, "RUN").await })?;
+        item.map(|i| self.run_row(&i)).transpose()
+    }
+
+    fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StoreError> {
+        let pk = run_pk(run_id);
+        let mut items = self.call(move |c, t| async move { items_of(&c, &t, &pk, "TASK#").await })?;
+        items.sort_by_key(|i| num::<u64>(i, "pos").unwrap_or(u64::MAX));
+        items
+            .iter()
+            .map(|i| {
+                let task_id = text(i, "task").unwrap_or("").to_string();
+                let state = serde_json::from_str(text(i, "state_json").unwrap_or(""))
+                    .map_err(|e| self.corrupt(format!("{task_id}: {e}")))?;
+                Ok(TaskRow { task_id, state, attempts: num(i, "attempts").unwrap_or(0) })
+            })
+            .collect()
+    }
+
+    fn attempts(&self, run_id: &str, task_id: Option<&str>) -> Result<Vec<AttemptRow>, StoreError> {
+        let pk = run_pk(run_id);
+        let prefix = match task_id {
+            Some(t) => format!("ATTEMPT#{t}#"),
+            None => "ATTEMPT#".to_string(),
+        };
+        let items = self.call(move |c, t| async move { items_of(&c, &t, &pk, &prefix).await })?;
+        let mut out = Vec::new();
+        for i in &items {
+            let task_id = text(i, "task").unwrap_or("").to_string();
+            let attempt = num(i, "attempt").unwrap_or(0);
+            let state = text(i, "state").unwrap_or("");
+            let state = AttemptState::parse(state).ok_or_else(|| {
+                self.corrupt(format!("attempt {attempt} of {task_id} in {run_id}: unknown state `{state}`"))
+            })?;
+            let started_at = time(i, "started_at")
+                .ok_or_else(|| self.corrupt(format!("attempt {attempt} of {task_id} in {run_id}: no start time")))?;
+            out.push(AttemptRow {
+                task_id,
+                attempt,
+                state,
+                started_at,
+                ended_at: time(i, "ended_at"),
+                error: text(i, "error").map(str::to_string),
+                exit_code: num(i, "exit_code"),
+                summary: text(i, "summary").map(str::to_string),
+                log_path: text(i, "log_path").map(str::to_string),
+            });
+        }
+        out.sort_by(|a, b| a.task_id.cmp(&b.task_id).then(a.attempt.cmp(&b.attempt)));
+        Ok(out)
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(1)
+    }
+}
+
+/// A backfill request's key, short enough for a partition key.
+fn request_hash(request: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(request.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+impl DynamoTable {
+    /// The table `table` through `client` (tests: moto's endpoint, without the environment).
+    pub(crate) fn with_client(table: &str, client: Client) -> DynamoTable {
+        let lock = OnceLock::new();
+        let _ = lock.set(client);
+        DynamoTable { table: table.to_string(), logs: None, client: lock }
+    }
+}
+
+/// A table in moto for tests, with the layout infra/cartflow.yaml gives the real one.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType,
+    };
+
+    use super::{DynamoTable, block};
+    use crate::engine::store::StoreAt;
+
+    /// moto, and a fresh run-store table in it; moto stops on drop.
+    #[derive(Debug)]
+    pub(crate) struct Table {
+        _moto: cartflow_e2e::Moto,
+        /// The table's name.
+        pub name: String,
+        /// A client of moto.
+        pub client: Client,
+    }
+
+    impl Table {
+        /// Starts moto and creates the table (`None`: moto is not installed, outside CI).
+        pub(crate) fn start() -> Option<Table> {
+            let moto = cartflow_e2e::Moto::start()?;
+            let conf = aws_sdk_dynamodb::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(&moto.endpoint)
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+                .build();
+            let client = Client::from_conf(conf);
+            let name = "cartflow-state".to_string();
+            let (c, n) = (client.clone(), name.clone());
+            block(async move { create(&c, &n).await }).expect("create the table");
+            Some(Table { _moto: moto, name, client })
+        }
+
+        /// The store at this table.
+        pub(crate) fn at(&self) -> StoreAt {
+            StoreAt::Remote(Arc::new(DynamoTable::with_client(&self.name, self.client.clone())))
+        }
+    }
+
+    fn attr(name: &str) -> AttributeDefinition {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
+    }
+
+    fn key(name: &str, t: KeyType) -> KeySchemaElement {
+        KeySchemaElement::builder().attribute_name(name).key_type(t).build().expect("key")
+    }
+
+    fn index(name: &str, hash: &str, range: Option<&str>) -> GlobalSecondaryIndex {
+        let mut keys = vec![key(hash, KeyType::Hash)];
+        keys.extend(range.map(|r| key(r, KeyType::Range)));
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .set_key_schema(Some(keys))
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .expect("index")
+    }
+
+    /// Creates the run-store table `name`.
+    pub(crate) async fn create(c: &Client, name: &str) -> Result<(), String> {
+        c.create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_attribute_definitions(Some(
+                ["pk", "sk", "dag", "start", "live", "kind", "start_id"].iter().map(|a| attr(a)).collect(),
+            ))
+            .key_schema(key("pk", KeyType::Hash))
+            .key_schema(key("sk", KeyType::Range))
+            .global_secondary_indexes(index("by_dag", "dag", Some("start")))
+            .global_secondary_indexes(index("live", "live", None))
+            .global_secondary_indexes(index("all_runs", "kind", Some("start_id")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("CreateTable: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chrono::Utc;
+
+    use super::testing::Table;
+    use super::{block, key, run_pk};
+    use crate::engine::state::{RunState, TaskState, Trigger};
+    use crate::engine::store::{Claim, Op, RunStore, StoreError, my_token};
+    use crate::schedule::DataInterval;
+
+    fn claim<'a>(tasks: &'a [(&'a str, bool)]) -> Claim<'a> {
+        Claim {
+            dag_id: "d",
+            interval: DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date")),
+            trigger: Trigger::Manual,
+            tasks,
+            rerun: false,
+            require_existing: false,
+        }
+    }
+
+    /// Sets attributes of run `run_id`'s item directly (as another process's writes leave it).
+    fn forge(t: &Table, run_id: &str, fields: &[(&str, &str)]) {
+        let mut expr = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for (i, (k, v)) in fields.iter().enumerate() {
+            expr.push(format!("#a{i} = :v{i}"));
+            names.insert(format!("#a{i}"), k.to_string());
+            values.insert(format!(":v{i}"), AttributeValue::S(v.to_string()));
+        }
+        let (c, name, k) = (t.client.clone(), t.name.clone(), key(&run_pk(run_id), "RUN"));
+        block(async move {
+            c.update_item()
+                .table_name(name)
+                .set_key(Some(k))
+                .update_expression(format!("SET {}", expr.join(", ")))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .expect("forge");
+    }
+
+    #[test]
+    fn a_run_is_claimed_written_and_read_back_and_its_lease_renewed() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let tasks = [("a", true), ("b", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        assert!(!c.existed);
+        assert_eq!(s.live_runs("d").expect("live"), vec![c.run_id.clone()]);
+        let now = Utc::now();
+        let running = TaskState::Queued.start(1, now).expect("start");
+        let ok = running.clone().succeed(now).expect("ok");
+        s.apply(
+            &c.run_id,
+            &[
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: running, attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        s.apply(
+            &c.run_id,
+            &[
+                Op::AttemptEnded {
+                    task_id: "a".into(),
+                    attempt: 1,
+                    outcome: crate::engine::state::AttemptOutcome::Success,
+                    ended_at: now,
+                    error: None,
+                    exit_code: Some(0),
+                    summary: Some("fine".into()),
+                    log_path: None,
+                },
+                Op::Task { task_id: "a".into(), state: ok.clone(), attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        assert_eq!(s.heartbeat(&c.run_id).expect("beat"), None);
+        let tasks_read = s.tasks(&c.run_id).expect("tasks");
+        assert_eq!(tasks_read.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["a", "b"], "in DAG order");
+        assert_eq!(tasks_read[0].state, ok);
+        let attempts = s.attempts(&c.run_id, None).expect("attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!((attempts[0].exit_code, attempts[0].summary.as_deref()), (Some(0), Some("fine")));
+        s.set_fact(&c.run_id, "a", "job_run_id", "jr_1").expect("fact");
+        assert_eq!(s.fact(&c.run_id, "a", "job_run_id").expect("fact").as_deref(), Some("jr_1"));
+        s.finish(&c.run_id, RunState::Success).expect("finish");
+        let run = s.run(&c.run_id).expect("run").expect("a run");
+        assert_eq!((run.state, run.dag_id.as_str()), (RunState::Success, "d"));
+        assert!(s.live_runs("d").expect("live").is_empty(), "a finished run is not in the live index");
+        assert_eq!(s.runs(None, 10).expect("runs").len(), 1);
+        assert_eq!(s.last_run_start("d").expect("last"), Some(run.interval_start));
+        assert!(matches!(s.heartbeat(&c.run_id), Err(StoreError::LeaseLost { owner: None, .. })), "released");
+        // A second claim of the finished run keeps the success: nothing to run again.
+        let again = s.claim(&claim(&tasks)).expect("claim again");
+        assert!(again.existed);
+        assert!(matches!(again.tasks["a"].0, TaskState::Success { .. }));
+        assert_eq!(
+            s.fact(&c.run_id, "a", "job_run_id").expect("fact").as_deref(),
+            Some("jr_1"),
+            "kept with the success"
+        );
+    }
+
+    #[test]
+    fn another_hosts_run_is_held_by_its_lease_and_every_write_of_a_process_that_lost_it_is_refused() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let tasks = [("a", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        let now = Utc::now();
+        let running = TaskState::Queued.start(1, now).expect("start");
+        s.apply(
+            &c.run_id,
+            &[
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: running.clone(), attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        let other = "1:5@another-host/00000000";
+        let lease = |secs: i64| crate::engine::store::kit::ts(Utc::now() + chrono::Duration::seconds(secs));
+        forge(&t, &c.run_id, &[("owner", other), ("lease_until", &lease(30))]);
+        let err = s.claim(&claim(&tasks)).expect_err("held");
+        assert!(matches!(&err, StoreError::RunBusy { pid, .. } if pid == "1 on another-host/00000000"), "{err}");
+        let ok = running.clone().succeed(Utc::now()).expect("ok");
+        let lost = s
+            .apply(&c.run_id, &[Op::Task { task_id: "a".into(), state: ok, attempts: 1, failures: 0 }])
+            .expect_err("not ours");
+        assert!(
+            matches!(&lost, StoreError::LeaseLost { owner: Some(o), .. } if o == "1 on another-host/00000000"),
+            "{lost}"
+        );
+        assert!(matches!(s.heartbeat(&c.run_id), Err(StoreError::LeaseLost { .. })));
+        assert!(matches!(s.finish(&c.run_id, RunState::Failed), Err(StoreError::LeaseLost { .. })));
+        assert!(matches!(s.restart_fresh(&c.run_id, &["a".into()]), Err(StoreError::LeaseLost { .. })));
+        assert_eq!(s.tasks(&c.run_id).expect("tasks")[0].state, running, "nothing written");
+        assert_eq!(s.live_runs("d").expect("live"), vec![c.run_id.clone()]);
+        // Its lease expired: taken over, the attempt it was running recorded as interrupted.
+        forge(&t, &c.run_id, &[("lease_until", &lease(-1))]);
+        assert!(s.live_runs("d").expect("live").is_empty());
+        let c2 = s.claim(&claim(&tasks)).expect("takeover");
+        assert_eq!(c2.interrupted, vec!["a".to_string()]);
+        let a = &s.attempts(&c.run_id, Some("a")).expect("attempts")[0];
+        assert_eq!(a.error.as_deref(), Some(crate::engine::store::kit::INTERRUPTED));
+        s.heartbeat(&c.run_id).expect("ours again");
+        assert!(my_token().contains('@'));
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_transaction_is_written_whole() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let names: Vec<String> = (0..150).map(|i| format!("t{i:03}")).collect();
+        let tasks: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), true)).collect();
+        let c = s.claim(&claim(&tasks)).expect("claim 150 tasks");
+        assert_eq!(s.tasks(&c.run_id).expect("tasks").len(), 150);
+        let now = Utc::now();
+        let mut ops = Vec::new();
+        for n in &names {
+            let running = TaskState::Queued.start(1, now).expect("start");
+            ops.push(Op::AttemptStarted { task_id: n.clone(), attempt: 1, started_at: now });
+            ops.push(Op::Task { task_id: n.clone(), state: running, attempts: 1, failures: 0 });
+        }
+        s.apply(&c.run_id, &ops).expect("300 changes");
+        let read = s.tasks(&c.run_id).expect("tasks");
+        assert!(read.iter().all(|t| matches!(t.state, TaskState::Running { .. })), "every task written");
+        assert_eq!(s.attempts(&c.run_id, None).expect("attempts").len(), 150);
+    }
+
+    #[test]
+    fn a_backfill_job_is_recorded_continued_and_closed() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        assert_eq!(s.open_backfill("req").expect("open"), None);
+        let runs: Vec<(String, &str)> = (0..120).map(|i| (format!("d@{i}"), "run")).collect();
+        let id = s.create_backfill("d", "req", &runs).expect("create");
+        s.backfill_run_done(&id, "d@7", "success").expect("done");
+        let (open, rows) = s.open_backfill("req").expect("open").expect("a job");
+        assert_eq!(open, id);
+        assert_eq!(rows.len(), 120);
+        assert_eq!(rows[7], ("d@7".to_string(), "run".to_string(), Some("success".to_string())));
+        assert_eq!(rows[119].0, "d@119", "in planned order");
+        s.finish_backfill(&id).expect("finish");
+        assert_eq!(s.open_backfill("req").expect("open"), None);
+    }
+}
