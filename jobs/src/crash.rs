@@ -28,7 +28,8 @@
 //! | `ctas.pruned` | local CTAS, full refresh: the versions beyond `keep_versions` deleted (the task's last write) |
 //! | `dashboard.written` | the dashboard: the temporary file written and fsynced, before its rename |
 //!
-//! The engine's points ([`ENGINE_POINTS`], in `orchestrator/src/engine/store/`):
+//! The engine's points ([`ENGINE_POINTS`], in `orchestrator/src/engine/store/` and the AWS job
+//! runs of `orchestrator/src/kinds/aws_job.rs`):
 //!
 //! | name | where |
 //! |---|---|
@@ -39,6 +40,14 @@
 //! | `store.backfill_created` | a backfill job and its planned runs committed |
 //! | `store.backfill_run_done` | a backfill job's record of one run's outcome committed |
 //! | `store.backfill_finished` | a backfill job closed |
+//!
+//! The engine's points on the aws backend ([`AWS_POINTS`]; the local crash harness cannot reach
+//! them: the e2e tests against moto do, `aws_store.rs` and `state_transfer.rs`):
+//!
+//! | name | where |
+//! |---|---|
+//! | `job.started` | an AWS job run (Glue, DataBrew) started, its id not yet saved in the run store |
+//! | `store.import_children` | `state import` into DynamoDB: a run's task, attempt and fact items written, its run item not yet |
 //!
 //! The streaming stage's points ([`STREAMING_POINTS`], in `streaming/src/`):
 //!
@@ -97,7 +106,11 @@ pub const ENGINE_POINTS: &[&str] = &[
     "store.backfill_finished",
 ];
 
-/// Every crash point of the streaming stage (the third table; a test of the streaming crate
+/// The engine's crash points on the aws backend (the third table): not in [`all`], which the
+/// local crash harness runs through; the aws e2e tests reach each.
+pub const AWS_POINTS: &[&str] = &["job.started", "store.import_children"];
+
+/// Every crash point of the streaming stage (the fourth table; a test of the streaming crate
 /// checks them against its code).
 pub const STREAMING_POINTS: &[&str] = &[
     "producer.appended",
@@ -263,7 +276,7 @@ mod tests {
 
     #[test]
     fn every_name_is_listed_once() {
-        let mut all: Vec<&str> = all().collect();
+        let mut all: Vec<&str> = all().chain(AWS_POINTS.iter().copied()).collect();
         let n = all.len();
         all.sort_unstable();
         all.dedup();

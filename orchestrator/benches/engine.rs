@@ -1,7 +1,10 @@
-//! Engine overhead: DAGs of `noop` tasks through the real executor and the real SQLite run
-//! store (every transition persisted). Prints tasks per second.
+//! Engine overhead: DAGs of `noop` tasks through the real executor and a real run store
+//! (every transition persisted), on both stores: the SQLite file, and the DynamoDB store
+//! against moto's server (informative only: an emulator in Python on this machine, not
+//! DynamoDB's latency or throughput). Prints tasks per second for each.
 //!
-//! `cargo bench -p cartflow --bench engine`
+//! `cargo bench -p cartflow --bench engine` (the DynamoDB half needs `CARTFLOW_VENV` with moto,
+//! as the tests do; without it, it says so and is left out).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +13,8 @@ use std::time::Instant;
 use cartflow::dag::compile::{CompileOptions, compile_source};
 use cartflow::engine::backfill::{self, Existing, Reprocess};
 use cartflow::engine::executor::{ExecOptions, Pools, execute};
-use cartflow::engine::state::RunState;
+use cartflow::engine::state::{AttemptOutcome, AttemptState, RunState};
+use cartflow::engine::store::{RunStore, StoreAt};
 use cartflow::schedule::DataInterval;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -81,6 +85,46 @@ fn planning() {
     );
 }
 
+/// Runs `yaml` once against the store `at`; (tasks, compile, run).
+fn run_on(
+    rt: &tokio::runtime::Runtime,
+    yaml: &str,
+    dir: &Path,
+    at: &StoreAt,
+) -> (usize, std::time::Duration, std::time::Duration) {
+    let t0 = Instant::now();
+    let dag = Arc::new(compile_source(Path::new("bench.yaml"), yaml, &CompileOptions::default()).expect("compiles"));
+    let compile = t0.elapsed();
+    let n = dag.tasks.len();
+    let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+    let opts = ExecOptions { project_dir: dir.to_path_buf(), ..ExecOptions::default() };
+    let t1 = Instant::now();
+    let report = rt
+        .block_on(execute(
+            dag.clone(),
+            interval,
+            at,
+            Arc::new(Pools::default()),
+            &opts,
+            CancellationToken::new(),
+            &mut |_| {},
+        ))
+        .expect("execute");
+    let run = t1.elapsed();
+    assert_eq!(report.state, RunState::Success);
+    // Every task must be persisted as succeeded: counted in what the store holds.
+    let store = RunStore::open(at).expect("open the store");
+    let run_id = cartflow::engine::store::run_id(&dag.id, interval.start);
+    let persisted = store
+        .attempts(&run_id, None)
+        .expect("attempts")
+        .iter()
+        .filter(|a| a.state == AttemptState::Ended(AttemptOutcome::Success))
+        .count();
+    assert_eq!(persisted, n, "every task persisted");
+    (n, compile, run)
+}
+
 fn main() {
     planning();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -90,36 +134,69 @@ fn main() {
         ("wide 10,000 (max_active_tasks 1,024)", wide(10_000, 1_024)),
         ("chain 1,000 deep", chain(1_000)),
     ];
-    println!("{:<40} {:>8} {:>10} {:>12} {:>14}", "dag", "tasks", "compile", "run", "tasks/s");
-    for (name, yaml) in cases {
+    println!("{:<10} {:<40} {:>8} {:>10} {:>12} {:>14}", "store", "dag", "tasks", "compile", "run", "tasks/s");
+    for (name, yaml) in &cases {
         let dir = tempfile::tempdir().expect("tmp");
-        let t0 = Instant::now();
-        let dag =
-            Arc::new(compile_source(Path::new("bench.yaml"), &yaml, &CompileOptions::default()).expect("compiles"));
-        let compile = t0.elapsed();
-        let n = dag.tasks.len();
-        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
-        let opts = ExecOptions { project_dir: dir.path().to_path_buf(), ..ExecOptions::default() };
-        let t1 = Instant::now();
-        let report = rt
-            .block_on(execute(
-                dag.clone(),
-                interval,
-                &dir.path().join("state.db").into(),
-                Arc::new(Pools::default()),
-                &opts,
-                CancellationToken::new(),
-                &mut |_| {},
-            ))
-            .expect("execute");
-        let run = t1.elapsed();
-        assert_eq!(report.state, RunState::Success);
-        // Every task must be persisted as succeeded.
-        let db = rusqlite::Connection::open(dir.path().join("state.db")).expect("db");
-        let persisted: i64 = db
-            .query_row("SELECT count(*) FROM task_attempts WHERE state = 'success'", [], |r| r.get(0))
-            .expect("count");
-        assert_eq!(persisted as usize, n, "every task persisted");
-        println!("{:<40} {:>8} {:>9.0?} {:>11.0?} {:>14.0}", name, n, compile, run, n as f64 / run.as_secs_f64());
+        let at = StoreAt::File(dir.path().join("state.db"));
+        let (n, compile, run) = run_on(&rt, yaml, dir.path(), &at);
+        println!(
+            "{:<10} {:<40} {:>8} {:>9.0?} {:>11.0?} {:>14.0}",
+            "sqlite",
+            name,
+            n,
+            compile,
+            run,
+            n as f64 / run.as_secs_f64()
+        );
+    }
+    #[cfg(feature = "aws")]
+    dynamodb(&rt);
+}
+
+/// The same executor against the DynamoDB store in moto: smaller DAGs (each transition is an
+/// HTTP call to a Python server), beside SQLite on the same DAGs.
+#[cfg(feature = "aws")]
+fn dynamodb(rt: &tokio::runtime::Runtime) {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use cartflow::stores::dynamodb::DynamoTable;
+    let Some(moto) = cartflow_e2e::Moto::start() else {
+        println!("dynamodb: left out (moto is not installed: set CARTFLOW_VENV to the tests' venv)");
+        return;
+    };
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "bench"))
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    let cases = [("wide 200 (max_active_tasks 64)", wide(200, 64)), ("chain 100 deep", chain(100))];
+    println!();
+    println!("{:<10} {:<40} {:>8} {:>10} {:>12} {:>14}", "store", "dag", "tasks", "compile", "run", "tasks/s");
+    for (i, (name, yaml)) in cases.iter().enumerate() {
+        let mut rates = Vec::new();
+        for store in ["sqlite", "dynamodb"] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let at = if store == "sqlite" {
+                StoreAt::File(dir.path().join("state.db"))
+            } else {
+                let table = format!("bench-{i}");
+                let c = client.clone();
+                rt.block_on(cartflow::stores::dynamodb::create_table(&c, &table)).expect("create the table");
+                StoreAt::Remote(Arc::new(DynamoTable::with_client(&table, client.clone())))
+            };
+            let units = cartflow::stores::dynamodb::write_units();
+            let (n, compile, run) = run_on(rt, yaml, dir.path(), &at);
+            let units = cartflow::stores::dynamodb::write_units() - units;
+            let rate = n as f64 / run.as_secs_f64();
+            rates.push(rate);
+            let cost = if store == "dynamodb" {
+                format!("  {:.1} write request units per task ({units} for the run)", units as f64 / n as f64)
+            } else {
+                String::new()
+            };
+            println!("{:<10} {:<40} {:>8} {:>9.0?} {:>11.0?} {:>14.0}{cost}", store, name, n, compile, run, rate);
+        }
+        println!("{:<10} {:<40} sqlite/dynamodb(moto) = {:.1}x", "", name, rates[0] / rates[1]);
     }
 }

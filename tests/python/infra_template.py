@@ -1,7 +1,8 @@
 """Reads infra/cartflow.yaml (CloudFormation short tags kept as {"!Tag": value}) and prints, as
 JSON, what the tests compare with the rest of the repository: the DataBrew recipe steps (keys
 in the API's camelCase, as glue-scripts/databrew/*.json writes them) and the names of the
-Glue crawlers, Glue job and DataBrew job for EnvName=ecommerce.
+Glue crawlers, Glue job and DataBrew job for EnvName=ecommerce, and the scheduled task's
+environment.
 
     python infra_template.py infra/cartflow.yaml
 """
@@ -50,6 +51,11 @@ def main():
         "crawlers": sorted(name(c["Name"]) for c in by_type("AWS::Glue::Crawler")),
         "glue_jobs": sorted(name(j["Name"]) for j in by_type("AWS::Glue::Job")),
         "databrew_jobs": sorted(name(j["Name"]) for j in by_type("AWS::DataBrew::Job")),
+        "runner_env": {
+            e["Name"]: e["Value"]
+            for c in by_type("AWS::ECS::TaskDefinition")[0]["ContainerDefinitions"]
+            for e in c.get("Environment", [])
+        },
     }, sort_keys=True))
 
 

@@ -373,6 +373,20 @@ impl Moto {
         assert!(out.status.success(), "boto3 snippet failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Creates the run-store table `name` with the layout of `StateTable` in infra/cartflow.yaml
+    /// (the aws_platform test runs cartflow on the table the template itself creates).
+    pub fn state_table(&self, name: &str) {
+        self.boto3(&format!(
+            "import boto3\n\
+             k = lambda n, t: {{'AttributeName': n, 'KeyType': t}}\n\
+             ix = lambda n, h, r=None: {{'IndexName': n, 'KeySchema': [k(h, 'HASH')] + ([k(r, 'RANGE')] if r else []), 'Projection': {{'ProjectionType': 'ALL'}}}}\n\
+             boto3.client('dynamodb').create_table(TableName='{name}', BillingMode='PAY_PER_REQUEST',\n\
+             \x20 AttributeDefinitions=[{{'AttributeName': a, 'AttributeType': 'S'}} for a in ['pk', 'sk', 'dag', 'start', 'live', 'kind', 'start_id']],\n\
+             \x20 KeySchema=[k('pk', 'HASH'), k('sk', 'RANGE')],\n\
+             \x20 GlobalSecondaryIndexes=[ix('by_dag', 'dag', 'start'), ix('live', 'live'), ix('all_runs', 'kind', 'start_id')])\n"
+        ));
+    }
 }
 
 impl Drop for Moto {

@@ -28,6 +28,12 @@ mod aws_batch;
 #[path = "e2e/aws_platform.rs"]
 mod aws_platform;
 
+#[path = "e2e/aws_store.rs"]
+mod aws_store;
+
+#[path = "e2e/state_transfer.rs"]
+mod state_transfer;
+
 #[path = "e2e/hostile.rs"]
 mod hostile;
 

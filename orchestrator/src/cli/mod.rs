@@ -36,6 +36,7 @@ mod runs;
 mod scheduler;
 mod schedules;
 mod sql;
+mod state;
 mod streaming;
 mod table;
 mod tasks;
@@ -55,6 +56,7 @@ Examples:
   cartflow runs example_etl
   cartflow tasks example_etl@2019-10-01T00:00:00Z
   cartflow logs example_etl@2019-10-01T00:00:00Z extract
+  cartflow state export -o history.jsonl     then: cartflow --state dynamodb://TABLE state import history.jsonl
   cartflow ui                                the web UI on http://127.0.0.1:8787/";
 
 /// cartflow: YAML DAGs for batch ETL, on your laptop or on AWS.
@@ -73,7 +75,8 @@ pub struct Global {
     /// The DAGs folder [default: `dags` from cartflow.yaml, else ./dags].
     #[arg(long, global = true, env = "CARTFLOW_DAGS")]
     pub dags: Option<PathBuf>,
-    /// The run store (SQLite) [default: .cartflow/state.db].
+    /// The run store: a SQLite file, or `dynamodb://TABLE` (the aws backend's table) [default:
+    /// `state` from cartflow.yaml, else .cartflow/state.db].
     #[arg(long, global = true, env = "CARTFLOW_STATE")]
     pub state: Option<PathBuf>,
     /// Log format on stderr.
@@ -154,6 +157,9 @@ pub enum Command {
     /// Replay Kaggle CSV files (.csv, .csv.gz, .csv.zip) into the raw zone, as Firehose would
     /// have archived them; re-ingesting a file replaces its earlier objects.
     Ingest(ingest::Args),
+    /// Move run history between run stores (SQLite ↔ DynamoDB): export, import.
+    #[command(subcommand)]
+    State(state::Cmd),
     /// The web UI: DAGs, the grid of runs, runs, logs, reruns and backfills (127.0.0.1:8787).
     Ui(ui::Args),
 }
@@ -389,6 +395,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(a) => alerts::run(&p, a),
         Command::Reprocess(a) => reprocess::run(&p, a, g),
         Command::Kinds => kinds::run(),
+        Command::State(cmd) => state::run(&p, cmd),
         Command::Ui(a) => ui::run(&p, a),
     }
 }

@@ -61,15 +61,19 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
         Some(id) => id,
         None => {
             let id = match job.start().await.map_err(|e| TaskFailure::new(e.to_string()))? {
+                Started::New(id) if id.is_empty() => {
+                    return Err(TaskFailure::new(format!("{name}: the service started a run without an id")));
+                }
                 Started::New(id) => {
                     log.line(format_args!("{name}: started run {id}"));
                     id
                 }
                 Started::Existing(id) => {
-                    log.line(format_args!("{name}: attaching to run {id}, already running for this task"));
+                    log.line(format_args!("{name}: attaching to run {id}, started for this task before"));
                     id
                 }
             };
+            cartflow_jobs::crash::point("job.started");
             // Saved before polling: whatever happens next, a retry finds this run.
             ctx.facts.set(J::FACT, &id)?;
             id

@@ -131,13 +131,30 @@ mod aws {
     use crate::task::{TaskContext, TaskFailure};
 
     /// The job argument that names the task instance a Glue job run belongs to, so that a run
-    /// started just before a crash (its id not yet saved) is still found and attached to.
+    /// started just before a crash (its id not yet saved) is still found and attached to, by
+    /// this process or by the one on another host that takes the run over.
     pub const RUN_KEY_ARG: &str = "--cartflow-task";
+
+    /// The fact holding this task instance's run key: saved before the first StartJobRun and
+    /// cleared with the other facts when the task is run afresh (`--rerun`, `--task`), so that
+    /// a rerun starts a new job run instead of finding the one that succeeded before.
+    const RUN_KEY_FACT: &str = "glue_run_key";
+
+    /// At most this many pages of GetJobRuns (200 runs each) are looked through for our run.
+    const MAX_PAGES: usize = 50;
 
     pub async fn run(r: &RenderedGlueJob, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
         let mut arguments: HashMap<String, String> = r.arguments.clone().into_iter().collect();
         arguments.insert("--date".into(), r.date.clone());
-        let run_key = format!("{}/{}/{}", ctx.dag_id, ctx.run_id, ctx.task_id);
+        let run_key = match ctx.facts.get(RUN_KEY_FACT)? {
+            Some(key) => key,
+            None => {
+                let nonce = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+                let key = format!("{}/{}/{}/{nonce:x}", ctx.dag_id, ctx.run_id, ctx.task_id);
+                ctx.facts.set(RUN_KEY_FACT, &key)?;
+                key
+            }
+        };
         arguments.insert(RUN_KEY_ARG.into(), run_key.clone());
         let job = GlueJobRun { client: aws.clients.glue.clone(), job: r.job_name.clone(), arguments, run_key };
         let id = aws_job::run(&job, aws, ctx).await?;
@@ -175,20 +192,31 @@ mod aws {
 
         async fn start(&self) -> Result<Started, AwsError> {
             let (c, j) = (&self.client, &self.job);
-            // A run of this task that is still going (started right before a crash, before its
-            // id was saved) is attached to, not duplicated.
-            let runs = c
-                .get_job_runs()
-                .job_name(j)
-                .max_results(50)
-                .send()
-                .await
-                .map_err(|e| AwsError::new("glue:GetJobRuns", j, e))?;
-            if let Some(r) = runs.job_runs().iter().find(|r| {
-                r.arguments().and_then(|a| a.get(RUN_KEY_ARG)).is_some_and(|k| *k == self.run_key)
-                    && !Phase::glue_job_run(r.job_run_state().map(|s| s.as_str()).unwrap_or(""), None).is_terminal()
-            }) {
-                return Ok(Started::Existing(r.id().unwrap_or_default().to_string()));
+            // A run of this task started before a crash, before its id was saved, is attached
+            // to, not duplicated: one still going, or one that succeeded (the task's success).
+            // A run of it that failed or was stopped is an attempt that ended; a new one starts.
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let page = c
+                    .get_job_runs()
+                    .job_name(j)
+                    .max_results(200)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::new("glue:GetJobRuns", j, e))?;
+                let ours = page.job_runs().iter().find(|r| {
+                    let phase = Phase::glue_job_run(r.job_run_state().map(|s| s.as_str()).unwrap_or(""), None);
+                    r.arguments().and_then(|a| a.get(RUN_KEY_ARG)).is_some_and(|k| *k == self.run_key)
+                        && (!phase.is_terminal() || phase == Phase::Succeeded)
+                });
+                if let Some(id) = ours.and_then(|r| r.id()).filter(|id| !id.is_empty()) {
+                    return Ok(Started::Existing(id.to_string()));
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
             }
             let out = c
                 .start_job_run()

@@ -14,6 +14,11 @@
 //! | backfill job | `BACKFILL#<id>` | `JOB` | `dag`, `request`, `created_at`, `finished_at` |
 //! | a run of a job | `BACKFILL#<id>` | `RUN#<run id>` | `run_id`, `pos`, `action`, `state` |
 //! | open job of a request | `BFOPEN#<sha-256 of the request>` | `OPEN` | `backfill_id` |
+//! | deadline decision | `RUN#<run id>` | `DEADLINE#<task, or empty for the run's>` | `dag`, `task`, `deadline_at`, `missed`, `reason`, `decided_at` |
+//! | a DAG's deadline decisions | `DEADLINES#<dag>` | `<deadline at>#<run id>#<task>` | `run_id`, `task` |
+//! | paused DAG | `PAUSE` | `<dag>` | `paused`, `paused_at`, `who`; `span_paused_at`, `unpaused_at` (the last pause that ended) |
+//! | audit log entry | `AUDIT` | `<at>#<id>` | `id`, `at`, `who`, `action`, `dag_id`, `run_id`, `task_id`, `detail` |
+//! | list of backfill jobs | `BACKFILLS` | `<created at>#<id>` | `backfill_id` |
 //!
 //! Indexes: `by_dag` (`dag`, `start`) lists a DAG's runs by interval; `live` (`live`, sparse: only
 //! running runs carry it) finds the runs a DAG has in flight without reading its history;
@@ -38,7 +43,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use crate::config::aws::S3Loc;
@@ -46,9 +54,13 @@ use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
 use crate::engine::store::kit::{
     INTERRUPTED, kill_leftover, killed_note, lease_end, on_claim, owner_alive, parse_ts, ts, wait_killed,
 };
+use crate::engine::store::transfer::{
+    AttemptRecord, BackfillRecord, FactRecord, Imported, NotificationRecord, Record, RunRecord, Sink, TaskRecord,
+};
 use crate::engine::store::{
-    AttemptRow, BackfillRunRow, Claim, ClaimedRun, DeadlineRow, Delivery, DeliveryState, NewNotification,
-    NotificationRow, Op, RemoteStore, RunRow, Store, StoreError, TaskRow, describe_owner, my_token, run_id,
+    AttemptRow, AuditRow, BackfillRunRow, CancelError, CancelRequested, Claim, ClaimedRun, DeadlineRow, Delivery,
+    DeliveryState, NewAudit, NewNotification, NotificationRow, Op, RemoteStore, RunRow, Store, StoreError, TaskRow,
+    describe_owner, my_token, run_id,
 };
 use crate::process;
 
@@ -196,12 +208,31 @@ impl TxError {
     }
 }
 
+/// The write request units this process used, counted as on-demand billing counts them for
+/// items under 1 KB (all of the store's are): 1 per single write, 2 per item of a transaction
+/// (a condition check included). What docs/aws.md's cost per task comes from (the engine
+/// benchmark prints it).
+static WRITE_UNITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn used(units: usize) {
+    WRITE_UNITS.fetch_add(units as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The write request units this process used so far (1 per single write, 2 per item of a
+/// transaction: the store's items are all under 1 KB).
+pub fn write_units() -> u64 {
+    WRITE_UNITS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Commits `items` in one transaction, retrying a conflict with a concurrent one.
 async fn transact(c: &Client, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
     let mut delay = Duration::from_millis(25);
     for attempt in 0.. {
         match c.transact_write_items().set_transact_items(Some(items.clone())).send().await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                used(2 * items.len());
+                return Ok(());
+            }
             Err(e) => {
                 if let Some(TransactWriteItemsError::TransactionCanceledException(x)) = e.as_service_error() {
                     let codes: Vec<Option<String>> =
@@ -271,6 +302,11 @@ async fn query(
 async fn items_of(c: &Client, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, String> {
     query(c, table, None, "#pk = :pk AND begins_with(#sk, :p)", vec![(":pk", s(pk)), (":p", s(prefix))], true, None)
         .await
+}
+
+/// Every item of one partition.
+async fn partition(c: &Client, table: &str, pk: &str) -> Result<Vec<Item>, String> {
+    query(c, table, None, "#pk = :pk", vec![(":pk", s(pk))], true, None).await
 }
 
 async fn get(c: &Client, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, String> {
@@ -427,6 +463,46 @@ fn note_item(n_: &NewNotification, now: &str) -> Item {
     item.insert("tries".into(), n(0));
     item.insert("owner".into(), s(my_token()));
     item.insert("created_at".into(), s(now));
+    item
+}
+
+/// The partition listing every backfill job (sort key: created at, then id).
+const BACKFILLS_PK: &str = "BACKFILLS";
+
+/// The listing item of backfill job `id`.
+fn listing(id: &str, created: DateTime<Utc>) -> Item {
+    let mut item = key(BACKFILLS_PK, &format!("{}#{id}", ts(created)));
+    item.insert("backfill_id".into(), s(id));
+    item
+}
+
+/// The partition of the paused DAGs (one item per DAG ever paused, its sort key the DAG).
+const PAUSE_PK: &str = "PAUSE";
+
+/// The partition of the audit log (what people did by hand: low volume), newest last.
+const AUDIT_PK: &str = "AUDIT";
+
+/// A boolean attribute (`false` when absent).
+fn flag(item: &Item, k: &str) -> bool {
+    item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
+}
+
+/// An entry of the audit log; its id is its time in nanoseconds (in order, as SQLite's).
+fn audit_item(a: &NewAudit<'_>, at: DateTime<Utc>) -> Item {
+    let id = at.timestamp_nanos_opt().unwrap_or_default();
+    let mut item = key(AUDIT_PK, &format!("{}#{id:020}", ts(at)));
+    item.insert("id".into(), n(id));
+    item.insert("at".into(), s(ts(at)));
+    for (k, v) in [
+        ("who", a.who),
+        ("action", a.action),
+        ("dag_id", a.dag_id),
+        ("run_id", a.run_id),
+        ("task_id", a.task_id),
+        ("detail", a.detail),
+    ] {
+        item.insert(k.into(), s(v));
+    }
     item
 }
 
@@ -955,7 +1031,10 @@ impl Store for DynamoStore {
             }
         });
         match out {
-            Ok(o) => Ok(o.attributes().and_then(|a| text(a, "cancel_requested_by")).map(str::to_string)),
+            Ok(o) => {
+                used(1);
+                Ok(o.attributes().and_then(|a| text(a, "cancel_requested_by")).map(str::to_string))
+            }
             Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => {
                 Err(self.lease_lost(run_id))
             }
@@ -982,10 +1061,17 @@ impl Store for DynamoStore {
             ],
             Some(mine),
         );
+        let mut notes: Vec<TransactWriteItem> =
+            self.new_notes(notes.iter())?.into_iter().map(|item| put(&self.table, item, None)).collect();
+        // A run's end and its notifications are one transaction; those beyond what it holds
+        // are written first (a crash before the end leaves them pending, and the resumed
+        // run's end does not write them twice).
+        if notes.len() >= MAX_TRANSACTION {
+            let early = notes.split_off(MAX_TRANSACTION - 1);
+            self.commit_owned(run_id, early.into_iter().map(|i| vec![i]).collect())?;
+        }
         let mut items = vec![end];
-        items.extend(self.new_notes(notes.iter())?.into_iter().map(|item| put(&self.table, item, None)));
-        // A run's end and its notifications are one transaction (a success raises a handful).
-        items.truncate(MAX_TRANSACTION);
+        items.extend(notes);
         match self.commit(items)? {
             Ok(()) => {}
             Err(e) if e.condition_failed(0) => return Err(self.lease_lost(run_id)),
@@ -1001,14 +1087,20 @@ impl Store for DynamoStore {
         item.insert("key".into(), s(key_));
         item.insert("value".into(), s(value));
         self.call(move |c, t| async move {
-            c.put_item().table_name(t).set_item(Some(item)).send().await.map(|_| ()).map_err(|e| sdk("PutItem", e))
+            c.put_item().table_name(t).set_item(Some(item)).send().await.map(|_| used(1)).map_err(|e| sdk("PutItem", e))
         })
     }
 
     fn clear_fact(&self, run_id: &str, task_id: &str, key_: &str) -> Result<(), StoreError> {
         let k = key(&run_pk(run_id), &format!("FACT#{task_id}#{key_}"));
         self.call(move |c, t| async move {
-            c.delete_item().table_name(t).set_key(Some(k)).send().await.map(|_| ()).map_err(|e| sdk("DeleteItem", e))
+            c.delete_item()
+                .table_name(t)
+                .set_key(Some(k))
+                .send()
+                .await
+                .map(|_| used(1))
+                .map_err(|e| sdk("DeleteItem", e))
         })
     }
 
@@ -1071,7 +1163,11 @@ impl Store for DynamoStore {
         pointer.insert("backfill_id".into(), s(&id));
         let mut e = Expr::default();
         let new = e.absent("pk");
-        let items = vec![put(&self.table, job, None), put(&self.table, pointer, Some((&new, &e)))];
+        let items = vec![
+            put(&self.table, job, None),
+            put(&self.table, pointer, Some((&new, &e))),
+            put(&self.table, listing(&id, now), None),
+        ];
         match self.commit(items)? {
             Ok(()) => {}
             Err(e) if e.condition_failed(1) => {
@@ -1118,24 +1214,260 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    // Pauses and marks by hand are not offered on this store (`set_paused` and `mark` answer
-    // Unsupported), so none exist: the scheduler and the executor ask, and hear none.
     fn paused(&self) -> Result<crate::engine::store::Paused, StoreError> {
-        Ok(Default::default())
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, None, "#pk = :pk", vec![(":pk", s(PAUSE_PK))], true, None).await
+        })?;
+        Ok(items
+            .iter()
+            .filter(|i| flag(i, "paused"))
+            .map(|i| {
+                (
+                    text(i, "sk").unwrap_or("").to_string(),
+                    (time(i, "paused_at"), text(i, "who").unwrap_or("").to_string()),
+                )
+            })
+            .collect())
     }
 
-    fn last_pause(&self, _dag_id: &str) -> Result<Option<crate::engine::store::PauseSpan>, StoreError> {
-        Ok(None)
+    fn last_pause(&self, dag_id: &str) -> Result<Option<crate::engine::store::PauseSpan>, StoreError> {
+        let sk = dag_id.to_string();
+        let item = self.call(move |c, t| async move { get(&c, &t, PAUSE_PK, &sk).await })?;
+        Ok(item.and_then(|i| Some((time(&i, "span_paused_at"), time(&i, "unpaused_at")?))))
     }
 
+    // Marks by hand are not offered on this store (`mark` answers Unsupported), so none exist.
     fn marked_skipped(&self, _run_id: &str) -> Result<HashSet<String>, StoreError> {
         Ok(HashSet::new())
     }
 
-    // Deadlines are not recorded on this store (`record_deadlines` answers Unsupported, and the
-    // scheduler stops with that message for a DAG with a deadline), so a run has none.
-    fn deadlines(&self, _run_id: &str) -> Result<Vec<DeadlineRow>, StoreError> {
-        Ok(Vec::new())
+    fn record_audit(&self, a: &NewAudit<'_>) -> Result<(), StoreError> {
+        let item = audit_item(a, Utc::now());
+        self.call(move |c, t| async move {
+            c.put_item().table_name(t).set_item(Some(item)).send().await.map(|_| used(1)).map_err(|e| sdk("PutItem", e))
+        })
+    }
+
+    fn audit(&self, run_id: Option<&str>, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, None, "#pk = :pk", vec![(":pk", s(AUDIT_PK))], false, None).await
+        })?;
+        Ok(items
+            .iter()
+            .filter(|i| run_id.is_none_or(|r| text(i, "run_id") == Some(r)))
+            .take(limit)
+            .map(|i| AuditRow {
+                id: num(i, "id").unwrap_or(0),
+                at: time(i, "at"),
+                who: text(i, "who").unwrap_or("").to_string(),
+                action: text(i, "action").unwrap_or("").to_string(),
+                dag_id: text(i, "dag_id").unwrap_or("").to_string(),
+                run_id: text(i, "run_id").unwrap_or("").to_string(),
+                task_id: text(i, "task_id").unwrap_or("").to_string(),
+                detail: text(i, "detail").unwrap_or("").to_string(),
+            })
+            .collect())
+    }
+
+    fn set_paused(&mut self, dag_id: &str, paused: bool, who: &str) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let sk = dag_id.to_string();
+        let current = self.call(move |c, t| async move { get(&c, &t, PAUSE_PK, &sk).await })?;
+        let was = current.as_ref().is_some_and(|i| flag(i, "paused"));
+        if was == paused {
+            return Ok(false);
+        }
+        let mut item = current.clone().unwrap_or_else(|| key(PAUSE_PK, dag_id));
+        item.insert("paused".into(), AttributeValue::Bool(paused));
+        item.insert("who".into(), s(who));
+        if paused {
+            item.insert("paused_at".into(), s(ts(now)));
+        } else {
+            // The span that ends now: what `last_pause` answers (deadlines in it are not raised).
+            match current.as_ref().and_then(|i| text(i, "paused_at")) {
+                Some(at) => item.insert("span_paused_at".into(), s(at)),
+                None => item.remove("span_paused_at"),
+            };
+            item.insert("unpaused_at".into(), s(ts(now)));
+        }
+        // Conditional on what was read: another `pause` at the same instant changes it once.
+        let mut e = Expr::default();
+        let cond = if current.is_none() {
+            e.absent("pk")
+        } else {
+            let v = e.value(AttributeValue::Bool(was));
+            format!("{} = {v}", e.name("paused"))
+        };
+        let action = if paused { "pause" } else { "unpause" };
+        let entry = audit_item(&NewAudit { who, action, dag_id, ..NewAudit::default() }, now);
+        match self.commit(vec![put(&self.table, item, Some((&cond, &e))), put(&self.table, entry, None)])? {
+            Ok(()) => Ok(true),
+            Err(e) if e.condition_failed(0) => Ok(false),
+            Err(e) => Err(self.remote(e.to_string())),
+        }
+    }
+
+    fn request_cancel(&mut self, run_id: &str, who: &str) -> Result<CancelRequested, CancelError> {
+        let pk = run_pk(run_id);
+        for _ in 0..5 {
+            let run = self.call({
+                let pk = pk.clone();
+                move |c, t| async move { get(&c, &t, &pk, "RUN").await }
+            })?;
+            let Some(run) = run else {
+                return Err(StoreError::NoSuchRun { run_id: run_id.to_string() }.into());
+            };
+            let state = text(&run, "state").unwrap_or("").to_string();
+            if state != RunState::Running.name() {
+                return Err(CancelError::NotRunning { run_id: run_id.to_string(), state });
+            }
+            if !self.is_live(&run) {
+                return Err(CancelError::Orphaned { run_id: run_id.to_string() });
+            }
+            let owner = text(&run, "owner").unwrap_or("").to_string();
+            let pid = describe_owner(&owner);
+            let already_by = text(&run, "cancel_requested_by").map(str::to_string);
+            if already_by.is_some() {
+                return Ok(CancelRequested { pid, already_by });
+            }
+            let now = Utc::now();
+            let stamp = ts(now);
+            let (owner_c, state_c) = (owner.clone(), state.clone());
+            let cond = move |e: &mut Expr| {
+                format!(
+                    "{} AND {} AND {}",
+                    e.eq("owner", s(&owner_c)),
+                    e.eq("state", s(&state_c)),
+                    e.absent("cancel_requested_by")
+                )
+            };
+            let ask = update(
+                &self.table,
+                &pk,
+                "RUN",
+                &[("cancel_requested_at", Some(s(&stamp))), ("cancel_requested_by", Some(s(who)))],
+                Some(&cond),
+            );
+            let dag_id = text(&run, "dag").unwrap_or("").to_string();
+            let detail = format!("asked process {pid} to stop the run");
+            let entry = audit_item(
+                &NewAudit { who, action: "cancel", dag_id: &dag_id, run_id, detail: &detail, ..NewAudit::default() },
+                now,
+            );
+            match self.commit(vec![ask, put(&self.table, entry, None)])? {
+                Ok(()) => return Ok(CancelRequested { pid, already_by: None }),
+                // The run changed between the read and the write (it ended, another cancel):
+                // read it again.
+                Err(e) if e.condition_failed(0) => continue,
+                Err(e) => return Err(self.remote(e.to_string()).into()),
+            }
+        }
+        Err(self.remote(format!("run {run_id} kept changing while a cancel was asked for; ask again")).into())
+    }
+
+    fn deadlines(&self, run_id: &str) -> Result<Vec<DeadlineRow>, StoreError> {
+        let pk = run_pk(run_id);
+        let items = self.call(move |c, t| async move { items_of(&c, &t, &pk, "DEADLINE#").await })?;
+        let mut rows: Vec<DeadlineRow> = items
+            .iter()
+            .map(|i| {
+                let task = text(i, "task").unwrap_or("");
+                DeadlineRow {
+                    run_id: run_id.to_string(),
+                    dag_id: text(i, "dag").unwrap_or("").to_string(),
+                    task_id: (!task.is_empty()).then(|| task.to_string()),
+                    deadline_at: time(i, "deadline_at").unwrap_or_default(),
+                    missed: flag(i, "missed"),
+                    reason: text(i, "reason").map(str::to_string),
+                    decided_at: time(i, "decided_at").unwrap_or_default(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        Ok(rows)
+    }
+
+    fn decided_deadlines(&self, dag_id: &str, from: DateTime<Utc>) -> Result<HashSet<(String, String)>, StoreError> {
+        let pk = format!("DEADLINES#{dag_id}");
+        let items = self.call(move |c, t| async move {
+            query(&c, &t, None, "#pk = :pk AND #sk >= :from", vec![(":pk", s(pk)), (":from", s(ts(from)))], true, None)
+                .await
+        })?;
+        Ok(items
+            .iter()
+            .map(|i| (text(i, "run_id").unwrap_or("").to_string(), text(i, "task").unwrap_or("").to_string()))
+            .collect())
+    }
+
+    fn runs_ending_between(
+        &self,
+        dag_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        // The index is by interval start: an interval ending in the window started at most
+        // a year before it (the longest interval a schedule has).
+        let (dag, lo, hi) = (dag_id.to_string(), ts(from - chrono::Duration::days(366)), ts(to));
+        let items = self.call(move |c, t| async move {
+            query(
+                &c,
+                &t,
+                Some("by_dag"),
+                "#dag = :d AND #start BETWEEN :lo AND :hi",
+                vec![(":d", s(dag)), (":lo", s(lo)), (":hi", s(hi))],
+                true,
+                None,
+            )
+            .await
+        })?;
+        let mut out = Vec::new();
+        for i in &items {
+            let row = self.run_row(i)?;
+            if row.interval_end >= from && row.interval_end <= to {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_deadlines(
+        &mut self,
+        decisions: &[(DeadlineRow, Vec<NewNotification>)],
+    ) -> Result<Vec<DeadlineRow>, StoreError> {
+        let mut new = Vec::new();
+        for (d, notes) in decisions {
+            let task = d.task_id.clone().unwrap_or_default();
+            let mut by_run = key(&run_pk(&d.run_id), &format!("DEADLINE#{task}"));
+            by_run.insert("dag".into(), s(&d.dag_id));
+            by_run.insert("task".into(), s(&task));
+            by_run.insert("deadline_at".into(), s(ts(d.deadline_at)));
+            by_run.insert("missed".into(), AttributeValue::Bool(d.missed));
+            by_run.insert("decided_at".into(), s(ts(d.decided_at)));
+            if let Some(r) = &d.reason {
+                by_run.insert("reason".into(), s(r));
+            }
+            let mut by_dag =
+                key(&format!("DEADLINES#{}", d.dag_id), &format!("{}#{}#{task}", ts(d.deadline_at), d.run_id));
+            by_dag.insert("run_id".into(), s(&d.run_id));
+            by_dag.insert("task".into(), s(&task));
+            // Decided once: a decision another process recorded first is kept, and its
+            // notifications are not raised again.
+            let mut e = Expr::default();
+            let first = e.absent("pk");
+            let mut items = vec![put(&self.table, by_run, Some((&first, &e))), put(&self.table, by_dag, None)];
+            items.extend(
+                self.new_notes(notes.iter())?
+                    .into_iter()
+                    .take(MAX_TRANSACTION - 2)
+                    .map(|item| put(&self.table, item, None)),
+            );
+            match self.commit(items)? {
+                Ok(()) => new.push(d.clone()),
+                Err(e) if e.condition_failed(0) => {}
+                Err(e) => return Err(self.remote(e.to_string())),
+            }
+        }
+        Ok(new)
     }
 
     fn undelivered_notifications(
@@ -1348,6 +1680,302 @@ impl Store for DynamoStore {
     fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(1)
     }
+
+    fn export(&self, out: Sink<'_>) -> Result<(), StoreError> {
+        let runs = self.call(move |c, t| async move {
+            query(&c, &t, Some("all_runs"), "#kind = :k", vec![(":k", s("run"))], true, None).await
+        })?;
+        for run in &runs {
+            let head = self.run_row(run)?;
+            if self.is_live(run) {
+                let owner = text(run, "owner").map(describe_owner).unwrap_or_default();
+                return Err(StoreError::RunBusy { run_id: head.run_id, pid: owner });
+            }
+            let pk = run_pk(&head.run_id);
+            let items = self.call(move |c, t| async move { partition(&c, &t, &pk).await })?;
+            fn of<'a>(items: &'a [Item], prefix: &'static str) -> impl Iterator<Item = &'a Item> + 'a {
+                items.iter().filter(move |i| text(i, "sk").is_some_and(|k| k.starts_with(prefix)))
+            }
+            let mut tasks: Vec<(u64, TaskRecord)> = of(&items, "TASK#")
+                .map(|i| {
+                    let rec = TaskRecord {
+                        task_id: text(i, "task").unwrap_or("").to_string(),
+                        state_json: text(i, "state_json").unwrap_or("").to_string(),
+                        attempts: num(i, "attempts").unwrap_or(0),
+                        failures: num(i, "failures").unwrap_or(0),
+                        updated_at: text(i, "updated_at").unwrap_or("").to_string(),
+                    };
+                    (num::<u64>(i, "pos").unwrap_or(u64::MAX), rec)
+                })
+                .collect();
+            tasks.sort_by_key(|t| t.0);
+            let opt = |i: &Item, k: &str| text(i, k).map(str::to_string);
+            let mut attempts: Vec<AttemptRecord> = of(&items, "ATTEMPT#")
+                .map(|i| AttemptRecord {
+                    task_id: text(i, "task").unwrap_or("").to_string(),
+                    attempt: num(i, "attempt").unwrap_or(0),
+                    state: text(i, "state").unwrap_or("").to_string(),
+                    started_at: text(i, "started_at").unwrap_or("").to_string(),
+                    ended_at: opt(i, "ended_at"),
+                    error: opt(i, "error"),
+                    exit_code: num(i, "exit_code"),
+                    summary: opt(i, "summary"),
+                    log_path: opt(i, "log_path"),
+                })
+                .collect();
+            attempts.sort_by(|a, b| a.task_id.cmp(&b.task_id).then(a.attempt.cmp(&b.attempt)));
+            let mut facts: Vec<FactRecord> = of(&items, "FACT#")
+                .map(|i| FactRecord {
+                    task_id: text(i, "task").unwrap_or("").to_string(),
+                    key: text(i, "key").unwrap_or("").to_string(),
+                    value: text(i, "value").unwrap_or("").to_string(),
+                })
+                .collect();
+            facts.sort_by(|a, b| a.task_id.cmp(&b.task_id).then(a.key.cmp(&b.key)));
+            let mut notifications: Vec<NotificationRecord> = of(&items, "NOTE#")
+                .map(|i| NotificationRecord {
+                    dedupe_key: text(i, "key").unwrap_or("").to_string(),
+                    target: text(i, "target").unwrap_or("").to_string(),
+                    event: text(i, "event").unwrap_or("").to_string(),
+                    spec: text(i, "spec").unwrap_or("").to_string(),
+                    body: text(i, "body").unwrap_or("").to_string(),
+                    state: text(i, "state").unwrap_or("").to_string(),
+                    tries: num(i, "tries").unwrap_or(0),
+                    error: opt(i, "error"),
+                    created_at: text(i, "created_at").unwrap_or("").to_string(),
+                    sent_at: opt(i, "sent_at"),
+                })
+                .collect();
+            notifications.sort_by(|a, b| a.dedupe_key.cmp(&b.dedupe_key).then(a.target.cmp(&b.target)));
+            out(Record::Run(Box::new(RunRecord {
+                run_id: head.run_id,
+                dag_id: head.dag_id,
+                interval_start: text(run, "start").unwrap_or("").to_string(),
+                interval_end: text(run, "end").unwrap_or("").to_string(),
+                state: text(run, "state").unwrap_or("").to_string(),
+                trigger: text(run, "trigger").unwrap_or("").to_string(),
+                created_at: text(run, "created_at").unwrap_or("").to_string(),
+                started_at: opt(run, "started_at"),
+                ended_at: opt(run, "ended_at"),
+                tasks: tasks.into_iter().map(|(_, t)| t).collect(),
+                attempts,
+                facts,
+                notifications,
+            })))?;
+        }
+        // Backfill jobs, from their listing partition.
+        let listed = self.call(move |c, t| async move {
+            query(&c, &t, None, "#pk = :pk", vec![(":pk", s(BACKFILLS_PK))], true, None).await
+        })?;
+        let mut items: Vec<Item> = Vec::new();
+        for l in &listed {
+            let pk = format!("BACKFILL#{}", text(l, "backfill_id").unwrap_or(""));
+            items.extend(self.call(move |c, t| async move { partition(&c, &t, &pk).await })?);
+        }
+        let mut jobs: Vec<BackfillRecord> = Vec::new();
+        for job in items.iter().filter(|i| text(i, "sk") == Some("JOB")) {
+            let pk = text(job, "pk").unwrap_or("");
+            let mut runs: Vec<&Item> = items
+                .iter()
+                .filter(|i| text(i, "pk") == Some(pk) && text(i, "sk").is_some_and(|k| k.starts_with("RUN#")))
+                .collect();
+            runs.sort_by_key(|r| num::<u64>(r, "pos").unwrap_or(u64::MAX));
+            jobs.push(BackfillRecord {
+                backfill_id: pk.trim_start_matches("BACKFILL#").to_string(),
+                dag_id: text(job, "dag").unwrap_or("").to_string(),
+                request: text(job, "request").unwrap_or("").to_string(),
+                created_at: text(job, "created_at").unwrap_or("").to_string(),
+                finished_at: text(job, "finished_at").map(str::to_string),
+                runs: runs
+                    .iter()
+                    .map(|r| {
+                        (
+                            text(r, "run_id").unwrap_or("").to_string(),
+                            text(r, "action").unwrap_or("").to_string(),
+                            text(r, "state").map(str::to_string),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.backfill_id.cmp(&b.backfill_id)));
+        for j in jobs {
+            out(Record::Backfill(j))?;
+        }
+        Ok(())
+    }
+
+    fn import(&mut self, r: &Record) -> Result<Imported, StoreError> {
+        match r {
+            Record::Header { .. } => Ok(Imported::AlreadyThere),
+            Record::Run(run) => self.import_run(run),
+            Record::Backfill(b) => self.import_backfill(b),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// A run's items, then the run item last, conditional on the run not existing: a run
+    /// whose run item is there is complete, and one an import cut off is written again whole.
+    fn import_run(&self, run: &RunRecord) -> Result<Imported, StoreError> {
+        run.check().map_err(|what| self.corrupt(what))?;
+        let pk = run_pk(&run.run_id);
+        let there = self.call({
+            let pk = pk.clone();
+            move |c, t| async move { get(&c, &t, &pk, "RUN").await }
+        })?;
+        if there.is_some() {
+            return Ok(Imported::AlreadyThere);
+        }
+        let opt = |item: &mut Item, k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                item.insert(k.to_string(), s(v));
+            }
+        };
+        let mut items: Vec<Item> = Vec::new();
+        for (pos, t) in run.tasks.iter().enumerate() {
+            let mut item = key(&pk, &format!("TASK#{}", t.task_id));
+            item.insert("task".into(), s(&t.task_id));
+            item.insert("pos".into(), n(pos));
+            item.insert("state".into(), s(RunRecord::task_state(t).name()));
+            item.insert("state_json".into(), s(&t.state_json));
+            item.insert("attempts".into(), n(t.attempts));
+            item.insert("failures".into(), n(t.failures));
+            item.insert("updated_at".into(), s(&t.updated_at));
+            items.push(item);
+        }
+        for a in &run.attempts {
+            let mut item = key(&pk, &attempt_sk(&a.task_id, a.attempt));
+            item.insert("task".into(), s(&a.task_id));
+            item.insert("attempt".into(), n(a.attempt));
+            item.insert("state".into(), s(&a.state));
+            item.insert("started_at".into(), s(&a.started_at));
+            opt(&mut item, "ended_at", &a.ended_at);
+            opt(&mut item, "error", &a.error);
+            opt(&mut item, "summary", &a.summary);
+            opt(&mut item, "log_path", &a.log_path);
+            if let Some(code) = a.exit_code {
+                item.insert("exit_code".into(), n(code));
+            }
+            items.push(item);
+        }
+        for f in &run.facts {
+            let mut item = key(&pk, &format!("FACT#{}#{}", f.task_id, f.key));
+            item.insert("task".into(), s(&f.task_id));
+            item.insert("key".into(), s(&f.key));
+            item.insert("value".into(), s(&f.value));
+            items.push(item);
+        }
+        for no in &run.notifications {
+            let mut item = key(&pk, &format!("NOTE#{}#{}", no.dedupe_key, no.target));
+            for (k, v) in [
+                ("key", &no.dedupe_key),
+                ("target", &no.target),
+                ("event", &no.event),
+                ("spec", &no.spec),
+                ("body", &no.body),
+                ("state", &no.state),
+                ("created_at", &no.created_at),
+            ] {
+                item.insert(k.into(), s(v));
+            }
+            item.insert("tries".into(), n(no.tries));
+            opt(&mut item, "error", &no.error);
+            opt(&mut item, "sent_at", &no.sent_at);
+            items.push(item);
+        }
+        for chunk in items.chunks(MAX_TRANSACTION) {
+            let actions = chunk.iter().map(|i| put(&self.table, i.clone(), None)).collect();
+            if let Err(e) = self.commit(actions)? {
+                return Err(self.remote(e.to_string()));
+            }
+        }
+        cartflow_jobs::crash::point("store.import_children");
+        let mut item = key(&pk, "RUN");
+        for (k, v) in [
+            ("dag", &run.dag_id),
+            ("start", &run.interval_start),
+            ("end", &run.interval_end),
+            ("state", &run.state),
+            ("trigger", &run.trigger),
+            ("created_at", &run.created_at),
+        ] {
+            item.insert(k.into(), s(v));
+        }
+        opt(&mut item, "started_at", &run.started_at);
+        opt(&mut item, "ended_at", &run.ended_at);
+        item.insert("kind".into(), s("run"));
+        item.insert("start_id".into(), s(format!("{}#{}", run.interval_start, run.run_id)));
+        let mut e = Expr::default();
+        let new = e.absent("pk");
+        match self.commit(vec![put(&self.table, item, Some((&new, &e)))])? {
+            Ok(()) => Ok(Imported::Added),
+            Err(e) if e.condition_failed(0) => Ok(Imported::AlreadyThere),
+            Err(e) => Err(self.remote(e.to_string())),
+        }
+    }
+
+    /// A backfill job's runs, then the job item (conditional on it not existing) with the
+    /// pointer of an open one.
+    fn import_backfill(&self, b: &BackfillRecord) -> Result<Imported, StoreError> {
+        let pk = format!("BACKFILL#{}", b.backfill_id);
+        let there = self.call({
+            let pk = pk.clone();
+            move |c, t| async move { get(&c, &t, &pk, "JOB").await }
+        })?;
+        if there.is_some() {
+            return Ok(Imported::AlreadyThere);
+        }
+        let items: Vec<Item> = b
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(pos, (run_id, action, state))| {
+                let mut i = key(&pk, &format!("RUN#{run_id}"));
+                i.insert("run_id".into(), s(run_id));
+                i.insert("pos".into(), n(pos));
+                i.insert("action".into(), s(action));
+                if let Some(st) = state {
+                    i.insert("state".into(), s(st));
+                }
+                i
+            })
+            .collect();
+        for chunk in items.chunks(MAX_TRANSACTION) {
+            let actions = chunk.iter().map(|i| put(&self.table, i.clone(), None)).collect();
+            if let Err(e) = self.commit(actions)? {
+                return Err(self.remote(e.to_string()));
+            }
+        }
+        let mut job = key(&pk, "JOB");
+        job.insert("dag".into(), s(&b.dag_id));
+        job.insert("request".into(), s(&b.request));
+        job.insert("created_at".into(), s(&b.created_at));
+        if let Some(f) = &b.finished_at {
+            job.insert("finished_at".into(), s(f));
+        }
+        let mut e = Expr::default();
+        let new = e.absent("pk");
+        let created = parse_ts(&b.created_at).unwrap_or_default();
+        let mut actions =
+            vec![put(&self.table, job, Some((&new, &e))), put(&self.table, listing(&b.backfill_id, created), None)];
+        if b.finished_at.is_none() {
+            let mut pointer = key(&format!("BFOPEN#{}", request_hash(&b.request)), "OPEN");
+            pointer.insert("backfill_id".into(), s(&b.backfill_id));
+            let mut e2 = Expr::default();
+            let new2 = e2.absent("pk");
+            actions.push(put(&self.table, pointer, Some((&new2, &e2))));
+        }
+        match self.commit(actions)? {
+            Ok(()) => Ok(Imported::Added),
+            Err(e) if e.condition_failed(0) => Ok(Imported::AlreadyThere),
+            Err(e) if e.condition_failed(2) => Err(self.remote(format!(
+                "backfill job {} is open, and this table has another open job of the same request; close one first",
+                b.backfill_id
+            ))),
+            Err(e) => Err(self.remote(e.to_string())),
+        }
+    }
 }
 
 /// A backfill request's key, short enough for a partition key.
@@ -1356,10 +1984,53 @@ fn request_hash(request: &str) -> String {
     sha2::Sha256::digest(request.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[cfg(test)]
+fn attr(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .expect("attribute")
+}
+
+fn key_schema(name: &str, t: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder().attribute_name(name).key_type(t).build().expect("key")
+}
+
+fn index(name: &str, hash: &str, range: Option<&str>) -> GlobalSecondaryIndex {
+    let mut keys = vec![key_schema(hash, KeyType::Hash)];
+    keys.extend(range.map(|r| key_schema(r, KeyType::Range)));
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .set_key_schema(Some(keys))
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .expect("index")
+}
+
+/// Creates the run-store table `name` with the layout infra/cartflow.yaml gives the real one
+/// (tests and the engine benchmark: a table in the emulator).
+pub async fn create_table(c: &Client, name: &str) -> Result<(), String> {
+    c.create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(
+            ["pk", "sk", "dag", "start", "live", "kind", "start_id"].iter().map(|a| attr(a)).collect(),
+        ))
+        .key_schema(key_schema("pk", KeyType::Hash))
+        .key_schema(key_schema("sk", KeyType::Range))
+        .global_secondary_indexes(index("by_dag", "dag", Some("start")))
+        .global_secondary_indexes(index("live", "live", None))
+        .global_secondary_indexes(index("all_runs", "kind", Some("start_id")))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("CreateTable: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+}
+
 impl DynamoTable {
-    /// The table `table` through `client` (tests: moto's endpoint, without the environment).
-    pub(crate) fn with_client(table: &str, client: Client) -> DynamoTable {
+    /// The table `table` through `client` (tests and benchmarks: an emulator's endpoint,
+    /// without the environment).
+    pub fn with_client(table: &str, client: Client) -> DynamoTable {
         let lock = OnceLock::new();
         let _ = lock.set(client);
         DynamoTable { table: table.to_string(), logs: None, client: lock }
@@ -1371,15 +2042,10 @@ impl DynamoTable {
 pub(crate) mod testing {
     use std::sync::Arc;
 
+    use super::{DynamoTable, block, create_table};
+    use crate::engine::store::StoreAt;
     use aws_sdk_dynamodb::Client;
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-        ScalarAttributeType,
-    };
-
-    use super::{DynamoTable, block};
-    use crate::engine::store::StoreAt;
 
     /// moto, and a fresh run-store table in it; moto stops on drop.
     #[derive(Debug)]
@@ -1404,7 +2070,7 @@ pub(crate) mod testing {
             let client = Client::from_conf(conf);
             let name = "cartflow-state".to_string();
             let (c, n) = (client.clone(), name.clone());
-            block(async move { create(&c, &n).await }).expect("create the table");
+            block(async move { create_table(&c, &n).await }).expect("create the table");
             Some(Table { _moto: moto, name, client })
         }
 
@@ -1412,48 +2078,6 @@ pub(crate) mod testing {
         pub(crate) fn at(&self) -> StoreAt {
             StoreAt::Remote(Arc::new(DynamoTable::with_client(&self.name, self.client.clone())))
         }
-    }
-
-    fn attr(name: &str) -> AttributeDefinition {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute")
-    }
-
-    fn key(name: &str, t: KeyType) -> KeySchemaElement {
-        KeySchemaElement::builder().attribute_name(name).key_type(t).build().expect("key")
-    }
-
-    fn index(name: &str, hash: &str, range: Option<&str>) -> GlobalSecondaryIndex {
-        let mut keys = vec![key(hash, KeyType::Hash)];
-        keys.extend(range.map(|r| key(r, KeyType::Range)));
-        GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .set_key_schema(Some(keys))
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-            .build()
-            .expect("index")
-    }
-
-    /// Creates the run-store table `name`.
-    pub(crate) async fn create(c: &Client, name: &str) -> Result<(), String> {
-        c.create_table()
-            .table_name(name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .set_attribute_definitions(Some(
-                ["pk", "sk", "dag", "start", "live", "kind", "start_id"].iter().map(|a| attr(a)).collect(),
-            ))
-            .key_schema(key("pk", KeyType::Hash))
-            .key_schema(key("sk", KeyType::Range))
-            .global_secondary_indexes(index("by_dag", "dag", Some("start")))
-            .global_secondary_indexes(index("live", "live", None))
-            .global_secondary_indexes(index("all_runs", "kind", Some("start_id")))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("CreateTable: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
     }
 }
 
@@ -1467,7 +2091,9 @@ mod tests {
     use super::testing::Table;
     use super::{block, key, run_pk};
     use crate::engine::state::{RunState, TaskState, Trigger};
-    use crate::engine::store::{Claim, Op, RunStore, StoreError, my_token};
+    use std::collections::HashSet;
+
+    use crate::engine::store::{CancelError, Claim, DeadlineRow, Op, RunStore, StoreError, my_token};
     use crate::schedule::DataInterval;
 
     fn claim<'a>(tasks: &'a [(&'a str, bool)]) -> Claim<'a> {
@@ -1651,5 +2277,161 @@ mod tests {
         assert_eq!(rows[119].0, "d@119", "in planned order");
         s.finish_backfill(&id).expect("finish");
         assert_eq!(s.open_backfill("req").expect("open"), None);
+    }
+
+    #[test]
+    fn pauses_cancels_and_the_audit_log_are_kept_in_the_table() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        assert!(s.set_paused("d", true, "ana").expect("pause"));
+        assert!(!s.set_paused("d", true, "ana").expect("pause again"), "already paused: nothing changes");
+        let paused = s.paused().expect("paused");
+        assert_eq!(paused.keys().collect::<Vec<_>>(), ["d"]);
+        assert_eq!(paused["d"].1, "ana");
+        assert_eq!(s.last_pause("d").expect("last"), None, "no pause has ended yet");
+        assert!(s.set_paused("d", false, "bo").expect("unpause"));
+        assert!(s.paused().expect("paused").is_empty());
+        let (from, to) = s.last_pause("d").expect("last").expect("a pause that ended");
+        assert_eq!(from, paused["d"].0);
+        assert!(from.expect("its start") <= to);
+
+        let tasks = [("a", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        let asked = s.request_cancel(&c.run_id, "cy").expect("cancel");
+        assert_eq!(asked.already_by, None);
+        assert!(asked.pid.contains(&std::process::id().to_string()), "{}", asked.pid);
+        let again = s.request_cancel(&c.run_id, "di").expect("cancel again");
+        assert_eq!(again.already_by.as_deref(), Some("cy"), "the first request stands");
+        assert_eq!(s.heartbeat(&c.run_id).expect("beat").as_deref(), Some("cy"), "the owner hears it");
+        s.finish(&c.run_id, RunState::Cancelled).expect("finish");
+        assert!(matches!(s.request_cancel(&c.run_id, "cy"), Err(CancelError::NotRunning { .. })));
+        assert!(matches!(
+            s.request_cancel("d@1999-01-01T00:00:00Z", "cy"),
+            Err(CancelError::Store(StoreError::NoSuchRun { .. }))
+        ));
+
+        let log = s.audit(None, 10).expect("audit");
+        let actions: Vec<(&str, &str)> = log.iter().map(|a| (a.action.as_str(), a.who.as_str())).collect();
+        assert_eq!(actions, [("cancel", "cy"), ("unpause", "bo"), ("pause", "ana")], "newest first, once each");
+        assert_eq!(s.audit(Some(&c.run_id), 10).expect("audit").len(), 1);
+        assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+    }
+
+    #[test]
+    fn a_deadline_is_decided_once_and_read_back_by_run_and_by_dag() {
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let tasks = [("a", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        s.finish(&c.run_id, RunState::Success).expect("finish");
+        let run = s.run(&c.run_id).expect("run").expect("a run");
+        let at = run.interval_end + chrono::Duration::hours(3);
+        let row = DeadlineRow {
+            run_id: c.run_id.clone(),
+            dag_id: "d".into(),
+            task_id: None,
+            deadline_at: at,
+            missed: true,
+            reason: Some("still running".into()),
+            decided_at: Utc::now(),
+        };
+        let task_row = DeadlineRow { task_id: Some("a".into()), missed: false, reason: None, ..row.clone() };
+        let first = s.record_deadlines(&[(row.clone(), vec![]), (task_row.clone(), vec![])]).expect("record");
+        assert_eq!(first.len(), 2);
+        let second = s.record_deadlines(&[(row.clone(), vec![])]).expect("record again");
+        assert!(second.is_empty(), "decided once");
+        let back = s.deadlines(&c.run_id).expect("deadlines");
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[0].task_id.as_deref(), back[0].missed, back[0].reason.as_deref()),
+            (None, true, Some("still running"))
+        );
+        assert_eq!((back[1].task_id.as_deref(), back[1].missed), (Some("a"), false));
+        let decided = s.decided_deadlines("d", at - chrono::Duration::minutes(1)).expect("decided");
+        assert_eq!(decided, HashSet::from([(c.run_id.clone(), String::new()), (c.run_id.clone(), "a".to_string())]));
+        assert!(s.decided_deadlines("d", at + chrono::Duration::minutes(1)).expect("decided").is_empty());
+        let ending = s
+            .runs_ending_between("d", run.interval_end - chrono::Duration::hours(1), run.interval_end)
+            .expect("ending");
+        assert_eq!(ending.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [c.run_id.as_str()]);
+        assert!(
+            s.runs_ending_between("d", run.interval_end + chrono::Duration::seconds(1), at).expect("ending").is_empty()
+        );
+    }
+
+    /// Every record an export holds (facts included; the e2e test adds notifications) comes back the same
+    /// through the other store's code: SQLite → DynamoDB → SQLite.
+    #[test]
+    fn an_export_round_trips_through_both_stores_record_for_record() {
+        use crate::engine::store::transfer::{Imported, Record};
+        let Some(t) = Table::start() else { return };
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut a = RunStore::open(dir.path().join("a.db")).expect("sqlite");
+        let tasks = [("a", true), ("b", true)];
+        let c = a.claim(&claim(&tasks)).expect("claim");
+        let now = Utc::now();
+        let running = TaskState::Queued.start(1, now).expect("start");
+        a.apply(
+            &c.run_id,
+            &[
+                Op::AttemptStarted { task_id: "a".into(), attempt: 1, started_at: now },
+                Op::Task { task_id: "a".into(), state: running.clone(), attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        a.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_42").expect("fact");
+        a.apply(
+            &c.run_id,
+            &[
+                Op::AttemptEnded {
+                    task_id: "a".into(),
+                    attempt: 1,
+                    outcome: crate::engine::state::AttemptOutcome::Success,
+                    ended_at: now,
+                    error: Some("a warning \"quoted\"\nover two lines".into()),
+                    exit_code: Some(0),
+                    summary: Some("3 rows".into()),
+                    log_path: Some("/nowhere/attempt-1.log".into()),
+                },
+                Op::Task { task_id: "a".into(), state: running.succeed(now).expect("ok"), attempts: 1, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        a.finish(&c.run_id, RunState::Failed).expect("finish");
+        let id = a.create_backfill("d", "req", &[(c.run_id.clone(), "run")]).expect("backfill");
+        a.backfill_run_done(&id, &c.run_id, "failed").expect("done");
+
+        let export = |s: &RunStore| {
+            let mut out = Vec::new();
+            s.export(&mut |r| {
+                out.push(r);
+                Ok(())
+            })
+            .expect("export");
+            out
+        };
+        let from_sqlite = export(&a);
+        assert_eq!(from_sqlite.len(), 2, "a run and a backfill job: {from_sqlite:?}");
+        let Record::Run(run) = &from_sqlite[0] else { panic!("a run first") };
+        assert_eq!(run.facts.len(), 1);
+        assert_eq!(run.tasks.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+
+        let mut d = RunStore::open(t.at()).expect("dynamodb");
+        for r in &from_sqlite {
+            assert_eq!(d.import(r).expect("import"), Imported::Added);
+            assert_eq!(d.import(r).expect("import"), Imported::AlreadyThere);
+        }
+        let from_dynamodb = export(&d);
+        assert_eq!(from_dynamodb, from_sqlite);
+        assert_eq!(d.fact(&c.run_id, "a", "glue_job_run_id").expect("fact").as_deref(), Some("jr_42"));
+        assert_eq!(d.open_backfill("req").expect("open").map(|(i, _)| i), Some(id.clone()), "still open there");
+
+        let mut b = RunStore::open(dir.path().join("b.db")).expect("sqlite");
+        for r in &from_dynamodb {
+            assert_eq!(b.import(r).expect("import"), Imported::Added);
+        }
+        assert_eq!(export(&b), from_sqlite);
+        assert_eq!(b.tasks(&c.run_id).expect("tasks"), a.tasks(&c.run_id).expect("tasks"));
+        assert_eq!(b.attempts(&c.run_id, None).expect("attempts"), a.attempts(&c.run_id, None).expect("attempts"));
     }
 }

@@ -171,6 +171,12 @@ fn the_template_deploys_the_recipe_and_the_names_the_daily_dag_uses() {
     )
     .expect("recipe json");
     assert_eq!(t["recipe"], recipe, "infra/cartflow.yaml and glue-scripts/databrew/enrich_events.json differ");
+    // Each scheduled firing is a fresh container: its run store is the stack's table.
+    assert_eq!(
+        t["runner_env"]["CARTFLOW_STATE"],
+        serde_json::json!({"!Sub": "dynamodb://${StateTable}"}),
+        "the scheduled task keeps its runs in the state table"
+    );
     let dag = std::fs::read_to_string(repo("dags/ecommerce_daily.yaml")).expect("dag");
     for kind in ["crawlers", "glue_jobs", "databrew_jobs"] {
         for name in t[kind].as_array().expect("names") {
@@ -212,6 +218,8 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
          \x20   print('stream', s, d['StreamModeDetails']['StreamMode'], d['EncryptionType'])\n\
          t = boto3.client('dynamodb').describe_table(TableName='shop-alerts')['Table']\n\
          print('table', t['BillingModeSummary']['BillingMode'], t['KeySchema'][0]['AttributeName'])\n\
+         t = boto3.client('dynamodb').describe_table(TableName='shop-state')['Table']\n\
+         print('state table', t['BillingModeSummary']['BillingMode'], [k['AttributeName'] for k in t['KeySchema']], sorted(i['IndexName'] for i in t['GlobalSecondaryIndexes']))\n\
          print('topic', [x['TopicArn'].split(':')[-1] for x in boto3.client('sns').list_topics()['Topics']])\n\
          sqs = boto3.client('sqs')\n\
          qa = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName='shop-alert-handler-failures')['QueueUrl'], AttributeNames=['MessageRetentionPeriod'])['Attributes']\n\
@@ -235,6 +243,7 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
         "stream shop-stream1 ON_DEMAND KMS",
         "stream shop-stream2 ON_DEMAND KMS",
         "table PAY_PER_REQUEST id",
+        "state table PAY_PER_REQUEST ['pk', 'sk'] ['all_runs', 'by_dag', 'live']",
         "topic ['shop-alerts']",
         "failures queue 1209600",
         "role firehose firehose.amazonaws.com ['archive']",
@@ -257,13 +266,26 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
     p.write("streaming/rules/ddos.yaml", &std::fs::read_to_string(repo("streaming/rules/ddos.yaml")).expect("rules"));
     p.dag("rt.yaml", "id: rt\nschedule: '@daily'\ntasks:\n  - id: stream\n    kind: streaming_stage\n    retries: 0\n");
     moto.pace("kinesisanalyticsv2::application", 0);
+    // The run store is the stack's table, as the scheduled task's CARTFLOW_STATE says.
     let mut cmd = p.command(&["run", "rt", "--date", "2019-10-01", "--backend", "aws"]);
     moto.configure(&mut cmd);
+    cmd.env("CARTFLOW_STATE", "dynamodb://shop-state");
     let r = cartflow_e2e::Run::from(cmd.output().expect("cartflow"));
-    let mut logs = p.command(&["logs", "rt@2019-10-01T00:00:00Z", "stream"]);
-    moto.configure(&mut logs);
-    let log = String::from_utf8_lossy(&logs.output().expect("logs").stdout).into_owned();
     r.expect_code(0);
+    assert!(!p.path().join(".cartflow/state.db").exists(), "the run was recorded in the table, not on disk");
+    // Another checkout (a teammate's laptop, the next firing) sees the run and reads its log,
+    // kept in the stack's `_logs` zone.
+    let other = Project::new();
+    other.write("cartflow.yaml", &p.read("cartflow.yaml"));
+    let mut runs = other.command(&["runs", "rt"]);
+    moto.configure(&mut runs);
+    runs.env("CARTFLOW_STATE", "dynamodb://shop-state");
+    let listed = String::from_utf8_lossy(&runs.output().expect("runs").stdout).into_owned();
+    assert!(listed.contains("rt@2019-10-01T00:00:00Z") && listed.contains("success"), "{listed}");
+    let mut logs = other.command(&["logs", "rt@2019-10-01T00:00:00Z", "stream"]);
+    moto.configure(&mut logs);
+    logs.env("CARTFLOW_STATE", "dynamodb://shop-state");
+    let log = String::from_utf8_lossy(&logs.output().expect("logs").stdout).into_owned();
     assert!(log.contains("Kinesis stream shop-stream1: ACTIVE") && !log.contains("shop-stream1: created"), "{log}");
     assert!(!log.contains("DynamoDB table shop-alerts: created"), "the stack's table is used: {log}");
     assert!(

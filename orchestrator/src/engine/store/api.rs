@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::audit::{PauseSpan, Paused};
+use super::transfer::{Imported, Record, Sink};
 use super::{AttemptRow, RunRow, TaskRow};
 use super::{
     AuditRow, BackfillRow, BackfillRunRow, CancelError, CancelRequested, Claim, ClaimedRun, DeadlineRow, Delivery,
@@ -163,6 +164,9 @@ store_api! {
         fn attempts(run_id: &str, task_id: Option<&str>) -> Result<Vec<AttemptRow>, StoreError>;
         /// The schema version.
         fn schema_version() -> Result<i64, StoreError>;
+        /// Every run (with its tasks, attempts, facts, notifications) and backfill job, for
+        /// `cartflow state export`; a run a live process holds is refused.
+        fn export(out: Sink<'_>) -> Result<(), StoreError>;
     }
     exclusive {
         /// Claims a run for this process: creates it, or takes it over.
@@ -185,6 +189,9 @@ store_api! {
         fn claim_notification(key: &str, target: &str) -> Result<Option<NotificationRow>, StoreError>;
         /// Records deadline decisions with their notifications.
         fn record_deadlines(decisions: &[(DeadlineRow, Vec<NewNotification>)]) -> Result<Vec<DeadlineRow>, StoreError>;
+        /// Writes an exported run or backfill job the store does not have (`cartflow state
+        /// import`); one it has is left as it is.
+        fn import(r: &Record) -> Result<Imported, StoreError>;
     }
 }
 

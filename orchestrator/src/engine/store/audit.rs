@@ -110,7 +110,10 @@ pub enum CancelError {
 impl CancelError {
     /// Whether this is the user's to fix (exit 2 / HTTP 400).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, CancelError::Store(StoreError::Sqlite { .. } | StoreError::Corrupt { .. }))
+        !matches!(
+            self,
+            CancelError::Store(StoreError::Sqlite { .. } | StoreError::Corrupt { .. } | StoreError::Remote { .. })
+        )
     }
 }
 

@@ -26,6 +26,7 @@ mod owner;
 mod query;
 mod runs;
 mod schema;
+pub mod transfer;
 
 pub use api::{RemoteStore, Store, StoreAt};
 pub use audit::{
@@ -43,6 +44,7 @@ pub use runs::{Claim, ClaimedRun, Op};
 /// What another store's implementation shares with SQLite's, so that both decide the same way:
 /// the owner ids and their lease, what a claim does to each task, what an interrupted attempt
 /// is recorded with, killing what a dead owner's attempt left running, timestamps as stored.
+#[cfg(feature = "aws")]
 pub(crate) mod kit {
     pub(crate) use super::owner::{lease_end, owner_alive};
     pub(crate) use super::runs::{INTERRUPTED, kill_leftover, killed_note, on_claim, wait_killed};
@@ -319,8 +321,14 @@ mod tests {
             include_str!("backfills.rs"),
             include_str!("facts.rs"),
             include_str!("mod.rs"),
+            include_str!("../../kinds/aws_job.rs"),
+            include_str!("../../stores/dynamodb.rs"),
         ]);
-        let mut listed: Vec<String> = cartflow_jobs::crash::ENGINE_POINTS.iter().map(|s| s.to_string()).collect();
+        let mut listed: Vec<String> = cartflow_jobs::crash::ENGINE_POINTS
+            .iter()
+            .chain(cartflow_jobs::crash::AWS_POINTS)
+            .map(|s| s.to_string())
+            .collect();
         listed.sort_unstable();
         assert_eq!(used, listed);
     }

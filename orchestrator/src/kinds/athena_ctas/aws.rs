@@ -222,6 +222,13 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
                 fail(AwsError::new("athena:StartQueryExecution", format!("CTAS of {}.{}", c.database, c.table), e))
             })?;
             let id = out.query_execution_id().unwrap_or_default().to_string();
+            if id.is_empty() {
+                // Never saved: a saved empty id would be "re-attached to" by every retry.
+                return Err(TaskFailure::new(format!(
+                    "athena:StartQueryExecution for {}.{} answered without a query id",
+                    c.database, c.table
+                )));
+            }
             rec.query_id = Some(id.clone());
             ctx.facts.set(FACT, &serde_json::to_string(&rec).unwrap_or_default())?;
             log.line(format_args!("started Athena query {id}: CTAS {}.{} at {}", c.database, rec.tmp, rec.location));
