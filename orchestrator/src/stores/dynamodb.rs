@@ -2423,6 +2423,11 @@ mod tests {
         }
         let from_dynamodb = export(&d);
         assert_eq!(from_dynamodb, from_sqlite);
+        // What the table has is left as it is: a run that changed there keeps its change.
+        d.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_43").expect("fact");
+        assert_eq!(d.import(&from_sqlite[0]).expect("import"), Imported::AlreadyThere);
+        assert_eq!(d.fact(&c.run_id, "a", "glue_job_run_id").expect("fact").as_deref(), Some("jr_43"));
+        d.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_42").expect("fact");
         assert_eq!(d.fact(&c.run_id, "a", "glue_job_run_id").expect("fact").as_deref(), Some("jr_42"));
         assert_eq!(d.open_backfill("req").expect("open").map(|(i, _)| i), Some(id.clone()), "still open there");
 
