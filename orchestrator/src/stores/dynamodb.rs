@@ -17,6 +17,7 @@
 //! | deadline decision | `RUN#<run id>` | `DEADLINE#<task, or empty for the run's>` | `dag`, `task`, `deadline_at`, `missed`, `reason`, `decided_at` |
 //! | a DAG's deadline decisions | `DEADLINES#<dag>` | `<deadline at>#<run id>#<task>` | `run_id`, `task` |
 //! | paused DAG | `PAUSE` | `<dag>` | `paused`, `paused_at`, `who`; `span_paused_at`, `unpaused_at` (the last pause that ended) |
+//! | a task's last mark by hand | `RUN#<run id>` | `MARK#<task>` | `task`, `mark`, `at` |
 //! | audit log entry | `AUDIT` | `<at>#<id>` | `id`, `at`, `who`, `action`, `dag_id`, `run_id`, `task_id`, `detail` |
 //! | list of backfill jobs | `BACKFILLS` | `<created at>#<id>` | `backfill_id` |
 //!
@@ -59,8 +60,8 @@ use crate::engine::store::transfer::{
 };
 use crate::engine::store::{
     AttemptRow, AuditRow, BackfillRunRow, CancelError, CancelRequested, Claim, ClaimedRun, DeadlineRow, Delivery,
-    DeliveryState, NewAudit, NewNotification, NotificationRow, Op, RemoteStore, RunRow, Store, StoreError, TaskRow,
-    describe_owner, my_token, run_id,
+    DeliveryState, Mark, MarkError, Marked, NewAudit, NewNotification, NotificationRow, Op, RemoteStore, RunRow, Store,
+    StoreError, TaskRow, describe_owner, my_token, run_id,
 };
 use crate::process;
 
@@ -1236,9 +1237,120 @@ impl Store for DynamoStore {
         Ok(item.and_then(|i| Some((time(&i, "span_paused_at"), time(&i, "unpaused_at")?))))
     }
 
-    // Marks by hand are not offered on this store (`mark` answers Unsupported), so none exist.
-    fn marked_skipped(&self, _run_id: &str) -> Result<HashSet<String>, StoreError> {
-        Ok(HashSet::new())
+    fn marked_skipped(&self, run_id: &str) -> Result<HashSet<String>, StoreError> {
+        let pk = run_pk(run_id);
+        let marks = self.call(move |c, t| async move { items_of(&c, &t, &pk, "MARK#").await })?;
+        Ok(marks
+            .iter()
+            .filter(|m| text(m, "mark") == Some(Mark::Skipped.name()))
+            .filter_map(|m| text(m, "task").map(str::to_string))
+            .collect())
+    }
+
+    fn mark(&mut self, run_id: &str, task_id: &str, mark: Mark, who: &str) -> Result<Marked, MarkError> {
+        let pk = run_pk(run_id);
+        let now = Utc::now();
+        let (run, stored) = self.call({
+            let pk = pk.clone();
+            move |c, t| async move {
+                let run = get(&c, &t, &pk, "RUN").await?;
+                let tasks = items_of(&c, &t, &pk, "TASK#").await?;
+                Ok((run, tasks))
+            }
+        })?;
+        let Some(run) = run else {
+            return Err(StoreError::NoSuchRun { run_id: run_id.to_string() }.into());
+        };
+        let owner = text(&run, "owner").map(str::to_string);
+        if let Some(o) = &owner
+            && owner_alive(o, time(&run, "lease_until"))
+        {
+            return Err(StoreError::RunBusy { run_id: run_id.to_string(), pid: describe_owner(o) }.into());
+        }
+        let current = text(&run, "state").unwrap_or("").to_string();
+        let mut states: Vec<(String, TaskState, u32)> = Vec::new();
+        for item in &stored {
+            let task = text(item, "task").unwrap_or("").to_string();
+            let state: TaskState = serde_json::from_str(text(item, "state_json").unwrap_or(""))
+                .map_err(|e| self.corrupt(format!("task {task} of {run_id}: {e}")))?;
+            states.push((task, state, num(item, "attempts").unwrap_or(0)));
+        }
+        let Some(i) = states.iter().position(|(t, _, _)| t == task_id) else {
+            return Err(MarkError::NoSuchTask { run_id: run_id.to_string(), task_id: task_id.to_string() });
+        };
+        let from = states[i].1.name();
+        if !states[i].1.is_terminal() {
+            return Err(MarkError::NotFinished {
+                run_id: run_id.to_string(),
+                task_id: task_id.to_string(),
+                state: from,
+            });
+        }
+        let new = match mark {
+            Mark::Success => TaskState::Success { attempt: states[i].2, started_at: now, ended_at: now },
+            Mark::Skipped => TaskState::Skipped,
+        };
+        states[i].1 = new.clone();
+        // The run's state from its tasks', as on SQLite (tasks a stopped run never got to: it
+        // stays as it ended).
+        let decided = if states.iter().all(|(_, s, _)| matches!(s, TaskState::Success { .. } | TaskState::Skipped)) {
+            Some(RunState::Success)
+        } else if states.iter().any(|(_, s, _)| s.counts_as_failed()) {
+            Some(RunState::Failed)
+        } else {
+            None
+        };
+        let parsed = RunState::parse(&current)
+            .ok_or_else(|| self.corrupt(format!("run {run_id}: unknown state `{current}`")))?;
+        let run_state = decided.unwrap_or(parsed);
+        let stamp = ts(now);
+        // Conditional on the run as read: no process took it since, its state unchanged.
+        let (owner_c, state_c) = (owner.clone(), current.clone());
+        let cond = move |e: &mut Expr| {
+            let who = match &owner_c {
+                Some(o) => e.eq("owner", s(o)),
+                None => e.absent("owner"),
+            };
+            format!("{who} AND {}", e.eq("state", s(&state_c)))
+        };
+        let mut fields: Vec<(&str, Option<AttributeValue>)> = Vec::new();
+        if run_state != parsed {
+            fields.push(("state", Some(s(run_state.name()))));
+            fields.push(("ended_at", Some(s(&stamp))));
+        } else {
+            fields.push(("state", Some(s(&current))));
+        }
+        let run_write = update(&self.table, &pk, "RUN", &fields, Some(&cond));
+        let task_write = update(
+            &self.table,
+            &pk,
+            &format!("TASK#{task_id}"),
+            &[
+                ("state", Some(s(new.name()))),
+                ("state_json", Some(s(serde_json::to_string(&new).unwrap_or_default()))),
+                ("updated_at", Some(s(&stamp))),
+            ],
+            None,
+        );
+        let mut last = key(&pk, &format!("MARK#{task_id}"));
+        last.insert("task".into(), s(task_id));
+        last.insert("mark".into(), s(mark.name()));
+        last.insert("at".into(), s(&stamp));
+        let detail = format!("{from} -> {}", mark.name());
+        let action = format!("mark_{}", mark.name());
+        let dag_id = text(&run, "dag").unwrap_or("").to_string();
+        let entry =
+            audit_item(&NewAudit { who, action: &action, dag_id: &dag_id, run_id, task_id, detail: &detail }, now);
+        let items = vec![run_write, task_write, put(&self.table, last, None), put(&self.table, entry, None)];
+        match self.commit(items)? {
+            Ok(()) => Ok(Marked { from, run_state }),
+            Err(e) if e.condition_failed(0) => Err(self
+                .remote(format!(
+                    "run {run_id} changed while it was being marked (another process claimed it?); look and mark again"
+                ))
+                .into()),
+            Err(e) => Err(self.remote(e.to_string()).into()),
+        }
     }
 
     fn record_audit(&self, a: &NewAudit<'_>) -> Result<(), StoreError> {
@@ -2438,5 +2550,47 @@ mod tests {
         assert_eq!(export(&b), from_sqlite);
         assert_eq!(b.tasks(&c.run_id).expect("tasks"), a.tasks(&c.run_id).expect("tasks"));
         assert_eq!(b.attempts(&c.run_id, None).expect("attempts"), a.attempts(&c.run_id, None).expect("attempts"));
+    }
+
+    #[test]
+    fn a_finished_task_is_marked_by_hand_and_the_run_follows() {
+        use crate::engine::store::{Mark, MarkError};
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let tasks = [("a", true), ("b", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        let now = Utc::now();
+        s.apply(
+            &c.run_id,
+            &[
+                Op::Task {
+                    task_id: "a".into(),
+                    state: TaskState::Failed { attempt: 1, ended_at: now, error: "boom".into() },
+                    attempts: 1,
+                    failures: 1,
+                },
+                Op::Task { task_id: "b".into(), state: TaskState::UpstreamFailed, attempts: 0, failures: 0 },
+            ],
+        )
+        .expect("apply");
+        assert!(
+            matches!(s.mark(&c.run_id, "a", Mark::Success, "ana"), Err(MarkError::Store(StoreError::RunBusy { .. }))),
+            "not while its owner runs it"
+        );
+        s.finish(&c.run_id, RunState::Failed).expect("finish");
+        assert!(matches!(s.mark(&c.run_id, "zz", Mark::Success, "ana"), Err(MarkError::NoSuchTask { .. })));
+        let m = s.mark(&c.run_id, "a", Mark::Success, "ana").expect("mark a");
+        assert_eq!((m.from, m.run_state), ("failed", RunState::Failed), "b is still upstream_failed");
+        let m = s.mark(&c.run_id, "b", Mark::Skipped, "ana").expect("mark b");
+        assert_eq!((m.from, m.run_state), ("upstream_failed", RunState::Success));
+        assert_eq!(s.run(&c.run_id).expect("run").expect("a run").state, RunState::Success);
+        let states: Vec<&str> = s.tasks(&c.run_id).expect("tasks").iter().map(|t| t.state.name()).collect();
+        assert_eq!(states, ["success", "skipped"]);
+        assert_eq!(s.marked_skipped(&c.run_id).expect("marked"), HashSet::from(["b".to_string()]));
+        let actions: Vec<String> = s.audit(Some(&c.run_id), 10).expect("audit").into_iter().map(|a| a.action).collect();
+        assert_eq!(actions, ["mark_skipped", "mark_success"]);
+        // A later execution keeps the mark: b stays skipped.
+        let again = s.claim(&claim(&tasks)).expect("claim again");
+        assert_eq!(again.tasks["b"].0, TaskState::Skipped);
     }
 }
