@@ -382,9 +382,9 @@ impl Moto {
              k = lambda n, t: {{'AttributeName': n, 'KeyType': t}}\n\
              ix = lambda n, h, r=None: {{'IndexName': n, 'KeySchema': [k(h, 'HASH')] + ([k(r, 'RANGE')] if r else []), 'Projection': {{'ProjectionType': 'ALL'}}}}\n\
              boto3.client('dynamodb').create_table(TableName='{name}', BillingMode='PAY_PER_REQUEST',\n\
-             \x20 AttributeDefinitions=[{{'AttributeName': a, 'AttributeType': 'S'}} for a in ['pk', 'sk', 'dag', 'start', 'live', 'kind', 'start_id']],\n\
+             \x20 AttributeDefinitions=[{{'AttributeName': a, 'AttributeType': 'S'}} for a in ['pk', 'sk', 'dag', 'start', 'live', 'kind', 'start_id', 'outbox', 'created_at']],\n\
              \x20 KeySchema=[k('pk', 'HASH'), k('sk', 'RANGE')],\n\
-             \x20 GlobalSecondaryIndexes=[ix('by_dag', 'dag', 'start'), ix('live', 'live'), ix('all_runs', 'kind', 'start_id')])\n"
+             \x20 GlobalSecondaryIndexes=[ix('by_dag', 'dag', 'start'), ix('live', 'live'), ix('all_runs', 'kind', 'start_id'), ix('outbox', 'outbox', 'created_at')])\n"
         ));
     }
 }

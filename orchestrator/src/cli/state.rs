@@ -171,8 +171,13 @@ fn import(p: &Project, file: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     for (line, r) in &records {
-        if let Record::Run(run) = r {
-            run.check().map_err(|e| usage(format!("{}:{line}: {e}", file.display())))?;
+        let checked = match r {
+            Record::Run(run) => run.check(),
+            Record::Backfill(b) => b.check(),
+            Record::Header { .. } => Err("a second header".to_string()),
+        };
+        if *line > 1 || !matches!(r, Record::Header { .. }) {
+            checked.map_err(|e| usage(format!("{}:{line}: {e}", file.display())))?;
         }
     }
     let mut store = open_store_for_import(p)?;
@@ -180,6 +185,11 @@ fn import(p: &Project, file: &Path) -> anyhow::Result<ExitCode> {
     let mut logs = 0;
     for (_, mut r) in records.into_iter().skip(1) {
         if let Record::Run(run) = &mut r {
+            // A run the store has is left as it is, its logs too.
+            if store.run(&run.run_id)?.is_some() {
+                there.add(&r);
+                continue;
+            }
             logs += transfer::carry_logs(&*store, run)?;
         }
         match store.import(&r)? {

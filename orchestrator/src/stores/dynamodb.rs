@@ -10,7 +10,7 @@
 //! | task instance | `RUN#<run id>` | `TASK#<task>` | `task`, `pos`, `state`, `state_json`, `attempts`, `failures`, `updated_at` |
 //! | attempt | `RUN#<run id>` | `ATTEMPT#<task>#<attempt, 6 digits>` | `task`, `attempt`, `state`, `started_at`, `ended_at`, `error`, `exit_code`, `summary`, `log_path`, `pgid`, `leader_start`, `boot_id` |
 //! | fact | `RUN#<run id>` | `FACT#<task>#<key>` | `task`, `key`, `value` |
-//! | notification | `RUN#<run id>` | `NOTE#<dedupe key>#<target>` | `key`, `target`, `event`, `spec`, `body`, `state`, `tries`, `error`, `owner`, `created_at`, `sent_at` |
+//! | notification | `RUN#<run id>` | `NOTE#<dedupe key>#<target>` | `key`, `target`, `event`, `spec`, `body`, `state`, `tries`, `error`, `owner`, `created_at`, `sent_at`; `outbox` (while undelivered) |
 //! | backfill job | `BACKFILL#<id>` | `JOB` | `dag`, `request`, `created_at`, `finished_at` |
 //! | a run of a job | `BACKFILL#<id>` | `RUN#<run id>` | `run_id`, `pos`, `action`, `state` |
 //! | open job of a request | `BFOPEN#<sha-256 of the request>` | `OPEN` | `backfill_id` |
@@ -23,7 +23,9 @@
 //!
 //! Indexes: `by_dag` (`dag`, `start`) lists a DAG's runs by interval; `live` (`live`, sparse: only
 //! running runs carry it) finds the runs a DAG has in flight without reading its history;
-//! `all_runs` (`kind`, `start_id`) lists every DAG's runs newest first.
+//! `all_runs` (`kind`, `start_id`) lists every DAG's runs newest first; `outbox` (`outbox`,
+//! `created_at`, sparse: only undelivered notifications carry `outbox`) finds what a crashed
+//! process recorded and did not deliver, without reading the runs.
 //!
 //! ## Writes
 //! Every state change is conditional on the state last read: a claim on the owner and lease it
@@ -119,7 +121,13 @@ impl RemoteStore for DynamoTable {
             .client
             .get_or_init(|| {
                 let config = block(crate::aws::sdk_config());
-                Client::new(&config)
+                // Every call of the store is bounded: a call that hangs fails (and is retried)
+                // in time for the owner to stop its run before its lease runs out.
+                let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(15))
+                    .build();
+                Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&config).timeout_config(timeouts).build())
             })
             .clone();
         let s3 = self.logs.as_ref().map(|_| {
@@ -228,8 +236,19 @@ pub fn write_units() -> u64 {
 /// Commits `items` in one transaction, retrying a conflict with a concurrent one.
 async fn transact(c: &Client, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
     let mut delay = Duration::from_millis(25);
+    // One token per transaction, reused by the SDK's retries of a call whose answer was lost:
+    // DynamoDB applies the transaction once and answers the retry with success, where a
+    // retried conditional write would fail on its own first write.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     for attempt in 0.. {
-        match c.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+        let token = format!(
+            "{:x}-{:x}-{:x}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        match c.transact_write_items().set_transact_items(Some(items.clone())).client_request_token(&token).send().await
+        {
             Ok(_) => {
                 used(2 * items.len());
                 return Ok(());
@@ -263,7 +282,7 @@ async fn query(
     limit: Option<usize>,
 ) -> Result<Vec<Item>, String> {
     // Every attribute of a key condition is named `#<attr>` (none collides with a reserved word).
-    let names: Vec<(String, String)> = ["pk", "sk", "dag", "start", "live", "kind"]
+    let names: Vec<(String, String)> = ["pk", "sk", "dag", "start", "live", "kind", "outbox", "created_at"]
         .iter()
         .filter(|a| condition.contains(&format!("#{a}")))
         .map(|a| (format!("#{a}"), a.to_string()))
@@ -464,8 +483,14 @@ fn note_item(n_: &NewNotification, now: &str) -> Item {
     item.insert("tries".into(), n(0));
     item.insert("owner".into(), s(my_token()));
     item.insert("created_at".into(), s(now));
+    item.insert(OUTBOX.into(), s(OUTBOX));
     item
 }
+
+/// The attribute (and its value) a notification carries while it is undelivered: the key of
+/// the sparse index `outbox` (with `created_at`), which finds every run's undelivered
+/// notifications without reading the runs.
+const OUTBOX: &str = "outbox";
 
 /// The partition listing every backfill job (sort key: created at, then id).
 const BACKFILLS_PK: &str = "BACKFILLS";
@@ -637,6 +662,13 @@ impl DynamoStore {
             sent_at: time(item, "sent_at"),
             target,
         })
+    }
+
+    /// Whether `owner` holds run `run_id` with a lease that has not run out.
+    fn holds_run(&self, owner: &str, run_id: &str) -> Result<bool, StoreError> {
+        let pk = run_pk(run_id);
+        let run = self.call(move |c, t| async move { get(&c, &t, &pk, "RUN").await })?;
+        Ok(run.is_some_and(|r| text(&r, "owner") == Some(owner) && owner_alive(owner, time(&r, "lease_until"))))
     }
 
     /// A run's facts of `task`, as delete actions.
@@ -1087,22 +1119,13 @@ impl Store for DynamoStore {
         item.insert("task".into(), s(task_id));
         item.insert("key".into(), s(key_));
         item.insert("value".into(), s(value));
-        self.call(move |c, t| async move {
-            c.put_item().table_name(t).set_item(Some(item)).send().await.map(|_| used(1)).map_err(|e| sdk("PutItem", e))
-        })
+        // Conditional on owning the run, as every write of an execution: a process that lost
+        // its lease never overwrites the job run id the new owner saved.
+        self.commit_owned(run_id, vec![vec![put(&self.table, item, None)]])
     }
 
     fn clear_fact(&self, run_id: &str, task_id: &str, key_: &str) -> Result<(), StoreError> {
-        let k = key(&run_pk(run_id), &format!("FACT#{task_id}#{key_}"));
-        self.call(move |c, t| async move {
-            c.delete_item()
-                .table_name(t)
-                .set_key(Some(k))
-                .send()
-                .await
-                .map(|_| used(1))
-                .map_err(|e| sdk("DeleteItem", e))
-        })
+        self.commit_owned(run_id, vec![vec![delete(&self.table, &run_pk(run_id), &format!("FACT#{task_id}#{key_}"))]])
     }
 
     fn fact(&self, run_id: &str, task_id: &str, key_: &str) -> Result<Option<String>, StoreError> {
@@ -1587,11 +1610,28 @@ impl Store for DynamoStore {
         run_id: Option<&str>,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let Some(run_id) = run_id else {
-            return Err(StoreError::Unsupported { store: self.location(), what: "listing every run's notifications" });
+        let mut notes = match run_id {
+            Some(run_id) => {
+                let pk = run_pk(run_id);
+                self.call(move |c, t| async move { items_of(&c, &t, &pk, "NOTE#").await })?
+            }
+            // Every run's, from the sparse index of the undelivered ones.
+            None => {
+                let since = ts(since.unwrap_or_default());
+                self.call(move |c, t| async move {
+                    query(
+                        &c,
+                        &t,
+                        Some(OUTBOX),
+                        "#outbox = :o AND #created_at >= :since",
+                        vec![(":o", s(OUTBOX)), (":since", s(since))],
+                        true,
+                        None,
+                    )
+                    .await
+                })?
+            }
         };
-        let pk = run_pk(run_id);
-        let mut notes = self.call(move |c, t| async move { items_of(&c, &t, &pk, "NOTE#").await })?;
         notes.sort_by(|a, b| text(a, "created_at").cmp(&text(b, "created_at")));
         Ok(notes
             .iter()
@@ -1610,7 +1650,13 @@ impl Store for DynamoStore {
         let Some(item) = item else { return Ok(None) };
         let (state, owner) = (text(&item, "state").unwrap_or(""), text(&item, "owner"));
         let ours = owner == Some(my_token());
-        let dead = owner.is_none_or(|o| !ours && !owner_alive(o, None));
+        // A process of another host (whose pid means nothing here) is alive while it holds the
+        // run the notification belongs to: its lease says so.
+        let dead = match owner {
+            None => true,
+            Some(_) if ours => false,
+            Some(o) => !owner_alive(o, None) && !self.holds_run(o, run_of_key(key_))?,
+        };
         let claimable = match state {
             "pending" => ours || dead,
             "sending" => dead,
@@ -1660,13 +1706,17 @@ impl Store for DynamoStore {
                 ("tries", Some(n(tries))),
                 ("error", error.map(s)),
                 ("sent_at", sent_at.map(s)),
+                // Sent or given up: out of the outbox index.
+                (OUTBOX, matches!(state, DeliveryState::Sending).then(|| s(OUTBOX))),
             ],
-            None,
+            Some(&|e: &mut Expr| e.eq("owner", s(my_token()))),
         );
-        if let Err(e) = self.commit(vec![item])? {
-            return Err(self.remote(e.to_string()));
+        match self.commit(vec![item])? {
+            Ok(()) => Ok(()),
+            // Another process took the delivery over (this one was thought dead): its record stands.
+            Err(e) if e.condition_failed(0) => Ok(()),
+            Err(e) => Err(self.remote(e.to_string())),
         }
-        Ok(())
     }
 
     fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRow>, StoreError> {
@@ -1994,6 +2044,9 @@ impl DynamoStore {
             item.insert("tries".into(), n(no.tries));
             opt(&mut item, "error", &no.error);
             opt(&mut item, "sent_at", &no.sent_at);
+            if matches!(no.state.as_str(), "pending" | "sending") {
+                item.insert(OUTBOX.into(), s(OUTBOX));
+            }
             items.push(item);
         }
         for chunk in items.chunks(MAX_TRANSACTION) {
@@ -2068,6 +2121,7 @@ impl DynamoStore {
         }
         let mut e = Expr::default();
         let new = e.absent("pk");
+        b.check().map_err(|what| self.corrupt(what))?;
         let created = parse_ts(&b.created_at).unwrap_or_default();
         let mut actions =
             vec![put(&self.table, job, Some((&new, &e))), put(&self.table, listing(&b.backfill_id, created), None)];
@@ -2126,13 +2180,17 @@ pub async fn create_table(c: &Client, name: &str) -> Result<(), String> {
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(
-            ["pk", "sk", "dag", "start", "live", "kind", "start_id"].iter().map(|a| attr(a)).collect(),
+            ["pk", "sk", "dag", "start", "live", "kind", "start_id", "outbox", "created_at"]
+                .iter()
+                .map(|a| attr(a))
+                .collect(),
         ))
         .key_schema(key_schema("pk", KeyType::Hash))
         .key_schema(key_schema("sk", KeyType::Range))
         .global_secondary_indexes(index("by_dag", "dag", Some("start")))
         .global_secondary_indexes(index("live", "live", None))
         .global_secondary_indexes(index("all_runs", "kind", Some("start_id")))
+        .global_secondary_indexes(index(OUTBOX, OUTBOX, Some("created_at")))
         .send()
         .await
         .map(|_| ())
@@ -2340,6 +2398,12 @@ mod tests {
         assert!(matches!(s.heartbeat(&c.run_id), Err(StoreError::LeaseLost { .. })));
         assert!(matches!(s.finish(&c.run_id, RunState::Failed), Err(StoreError::LeaseLost { .. })));
         assert!(matches!(s.restart_fresh(&c.run_id, &["a".into()]), Err(StoreError::LeaseLost { .. })));
+        assert!(
+            matches!(s.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_stale"), Err(StoreError::LeaseLost { .. })),
+            "the job run id the new owner saves is never overwritten"
+        );
+        assert!(matches!(s.clear_fact(&c.run_id, "a", "glue_job_run_id"), Err(StoreError::LeaseLost { .. })));
+        assert_eq!(s.fact(&c.run_id, "a", "glue_job_run_id").expect("fact"), None);
         assert_eq!(s.tasks(&c.run_id).expect("tasks")[0].state, running, "nothing written");
         assert_eq!(s.live_runs("d").expect("live"), vec![c.run_id.clone()]);
         // Its lease expired: taken over, the attempt it was running recorded as interrupted.
@@ -2536,10 +2600,24 @@ mod tests {
         let from_dynamodb = export(&d);
         assert_eq!(from_dynamodb, from_sqlite);
         // What the table has is left as it is: a run that changed there keeps its change.
-        d.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_43").expect("fact");
+        // (Written as another process's execution would have: facts are written by an owner.)
+        let fact_of = |v: &str| {
+            let mut item = key(&run_pk(&c.run_id), "FACT#a#glue_job_run_id");
+            for (k, x) in [("task", "a"), ("key", "glue_job_run_id"), ("value", v)] {
+                item.insert(k.to_string(), AttributeValue::S(x.to_string()));
+            }
+            let (cl, name) = (t.client.clone(), t.name.clone());
+            block(async move { cl.put_item().table_name(name).set_item(Some(item)).send().await.map(|_| ()) })
+                .expect("put the fact");
+        };
+        fact_of("jr_43");
         assert_eq!(d.import(&from_sqlite[0]).expect("import"), Imported::AlreadyThere);
         assert_eq!(d.fact(&c.run_id, "a", "glue_job_run_id").expect("fact").as_deref(), Some("jr_43"));
-        d.set_fact(&c.run_id, "a", "glue_job_run_id", "jr_42").expect("fact");
+        fact_of("jr_42");
+        assert!(
+            matches!(d.set_fact(&c.run_id, "a", "k", "v"), Err(StoreError::LeaseLost { .. })),
+            "no process owns the run: its facts are not written"
+        );
         assert_eq!(d.fact(&c.run_id, "a", "glue_job_run_id").expect("fact").as_deref(), Some("jr_42"));
         assert_eq!(d.open_backfill("req").expect("open").map(|(i, _)| i), Some(id.clone()), "still open there");
 
@@ -2592,5 +2670,37 @@ mod tests {
         // A later execution keeps the mark: b stays skipped.
         let again = s.claim(&claim(&tasks)).expect("claim again");
         assert_eq!(again.tasks["b"].0, TaskState::Skipped);
+    }
+
+    #[test]
+    fn every_runs_undelivered_notifications_are_found_by_the_outbox_index_until_delivered() {
+        use crate::engine::store::{Delivery, NewNotification};
+        let Some(t) = Table::start() else { return };
+        let mut s = RunStore::open(t.at()).expect("open");
+        let tasks = [("a", true)];
+        let c = s.claim(&claim(&tasks)).expect("claim");
+        let key = format!("{}/-/1/success", c.run_id);
+        let note: crate::notify::Notification = serde_json::from_value(serde_json::json!({
+            "event": "success", "dag": "d", "run": c.run_id,
+            "interval": {"ds": "2019-10-01", "start": "2019-10-01T00:00:00+00:00", "end": "2019-10-02T00:00:00+00:00"},
+            "task": null, "attempt": 1, "error": null, "log_url": "", "dedupe_key": key,
+            "message": "d succeeded", "at": "2019-10-02T00:00:00Z"
+        }))
+        .expect("a notification");
+        let spec = serde_json::from_value(serde_json::json!({"file": {"path": "notes.jsonl"}})).expect("a target");
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        s.finish_with(&c.run_id, RunState::Success, &[NewNotification { target: "ops".into(), spec, note }])
+            .expect("finish");
+        let pending = s.undelivered_notifications(None, Some(before)).expect("undelivered");
+        assert_eq!(pending, [(key.clone(), "ops".to_string())]);
+        assert!(
+            s.undelivered_notifications(None, Some(Utc::now() + chrono::Duration::hours(1))).expect("later").is_empty()
+        );
+        let row = s.claim_notification(&key, "ops").expect("claim").expect("claimable");
+        s.record_delivery(&key, "ops", 1, &Delivery::Retrying("503".into())).expect("retrying");
+        assert_eq!(s.undelivered_notifications(None, Some(before)).expect("undelivered").len(), 1, "still undelivered");
+        s.record_delivery(&key, "ops", 2, &Delivery::Sent).expect("sent");
+        assert!(s.undelivered_notifications(None, Some(before)).expect("undelivered").is_empty());
+        assert_eq!(row.target, "ops");
     }
 }

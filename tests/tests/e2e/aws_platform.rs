@@ -243,7 +243,7 @@ fn the_template_deploys_to_the_emulator_and_cartflow_runs_on_what_it_creates() {
         "stream shop-stream1 ON_DEMAND KMS",
         "stream shop-stream2 ON_DEMAND KMS",
         "table PAY_PER_REQUEST id",
-        "state table PAY_PER_REQUEST ['pk', 'sk'] ['all_runs', 'by_dag', 'live']",
+        "state table PAY_PER_REQUEST ['pk', 'sk'] ['all_runs', 'by_dag', 'live', 'outbox']",
         "topic ['shop-alerts']",
         "failures queue 1209600",
         "role firehose firehose.amazonaws.com ['archive']",

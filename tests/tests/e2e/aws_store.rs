@@ -256,6 +256,7 @@ fn the_scheduler_fired_twice_from_fresh_containers_creates_each_run_once() {
     };
     let r1 = fire("firing-1");
     assert_eq!(r1.stdout.matches(" success ").count(), 4, "{}", r1.stdout);
+    assert!(!r1.stderr.contains("cannot read the undelivered notifications"), "{}", r1.stderr);
     let first = lines(&trace);
     assert_eq!(first.len(), 4, "catchup: the four complete days since start_date: {first:?}");
     let r2 = fire("firing-2");

@@ -88,6 +88,7 @@ fn history_moved_from_sqlite_to_dynamodb_is_what_the_table_answers_and_runs_by()
     let again = run_on_table(&local, &moto, TABLE, &["state", "import", "history.jsonl"]);
     again.expect_code(0);
     assert!(again.stdout.contains("imported 0 runs"), "{}", again.stdout);
+    assert!(!again.stdout.contains("copied"), "the logs of runs the table has are not copied again: {}", again.stdout);
     assert!(again.stdout.contains("already there (left as they were): 2 runs, 1 backfill jobs"), "{}", again.stdout);
 
     // A fresh checkout on the table answers as the local store did.
@@ -171,6 +172,21 @@ fn an_import_cut_off_is_finished_by_the_next_and_a_damaged_file_writes_nothing()
     refused.expect_code(2);
     assert!(refused.stderr.contains("damaged.jsonl:3:") && refused.stderr.contains("exploded"), "{}", refused.stderr);
     assert_eq!(count_runs("other"), 0, "the good run before it was not written either");
+    // Another spelling of an instant (the stores compare the text), an attempt twice.
+    let respelled = lines[2].replace(".000Z\"", "Z\"");
+    assert_ne!(respelled, lines[2]);
+    let mut twice: serde_json::Value = serde_json::from_str(lines[2]).expect("json");
+    let first = twice["attempts"][0].clone();
+    twice["attempts"].as_array_mut().expect("attempts").push(first);
+    for (name, line, says) in
+        [("respelled", respelled, "not written as the stores write it"), ("twice", twice.to_string(), "twice")]
+    {
+        local.write("bad.jsonl", &format!("{}\n{line}\n", lines[0]));
+        let r = run_on_table(&local, &moto, "other", &["state", "import", "bad.jsonl"]);
+        r.expect_code(2);
+        assert!(r.stderr.contains(says), "{name}: {}", r.stderr);
+    }
+    assert_eq!(count_runs("other"), 0);
     local.write("nothing.jsonl", &lines[1..].join("\n"));
     run_on_table(&local, &moto, "other", &["state", "import", "nothing.jsonl"]).expect_code(2);
 }

@@ -163,6 +163,38 @@ pub struct BackfillRecord {
     pub runs: Vec<(String, String, Option<String>)>,
 }
 
+/// A timestamp exactly as the stores write it (`2019-10-01T00:00:00.000Z`): their range
+/// queries compare the text, so another spelling of the same instant would be misfiled.
+fn stamp(v: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    match super::parse_ts(v) {
+        Some(t) if super::ts(t) == v => Ok(t),
+        Some(t) => Err(format!("`{v}` is not written as the stores write it (`{}`)", super::ts(t))),
+        None => Err(format!("`{v}` is not a timestamp")),
+    }
+}
+
+impl BackfillRecord {
+    /// Checks what a store will write of the job.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |what: String| -> Result<(), String> { Err(format!("backfill job {}: {what}", self.backfill_id)) };
+        if let Err(e) = stamp(&self.created_at) {
+            return bad(format!("created_at {e}"));
+        }
+        if let Some(f) = &self.finished_at
+            && let Err(e) = stamp(f)
+        {
+            return bad(format!("finished_at {e}"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (run, _, _) in &self.runs {
+            if !seen.insert(run) {
+                return bad(format!("run {run} twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where an export goes, one record after another.
 pub type Sink<'a> = &'a mut dyn FnMut(Record) -> Result<(), StoreError>;
 
@@ -180,14 +212,11 @@ impl RunRecord {
     /// edited or damaged file is refused before anything of the run is written.
     pub fn check(&self) -> Result<(), String> {
         let bad = |what: String| -> Result<(), String> { Err(format!("run {}: {what}", self.run_id)) };
-        let ts = |v: &str, what: &str| super::parse_ts(v).map(|_| ()).ok_or(format!("{what} `{v}` is not a timestamp"));
-        let start = super::parse_ts(&self.interval_start);
-        match start {
-            Some(s) if super::run_id(&self.dag_id, s) == self.run_id => {}
-            Some(_) => {
-                return bad(format!("the id is not that of DAG {}'s run at {}", self.dag_id, self.interval_start));
-            }
-            None => return bad(format!("interval start `{}` is not a timestamp", self.interval_start)),
+        let ts = |v: &str, what: &str| stamp(v).map_err(|e| format!("{what} {e}"));
+        match stamp(&self.interval_start) {
+            Ok(s) if super::run_id(&self.dag_id, s) == self.run_id => {}
+            Ok(_) => return bad(format!("the id is not that of DAG {}'s run at {}", self.dag_id, self.interval_start)),
+            Err(e) => return bad(format!("interval start {e}")),
         }
         for (v, what) in [(&self.interval_end, "interval end"), (&self.created_at, "created_at")] {
             if let Err(e) = ts(v.as_str(), what) {
@@ -224,6 +253,36 @@ impl RunRecord {
                 return bad(format!("attempt {} of {}: unknown state `{}`", a.attempt, a.task_id, a.state));
             }
             if let Err(e) = ts(&a.started_at, "an attempt's start") {
+                return bad(e);
+            }
+            if let Some(end) = &a.ended_at
+                && let Err(e) = ts(end, "an attempt's end")
+            {
+                return bad(e);
+            }
+        }
+        let mut keys = std::collections::HashSet::new();
+        for a in &self.attempts {
+            if !keys.insert(format!("attempt {} of {}", a.attempt, a.task_id)) {
+                return bad(format!("attempt {} of {} twice", a.attempt, a.task_id));
+            }
+        }
+        for f in &self.facts {
+            if !seen.contains(&f.task_id) || !keys.insert(format!("fact {} of {}", f.key, f.task_id)) {
+                return bad(format!("fact {} of task {}: twice, or of a task the run does not have", f.key, f.task_id));
+            }
+        }
+        for n in &self.notifications {
+            if !keys.insert(format!("notification {} to {}", n.dedupe_key, n.target)) {
+                return bad(format!("notification {} to {} twice", n.dedupe_key, n.target));
+            }
+            if !matches!(n.state.as_str(), "pending" | "sending" | "sent" | "failed") {
+                return bad(format!("notification {}: unknown state `{}`", n.dedupe_key, n.state));
+            }
+            if serde_json::from_str::<crate::notify::TargetSpec>(&n.spec).is_err() {
+                return bad(format!("notification {}: unreadable target", n.dedupe_key));
+            }
+            if let Err(e) = ts(&n.created_at, "a notification's time") {
                 return bad(e);
             }
         }
@@ -529,6 +588,7 @@ impl super::SqliteStore {
                 }
             }
             Record::Backfill(b) => {
+                b.check().map_err(|what| StoreError::Corrupt { path: path.clone(), what })?;
                 let there = tx
                     .query_row("SELECT 1 FROM backfills WHERE backfill_id = ?1", [&b.backfill_id], |_| Ok(()))
                     .optional()
