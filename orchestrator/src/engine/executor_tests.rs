@@ -55,6 +55,22 @@ impl Fixture {
         Some(Fixture { dir: tempfile::tempdir().expect("tempdir"), at: table.at(), _moto: Some(table) })
     }
 
+    /// Sets run `run_id`'s owner and lease as a process of another host leaves them when it
+    /// took the run over.
+    fn forge_owner(&self, run_id: &str, owner: &str, lease: &str) {
+        #[cfg(feature = "aws")]
+        if let Some(t) = &self._moto {
+            t.forge(run_id, &[("owner", owner), ("lease_until", lease)]);
+            return;
+        }
+        let db = rusqlite::Connection::open(self.path().join("state.db")).expect("db");
+        db.execute(
+            "UPDATE dag_runs SET owner = ?2, lease_until = ?3 WHERE run_id = ?1",
+            rusqlite::params![run_id, owner, lease],
+        )
+        .expect("take over");
+    }
+
     fn store(&self) -> RunStore {
         RunStore::open(&self.at).expect("store")
     }
@@ -213,9 +229,12 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
     assert_eq!(state_of(&r, "own_skip"), &TaskState::Skipped);
 }
 
-#[tokio::test]
-async fn a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again,
+    a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again_on_dynamodb,
+    a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again_with
+);
+async fn a_task_a_person_marked_skipped_stays_skipped_when_its_upstream_runs_again_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}",
         sh("load", "", "[ -f $DIR/fixed ]"),
@@ -754,17 +773,21 @@ fn my_token_of_init() -> String {
     crate::process::process_token(1).unwrap_or_else(|| "1:?".into())
 }
 
-#[tokio::test]
-async fn a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more,
+    a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more_on_dynamodb,
+    a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more_with
+);
+async fn a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}",
         sh("long", "", "echo $$ > $DIR/long.pid; sleep 60"),
         sh("after", "long", "echo ran > $DIR/after")
     ));
     let (d2, path, at) = (dag.clone(), f.path().to_path_buf(), f.at.clone());
+    let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
+    let run_id = crate::engine::store::run_id(&dag.id, interval.start);
     let run = tokio::spawn(async move {
-        let interval = DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
         let opts = ExecOptions { project_dir: path.clone(), ..ExecOptions::default() };
         let pools = Arc::new(Pools::new(&BTreeMap::new()));
         execute(d2, interval, &at, pools, &opts, CancellationToken::new(), &mut |_| {}).await
@@ -775,19 +798,18 @@ async fn a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pid: i32 = std::fs::read_to_string(f.path().join("long.pid")).expect("pid").trim().parse().expect("pid");
-    // As a process of another host leaves the row when it took the run over after our lease
+    // As a process of another host leaves the run when it took it over after our lease
     // expired (our heartbeats did not reach the store): its owner id, its lease.
-    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
     let taker = "4242:7@another-host/00000000";
     let lease = (chrono::Utc::now() + chrono::Duration::seconds(90)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-    db.execute("UPDATE dag_runs SET owner = ?1, lease_until = ?2", rusqlite::params![taker, lease]).expect("take over");
-    let before: Vec<(String, String)> = db
-        .prepare("SELECT task_id, state_json FROM task_instances ORDER BY task_id")
-        .expect("sql")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    f.forge_owner(&run_id, taker, &lease);
+    let read = || {
+        let s = f.store();
+        let tasks: Vec<(String, TaskState)> =
+            s.tasks(&run_id).expect("tasks").into_iter().map(|t| (t.task_id, t.state)).collect();
+        (tasks, s.attempts(&run_id, None).expect("attempts"), s.run(&run_id).expect("run").expect("a run"))
+    };
+    let before = read();
     let out =
         tokio::time::timeout(Duration::from_secs(30), run).await.expect("stops within a heartbeat").expect("join");
     match out {
@@ -799,20 +821,18 @@ async fn a_process_that_lost_its_lease_stops_its_tasks_and_writes_nothing_more()
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!crate::process::pid_alive(pid) || is_zombie(pid), "the task {pid} is stopped");
     assert!(!f.path().join("after").exists(), "nothing starts after the lease is lost");
-    // Not a byte of the run is ours any more: tasks, attempts and the run's row as the new owner has them.
-    let after: Vec<(String, String)> = db
-        .prepare("SELECT task_id, state_json FROM task_instances ORDER BY task_id")
-        .expect("sql")
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert_eq!(after, before, "no task state written after the takeover");
-    let (state, owner, ended): (String, String, Option<String>) = db
-        .query_row("SELECT state, owner, ended_at FROM dag_runs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("run");
-    assert_eq!((state.as_str(), owner.as_str(), ended), ("running", taker, None));
-    let attempt: (String, Option<String>) =
-        db.query_row("SELECT state, ended_at FROM task_attempts", [], |r| Ok((r.get(0)?, r.get(1)?))).expect("attempt");
-    assert_eq!(attempt, ("running".to_string(), None), "the attempt is the new owner's to record");
+    // Not a byte of the run is ours any more: tasks, attempts and the run as the new owner has them.
+    let after = read();
+    assert_eq!(after, before, "nothing written after the takeover");
+    assert_eq!((after.2.state, after.2.ended_at), (RunState::Running, None));
+    assert_eq!(after.1.len(), 1);
+    assert_eq!(
+        (after.1[0].state, after.1[0].ended_at),
+        (crate::engine::state::AttemptState::Running, None),
+        "the new owner's to record"
+    );
+    match f.store().heartbeat(&run_id) {
+        Err(StoreError::LeaseLost { owner, .. }) => assert_eq!(owner.as_deref(), Some("4242 on another-host/00000000")),
+        other => panic!("the run is the taker's: {other:?}"),
+    }
 }

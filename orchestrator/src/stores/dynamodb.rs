@@ -2244,6 +2244,33 @@ pub(crate) mod testing {
             Some(Table { _moto: moto, name, client })
         }
 
+        /// Sets attributes of run `run_id`'s item directly (as another process's writes leave it).
+        pub(crate) fn forge(&self, run_id: &str, fields: &[(&str, &str)]) {
+            use aws_sdk_dynamodb::types::AttributeValue;
+            let mut expr = Vec::new();
+            let mut names = std::collections::HashMap::new();
+            let mut values = std::collections::HashMap::new();
+            for (i, (k, v)) in fields.iter().enumerate() {
+                expr.push(format!("#a{i} = :v{i}"));
+                names.insert(format!("#a{i}"), k.to_string());
+                values.insert(format!(":v{i}"), AttributeValue::S(v.to_string()));
+            }
+            let (c, name, k) = (self.client.clone(), self.name.clone(), super::key(&super::run_pk(run_id), "RUN"));
+            block(async move {
+                c.update_item()
+                    .table_name(name)
+                    .set_key(Some(k))
+                    .update_expression(format!("SET {}", expr.join(", ")))
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .expect("forge");
+        }
+
         /// The store at this table.
         pub(crate) fn at(&self) -> StoreAt {
             StoreAt::Remote(Arc::new(DynamoTable::with_client(&self.name, self.client.clone())))
@@ -2253,7 +2280,6 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use aws_sdk_dynamodb::types::AttributeValue;
     use chrono::Utc;
@@ -2277,30 +2303,8 @@ mod tests {
         }
     }
 
-    /// Sets attributes of run `run_id`'s item directly (as another process's writes leave it).
     fn forge(t: &Table, run_id: &str, fields: &[(&str, &str)]) {
-        let mut expr = Vec::new();
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        for (i, (k, v)) in fields.iter().enumerate() {
-            expr.push(format!("#a{i} = :v{i}"));
-            names.insert(format!("#a{i}"), k.to_string());
-            values.insert(format!(":v{i}"), AttributeValue::S(v.to_string()));
-        }
-        let (c, name, k) = (t.client.clone(), t.name.clone(), key(&run_pk(run_id), "RUN"));
-        block(async move {
-            c.update_item()
-                .table_name(name)
-                .set_key(Some(k))
-                .update_expression(format!("SET {}", expr.join(", ")))
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .expect("forge");
+        t.forge(run_id, fields)
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! owner is gone: on the same host, as soon as its pid is dead (or names another process); on
 //! another host, where a pid means nothing, once the lease has expired. Clocks of two hosts may
 //! differ: a takeover compares the owner's `lease_until` with its own clock, so a skew of up to
-//! [`LEASE`] − [`SELF_STOP`] (30 s) is safe — the owner stops starting tasks after [`SELF_STOP`]
+//! [`LEASE`] − [`SELF_STOP`] less a heartbeat and the tasks' stop grace (about 15 s) is safe — the owner stops starting tasks after [`SELF_STOP`]
 //! without a renewed lease, before any other host can see the lease expired.
 
 use std::sync::OnceLock;
