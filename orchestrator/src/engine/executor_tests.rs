@@ -71,6 +71,79 @@ impl Fixture {
         .expect("take over");
     }
 
+    /// Leaves what an earlier execution of `task` left: a saved fact, and `failures` of its
+    /// retry budget spent.
+    fn forge_leftovers(&self, run_id: &str, task: &str, fact: (&str, &str), failures: u32) {
+        #[cfg(feature = "aws")]
+        if let Some(t) = &self._moto {
+            let sk = format!("FACT#{task}#{}", fact.0);
+            t.raw(run_id, &sk, &[("task", task), ("key", fact.0), ("value", fact.1)], None);
+            let tsk = format!("TASK#{task}");
+            let state_json = t.raw(run_id, &tsk, &[], Some("state_json")).expect("the task's state");
+            let pos = t.raw(run_id, &tsk, &[], Some("pos")).unwrap_or_default();
+            let state = t.raw(run_id, &tsk, &[], Some("state")).unwrap_or_default();
+            let attempts = t.raw(run_id, &tsk, &[], Some("attempts")).unwrap_or_default();
+            let failures = failures.to_string();
+            t.raw(
+                run_id,
+                &tsk,
+                &[
+                    ("task", task),
+                    ("pos", &pos),
+                    ("state", &state),
+                    ("state_json", &state_json),
+                    ("attempts", &attempts),
+                    ("failures", &failures),
+                    ("updated_at", "2019-10-01T00:00:00.000Z"),
+                ],
+                None,
+            );
+            return;
+        }
+        let db = rusqlite::Connection::open(self.path().join("state.db")).expect("db");
+        db.execute(
+            "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![run_id, task, fact.0, fact.1],
+        )
+        .expect("fact");
+        db.execute(
+            "UPDATE task_instances SET failures = ?3 WHERE run_id = ?1 AND task_id = ?2",
+            rusqlite::params![run_id, task, failures],
+        )
+        .expect("failures");
+    }
+
+    /// The retry budget `task` has spent in its current execution.
+    fn failures(&self, run_id: &str, task: &str) -> u32 {
+        #[cfg(feature = "aws")]
+        if let Some(t) = &self._moto {
+            return t
+                .raw(run_id, &format!("TASK#{task}"), &[], Some("failures"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+        let db = rusqlite::Connection::open(self.path().join("state.db")).expect("db");
+        db.query_row("SELECT failures FROM task_instances WHERE run_id = ?1 AND task_id = ?2", [run_id, task], |r| {
+            r.get(0)
+        })
+        .expect("failures")
+    }
+
+    /// Sets the state, owner and tries of the run's notifications (of one attempt, or all).
+    fn forge_notes(&self, run_id: &str, attempt: Option<u32>, state: &str, owner: &str, tries: u32) {
+        #[cfg(feature = "aws")]
+        if let Some(t) = &self._moto {
+            t.forge_notes(run_id, attempt, state, owner, tries);
+            return;
+        }
+        let db = rusqlite::Connection::open(self.path().join("state.db")).expect("db");
+        db.execute(
+            "UPDATE notifications SET state = ?2, owner = ?3, tries = ?4 WHERE run_id = ?1 AND (?5 IS NULL OR attempt = ?5)",
+            rusqlite::params![run_id, state, owner, tries, attempt],
+        )
+        .expect("forge the notifications");
+    }
+
     fn store(&self) -> RunStore {
         RunStore::open(&self.at).expect("store")
     }
@@ -131,11 +204,14 @@ async fn tasks_run_in_dependency_order_and_succeed_with(f: Fixture) {
     assert_eq!(std::fs::read_to_string(f.path().join("order")).expect("order"), "a\nb\nc\n");
 }
 
-#[tokio::test]
-async fn a_task_starts_as_soon_as_its_own_upstream_is_done() {
+on_both_stores!(
+    a_task_starts_as_soon_as_its_own_upstream_is_done,
+    a_task_starts_as_soon_as_its_own_upstream_is_done_on_dynamodb,
+    a_task_starts_as_soon_as_its_own_upstream_is_done_with
+);
+async fn a_task_starts_as_soon_as_its_own_upstream_is_done_with(f: Fixture) {
     // slow and fast are independent roots; after_fast depends only on fast and must start
     // (and finish) while slow is still running — no level-by-level barrier.
-    let f = Fixture::new();
     let dag = f.dag(&format!(
         "id: d\ntasks:\n{}{}{}",
         sh("slow", "", "sleep 1.5; echo slow >> $DIR/order"),
@@ -193,9 +269,12 @@ async fn skip_exit_code_skips_and_downstream_follows_its_rule_with(f: Fixture) {
     assert!(matches!(state_of(&r, "lenient"), TaskState::Success { .. }));
 }
 
-#[tokio::test]
-async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again,
+    a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again_on_dynamodb,
+    a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again_with
+);
+async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again_with(f: Fixture) {
     let dag = f.dag(
         "id: d\ntasks:\n\
          \x20 - id: own_skip\n    kind: command\n    program: sh\n    args: [-c, 'echo x >> $DIR/own; exit 99']\n    skip_exit_code: 99\n\
@@ -207,13 +286,8 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
     assert_eq!((state_of(&r, "own_skip"), state_of(&r, "cleanup")), (&TaskState::Skipped, &TaskState::Skipped));
     std::fs::write(f.path().join("fixed"), "").expect("fix");
     // What the skipped execution of `cleanup` left: a saved fact, a failure spent.
-    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
-    db.execute(
-        "INSERT INTO task_facts (run_id, task_id, key, value) VALUES (?1, 'cleanup', 'job_run_id', 'old')",
-        [&r.run_id],
-    )
-    .expect("fact");
-    db.execute("UPDATE task_instances SET failures = 1 WHERE task_id = 'cleanup'", []).expect("failures");
+    f.forge_leftovers(&r.run_id, "cleanup", ("job_run_id", "old"), 1);
+    assert_eq!(f.failures(&r.run_id, "cleanup"), 1);
     // Run again (what failed): `flaky` runs and succeeds. `own_skip` decided to skip and nothing
     // it depends on changed: it stays skipped, not run. `cleanup` follows `flaky`: it runs again.
     let r = f.run(&dag).await;
@@ -221,11 +295,9 @@ async fn a_skipped_task_stays_skipped_on_resume_unless_an_upstream_runs_again() 
     let lines = |name: &str| std::fs::read_to_string(f.path().join(name)).expect("file").lines().count();
     assert_eq!(lines("own"), 1, "a skip is kept as a success is");
     assert_eq!(lines("cleanup"), 2, "decided again after its upstream ran again");
-    let facts: i64 =
-        db.query_row("SELECT count(*) FROM task_facts WHERE task_id = 'cleanup'", [], |r| r.get(0)).expect("n");
-    let failures: i64 =
-        db.query_row("SELECT failures FROM task_instances WHERE task_id = 'cleanup'", [], |r| r.get(0)).expect("f");
-    assert_eq!((facts, failures), (0, 0), "decided again from a fresh start: no old fact, its whole retry budget");
+    let fact = f.store().fact(&r.run_id, "cleanup", "job_run_id").expect("fact");
+    let failures = f.failures(&r.run_id, "cleanup");
+    assert_eq!((fact, failures), (None, 0), "decided again from a fresh start: no old fact, its whole retry budget");
     assert_eq!(state_of(&r, "own_skip"), &TaskState::Skipped);
 }
 
@@ -303,9 +375,12 @@ async fn retries_run_out_and_the_run_fails_with(f: Fixture) {
     assert_eq!(state_of(&r, "after"), &TaskState::UpstreamFailed);
 }
 
-#[tokio::test]
-async fn a_timeout_kills_the_whole_process_tree() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_timeout_kills_the_whole_process_tree,
+    a_timeout_kills_the_whole_process_tree_on_dynamodb,
+    a_timeout_kills_the_whole_process_tree_with
+);
+async fn a_timeout_kills_the_whole_process_tree_with(f: Fixture) {
     // The task starts a background sleeper (a grandchild) and then waits; both must die.
     let dag = f.dag(&format!(
         "id: d\ndefaults:\n  timeout: 500ms\ntasks:\n{}",
@@ -409,9 +484,12 @@ async fn a_run_this_process_executes_is_not_executed_a_second_time_at_once_with(
     assert_eq!(f.run(&dag).await.state, RunState::Success);
 }
 
-#[tokio::test]
-async fn pools_limit_concurrency_across_tasks() {
-    let f = Fixture::new();
+on_both_stores!(
+    pools_limit_concurrency_across_tasks,
+    pools_limit_concurrency_across_tasks_on_dynamodb,
+    pools_limit_concurrency_across_tasks_with
+);
+async fn pools_limit_concurrency_across_tasks_with(f: Fixture) {
     // Four independent tasks in a one-slot pool: a task that finds the lock taken fails.
     let body = "mkdir $DIR/lock || exit 7; sleep 0.2; rmdir $DIR/lock";
     let mut yaml = String::from("id: d\nmax_active_tasks: 8\ndefaults:\n  pool: single\ntasks:\n");
@@ -430,9 +508,12 @@ async fn pools_limit_concurrency_across_tasks() {
     assert_eq!(r2.state, RunState::Failed, "without a pool the tasks overlap");
 }
 
-#[tokio::test]
-async fn max_active_tasks_bounds_concurrency() {
-    let f = Fixture::new();
+on_both_stores!(
+    max_active_tasks_bounds_concurrency,
+    max_active_tasks_bounds_concurrency_on_dynamodb,
+    max_active_tasks_bounds_concurrency_with
+);
+async fn max_active_tasks_bounds_concurrency_with(f: Fixture) {
     let body = "mkdir $DIR/lock || exit 7; sleep 0.1; rmdir $DIR/lock";
     let mut yaml = String::from("id: d\nmax_active_tasks: 1\ntasks:\n");
     for i in 0..3 {
@@ -482,9 +563,8 @@ async fn rerunning_a_failed_run_keeps_what_succeeded_with(f: Fixture) {
     assert_eq!(std::fs::read_to_string(f.path().join("count")).expect("count"), "a\n", "a ran once");
 }
 
-#[tokio::test]
-async fn templates_reach_the_program() {
-    let f = Fixture::new();
+on_both_stores!(templates_reach_the_program, templates_reach_the_program_on_dynamodb, templates_reach_the_program_with);
+async fn templates_reach_the_program_with(f: Fixture) {
     let dag = f.dag(
         "id: tpl\nparams:\n  name: world\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    \
          args: [-c, 'echo \"$1 $2 $3 $CARTFLOW_DS\" > $DIR/out', '-', '{{ ds_nodash }}', '{{ params.name }}', '{{ task.id }}']\n",
@@ -548,15 +628,19 @@ fn with_kind(f: &Fixture, yaml: &str, id: &str, config: Arc<dyn crate::task::Com
     Arc::new(dag)
 }
 
-#[tokio::test]
-async fn a_panicking_task_is_a_failed_attempt_and_the_run_goes_on() {
-    for at in [PanicAt::Future, PanicAt::Blocking, PanicAt::Render] {
-        let f = Fixture::new();
+on_both_stores!(
+    a_panicking_task_is_a_failed_attempt_and_the_run_goes_on,
+    a_panicking_task_is_a_failed_attempt_and_the_run_goes_on_on_dynamodb,
+    a_panicking_task_is_a_failed_attempt_and_the_run_goes_on_with
+);
+async fn a_panicking_task_is_a_failed_attempt_and_the_run_goes_on_with(f: Fixture) {
+    // One store, a DAG per place of the panic.
+    for (i, at) in [PanicAt::Future, PanicAt::Blocking, PanicAt::Render].into_iter().enumerate() {
         let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let dag = with_kind(
             &f,
             &format!(
-                "id: d\ndefaults:\n  retries: 2\n  retry_delay: 10ms\ntasks:\n  - id: bad\n    kind: noop\n{}{}{}",
+                "id: d{i}\ndefaults:\n  retries: 2\n  retry_delay: 10ms\ntasks:\n  - id: bad\n    kind: noop\n{}{}{}",
                 sh("after", "bad", "true"),
                 "  - id: cleanup\n    kind: noop\n    depends_on: [bad]\n    trigger_rule: all_done\n",
                 sh("beside", "", "true"),
@@ -623,9 +707,12 @@ impl crate::task::CompiledTask for Stubborn {
     }
 }
 
-#[tokio::test]
-async fn a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period,
+    a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period_on_dynamodb,
+    a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period_with
+);
+async fn a_task_that_ignores_its_timeout_is_dropped_after_the_grace_period_with(f: Fixture) {
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let dag = with_kind(
         &f,
@@ -721,9 +808,12 @@ async fn a_run_success_notifies_once_and_finishing_again_without_work_raises_not
     assert_eq!(notified(&f, "n.jsonl"), vec![("success".into(), None, 1), ("success".into(), None, 2)]);
 }
 
-#[tokio::test]
-async fn a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run,
+    a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run_on_dynamodb,
+    a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run_with
+);
+async fn a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\nnotify:\n  - on: failure\n    to: [{{webhook: {{url_env: CARTFLOW_TEST_NEVER_SET_4F2A}}}}, {{file: {{path: n.jsonl}}}}]\ntasks:\n{}{}",
         sh("bad", "", "exit 1"),
@@ -743,18 +833,20 @@ async fn a_target_whose_url_variable_is_unset_fails_its_notification_not_the_run
     assert_eq!(notified(&f, "n.jsonl").len(), 1, "the other target still gets it");
 }
 
-#[tokio::test]
-async fn a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once() {
-    let f = Fixture::new();
+on_both_stores!(
+    a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once,
+    a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once_on_dynamodb,
+    a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once_with
+);
+async fn a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_once_with(f: Fixture) {
     let dag = f.dag(&format!(
         "id: d\nnotify:\n  - on: failure\n    to: {{file: {{path: n.jsonl}}}}\ntasks:\n{}",
         sh("bad", "", "exit 1"),
     ));
-    f.run(&dag).await;
+    let run_id = f.run(&dag).await.run_id;
     assert_eq!(notified(&f, "n.jsonl").len(), 1);
     // As a crash between the record and the send leaves it: pending, owned by a dead process.
-    let db = rusqlite::Connection::open(f.path().join("state.db")).expect("db");
-    db.execute("UPDATE notifications SET state = 'pending', owner = '999999999:1', tries = 0", []).expect("pending");
+    f.forge_notes(&run_id, None, "pending", "999999999:1", 0);
     std::fs::remove_file(f.path().join("n.jsonl")).expect("rm");
     // The next execution of the run sends it (and the new attempt's failure), each once.
     f.run(&dag).await;
@@ -762,8 +854,7 @@ async fn a_notification_a_crashed_process_recorded_is_sent_by_the_next_owner_onc
     got.sort();
     assert_eq!(got, vec![("failure".into(), Some("bad".into()), 1), ("failure".into(), Some("bad".into()), 2)]);
     // Delivered rows are never sent again; one a live process is sending is left to it.
-    db.execute("UPDATE notifications SET state = 'sending', owner = ?1 WHERE attempt = 1", [my_token_of_init()])
-        .expect("live owner");
+    f.forge_notes(&run_id, Some(1), "sending", &my_token_of_init(), 1);
     f.run(&dag).await;
     assert_eq!(notified(&f, "n.jsonl").len(), 3, "only attempt 3's failure is new");
 }

@@ -2271,6 +2271,55 @@ pub(crate) mod testing {
             .expect("forge");
         }
 
+        /// Puts `item` (attributes as strings or numbers) under `RUN#run_id` / `sk`, as another
+        /// process's writes leave it; or, with `get`, reads attribute `get` of that item.
+        pub(crate) fn raw(&self, run_id: &str, sk: &str, put: &[(&str, &str)], get: Option<&str>) -> Option<String> {
+            use aws_sdk_dynamodb::types::AttributeValue;
+            let k = super::key(&super::run_pk(run_id), sk);
+            let (c, name) = (self.client.clone(), self.name.clone());
+            let fields: Vec<(String, String)> = put.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let get = get.map(str::to_string);
+            block(async move {
+                if let Some(attr) = get {
+                    let out = c.get_item().table_name(name).set_key(Some(k)).consistent_read(true).send().await;
+                    let item = out.map_err(|e| e.to_string())?.item().cloned().unwrap_or_default();
+                    return Ok(item.get(&attr).and_then(|v| v.as_s().ok().or_else(|| v.as_n().ok())).cloned());
+                }
+                let mut item = k;
+                for (a, v) in fields {
+                    let value = if a == "failures" { AttributeValue::N(v) } else { AttributeValue::S(v) };
+                    item.insert(a, value);
+                }
+                c.put_item().table_name(name).set_item(Some(item)).send().await.map(|_| None).map_err(|e| e.to_string())
+            })
+            .expect("raw access to the table")
+        }
+
+        /// Sets `state`, `owner` and `tries` of run `run_id`'s notifications (of one attempt, or
+        /// all), as a crash or another process leaves them.
+        pub(crate) fn forge_notes(&self, run_id: &str, attempt: Option<u32>, state: &str, owner: &str, tries: u32) {
+            use aws_sdk_dynamodb::types::AttributeValue;
+            let (c, name, pk) = (self.client.clone(), self.name.clone(), super::run_pk(run_id));
+            let (state, owner) = (state.to_string(), owner.to_string());
+            block(async move {
+                let notes = super::items_of(&c, &name, &pk, "NOTE#").await?;
+                for mut item in notes {
+                    let body: serde_json::Value =
+                        serde_json::from_str(super::text(&item, "body").unwrap_or("{}")).unwrap_or_default();
+                    if attempt.is_some_and(|a| body["attempt"].as_u64() != Some(u64::from(a))) {
+                        continue;
+                    }
+                    item.insert("state".into(), AttributeValue::S(state.clone()));
+                    item.insert("owner".into(), AttributeValue::S(owner.clone()));
+                    item.insert("tries".into(), AttributeValue::N(tries.to_string()));
+                    item.insert(super::OUTBOX.into(), AttributeValue::S(super::OUTBOX.into()));
+                    c.put_item().table_name(&name).set_item(Some(item)).send().await.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+            .expect("forge the notifications");
+        }
+
         /// The store at this table.
         pub(crate) fn at(&self) -> StoreAt {
             StoreAt::Remote(Arc::new(DynamoTable::with_client(&self.name, self.client.clone())))

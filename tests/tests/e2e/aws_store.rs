@@ -326,3 +326,33 @@ fn a_run_on_one_host_is_cancelled_from_another() {
     let runs = run(&checkout(&[("long.yaml", dag)]), &moto, "host-c", &["runs"]);
     assert!(runs.stdout.lines().any(|l| l.contains("long@") && l.contains("cancelled")), "{}", runs.stdout);
 }
+
+#[test]
+fn a_backfill_killed_mid_job_is_continued_from_another_container_and_runs_each_day_once() {
+    let Some(moto) = Moto::start() else { return };
+    moto.state_table(TABLE);
+    moto.boto3("import boto3\nboto3.client('s3').create_bucket(Bucket='lake')");
+    let shared = tempfile::tempdir().expect("tmp");
+    let trace = shared.path().join("trace");
+    let dag = format!(
+        "id: fill\nschedule: '@daily'\ntasks:\n  - id: t\n    kind: command\n    program: sh\n    args: [-c, 'echo {{{{ ds }}}} >> {}']\n",
+        trace.display()
+    );
+    let args = ["backfill", "fill", "--from", "2019-10-01", "--to", "2019-10-04"];
+    // Killed right after the job recorded its second run's outcome.
+    let a = checkout(&[("fill.yaml", &dag)]);
+    let mut cut = on(&a, &moto, "host-a", &args);
+    cut.env("CARTFLOW_CRASH_AT", "store.backfill_run_done:2");
+    let cut = Run::from(cut.output().expect("cartflow"));
+    assert_ne!(cut.code, Some(0), "the crash point was reached: {}", cut.stderr);
+    let ran = lines(&trace);
+    assert!(ran.len() >= 2 && ran.len() < 4, "cut off mid job: {ran:?}");
+    // Another container runs the same command: the same job, continued; every day once.
+    let b = checkout(&[("fill.yaml", &dag)]);
+    let done = run(&b, &moto, "host-b", &args);
+    done.expect_code(0);
+    assert!(done.stdout.contains("continuing backfill job"), "{}", done.stdout);
+    let mut all = lines(&trace);
+    all.sort();
+    assert_eq!(all, ["2019-10-01", "2019-10-02", "2019-10-03", "2019-10-04"], "each day once");
+}
