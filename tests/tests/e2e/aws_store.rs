@@ -356,3 +356,28 @@ fn a_backfill_killed_mid_job_is_continued_from_another_container_and_runs_each_d
     all.sort();
     assert_eq!(all, ["2019-10-01", "2019-10-02", "2019-10-03", "2019-10-04"], "each day once");
 }
+
+#[test]
+fn without_catchup_two_firings_for_the_same_day_create_one_run() {
+    let Some(moto) = Moto::start() else { return };
+    moto.state_table(TABLE);
+    moto.boto3("import boto3\nboto3.client('s3').create_bucket(Bucket='lake')");
+    let start = moto.boto3(
+        "import datetime\nprint((datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=4)).isoformat())",
+    );
+    let dag = format!(
+        "id: latest\nschedule: '@daily'\nstart_date: {}\ncatchup: false\ntasks:\n  - id: t\n    kind: noop\n",
+        start.trim()
+    );
+    let fire = |host: &str| {
+        let r = run(&checkout(&[("latest.yaml", &dag)]), &moto, host, &["scheduler", "--once", "--backend", "aws"]);
+        r.expect_code(0);
+        r
+    };
+    let first = fire("firing-1");
+    assert_eq!(first.stdout.matches(" success ").count(), 1, "the latest day only: {}", first.stdout);
+    let second = fire("firing-2");
+    assert_eq!(second.stdout.trim(), "nothing is due", "{}", second.stderr);
+    let runs = run(&checkout(&[("latest.yaml", &dag)]), &moto, "ops", &["runs", "latest"]);
+    assert_eq!(runs.stdout.lines().filter(|l| l.contains("latest@")).count(), 1, "{}", runs.stdout);
+}
