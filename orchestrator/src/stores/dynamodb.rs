@@ -130,6 +130,15 @@ impl RemoteStore for DynamoTable {
                 Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&config).timeout_config(timeouts).build())
             })
             .clone();
+        if self.logs.is_none() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    store = %self.location(),
+                    "attempt logs stay in .cartflow/logs on this machine (gone with an ECS task's container): set `aws.lake` or `aws.zones._logs` in cartflow.yaml to keep them in S3"
+                )
+            });
+        }
         let s3 = self.logs.as_ref().map(|_| {
             let config = block(crate::aws::sdk_config());
             aws_sdk_s3::Client::new(&config)
