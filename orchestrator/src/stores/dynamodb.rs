@@ -55,7 +55,7 @@ use chrono::{DateTime, Utc};
 use crate::config::aws::S3Loc;
 use crate::engine::state::{AttemptState, RunState, TaskState, Trigger};
 use crate::engine::store::kit::{
-    INTERRUPTED, kill_leftover, killed_note, lease_end, on_claim, owner_alive, parse_ts, ts, wait_killed,
+    INTERRUPTED, apply_mark, kill_leftover, killed_note, lease_end, on_claim, owner_alive, parse_ts, ts, wait_killed,
 };
 use crate::engine::store::transfer::{
     AttemptRecord, BackfillRecord, FactRecord, Imported, NotificationRecord, Record, RunRecord, Sink, TaskRecord,
@@ -1307,31 +1307,7 @@ impl Store for DynamoStore {
                 .map_err(|e| self.corrupt(format!("task {task} of {run_id}: {e}")))?;
             states.push((task, state, num(item, "attempts").unwrap_or(0)));
         }
-        let Some(i) = states.iter().position(|(t, _, _)| t == task_id) else {
-            return Err(MarkError::NoSuchTask { run_id: run_id.to_string(), task_id: task_id.to_string() });
-        };
-        let from = states[i].1.name();
-        if !states[i].1.is_terminal() {
-            return Err(MarkError::NotFinished {
-                run_id: run_id.to_string(),
-                task_id: task_id.to_string(),
-                state: from,
-            });
-        }
-        let new = match mark {
-            Mark::Success => TaskState::Success { attempt: states[i].2, started_at: now, ended_at: now },
-            Mark::Skipped => TaskState::Skipped,
-        };
-        states[i].1 = new.clone();
-        // The run's state from its tasks', as on SQLite (tasks a stopped run never got to: it
-        // stays as it ended).
-        let decided = if states.iter().all(|(_, s, _)| matches!(s, TaskState::Success { .. } | TaskState::Skipped)) {
-            Some(RunState::Success)
-        } else if states.iter().any(|(_, s, _)| s.counts_as_failed()) {
-            Some(RunState::Failed)
-        } else {
-            None
-        };
+        let (_, from, new, decided) = apply_mark(run_id, task_id, mark, &mut states, now)?;
         let parsed = RunState::parse(&current)
             .ok_or_else(|| self.corrupt(format!("run {run_id}: unknown state `{current}`")))?;
         let run_state = decided.unwrap_or(parsed);

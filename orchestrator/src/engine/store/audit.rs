@@ -185,6 +185,39 @@ fn insert(tx: &rusqlite::Connection, a: &NewAudit<'_>, at: &str) -> rusqlite::Re
     )
 }
 
+/// What a mark does to a run's task states (`states`: task, state, attempts), the same on
+/// every store: the marked task's index, its state before (as named) and after, and the run's
+/// state decided from its tasks' (`None`: tasks a stopped run never got to, it stays as it
+/// ended). Refused for a task the run does not have or one that has not finished.
+pub(crate) fn apply_mark(
+    run_id: &str,
+    task_id: &str,
+    mark: Mark,
+    states: &mut [(String, TaskState, u32)],
+    now: DateTime<Utc>,
+) -> Result<(usize, &'static str, TaskState, Option<RunState>), MarkError> {
+    let Some(i) = states.iter().position(|(t, _, _)| t == task_id) else {
+        return Err(MarkError::NoSuchTask { run_id: run_id.to_string(), task_id: task_id.to_string() });
+    };
+    let from = states[i].1.name();
+    if !states[i].1.is_terminal() {
+        return Err(MarkError::NotFinished { run_id: run_id.to_string(), task_id: task_id.to_string(), state: from });
+    }
+    let new = match mark {
+        Mark::Success => TaskState::Success { attempt: states[i].2, started_at: now, ended_at: now },
+        Mark::Skipped => TaskState::Skipped,
+    };
+    states[i].1 = new.clone();
+    let decided = if states.iter().all(|(_, s, _)| matches!(s, TaskState::Success { .. } | TaskState::Skipped)) {
+        Some(RunState::Success)
+    } else if states.iter().any(|(_, s, _)| s.counts_as_failed()) {
+        Some(RunState::Failed)
+    } else {
+        None
+    };
+    Ok((i, from, new, decided))
+}
+
 impl SqliteStore {
     /// Marks a finished task instance `mark` by hand, in a run no live process executes, and
     /// sets the run's state from its tasks' (success once every task succeeded or was skipped);
@@ -223,35 +256,12 @@ impl SqliteStore {
                 states.push((task, state, attempts));
             }
         }
-        let Some(i) = states.iter().position(|(t, _, _)| t == task_id) else {
-            return Err(MarkError::NoSuchTask { run_id: run_id.to_string(), task_id: task_id.to_string() });
-        };
-        let from = states[i].1.name();
-        if !states[i].1.is_terminal() {
-            return Err(MarkError::NotFinished {
-                run_id: run_id.to_string(),
-                task_id: task_id.to_string(),
-                state: from,
-            });
-        }
-        let new = match mark {
-            Mark::Success => TaskState::Success { attempt: states[i].2, started_at: now, ended_at: now },
-            Mark::Skipped => TaskState::Skipped,
-        };
+        let (_, from, new, decided) = apply_mark(run_id, task_id, mark, &mut states, now)?;
         tx.execute(
             "UPDATE task_instances SET state = ?3, state_json = ?4, updated_at = ?5 WHERE run_id = ?1 AND task_id = ?2",
             params![run_id, task_id, new.name(), serde_json::to_string(&new).unwrap_or_default(), ts(now)],
         )
         .map_err(&e)?;
-        states[i].1 = new;
-        let decided = if states.iter().all(|(_, s, _)| matches!(s, TaskState::Success { .. } | TaskState::Skipped)) {
-            Some(RunState::Success)
-        } else if states.iter().any(|(_, s, _)| s.counts_as_failed()) {
-            Some(RunState::Failed)
-        } else {
-            // Tasks a stopped run never got to: it stays as it ended (cancelled).
-            None
-        };
         let run_state = match decided {
             Some(state) if Some(state) != RunState::parse(&current) => {
                 tx.execute(

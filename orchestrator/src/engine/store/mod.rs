@@ -46,6 +46,7 @@ pub use runs::{Claim, ClaimedRun, Op};
 /// is recorded with, killing what a dead owner's attempt left running, timestamps as stored.
 #[cfg(feature = "aws")]
 pub(crate) mod kit {
+    pub(crate) use super::audit::apply_mark;
     pub(crate) use super::owner::{lease_end, owner_alive};
     pub(crate) use super::runs::{INTERRUPTED, kill_leftover, killed_note, on_claim, wait_killed};
     pub(crate) use super::{parse_ts, ts};
