@@ -180,7 +180,8 @@ fn import(p: &Project, file: &Path) -> anyhow::Result<ExitCode> {
             checked.map_err(|e| usage(format!("{}:{line}: {e}", file.display())))?;
         }
     }
-    let mut store = open_store_for_import(p)?;
+    // A SQLite file that is not there yet is created.
+    let mut store = RunStore::open(&p.state)?;
     let (mut added, mut there) = (Counts::default(), Counts::default());
     let mut logs = 0;
     for (_, mut r) in records.into_iter().skip(1) {
@@ -205,9 +206,4 @@ fn import(p: &Project, file: &Path) -> anyhow::Result<ExitCode> {
         println!("already there (left as they were): {} runs, {} backfill jobs", there.runs, there.backfills);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The store an import writes to: created if it is a SQLite file that is not there yet.
-fn open_store_for_import(p: &Project) -> anyhow::Result<RunStore> {
-    Ok(RunStore::open(&p.state)?)
 }
