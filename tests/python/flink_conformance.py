@@ -3,7 +3,9 @@
     python flink_conformance.py SQL_FILE OUT_JSON
 
 SQL_FILE is the output of `cartflow streaming sql RULES --source filesystem --path DIR
---sink filesystem --sink-path OUT` over a fixture in the raw zone's layout. Every statement is
+--sink filesystem --sink-path OUT` over a fixture in the raw zone's layout, or the deployed
+Kinesis script (`cartflow streaming sql RULES`) whose connector clauses the test swapped for a
+filesystem source over a file of events in arrival order. Every statement is
 run as written: the SET, the CREATE TABLEs (sources with their watermarks, the stream2 sink),
 and each INSERT of the statement set is planned against the sink (EXPLAIN); its SELECT is then
 executed in streaming mode with parallelism 1 and its rows collected (a bounded filesystem

@@ -459,6 +459,26 @@ fn the_real_time_stage_is_ensured_on_aws_idempotently_and_a_rules_change_updates
     assert!(flink(&first).starts_with("flink RUNNING 1 FLINK-1_20 _code/shop-detector-"), "{first}");
     let log = logs(&p, &moto, "rt@2019-10-01T00:00:00Z", "stream", 1);
     assert!(log.contains("real-time stage healthy: shop-detector RUNNING (version 1)"), "{log}");
+    // The bundled statements are what `cartflow streaming sql` prints for these streams: the
+    // script the Flink conformance test runs (flink.rs) with its connectors swapped.
+    let bundled = moto.boto3(&format!(
+        "{}\nprint(sql, end='')\n",
+        STAGE.lines().take_while(|l| !l.starts_with("print('bundle'")).collect::<Vec<_>>().join("\n")
+    ));
+    let printed = p.run(&[
+        "streaming",
+        "sql",
+        "streaming/rules/ddos.yaml",
+        "--stream1",
+        "shop-stream1",
+        "--stream2",
+        "shop-stream2",
+        "--region",
+        "us-east-1",
+    ]);
+    printed.expect_code(0);
+    let bundled = bundled.lines().skip_while(|l| !l.starts_with("-- Generated")).collect::<Vec<_>>().join("\n");
+    assert_eq!(bundled.trim_end(), printed.stdout.trim_end(), "the deployed statements are the printed ones");
 
     // Again: nothing changes (no new version, no second mapping).
     run(&p, &moto, &["run", "rt", "--date", "2019-10-02", "--backend", "aws"]).expect_code(0);
