@@ -1,6 +1,8 @@
 //! The dashboard: QuickSight's local twin. One self-contained HTML file (inline SVG charts drawn
 //! with plotters, no scripts, no network) with a chart per insight, read from the insight
-//! tables through the local SQL engine.
+//! tables through the local SQL engine. The numbers each chart draws are in the same file as a
+//! JSON data block (`<script type="application/json" id="cartflow-dashboard-data">`, never
+//! executed; [`ChartData`]), for a reader that wants the data rather than the picture.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -27,6 +29,83 @@ pub struct Summary {
     pub abandonment_rate: Option<f64>,
     /// Brands flagged as needing marketing.
     pub flagged_brands: usize,
+}
+
+/// The numbers behind the charts, as drawn: embedded in the HTML as JSON (see the module doc).
+/// A chart without data is `null`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChartData {
+    /// Chart 1, per day.
+    pub visitors: Option<VisitorsData>,
+    /// Chart 2, per hour of the first cart event.
+    pub abandonment: Option<AbandonmentData>,
+    /// Chart 3: the categories shown (most events first) and their events per hour and weekday.
+    pub categories: Option<CategoriesData>,
+    /// Chart 4, per brand (most viewed first, at most 300).
+    pub brands: Option<BrandsData>,
+}
+
+/// Chart 1's series.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VisitorsData {
+    /// `YYYY-MM-DD`.
+    pub days: Vec<String>,
+    /// Unique visitors per day.
+    pub unique_visitors: Vec<f64>,
+    /// Sessions per day.
+    pub sessions: Vec<f64>,
+    /// Events per day.
+    pub events: Vec<f64>,
+}
+
+/// Chart 2's series.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AbandonmentData {
+    /// Hours of the day (0-23) with carts.
+    pub hours: Vec<f64>,
+    /// (session, product) pairs carted.
+    pub carted: Vec<f64>,
+    /// Of those, not bought in the session.
+    pub abandoned: Vec<f64>,
+    /// The bars: abandoned / carted.
+    pub rates: Vec<f64>,
+    /// Value left in carts.
+    pub value_abandoned: Vec<f64>,
+}
+
+/// Chart 3's heat maps.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CategoriesData {
+    /// The rows: the 12 categories with most events.
+    pub categories: Vec<String>,
+    /// Events per row and hour of day (24 columns).
+    pub by_hour: Vec<Vec<f64>>,
+    /// Events per row and weekday (7 columns, Monday first).
+    pub by_weekday: Vec<Vec<f64>>,
+}
+
+/// Chart 4's dots and the flagged table.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BrandsData {
+    /// Brand names.
+    pub brands: Vec<String>,
+    /// Views per brand.
+    pub views: Vec<f64>,
+    /// View-to-purchase rate per brand.
+    pub view_to_purchase: Vec<f64>,
+    /// Flagged as needing marketing (red dots).
+    pub needs_marketing: Vec<bool>,
+}
+
+/// The id of the JSON data block in the dashboard's HTML.
+pub const DATA_ID: &str = "cartflow-dashboard-data";
+
+/// Reads the chart data back from a dashboard's HTML.
+pub fn chart_data(html: &str) -> Result<ChartData, String> {
+    let open = format!("<script type=\"application/json\" id=\"{DATA_ID}\">");
+    let start = html.find(&open).ok_or("the dashboard has no chart data block")? + open.len();
+    let end = start + html[start..].find("</script>").ok_or("the chart data block is not closed")?;
+    serde_json::from_str(&html[start..end]).map_err(|e| format!("chart data: {e}"))
 }
 
 fn strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
@@ -380,6 +459,7 @@ pub async fn build_with(
         to.unwrap_or("9999-99-99").replace('\'', "")
     );
     let mut summary = Summary::default();
+    let mut data = ChartData::default();
 
     // 1. Visitors.
     let visitors = query(
@@ -399,7 +479,10 @@ pub async fn build_with(
         summary.events = numbers(b, "events").iter().sum::<f64>() as u64;
         summary.avg_visitors = v.iter().sum::<f64>() / v.len().max(1) as f64;
         summary.period = days.first().cloned().zip(days.last().cloned());
-        visitors_chart(&days, &v, &numbers(b, "sessions"))
+        let sessions = numbers(b, "sessions");
+        let chart = visitors_chart(&days, &v, &sessions);
+        data.visitors = Some(VisitorsData { days, unique_visitors: v, sessions, events: numbers(b, "events") });
+        chart
     });
 
     // 2. Abandonment by hour.
@@ -432,7 +515,10 @@ pub async fn build_with(
                 value.iter().sum::<f64>()
             );
         }
-        abandonment_chart(&numbers(b, "hour"), &rates)
+        let hours = numbers(b, "hour");
+        let chart = abandonment_chart(&hours, &rates);
+        data.abandonment = Some(AbandonmentData { hours, carted, abandoned, rates, value_abandoned: value });
+        chart
     });
 
     // 3. Category heat maps.
@@ -458,6 +544,7 @@ pub async fn build_with(
         let mut top: Vec<(String, f64)> = totals.into_iter().collect();
         top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let rows: Vec<String> = top.into_iter().take(12).map(|(c, _)| c).collect();
+        let mut drawn = CategoriesData { categories: rows.clone(), ..CategoriesData::default() };
         for (g, ncols, labels, desc) in [
             ("hour", 24usize, (0..24).map(|h| format!("{h}")).collect::<Vec<_>>(), "hour of day (UTC)"),
             (
@@ -480,11 +567,17 @@ pub async fn build_with(
             }
             let chart = heat_chart(&rows, &labels, &m, desc);
             if g == "hour" {
+                drawn.by_hour = m;
+            } else {
+                drawn.by_weekday = m;
+            }
+            if g == "hour" {
                 heat.0 = Some(chart);
             } else {
                 heat.1 = Some(chart);
             }
         }
+        data.categories = Some(drawn);
     }
 
     // 4. Brands.
@@ -537,7 +630,9 @@ pub async fn build_with(
         if summary.flagged_brands > 0 {
             flagged_table.push_str("</table>");
         }
-        brands_chart(&views, &conv, &flags, &names)
+        let chart = brands_chart(&views, &conv, &flags, &names);
+        data.brands = Some(BrandsData { brands: names, views, view_to_purchase: conv, needs_marketing: flags });
+        chart
     });
 
     let period = match &summary.period {
@@ -605,7 +700,11 @@ td, th {{ border-bottom: 1px solid #e2e8f0; padding: 4px 10px; text-align: left;
         "Each dot is a brand; red ones need marketing (high attention with conversion below half of their category's, or revenue down over 20% week over week).",
         chart4.map(|c| c.map(|svg| format!("{svg}{flagged_table}"))),
     );
-    html.push_str("</main></body></html>\n");
+    html.push_str("</main>\n");
+    // The data block: JSON never executed (not JavaScript); `<` escaped so that no value can end it.
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()).replace('<', "\\u003c");
+    let _ = writeln!(html, "<script type=\"application/json\" id=\"{DATA_ID}\">{json}</script>");
+    html.push_str("</body></html>\n");
     Ok((html, summary))
 }
 

@@ -634,7 +634,7 @@ fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
     assert!(cmp.stdout.contains("10 checks, 10 equal"), "{}\n{}", cmp.stdout, cmp.stderr);
     cmp.expect_code(0);
 
-    // The dashboards: the same numbers (the data behind the charts, as the task reports it).
+    // The dashboards: the same numbers (the summary line the task reports).
     let summary = |r: Run| {
         r.expect_code(0);
         let line = r.stdout.lines().find(|l| l.contains(" days, ")).unwrap_or_default().to_string();
@@ -645,6 +645,47 @@ fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
     let local_summary = summary(local.run(&["logs", id, "dashboard"]));
     let aws_summary = summary(run(&p, &moto, &["logs", id, "dashboard"]));
     assert_eq!(aws_summary, local_summary);
+    // Every number each chart draws (the data block of the two HTML files): equal, floats within 1e-9.
+    let data = |p: &Project| {
+        let d = cartflow_jobs::dashboard::chart_data(&p.read(".cartflow/dashboard.html")).expect("chart data");
+        assert!(
+            d.visitors.is_some() && d.abandonment.is_some() && d.categories.is_some() && d.brands.is_some(),
+            "every chart has data: {d:?}"
+        );
+        serde_json::to_value(d).expect("json")
+    };
+    let (want, got) = (data(&local), data(&p));
+    let mut differences = Vec::new();
+    same_numbers("", &want, &got, &mut differences);
+    assert!(differences.is_empty(), "the dashboards' data differ:\n{}", differences.join("\n"));
+}
+
+/// Records where `a` and `b` differ, floats compared within 1e-9 (relative to the larger).
+fn same_numbers(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            if (x - y).abs() > 1e-9 * x.abs().max(y.abs()).max(1.0) {
+                out.push(format!("{at}: {x} vs {y}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                same_numbers(&format!("{at}[{i}]"), x, y, out);
+            }
+        }
+        (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+            for (k, x) in x {
+                match y.get(k) {
+                    Some(y) => same_numbers(&format!("{at}.{k}"), x, y, out),
+                    None => out.push(format!("{at}.{k}: missing")),
+                }
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(format!("{at}: {a} vs {b}")),
+    }
 }
 
 /// The crawlers read the objects: a Parquet zone becomes a table with Glue's type names and one

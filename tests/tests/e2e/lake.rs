@@ -127,10 +127,27 @@ fn the_demo_runs_in_an_empty_folder_and_writes_the_dashboard() {
     assert_eq!(html.matches("<svg").count(), 5, "one chart per insight, two heat maps");
     assert!(!html.contains("No data yet") && !html.contains("could not draw"), "every chart has data");
     assert!(html.contains("Period: 2019-10-01 to 2019-10-02"), "the period covered is shown");
-    assert!(
-        !html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"),
-        "self-contained"
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "self-contained");
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script type=\"application/json\" id=\"cartflow-dashboard-data\">").count(),
+        "no script but the data block, which is JSON and never runs"
     );
+    // The data behind the charts, read back: what the insight tables hold (asked by another query).
+    let data = cartflow_jobs::dashboard::chart_data(&html).expect("chart data");
+    let sql =
+        p.run(&["sql", "--format", "json", "SELECT dt, unique_visitors FROM ecommerce.daily_visitors ORDER BY dt"]);
+    sql.expect_code(0);
+    let rows: serde_json::Value = serde_json::from_str(&sql.stdout).expect("json");
+    let visitors = data.visitors.expect("chart 1 has data");
+    let want: Vec<(String, f64)> = rows["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r[0].as_str().expect("dt").to_string(), r[1].as_str().expect("n").parse().expect("number")))
+        .collect();
+    assert_eq!(visitors.days.iter().cloned().zip(visitors.unique_visitors.iter().copied()).collect::<Vec<_>>(), want);
+    assert!(data.abandonment.is_some() && data.categories.is_some() && data.brands.is_some(), "every chart's data");
     // A second demo replaces the data instead of doubling it.
     let again = p.run(&["demo", "--days", "2", "--events-per-day", "2500", "--max-active-runs", "1"]);
     again.expect_code(0);
