@@ -583,10 +583,25 @@ fn python_script(python: &std::path::Path, moto: &Moto, script: &str, args: &[&s
 fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
     let Some(moto) = Moto::start() else { return };
     let Some(python) = cartflow_e2e::venv_python_with("pyspark") else { return };
-    const DAYS: [&str; 2] = ["2019-10-01", "2019-10-02"];
+    // A Saturday and a Sunday: the weekday numbering (1 = Monday ... 7 = Sunday) is compared.
+    const DAYS: [&str; 2] = ["2019-10-05", "2019-10-06"];
     let generate = |p: &Project, out: &str| {
-        p.run(&["generate", "--days", "2", "--events-per-day", "2000", "--format", "raw", "--out", out, "--seed", "9"])
-            .expect_code(0);
+        p.run(&[
+            "generate",
+            "--start",
+            DAYS[0],
+            "--days",
+            "2",
+            "--events-per-day",
+            "2000",
+            "--format",
+            "raw",
+            "--out",
+            out,
+            "--seed",
+            "9",
+        ])
+        .expect_code(0);
     };
     let local = Project::new();
     crate::lake::install_daily(&local);
@@ -641,7 +656,7 @@ fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
         assert!(!line.is_empty(), "{}", r.stdout);
         line[line.find('(').unwrap_or(0)..].to_string()
     };
-    let id = "ecommerce_daily@2019-10-02T00:00:00Z";
+    let id = "ecommerce_daily@2019-10-06T00:00:00Z";
     let local_summary = summary(local.run(&["logs", id, "dashboard"]));
     let aws_summary = summary(run(&p, &moto, &["logs", id, "dashboard"]));
     assert_eq!(aws_summary, local_summary);
