@@ -51,6 +51,15 @@ def main():
         "crawlers": sorted(name(c["Name"]) for c in by_type("AWS::Glue::Crawler")),
         "glue_jobs": sorted(name(j["Name"]) for j in by_type("AWS::Glue::Job")),
         "databrew_jobs": sorted(name(j["Name"]) for j in by_type("AWS::DataBrew::Job")),
+        "databrew_dataset": [{
+            "key": d["Input"]["S3InputDefinition"]["Key"],
+            "format": d.get("Format"),
+            "path_parameters": {
+                p["PathParameterName"]: p["DatasetParameter"] for p in d.get("PathOptions", {}).get("Parameters", [])
+            },
+        } for d in by_type("AWS::DataBrew::Dataset")],
+        "databrew_outputs": [{"key": o["Location"]["Key"], "partition_columns": o.get("PartitionColumns", [])}
+                             for j in by_type("AWS::DataBrew::Job") for o in j.get("Outputs", [])],
         "runner_env": {
             e["Name"]: e["Value"]
             for c in by_type("AWS::ECS::TaskDefinition")[0]["ContainerDefinitions"]

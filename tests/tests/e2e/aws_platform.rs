@@ -177,6 +177,20 @@ fn the_template_deploys_the_recipe_and_the_names_the_daily_dag_uses() {
         serde_json::json!({"!Sub": "dynamodb://${StateTable}"}),
         "the scheduled task keeps its runs in the state table"
     );
+    // The DataBrew dataset and job as the emulator test of the daily DAG creates them
+    // (aws_batch.rs, `platform`), where the enriched zone comes out partitioned by `dt`: the
+    // clean zone read by day, `dt` a path parameter made a column, the output partitioned by it.
+    assert_eq!(
+        t["databrew_dataset"],
+        serde_json::json!([{"key": "events/dt={dt}/", "format": "PARQUET",
+            "path_parameters": {"dt": {"Name": "dt", "Type": "String", "CreateColumn": true}}}]),
+        "the DataBrew dataset reads the clean zone by day"
+    );
+    assert_eq!(
+        t["databrew_outputs"],
+        serde_json::json!([{"key": "enriched/events/", "partition_columns": ["dt"]}]),
+        "the enriched zone is written partitioned by dt"
+    );
     let dag = std::fs::read_to_string(repo("dags/ecommerce_daily.yaml")).expect("dag");
     for kind in ["crawlers", "glue_jobs", "databrew_jobs"] {
         for name in t[kind].as_array().expect("names") {
