@@ -16,6 +16,9 @@ pub enum Started {
     /// The service already runs one for us (found by its arguments, or the only running one
     /// of a job that allows one): attach to it.
     Existing(String),
+    /// The job allows one run at a time and runs one this task cannot use (it started before
+    /// the task's input was ready, so it may not read it): wait for it to end, then start again.
+    Busy(String),
 }
 
 /// The service calls of one kind of job run.
@@ -31,6 +34,9 @@ pub trait JobRun: Sync {
     /// Stops one.
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
+
+/// Runs of other tasks a job that allows one run at a time may keep this task waiting for.
+const MAX_BUSY_WAITS: u32 = 20;
 
 /// Runs the job to its end: attach or start, then poll. Returns the run id on success; a
 /// failed or stopped run becomes a (retryable) task failure carrying the service's message.
@@ -60,17 +66,46 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
     let id = match attached {
         Some(id) => id,
         None => {
-            let id = match job.start().await.map_err(|e| TaskFailure::new(e.to_string()))? {
-                Started::New(id) if id.is_empty() => {
-                    return Err(TaskFailure::new(format!("{name}: the service started a run without an id")));
-                }
-                Started::New(id) => {
-                    log.line(format_args!("{name}: started run {id}"));
-                    id
-                }
-                Started::Existing(id) => {
-                    log.line(format_args!("{name}: attaching to run {id}, started for this task before"));
-                    id
+            let mut waited = 0;
+            let id = loop {
+                match job.start().await.map_err(|e| TaskFailure::new(e.to_string()))? {
+                    Started::New(id) if id.is_empty() => {
+                        return Err(TaskFailure::new(format!("{name}: the service started a run without an id")));
+                    }
+                    Started::New(id) => {
+                        log.line(format_args!("{name}: started run {id}"));
+                        break id;
+                    }
+                    Started::Existing(id) => {
+                        log.line(format_args!(
+                            "{name}: attaching to run {id}, started after this task's input was ready"
+                        ));
+                        break id;
+                    }
+                    Started::Busy(other) if waited < MAX_BUSY_WAITS => {
+                        waited += 1;
+                        log.line(format_args!(
+                            "{name}: run {other} is running but started before this task's input was ready; waiting for it to end, then starting one"
+                        ));
+                        let what = format!("{name} run {other} (not this task's)");
+                        let line = |l: &str| log.line(l);
+                        match watch(&what, aws.backoff(), &line, &ctx.cancel, || job.describe(&other)).await {
+                            Ok(_) => {}
+                            Err(WatchEnd::Cancelled) => {
+                                return Err(TaskFailure::new(format!(
+                                    "cancelled while waiting for {what}, which is left running"
+                                )));
+                            }
+                            Err(WatchEnd::Unreachable(e)) => {
+                                return Err(TaskFailure::new(format!("lost track of {what}: {e}")));
+                            }
+                        }
+                    }
+                    Started::Busy(other) => {
+                        return Err(TaskFailure::new(format!(
+                            "{name}: still busy with another run ({other}) after waiting for {MAX_BUSY_WAITS} runs to end"
+                        )));
+                    }
                 }
             };
             cartflow_jobs::crash::point("job.started");

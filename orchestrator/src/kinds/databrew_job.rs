@@ -147,28 +147,57 @@ mod aws {
     use crate::task::{TaskContext, TaskFailure};
 
     /// Runs the DataBrew job to its end. DataBrew job runs take no parameters: the job's
-    /// dataset and recipe (deployed by infra/) decide what it reads. The run id is saved before
-    /// polling; a retry re-attaches; a start refused because the job is already running (a run
-    /// of an earlier attempt whose id was not saved yet) attaches to that run.
+    /// dataset and recipe (deployed by infra/) decide what it reads, and DataBrew runs one run
+    /// of a job at a time. The run id is saved before polling; a retry re-attaches. A start
+    /// refused because the job is already running attaches to that run only when it started
+    /// after this task's input was ready (recorded as the fact `databrew_ready_at` before the
+    /// first start, so a run of an earlier attempt whose id was not saved is found): such a run
+    /// reads the input. A run that started before (another day's, in a backfill) may not have
+    /// seen it: the task waits for that run to end and starts one of its own.
     pub async fn run(r: &RenderedDatabrewJob, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
         ctx.log.line(format_args!(
             "DataBrew job {} (its dataset and the recipe {} are deployed by infra/; the run takes no parameters)",
             r.job_name,
             r.recipe.display()
         ));
-        let job = DatabrewJobRun { client: aws.clients.databrew.clone(), job: r.job_name.clone() };
+        let ready_at = match ctx.facts.get(READY_AT)?.and_then(|v| v.parse::<f64>().ok()) {
+            Some(t) => t,
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                ctx.facts.set(READY_AT, &format!("{now:.3}"))?;
+                now
+            }
+        };
+        let job = DatabrewJobRun { client: aws.clients.databrew.clone(), job: r.job_name.clone(), ready_at };
         let id = aws_job::run(&job, aws, ctx).await?;
         Ok(format!("DataBrew job {} run {id} SUCCEEDED", r.job_name))
+    }
+
+    /// The fact: when this task's input was ready (epoch seconds, this host's clock).
+    const READY_AT: &str = "databrew_ready_at";
+
+    /// How far apart this host's clock and DataBrew's may be: a run is taken to have started
+    /// after the input was ready only when its StartedOn is at least this much later.
+    const CLOCK_SKEW_SECS: f64 = 15.0;
+
+    /// Whether a run that started at `started_on` (DataBrew's clock) read an input that was
+    /// ready at `ready_at` (ours).
+    pub(super) fn reads_input(started_on: Option<f64>, ready_at: f64) -> bool {
+        started_on.is_some_and(|t| t >= ready_at + CLOCK_SKEW_SECS)
     }
 
     struct DatabrewJobRun {
         client: Client,
         job: String,
+        ready_at: f64,
     }
 
     impl DatabrewJobRun {
-        /// The newest run of the job that is still going.
-        async fn running(&self) -> Result<Option<String>, AwsError> {
+        /// The newest run of the job that is still going, and when it started.
+        async fn running(&self) -> Result<Option<(String, Option<f64>)>, AwsError> {
             let out = self
                 .client
                 .list_job_runs()
@@ -180,7 +209,7 @@ mod aws {
                 .job_runs()
                 .iter()
                 .find(|r| !Phase::databrew_job_run(r.state().map(|s| s.as_str()).unwrap_or(""), None).is_terminal())
-                .and_then(|r| r.run_id().map(str::to_string)))
+                .and_then(|r| r.run_id().map(|id| (id.to_string(), r.started_on().map(|t| t.as_secs_f64())))))
         }
     }
 
@@ -214,7 +243,8 @@ mod aws {
                         .is_some_and(|s| s.is_conflict_exception() || s.is_service_quota_exceeded_exception()) =>
                 {
                     match self.running().await? {
-                        Some(id) => Ok(Started::Existing(id)),
+                        Some((id, started)) if reads_input(started, self.ready_at) => Ok(Started::Existing(id)),
+                        Some((id, _)) => Ok(Started::Busy(id)),
                         None => Err(AwsError::new("databrew:StartJobRun", j, e)),
                     }
                 }
@@ -232,6 +262,18 @@ mod aws {
                 .await
                 .map(|_| ())
                 .map_err(|e| AwsError::new("databrew:StopJobRun", format!("{j} run {id}"), e))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_running_run_reads_the_input_only_when_it_started_after_it_was_ready_beyond_the_clock_skew() {
+            let ready = 1_000_000.0;
+            assert!(super::reads_input(Some(ready + 16.0), ready), "started well after: it reads the input");
+            assert!(!super::reads_input(Some(ready + 5.0), ready), "within the skew: maybe not");
+            assert!(!super::reads_input(Some(ready - 60.0), ready), "started before: another day's run");
+            assert!(!super::reads_input(None, ready), "no start time: not known to read it");
         }
     }
 }

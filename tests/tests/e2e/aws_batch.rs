@@ -218,6 +218,29 @@ fn a_databrew_job_run_is_reattached_after_a_crash_and_a_failed_run_fails_the_tas
     let log = logs(&p, &moto, "e@2019-10-01T00:00:00Z", "enrich", 2);
     assert!(log.contains("re-attaching to run db_"), "{log}");
 
+    // A run already going when the task starts (another day's, started before this day's input
+    // was ready) is not this task's: the task waits for it to end and starts its own run.
+    let other = moto.boto3("import boto3\nprint(boto3.client('databrew').start_job_run(Name='enrich')['RunId'])");
+    let other = other.trim();
+    run(&p, &moto, &["run", "e", "--date", "2019-10-02", "--backend", "aws"]).expect_code(0);
+    let log = logs(&p, &moto, "e@2019-10-02T00:00:00Z", "enrich", 1);
+    assert!(log.contains(&format!("run {other} is running but started before this task's input was ready")), "{log}");
+    let own = {
+        let db = p.store();
+        db.query_row(
+            "SELECT value FROM task_facts WHERE run_id = 'e@2019-10-02T00:00:00Z' AND task_id = 'enrich' AND key = 'databrew_run_id'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .expect("the run id")
+    };
+    assert_ne!(own, other, "the task's own run, not the one that was going");
+    assert_eq!(
+        moto.calls("POST /jobs/enrich/startJobRun"),
+        4,
+        "the first day's, the other one, the refused start, its own"
+    );
+
     p.dag("b.yaml", &dag("b", "enrich-broken"));
     moto.pace("databrew::job_run", 0);
     run(&p, &moto, &["run", "b", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
