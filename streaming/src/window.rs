@@ -184,10 +184,11 @@ impl Engine {
     }
 
     /// Restores an engine from [`Engine::snapshot`] for the same rules; `None` when the
-    /// snapshot does not fit them (rules changed: start empty).
+    /// snapshot does not fit them (rules changed: start empty) or is damaged.
     pub fn restore(rules: &[Rule], snapshot: &[u8]) -> Option<Engine> {
         let mut e: Engine = serde_json::from_slice(snapshot).ok()?;
-        if e.rules.len() != rules.len() {
+        // A snapshot without a shard (damaged: every engine has at least one) cannot be read.
+        if e.rules.len() != rules.len() || e.parts.is_empty() {
             return None;
         }
         let fresh = Engine::new(rules, e.parts.len());

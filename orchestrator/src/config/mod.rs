@@ -182,6 +182,9 @@ fn key_pos(node: &yaml::Node, path: &[&str]) -> Option<yaml::Pos> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
