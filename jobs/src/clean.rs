@@ -457,6 +457,9 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
         }
         Ok(acc)
     };
+    for l in [&live, &qlive] {
+        crate::swap::guard(lake, l).map_err(swap_err(l))?;
+    }
     let mut clean_df = stack(clean_parts, &live)?;
     let mut q_df = stack(q_parts, &qlive)?;
     publish([(&mut clean_df, &live), (&mut q_df, &qlive)])?;

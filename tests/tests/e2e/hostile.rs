@@ -313,3 +313,50 @@ fn settings_that_would_spin_stall_or_stop_everything_are_refused() {
     r.expect_code(2);
     assert!(r.stderr.contains("t.yaml:5:14: error: task `a`: `timeout`: 0s would stop every attempt"), "{}", r.stderr);
 }
+
+/// A symbolic link planted in the lake does not lead a writer out of it: the table's folder,
+/// a partition or the staging folder linked to a folder outside the lake, the task fails
+/// naming the link, and the folder it points at is left as it was.
+#[test]
+fn a_link_in_the_lake_does_not_lead_a_write_or_a_delete_out_of_it() {
+    let p = ctas_project(
+        "SELECT 1 AS n, '{{ ds }}' AS dt\n",
+        "    partitioned_by: dt\n    partition_value: '{{ ds }}'\n",
+        "  x: '1'",
+    );
+    let victim = p.path().join("victim");
+    let curated = p.path().join(".cartflow/lake/curated");
+    std::fs::create_dir_all(&curated).expect("curated");
+    for (link, day) in [
+        (curated.join("h"), "2019-10-01"),
+        (curated.join("h/dt=2019-10-02"), "2019-10-02"),
+        (curated.join(".staging"), "2019-10-03"),
+    ] {
+        sentinel(&victim);
+        // What a swap or a recovery would replace or delete, were the link followed.
+        std::fs::create_dir_all(victim.join("dt=2019-10-01")).expect("partition");
+        std::fs::create_dir_all(victim.join(format!("h__dt={day}.1-2.tmp"))).expect("staged");
+        if link.ends_with("dt=2019-10-02") {
+            std::fs::create_dir_all(curated.join("h")).expect("table");
+        }
+        std::os::unix::fs::symlink(&victim, &link).expect("link");
+        let r = p.run(&["run", "h", "--date", day]);
+        r.expect_code(1);
+        let log = p.run(&["logs", &format!("h@{day}T00:00:00Z"), "q"]);
+        assert!(
+            log.stdout.contains("is a symbolic link to") && log.stdout.contains("outside the lake"),
+            "{}: {}",
+            link.display(),
+            log.stdout
+        );
+        let names: Vec<_> = std::fs::read_dir(&victim).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 4, "{}: the folder outside the lake changed: {names:?}", link.display());
+        assert_eq!(std::fs::read_to_string(victim.join("keep.txt")).ok().as_deref(), Some("precious"));
+        std::fs::remove_file(&link).expect("unlink");
+        std::fs::remove_dir_all(&victim).expect("clean up");
+    }
+    // Without the link, the same run writes its partition.
+    let _ = std::fs::remove_dir_all(curated.join("h"));
+    p.run(&["run", "h", "--date", "2019-10-04"]).expect_code(0);
+    assert!(curated.join("h/dt=2019-10-04").is_dir());
+}
