@@ -184,7 +184,7 @@ fn a_rendered_path_cannot_climb_out_of_its_root() {
     assert!(!wrote, "the dashboard was written outside the project: {}", outside.display());
     r.expect_code(2);
     assert!(
-        r.stderr.contains(&format!("path \"../{name}\" is refused")) && r.stderr.contains("`params.p`"),
+        r.stderr.contains(&format!("output file \"../{name}\" is refused")) && r.stderr.contains("`params.p`"),
         "{}",
         r.stderr
     );
@@ -359,4 +359,115 @@ fn a_link_in_the_lake_does_not_lead_a_write_or_a_delete_out_of_it() {
     let _ = std::fs::remove_dir_all(curated.join("h"));
     p.run(&["run", "h", "--date", "2019-10-04"]).expect_code(0);
     assert!(curated.join("h/dt=2019-10-04").is_dir());
+}
+
+/// A param naming the dashboard's file cannot make it replace the project's own files: the DAGs,
+/// SQL, `cartflow.yaml`, the state database, or what lives under `.cartflow/` (lake, logs,
+/// streaming state); a file of the user's that has the name is not replaced either.
+#[test]
+fn a_dashboard_param_cannot_overwrite_the_projects_own_files() {
+    let p = Project::new();
+    let dag = "id: d\nschedule: '@daily'\nparams:\n  out: report.html\ntasks:\n  - id: dash\n    kind: dashboard\n    out: '{{ params.out }}'\n";
+    p.dag("d.yaml", dag);
+    p.write("q.sql", "SELECT 1\n");
+    p.write("cartflow.yaml", "dags: dags\n");
+    p.write("dags/x.html", "<p>a page of the user's</p>");
+    let own = ["dags/d.yaml", "q.sql", "cartflow.yaml", "dags/x.html"];
+    let before: Vec<String> = own.iter().map(|f| p.read(f)).collect();
+    for v in [
+        "dags/d.yaml",
+        "dags/x.html",
+        "./dags/y.html",
+        "cartflow.yaml",
+        "q.sql",
+        ".cartflow/state.db",
+        ".cartflow/lake/curated/x.html",
+        ".cartflow/logs/x.html",
+        "report",
+        ".html",
+    ] {
+        let r = p.run(&["run", "d", "--date", "2019-10-01", "-p", &format!("out={v}")]);
+        r.expect_code(2);
+        assert!(r.stderr.contains("output file") && r.stderr.contains("`params.out`"), "{v}: {}", r.stderr);
+    }
+    let after: Vec<String> = own.iter().map(|f| p.read(f)).collect();
+    assert_eq!(before, after, "the project's files were changed");
+    // The DAG's own text is held to the same rule, by `validate` already.
+    p.dag("e.yaml", "id: e\ntasks:\n  - id: dash\n    kind: dashboard\n    out: dags/e.yaml\n");
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(
+        v.stderr.contains("e.yaml:3:5") && v.stderr.contains("output file \"dags/e.yaml\" is refused"),
+        "{}",
+        v.stderr
+    );
+    std::fs::remove_file(p.path().join("dags/e.yaml")).expect("rm");
+    // A file that is not a dashboard keeps its content.
+    p.write("index.html", "<p>mine</p>");
+    let r = p.run(&["run", "d", "--date", "2019-10-02", "-p", "out=index.html"]);
+    r.expect_code(1);
+    assert_eq!(p.read("index.html"), "<p>mine</p>");
+    let log = p.run(&["logs", "d@2019-10-02T00:00:00Z", "dash"]);
+    assert!(log.stdout.contains("index.html exists and is not a cartflow dashboard"), "{}", log.stdout);
+}
+
+/// `validate` says what `run` will say: a path in the DAG's own text (or a param's default)
+/// that a run refuses is a compile error; an absolute `program` written in the DAG is trusted
+/// by both; a param may not choose the program; the daily DAG's `stream_source` takes the
+/// absolute path of a Kaggle file, and nothing else from outside the project.
+#[test]
+fn validate_and_run_agree_on_paths() {
+    let p = Project::new();
+    p.dag(
+        "c.yaml",
+        "id: c\nschedule: '@daily'\ntasks:\n  - id: t\n    kind: command\n    program: /bin/echo\n    args: [hi]\n    working_dir: /tmp\n",
+    );
+    p.run(&["validate"]).expect_code(0);
+    p.run(&["run", "c", "--date", "2019-10-01"]).expect_code(0);
+    p.dag(
+        "c.yaml",
+        "id: c\nschedule: '@daily'\nparams:\n  tool: echo\ntasks:\n  - id: t\n    kind: command\n    program: '{{ params.tool }}'\n",
+    );
+    let v = p.run(&["validate"]);
+    v.expect_code(2);
+    assert!(v.stderr.contains("would let a param choose the program"), "{}", v.stderr);
+    p.run(&["run", "c", "--date", "2019-10-02", "-p", "tool=/bin/touch"]).expect_code(2);
+    std::fs::remove_file(p.path().join("dags/c.yaml")).expect("rm");
+    for (dag, what) in [
+        ("id: w\ntasks:\n  - id: w\n    kind: wait_for_partition\n    path: ../outside\n", "path \"../outside\""),
+        (
+            "id: w\nparams:\n  day: ../../x\ntasks:\n  - id: w\n    kind: wait_for_partition\n    path: 'raw/{{ params.day }}'\n",
+            "`params.day`",
+        ),
+        ("id: w\ntasks:\n  - id: d\n    kind: dashboard\n    out: /tmp/x.html\n", "output file \"/tmp/x.html\""),
+    ] {
+        p.dag("w.yaml", dag);
+        let v = p.run(&["validate"]);
+        v.expect_code(2);
+        assert!(v.stderr.contains(what) && v.stderr.contains("is refused"), "{dag}: {}", v.stderr);
+        let r = p.run(&["run", "w", "--date", "2019-10-01"]);
+        r.expect_code(2);
+    }
+    std::fs::remove_file(p.path().join("dags/w.yaml")).expect("rm");
+    // The daily DAG invites a Kaggle file: anywhere, as long as it is one.
+    let q = Project::new();
+    crate::lake::install_daily(&q);
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let csv = elsewhere.path().join("2019-Oct.csv");
+    std::fs::write(
+        &csv,
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n",
+    )
+    .expect("csv");
+    q.run(&["validate"]).expect_code(0);
+    let plan =
+        q.run(&["plan", "ecommerce_daily", "--date", "2019-10-01", "-p", &format!("stream_source={}", csv.display())]);
+    plan.expect_code(0);
+    assert!(plan.stdout.contains(&csv.display().to_string()), "{}", plan.stdout);
+    for v in ["/etc/passwd", "/x/../etc/y.csv", "../outside.csv", "a.csv\n"] {
+        let r = q.run(&["run", "ecommerce_daily", "--date", "2019-10-01", "-p", &format!("stream_source={v}")]);
+        r.expect_code(2);
+        assert!(r.stderr.contains("`params.stream_source`") && r.stderr.contains("source file"), "{v:?}: {}", r.stderr);
+    }
+    assert!(!q.path().join(".cartflow/lake/raw").exists(), "nothing ran");
 }
