@@ -120,13 +120,26 @@ pub enum TemplateError {
 }
 
 /// A value for a message: quoted, and cut after 60 characters (a value may be huge).
-fn clip(v: &str) -> String {
+pub(crate) fn clip(v: &str) -> String {
     if v.chars().count() <= 60 {
         format!("{v:?}")
     } else {
         let head: String = v.chars().take(60).collect();
         format!("{head:?}… ({} bytes)", v.len())
     }
+}
+
+/// The variables a template uses, for a message: `` (from `params.n`)``, or nothing.
+pub(crate) fn names_in(t: &Template) -> String {
+    let names: Vec<String> = parse(&t.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var { name, .. } => Some(format!("`{name}`")),
+            Piece::Text(_) => None,
+        })
+        .collect();
+    if names.is_empty() { String::new() } else { format!(" (from {})", names.join(", ")) }
 }
 
 fn from_values(values: &[(String, String)]) -> String {

@@ -153,7 +153,13 @@ impl Kind for StreamingStage {
     fn render(c: &StreamingStageConfig, ctx: &template::Context) -> Result<RenderedStreamingStage, TemplateError> {
         let num = |what: &str, t: &Template| -> Result<u64, TemplateError> {
             let s = ctx.render(t, Escaping::None)?;
-            s.trim().parse().map_err(|_| TemplateError::Invalid(format!("`{what}` must be a whole number, got `{s}`")))
+            s.trim().parse().map_err(|_| {
+                TemplateError::Invalid(format!(
+                    "`{what}` must be a whole number, got {}{}",
+                    template::clip(&s),
+                    template::names_in(t)
+                ))
+            })
         };
         Ok(RenderedStreamingStage {
             rules: c.rules.clone(),
