@@ -12,8 +12,11 @@ Rules, in the order they are checked (the first that fails is the row's reason):
 4. `missing_event_type`, `unknown_event_type` (not view, cart, remove_from_cart, purchase);
 5. `missing_product_id`, `bad_product_id`; `missing_category_id`, `bad_category_id`;
    `missing_user_id`, `bad_user_id` (64-bit integers: an optional sign and ASCII digits);
-   `missing_user_session`;
 6. `missing_price`, `bad_price` (not a finite decimal number), `negative_price`.
+
+The real files' quirks are data, not errors: an empty `user_session` (a view by a known user,
+with product and price) is a null session, an empty `category_code` or `brand` is null, a price
+of 0 is a price (docs/lake.md says why each reason makes a row unusable).
 
 Valid rows that are exact duplicates of an earlier valid row (all nine typed fields equal;
 0.0 and -0.0 are different prices) are dropped and counted. rows in = clean + quarantined +
@@ -117,7 +120,6 @@ def main(argv):
         .when(F.col("category").isNull(), "bad_category_id")
         .when(F.col("f_user_id").isNull(), "missing_user_id")
         .when(F.col("user").isNull(), "bad_user_id")
-        .when(F.col("f_user_session").isNull(), "missing_user_session")
         .when(F.col("f_price").isNull(), "missing_price")
         .when(~finite, "bad_price")
         .when(F.col("p") < 0, "negative_price")

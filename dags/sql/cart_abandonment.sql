@@ -2,8 +2,10 @@
 -- A (session, product) pair is carted once however many cart rows it has (the real data repeats
 -- them); it is abandoned when the session has no purchase of that product that day. Its value is
 -- the product's highest carted price. Columns: docs/insights.md.
--- The day's cart and purchase events are read once, grouped by pair (a pair without a session or
--- a product cannot be matched to a purchase, so it counts as abandoned).
+-- The day's cart and purchase events are read once, grouped by pair. A cart or purchase with a
+-- null user_session (the real files have some) is left out: without a session there is no pair
+-- to match a purchase to (grouping would lump every such cart of a product together); those
+-- events still count in daily_visitors.
 WITH pairs AS (
   SELECT user_session, product_id,
          min(event_time) FILTER (WHERE event_type = 'cart') AS first_carted_at,
@@ -11,7 +13,7 @@ WITH pairs AS (
          count(*) FILTER (WHERE event_type = 'purchase') > 0
            AND user_session IS NOT NULL AND product_id IS NOT NULL AS purchased
   FROM ecommerce.enriched_events
-  WHERE dt = '{{ ds }}' AND event_type IN ('cart', 'purchase')
+  WHERE dt = '{{ ds }}' AND event_type IN ('cart', 'purchase') AND user_session IS NOT NULL
   GROUP BY user_session, product_id
 )
 SELECT

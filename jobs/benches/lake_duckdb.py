@@ -85,7 +85,6 @@ for d in dates:
             WHEN pid IS NULL THEN 'missing_product_id' WHEN pid_i IS NULL THEN 'bad_product_id'
             WHEN cid IS NULL THEN 'missing_category_id' WHEN cid_i IS NULL THEN 'bad_category_id'
             WHEN uid IS NULL THEN 'missing_user_id' WHEN uid_i IS NULL THEN 'bad_user_id'
-            WHEN sess IS NULL THEN 'missing_user_session'
             WHEN price IS NULL THEN 'missing_price' WHEN price_d IS NULL THEN 'bad_price'
             WHEN price_d < 0 THEN 'negative_price'
           END AS reason

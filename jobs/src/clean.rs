@@ -10,8 +10,12 @@
 //!    `implausible_event_time` (not within a day of the partition's date);
 //! 4. `missing_event_type`, `unknown_event_type` (not view, cart, remove_from_cart, purchase);
 //! 5. `missing_product_id`, `bad_product_id`; `missing_category_id`, `bad_category_id`;
-//!    `missing_user_id`, `bad_user_id` (64-bit integers); `missing_user_session`;
+//!    `missing_user_id`, `bad_user_id` (64-bit integers);
 //! 6. `missing_price`, `bad_price` (not a number), `negative_price`.
+//!
+//! The real files' quirks are data, not errors: an empty `user_session` (a view by a known
+//! user, with product and price) is a null session, an empty `category_code` or `brand` is
+//! null, a price of 0 is a price. Why each reason makes a row unusable: docs/lake.md.
 //!
 //! Valid rows that are exact duplicates of an earlier valid row (all nine typed fields
 //! equal) are dropped and counted. `rows in = clean + quarantined + duplicates` always holds
@@ -61,8 +65,6 @@ pub enum Reason {
     MissingUserId,
     /// user_id is not a 64-bit integer.
     BadUserId,
-    /// No user_session.
-    MissingUserSession,
     /// No price.
     MissingPrice,
     /// price is not a number.
@@ -87,7 +89,6 @@ impl Reason {
             Reason::BadCategoryId => "bad_category_id",
             Reason::MissingUserId => "missing_user_id",
             Reason::BadUserId => "bad_user_id",
-            Reason::MissingUserSession => "missing_user_session",
             Reason::MissingPrice => "missing_price",
             Reason::BadPrice => "bad_price",
             Reason::NegativePrice => "negative_price",
@@ -123,8 +124,8 @@ pub struct CleanRow<'a> {
     pub price: f64,
     /// User.
     pub user_id: i64,
-    /// Session.
-    pub user_session: &'a str,
+    /// Session, if any (the real files have views by known users without one).
+    pub user_session: Option<&'a str>,
 }
 
 fn field(v: Option<&str>) -> Option<&str> {
@@ -154,7 +155,6 @@ pub fn validate<'a>(row: &StagedRow<'a>, day: i64) -> Result<CleanRow<'a>, Reaso
     let product_id = int64(f[2].ok_or(Reason::MissingProductId)?).ok_or(Reason::BadProductId)?;
     let category_id = int64(f[3].ok_or(Reason::MissingCategoryId)?).ok_or(Reason::BadCategoryId)?;
     let user_id = int64(f[7].ok_or(Reason::MissingUserId)?).ok_or(Reason::BadUserId)?;
-    let user_session = f[8].ok_or(Reason::MissingUserSession)?;
     let price_text = f[6].ok_or(Reason::MissingPrice)?;
     let price: f64 = price_text.parse().ok().filter(|p: &f64| p.is_finite()).ok_or(Reason::BadPrice)?;
     if price < 0.0 {
@@ -169,7 +169,7 @@ pub fn validate<'a>(row: &StagedRow<'a>, day: i64) -> Result<CleanRow<'a>, Reaso
         brand: f[5],
         price,
         user_id,
-        user_session,
+        user_session: f[8],
     })
 }
 
@@ -335,7 +335,10 @@ fn validate_slice(
                 }
                 prices.push(r.price);
                 users.push(r.user_id);
-                sessions.append_value(r.user_session);
+                match r.user_session {
+                    Some(s) => sessions.append_value(s),
+                    None => sessions.append_null(),
+                }
             }
             Err(reason) => {
                 *reasons.entry(reason).or_default() += 1;
@@ -454,6 +457,9 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
         }
         Ok(acc)
     };
+    for l in [&live, &qlive] {
+        crate::swap::guard(lake, l).map_err(swap_err(l))?;
+    }
     let mut clean_df = stack(clean_parts, &live)?;
     let mut q_df = stack(q_parts, &qlive)?;
     publish([(&mut clean_df, &live), (&mut q_df, &qlive)])?;
@@ -502,7 +508,7 @@ mod tests {
 
     #[test]
     fn each_rule_has_its_reason() {
-        let cases: [(usize, Option<&str>, Reason); 15] = [
+        let cases: [(usize, Option<&str>, Reason); 14] = [
             (0, None, Reason::MissingEventTime),
             (0, Some("2019-13-45 99:00:00 UTC"), Reason::BadEventTime),
             (0, Some("2019-10-05 00:00:00 UTC"), Reason::ImplausibleEventTime),
@@ -514,7 +520,6 @@ mod tests {
             (3, Some(""), Reason::MissingCategoryId),
             (7, None, Reason::MissingUserId),
             (7, Some("99999999999999999999"), Reason::BadUserId),
-            (8, Some(""), Reason::MissingUserSession),
             (6, None, Reason::MissingPrice),
             (6, Some("abc"), Reason::BadPrice),
             (6, Some("-12.50"), Reason::NegativePrice),
@@ -526,6 +531,23 @@ mod tests {
         }
         let raw = StagedRow { fields: [None; 9], raw: Some("{\"event_time\":\"2019") };
         assert_eq!(validate(&raw, DAY), Err(Reason::UnparsableRecord));
+    }
+
+    /// The real files' quirks are data: a view by a known user without a session, a product
+    /// without brand or category code, a price of 0.
+    #[test]
+    fn the_real_files_quirks_are_valid_rows() {
+        for session in [None, Some(""), Some("  ")] {
+            let mut f = good();
+            f[8] = session;
+            let r = validate(&row(f), DAY).expect("a row without a session is valid");
+            assert_eq!(r.user_session, None, "{session:?} is a null session");
+            assert_eq!(r.user_id, 541_312_140);
+        }
+        let mut f = good();
+        (f[4], f[5], f[6]) = (Some(""), None, Some("0"));
+        let r = validate(&row(f), DAY).expect("no brand, no category code, price 0");
+        assert_eq!((r.category_code, r.brand, r.price), (None, None, 0.0));
     }
 
     #[test]

@@ -204,8 +204,9 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
         return Err(CompactError::Empty(cfg.date.clone()));
     }
     let staged = cfg.lake.join(STAGED_EVENTS);
-    std::fs::create_dir_all(&staged).map_err(io(&staged))?;
     let live = staged.join(format!("dt={}", cfg.date));
+    crate::swap::guard(&cfg.lake, &live).map_err(swap_err(&live))?;
+    std::fs::create_dir_all(&staged).map_err(io(&staged))?;
     crate::swap::recover(&live).map_err(swap_err(&live))?;
     let fresh = crate::swap::fresh(&live).map_err(swap_err(&live))?;
 

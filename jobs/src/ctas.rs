@@ -114,6 +114,7 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let qualified = format!("{}.{}", spec.database, spec.table);
     let root = lake.join(&spec.location);
+    crate::swap::beneath(lake, &root).map_err(|m| SqlError::Io { path: root.clone(), message: m })?;
     match &spec.partition {
         Some((key, value)) => {
             let Ok(idx) = schema.index_of(key) else {
@@ -141,6 +142,7 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
             let part_spec = format!("{key}={value}");
             let live = root.join(&part_spec);
             let serr = |m: String| SqlError::Io { path: live.clone(), message: m };
+            crate::swap::guard(lake, &live).map_err(serr)?;
             crate::swap::recover(&live).map_err(serr)?;
             let fresh = crate::swap::fresh(&live).map_err(serr)?;
             write_parquet(&fresh.join("part-00000.parquet"), data_schema.clone(), &data)?;
@@ -234,6 +236,7 @@ fn prune_versions(
         published.push(loc);
     }
     let root = lake.join(location);
+    crate::swap::beneath(lake, &root).map_err(|m| SqlError::Io { path: root.clone(), message: m })?;
     let mut removed = Vec::new();
     let Ok(rd) = std::fs::read_dir(&root) else { return Ok(removed) };
     let mut dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();

@@ -643,7 +643,7 @@ pub async fn build_with(
     let _ = write!(
         html,
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cartflow — eCommerce insights</title>
+<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f8fafc; color: #0f172a; }}
 header {{ background: #0f172a; color: white; padding: 18px 32px; }}
@@ -717,6 +717,10 @@ fn section_wide(html: &mut String, title: &str, note: &str, chart: Option<Chart>
 /// Writes the file atomically and durably: a temporary file beside it, fsynced, renamed into
 /// place, the folder fsynced. Temporary files a crashed writer left (their process gone) are
 /// removed first.
+/// The dashboard's title: how a file is known to be a dashboard (one that is not is never
+/// replaced by the `dashboard` task).
+pub const TITLE: &str = "cartflow — eCommerce insights";
+
 pub fn write(out: &Path, html: &str) -> Result<(), String> {
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -284,12 +284,16 @@ pub fn ingest(path: &Path, lake: &Path, name: &str) -> Result<IngestReport, Kagg
 
 fn remove_objects(lake: &Path, name: &str) -> Result<u64, KaggleError> {
     let root = lake.join(RAW_EVENTS);
+    crate::swap::beneath(lake, &root)
+        .map_err(|m| KaggleError::Io { path: root.clone(), source: std::io::Error::other(m) })?;
     let mut removed = 0;
     let Ok(days) = std::fs::read_dir(&root) else { return Ok(0) };
+    // A link planted among the partitions is not followed: nothing outside the lake is deleted.
+    let folder = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
     let prefix = format!("{name}-");
-    for day in days.flatten() {
+    for day in days.flatten().filter(folder) {
         let Ok(hours) = std::fs::read_dir(day.path()) else { continue };
-        for hour in hours.flatten() {
+        for hour in hours.flatten().filter(folder) {
             let Ok(files) = std::fs::read_dir(hour.path()) else { continue };
             for f in files.flatten() {
                 let n = f.file_name();

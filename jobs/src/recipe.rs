@@ -628,6 +628,7 @@ pub fn run_job(
     let mut df = recipe.apply(lf)?.collect().map_err(derr(&in_dir))?;
     let live = lake.join(output).join(format!("dt={date}"));
     let publish = |df: &mut DataFrame| -> Result<(), String> {
+        crate::swap::guard(lake, &live)?;
         crate::swap::recover(&live)?;
         let fresh = crate::swap::fresh(&live)?;
         crate::write_part(df, &fresh.join("part-00000.parquet"))?;

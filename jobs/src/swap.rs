@@ -163,6 +163,56 @@ fn write_durably(path: &Path, text: &str) -> Result<(), String> {
     sync_dir(parent(path))
 }
 
+/// Refuses a path that a symbolic link inside `root` would lead out of it. `target` is
+/// `root` joined with a relative path (already checked textually: no `..`, not absolute);
+/// each part of it that exists is resolved, and must still be under the resolved `root`.
+/// (The root itself may be a link: the lake is where it points.) Every writer of the lake
+/// calls this before it writes or deletes, so that a link planted in the lake
+/// (`curated/h -> /elsewhere`) cannot make a swap replace, or a prune delete, anything
+/// outside it.
+pub fn beneath(root: &Path, target: &Path) -> Result<(), String> {
+    let base = match root.canonicalize() {
+        Ok(b) => b,
+        // No lake yet: nothing in it can be a link.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(root, e)),
+    };
+    let Ok(rel) = target.strip_prefix(root) else {
+        return Err(format!("{} is not inside the lake {}", target.display(), root.display()));
+    };
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        match part {
+            Component::Normal(name) => at.push(name),
+            Component::CurDir => continue,
+            _ => return Err(format!("{} is not a plain path inside the lake {}", target.display(), root.display())),
+        }
+        match std::fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(&at, e)),
+            Ok(m) if !m.file_type().is_symlink() => continue,
+            Ok(_) => {}
+        }
+        let resolved = at.canonicalize().map_err(|e| err(&at, e))?;
+        if !resolved.starts_with(&base) {
+            return Err(format!(
+                "{} is a symbolic link to {}, outside the lake {}: cartflow does not write through it",
+                at.display(),
+                resolved.display(),
+                base.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`beneath`] for a folder published by swap: the folder and its staging folder
+/// (`<zone>/.staging`, where [`recover`] deletes) must both stay inside `lake`.
+pub fn guard(lake: &Path, live: &Path) -> Result<(), String> {
+    beneath(lake, live)?;
+    beneath(lake, &staging(live))
+}
+
 /// A new, empty folder to write the next version of `live` into.
 pub fn fresh(live: &Path) -> Result<PathBuf, String> {
     let stage = staging(live);

@@ -120,13 +120,26 @@ pub enum TemplateError {
 }
 
 /// A value for a message: quoted, and cut after 60 characters (a value may be huge).
-fn clip(v: &str) -> String {
+pub(crate) fn clip(v: &str) -> String {
     if v.chars().count() <= 60 {
         format!("{v:?}")
     } else {
         let head: String = v.chars().take(60).collect();
         format!("{head:?}… ({} bytes)", v.len())
     }
+}
+
+/// The variables a template uses, for a message: `` (from `params.n`)``, or nothing.
+pub(crate) fn names_in(t: &Template) -> String {
+    let names: Vec<String> = parse(&t.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var { name, .. } => Some(format!("`{name}`")),
+            Piece::Text(_) => None,
+        })
+        .collect();
+    if names.is_empty() { String::new() } else { format!(" (from {})", names.join(", ")) }
 }
 
 fn from_values(values: &[(String, String)]) -> String {
@@ -244,6 +257,13 @@ pub enum Escaping {
     /// A partition value naming a folder (`dt=<value>`): the rendered text is one plain value
     /// (letters, digits, `_ . : + -`; no `..`), like a date or a timestamp.
     PartitionValue,
+    /// The HTML file a task writes in the project folder (the dashboard): a [`Escaping::Path`]
+    /// that also keeps clear of the project's own files ([`html_out_problem`]).
+    HtmlOut,
+    /// A file a task only reads, which may be anywhere (a Kaggle CSV to replay): a relative
+    /// [`Escaping::Path`], or an absolute path of a `.csv`, `.csv.gz` or `.csv.zip` file
+    /// ([`input_file_problem`]). `none` and `generate` pass as they are.
+    InputFile,
 }
 
 /// The values of the template variables for one task of one run.
@@ -315,6 +335,10 @@ impl Context {
         let (rendered, values) = self.substitute(t)?;
         let problem = match escaping {
             Escaping::Path => path_problem(&rendered).map(|why| ("path", why)),
+            Escaping::InputFile => input_file_problem(&rendered).map(|why| ("source file", why)),
+            Escaping::HtmlOut => {
+                path_problem(&rendered).or_else(|| html_out_problem(&rendered)).map(|why| ("output file", why))
+            }
             Escaping::PartitionValue => {
                 cartflow_jobs::ctas::partition_value_problem(&rendered).map(|why| ("partition value", why))
             }
@@ -394,6 +418,48 @@ pub fn path_problem(p: &str) -> Option<&'static str> {
         return Some("`..` components are not allowed (it must stay inside its root)");
     }
     None
+}
+
+/// Why a relative path cannot be the HTML file a task writes into the project folder, if it
+/// cannot: it must name an `.html` (or `.htm`) file — so no DAG, SQL, recipe, rules file,
+/// `cartflow.yaml` or state database can be replaced — outside the DAGs folder `dags/`, and
+/// inside `.cartflow/` only directly (`.cartflow/NAME.html`, where the dashboard goes), never in
+/// the lake, the logs or the streaming state under it.
+pub fn html_out_problem(p: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = p.split(['/', '\\']).filter(|s| !s.is_empty() && *s != ".").collect();
+    let Some(name) = segs.last() else { return Some("it names no file") };
+    let lower = name.to_ascii_lowercase();
+    if !(lower.ends_with(".html") || lower.ends_with(".htm")) || lower == ".html" || lower == ".htm" {
+        return Some("it must name an `.html` file (the project's own files are not outputs)");
+    }
+    if segs[0] == "dags" {
+        return Some("the DAGs folder `dags/` holds the project's code, not outputs");
+    }
+    if segs[0] == ".cartflow" && segs.len() > 2 {
+        return Some("inside `.cartflow/` only a file of its own (`.cartflow/NAME.html`) may be written");
+    }
+    None
+}
+
+/// Why a rendered path cannot be a file a task reads, if it cannot: it is `none`, `generate`,
+/// a path inside the project ([`path_problem`]), or an absolute path of a Kaggle file
+/// (`.csv`, `.csv.gz`, `.csv.zip`) without control characters or `..`. Reading is all that is
+/// done with it, and a file that is not the dataset stops at its header.
+pub fn input_file_problem(p: &str) -> Option<&'static str> {
+    if p == "none" || p == "generate" {
+        return None;
+    }
+    if p.chars().any(char::is_control) {
+        return Some("it has control characters");
+    }
+    let lower = p.to_ascii_lowercase();
+    if ![".csv", ".csv.gz", ".csv.zip"].iter().any(|e| lower.ends_with(e)) {
+        return Some("it must be `none`, `generate` or a Kaggle file (`.csv`, `.csv.gz`, `.csv.zip`)");
+    }
+    if p.starts_with('/') {
+        return p.split('/').any(|seg| seg == "..").then_some("`..` components are not allowed");
+    }
+    path_problem(p)
 }
 
 fn sql_literal_value(name: &str, value: &str) -> Result<(), TemplateError> {

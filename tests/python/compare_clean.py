@@ -32,6 +32,7 @@ def main():
     lc, lq = rows(con, left, date)
     rc, rq = rows(con, right, date)
     print(f"clean {len(lc)} {len(rc)} quarantine {len(lq)} {len(rq)}")
+    print(f"null sessions {sum(r[-1] is None for r in lc)} {sum(r[-1] is None for r in rc)}")
     ok = True
     for name, a, b in [("clean", lc, rc), ("quarantine", lq, rq)]:
         if a != b:

@@ -913,16 +913,37 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         },
     };
     let config = Node { pos: node.pos, value: Value::Map(config_entries) };
-    if let Some(entry) = kind
-        && let Err(mut e) = (entry.compile)(&config, &cx.env)
-    {
-        if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
-            let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
-            if let Some(s) = did_you_mean(field, all) {
-                e.hint = Some(format!("did you mean `{s}`?"));
+    if let Some(entry) = kind {
+        match (entry.compile)(&config, &cx.env) {
+            Err(mut e) => {
+                if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
+                    let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
+                    if let Some(s) = did_you_mean(field, all) {
+                        e.hint = Some(format!("did you mean `{s}`?"));
+                    }
+                }
+                cx.de(&format!("task `{id}` ({})", entry.name), e, node.pos);
+            }
+            // What `run` checks when it renders, checked here with the params' defaults: a path
+            // the DAG's own text (or a default) sends out of its root fails `validate` as it
+            // would fail the run. (Template syntax errors are reported below, once.)
+            Ok(task) => {
+                let interval = crate::schedule::DataInterval::daily_utc(
+                    chrono::NaiveDate::from_ymd_opt(2019, 10, 1).unwrap_or_default(),
+                );
+                let ctx = template::Context::new("validate", "validate", &interval, params).for_task(&id);
+                match task.render_json(&ctx) {
+                    Err(
+                        template::TemplateError::Unclosed { .. }
+                        | template::TemplateError::BadName { .. }
+                        | template::TemplateError::BadFilter { .. }
+                        | template::TemplateError::UnknownVariable { .. },
+                    )
+                    | Ok(_) => {}
+                    Err(e) => cx.err(node.pos, format!("task `{id}` ({}): {e}", entry.name), None),
+                }
             }
         }
-        cx.de(&format!("task `{id}` ({})", entry.name), e, node.pos);
     }
     // Templates: every string of the kind's config.
     let mut template_errors = Vec::new();

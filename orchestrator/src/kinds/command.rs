@@ -33,7 +33,9 @@ const GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
-    /// The program: a name looked up on PATH, or a path (relative to the project folder).
+    /// The program: a name looked up on PATH, or a path (relative to the project folder). Written
+    /// in the DAG file it may be any path (`/bin/echo`: the DAG is code); with a placeholder the
+    /// rendered path must stay inside the project, and no `{{ params.* }}` may choose it.
     pub program: Template,
     /// Arguments, each passed as one argv element (no shell).
     #[serde(default)]
@@ -41,7 +43,8 @@ pub struct CommandConfig {
     /// Extra environment variables (templates allowed in values).
     #[serde(default)]
     pub env: BTreeMap<String, Template>,
-    /// Working directory, relative to the project folder (default: the project folder).
+    /// Working directory, relative to the project folder (default: the project folder). Like
+    /// `program`: any path as the DAG file writes it, inside the project when templated.
     #[serde(default)]
     pub working_dir: Option<Template>,
     /// Start from an empty environment (keeping PATH and HOME) instead of inheriting
@@ -52,6 +55,12 @@ pub struct CommandConfig {
     /// `skip_on_exit_code`); downstream tasks follow their trigger rules.
     #[serde(default)]
     pub skip_exit_code: Option<i32>,
+}
+
+/// A path field as the DAG file writes it (trusted: the DAG is code, an absolute path is kept),
+/// or, when it has a placeholder, rendered as a path that stays inside the project.
+fn as_written_or_inside(t: &Template, ctx: &template::Context) -> Result<String, TemplateError> {
+    if t.0.contains("{{") { ctx.render(t, Escaping::Path) } else { Ok(t.0.clone()) }
 }
 
 fn default_false() -> bool {
@@ -87,6 +96,17 @@ impl Kind for Command {
         if config.program.0.trim().is_empty() {
             return Err("`program` is empty".into());
         }
+        // Which program runs is code: a param (anyone's text) may not decide it.
+        if let Some(p) = template::parse(&config.program.0).ok().and_then(|pieces| {
+            pieces.into_iter().find_map(|p| match p {
+                template::Piece::Var { name, .. } if name.starts_with("params.") => Some(name.to_string()),
+                _ => None,
+            })
+        }) {
+            return Err(format!(
+                "`program`: `{{{{ {p} }}}}` would let a param choose the program that runs; name the program in the DAG and pass the param as an argument or in `env:`"
+            ));
+        }
         if config.skip_exit_code == Some(0) {
             return Err("`skip_exit_code` cannot be 0 (0 means success)".into());
         }
@@ -104,14 +124,14 @@ impl Kind for Command {
 
     fn render(c: &CommandConfig, ctx: &template::Context) -> Result<RenderedCommand, TemplateError> {
         Ok(RenderedCommand {
-            program: ctx.render(&c.program, Escaping::Path)?,
+            program: as_written_or_inside(&c.program, ctx)?,
             args: c.args.iter().map(|a| ctx.render(a, Escaping::None)).collect::<Result<_, _>>()?,
             env: c
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), ctx.render(v, Escaping::None)?)))
                 .collect::<Result<_, TemplateError>>()?,
-            working_dir: c.working_dir.as_ref().map(|w| ctx.render(w, Escaping::Path)).transpose()?,
+            working_dir: c.working_dir.as_ref().map(|w| as_written_or_inside(w, ctx)).transpose()?,
             clear_env: c.clear_env,
             skip_exit_code: c.skip_exit_code,
         })

@@ -19,7 +19,8 @@ pub struct Dashboard;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DashboardConfig {
-    /// Where the HTML goes, relative to the project folder (default `.cartflow/dashboard.html`).
+    /// Where the HTML goes, relative to the project folder (default `.cartflow/dashboard.html`):
+    /// an `.html` file, not in `dags/`, in `.cartflow/` only directly (see docs/security.md).
     #[serde(default = "default_out")]
     pub out: Template,
     /// First day shown (default: the first day with data).
@@ -54,7 +55,7 @@ impl Kind for Dashboard {
     fn render(c: &DashboardConfig, ctx: &template::Context) -> Result<RenderedDashboard, TemplateError> {
         let opt = |t: &Option<Template>| t.as_ref().map(|t| ctx.render(t, Escaping::Path)).transpose();
         Ok(RenderedDashboard {
-            out: PathBuf::from(ctx.render(&c.out, Escaping::Path)?),
+            out: PathBuf::from(ctx.render(&c.out, Escaping::HtmlOut)?),
             from: opt(&c.from)?,
             to: opt(&c.to)?,
         })
@@ -62,6 +63,20 @@ impl Kind for Dashboard {
 
     async fn run(r: RenderedDashboard, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
         let out = ctx.project_dir.join(&r.out);
+        // A link in the project does not lead the file out of it, and only a dashboard is
+        // replaced: a file of the user's that happens to have the name is left alone.
+        cartflow_jobs::swap::beneath(&ctx.project_dir, &out).map_err(TaskFailure::permanent)?;
+        if let Ok(mut f) = std::fs::File::open(&out) {
+            use std::io::Read;
+            let mut head = vec![0; 1024];
+            let n = f.read(&mut head).unwrap_or(0);
+            if !String::from_utf8_lossy(&head[..n]).contains(cartflow_jobs::dashboard::TITLE) {
+                return Err(TaskFailure::permanent(format!(
+                    "{} exists and is not a cartflow dashboard: it is not replaced",
+                    r.out.display()
+                )));
+            }
+        }
         // On AWS the insight tables are small: their definitions (Glue) and Parquet (S3) are
         // copied to a scratch lake and the same renderer reads them.
         let (lake, catalog, _scratch) = match &ctx.env {

@@ -318,3 +318,61 @@ fn three_days_of_raw_events_are_compacted_cataloged_and_cleaned_without_losing_a
         numbers(&clean[1].1)
     );
 }
+
+/// The real files' quirks, in Kaggle's CSV format: views by known users with an empty
+/// `user_session` (one with a session too, one without any), a cart and a purchase without a
+/// session, no brand, no category code, a price of 0. None of them is an error: every row
+/// reaches clean, and every user is a visitor of the day.
+#[test]
+fn rows_without_a_session_reach_clean_and_count_as_visitors() {
+    let p = Project::new();
+    install_daily(&p);
+    p.write(
+        "2019-Oct.csv",
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
+         2019-10-01 00:00:04 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde-8bb3-4e00-8c23-a032dfed738c\n\
+         2019-10-01 00:00:05 UTC,view,3900821,2053013552326770905,appliances.environment.water_heater,aqua,33.20,541312140,\n\
+         2019-10-01 00:00:06 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,\n\
+         2019-10-01 00:01:00 UTC,cart,1307067,2053013558920217191,computers.notebook,lenovo,251.74,550050854,\n\
+         2019-10-01 00:02:00 UTC,purchase,1307067,2053013558920217191,computers.notebook,lenovo,251.74,550050854,\n\
+         2019-10-01 00:03:00 UTC,view,1004237,2053013555631882655,electronics.smartphone,apple,0,535871217,c6bd7419-2748-4c56-95b4-8cec9ff8b80d\n",
+    );
+    let r = p.run(&["ingest", "2019-Oct.csv"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("6 records (0 malformed"), "{}", r.stdout);
+    p.run(&["run", "ecommerce_daily", "--date", "2019-10-01"]).expect_code(0);
+    let clean = numbers(&summaries(&p, "clean")[0].1);
+    assert_eq!((clean[0], clean[1], clean[2]), (6, 6, 0), "in, clean, quarantined: {clean:?}");
+    let q = p.run(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT unique_visitors, sessions, events, views, carts, purchases FROM daily_visitors WHERE dt = '2019-10-01'",
+    ]);
+    q.expect_code(0);
+    assert_eq!(
+        q.stdout.lines().nth(1),
+        Some("4,2,6,4,1,1"),
+        "4 users, 2 sessions (a null session is none), 6 events:\n{}",
+        q.stdout
+    );
+    let n = p.run(&["sql", "--format", "csv", "SELECT count(*) FROM events WHERE user_session IS NULL"]);
+    assert_eq!(n.stdout.lines().nth(1), Some("4"), "{}", n.stdout);
+}
+
+/// The shipped DAGs are what users copy: `cartflow validate dags/` in the repository passes
+/// without a warning or an error (every task rendered with its params' defaults).
+#[test]
+fn validate_of_the_shipped_dags_is_clean() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(cartflow_e2e::cartflow_bin())
+        .current_dir(&root)
+        .args(["validate", "dags/"])
+        .output()
+        .expect("cartflow validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(" 0 error(s)"), "{text}");
+    let lower = text.to_lowercase();
+    assert!(!lower.contains("warn") && !lower.contains("error:"), "validate printed a warning:\n{text}");
+}

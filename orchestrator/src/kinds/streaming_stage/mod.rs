@@ -42,7 +42,8 @@ pub struct StreamingStageConfig {
     #[serde(default = "default_rules")]
     pub rules: PathBuf,
     /// What feeds stream1 for the interval: `none` (another process produces; consume what is
-    /// there), `generate` (the simulator), or the path of a Kaggle CSV file.
+    /// there), `generate` (the simulator), or the path of a Kaggle CSV file (`.csv`, `.csv.gz`,
+    /// `.csv.zip`; relative to the project folder, or absolute: the file is only read).
     #[serde(default = "default_source")]
     pub source: Template,
     /// Events per day when generating.
@@ -152,11 +153,17 @@ impl Kind for StreamingStage {
     fn render(c: &StreamingStageConfig, ctx: &template::Context) -> Result<RenderedStreamingStage, TemplateError> {
         let num = |what: &str, t: &Template| -> Result<u64, TemplateError> {
             let s = ctx.render(t, Escaping::None)?;
-            s.trim().parse().map_err(|_| TemplateError::Invalid(format!("`{what}` must be a whole number, got `{s}`")))
+            s.trim().parse().map_err(|_| {
+                TemplateError::Invalid(format!(
+                    "`{what}` must be a whole number, got {}{}",
+                    template::clip(&s),
+                    template::names_in(t)
+                ))
+            })
         };
         Ok(RenderedStreamingStage {
             rules: c.rules.clone(),
-            source: ctx.render(&c.source, Escaping::Path)?,
+            source: ctx.render(&c.source, Escaping::InputFile)?,
             events_per_day: num("events_per_day", &c.events_per_day)?,
             bots_per_day: c.bots_per_day,
             malformed_rate: c.malformed_rate,
