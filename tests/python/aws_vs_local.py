@@ -125,15 +125,15 @@ def aws_rows(table):
 
 
 def same(a, b):
+    """Equal values of the same Python type (so a bigint is not a double, a date not a string):
+    floats within 1e-9."""
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, bool) or isinstance(b, bool):
-        return bool(a) == bool(b) and type(a) is type(b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        if isinstance(a, float) or isinstance(b, float):
-            return math.isclose(a, b, rel_tol=0, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
-        return a == b
-    return str(a) == str(b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return math.isclose(a, b, rel_tol=0, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+    return a == b
 
 
 def key(row, cols):
@@ -153,7 +153,8 @@ def compare(name, want, got):
     for i, (w, g) in enumerate(zip(want, got)):
         bad = [c for c in cols_w if not same(w.get(c), g.get(c))]
         if bad:
-            return f"row {i} differs in {bad}: local {[w[c] for c in bad]}, aws {[g[c] for c in bad]}"
+            show = lambda r: [f"{r.get(c)!r} ({type(r.get(c)).__name__})" for c in bad]
+            return f"row {i} differs in {bad}: local {show(w)}, aws {show(g)}"
     return None
 
 

@@ -367,7 +367,7 @@ class Query:
             try:
                 existing = emu_common.objects(self.account, bucket, emu_common.folder(key), visible_only=False)
             except FileNotFoundError:
-                raise _err("HIVE_PATH_ALREADY_EXISTS", f"the bucket of {ctas.location} does not exist")
+                raise _err("HIVE_PATH_NOT_FOUND", f"Bucket of {ctas.location} does not exist")
             if existing:
                 raise _err("HIVE_PATH_ALREADY_EXISTS",
                            f"Target directory for table '{ctas.db}.{ctas.table}' already exists: {ctas.location}. You "
@@ -467,6 +467,12 @@ class Query:
         con.execute("SET threads = 2")
         for (db, name), filters in _tables(query, self.default_db).items():
             self._source(con, db, name, filters, work)
+        # An unqualified table is the query's database's (QueryExecutionContext), as in Athena.
+        from sqlglot import exp
+        ctes = {c.alias_or_name.lower() for c in query.find_all(exp.CTE)}
+        for t in query.find_all(exp.Table):
+            if t.name and not t.db and t.name.lower() not in ctes:
+                t.set("db", exp.to_identifier(self.default_db))
         duck_sql = query.sql(dialect="duckdb")
         try:
             con.execute(f"CREATE TEMP TABLE __result AS {duck_sql}")

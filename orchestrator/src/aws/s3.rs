@@ -9,12 +9,14 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use super::{AwsError, S3Loc};
 
 /// One object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Object {
     /// Its key.
     pub key: String,
     /// Its size in bytes.
     pub size: i64,
+    /// When S3 last wrote it (epoch seconds, S3's clock), when the listing says.
+    pub last_modified: Option<f64>,
 }
 
 /// Every page of a listing under `loc` (as a folder): the objects, and with a delimiter the
@@ -39,7 +41,11 @@ async fn list_all(
             .map_err(|e| AwsError::new("s3:ListObjectsV2", dir.uri(), e))?;
         for o in page.contents() {
             if let Some(key) = o.key() {
-                objects.push(Object { key: key.to_string(), size: o.size().unwrap_or(0) });
+                objects.push(Object {
+                    key: key.to_string(),
+                    size: o.size().unwrap_or(0),
+                    last_modified: o.last_modified().map(|t| t.as_secs_f64()),
+                });
             }
         }
         folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));

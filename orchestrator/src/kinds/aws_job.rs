@@ -13,9 +13,12 @@ use crate::task::{TaskContext, TaskFailure};
 pub enum Started {
     /// A new job run with this id.
     New(String),
-    /// The service already runs one for us (found by its arguments, or the only running one
-    /// of a job that allows one): attach to it.
+    /// The service already runs one for us (found by its arguments): attach to it.
     Existing(String),
+    /// A run this task can use but may not own: it reads this task's input, and it may be
+    /// another task's (a job that takes no arguments and runs one run at a time, such as a
+    /// DataBrew recipe job). Attach to it (or take its success) but never stop it.
+    Shared(String),
     /// The job allows one run at a time and runs one this task cannot use (it started before
     /// the task's input was ready, so it may not read it): wait for it to end, then start again.
     Busy(String),
@@ -43,7 +46,9 @@ const MAX_BUSY_WAITS: u32 = 20;
 pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
     let log = &ctx.log;
     let name = job.what();
+    let shared_fact = format!("{}_shared", J::FACT);
     let mut attached = None;
+    let mut shared = ctx.facts.get(&shared_fact)?.is_some();
     if let Some(id) = ctx.facts.get(J::FACT)? {
         match job.describe(&id).await {
             Ok(Phase::Running(state)) => {
@@ -59,6 +64,8 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
             Ok(other) => {
                 log.line(format_args!("{name}: the earlier attempt's run {id} ended ({other:?}); starting a new run"));
                 ctx.facts.clear(J::FACT)?;
+                ctx.facts.clear(&shared_fact)?;
+                shared = false;
             }
             Err(e) => return Err(TaskFailure::new(e.to_string())),
         }
@@ -66,6 +73,11 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
     let id = match attached {
         Some(id) => id,
         None => {
+            if shared {
+                // Left by an attempt that ended before saving its run id: this start is afresh.
+                ctx.facts.clear(&shared_fact)?;
+                shared = false;
+            }
             let mut waited = 0;
             let id = loop {
                 match job.start().await.map_err(|e| TaskFailure::new(e.to_string()))? {
@@ -77,9 +89,14 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
                         break id;
                     }
                     Started::Existing(id) => {
+                        log.line(format_args!("{name}: attaching to run {id}, already started for this task"));
+                        break id;
+                    }
+                    Started::Shared(id) => {
                         log.line(format_args!(
-                            "{name}: attaching to run {id}, started after this task's input was ready"
+                            "{name}: using run {id}, which started after this task's input was ready (so it reads it); it may be another task's, so this task never stops it"
                         ));
+                        shared = true;
                         break id;
                     }
                     Started::Busy(other) if waited < MAX_BUSY_WAITS => {
@@ -110,6 +127,9 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
             };
             cartflow_jobs::crash::point("job.started");
             // Saved before polling: whatever happens next, a retry finds this run.
+            if shared {
+                ctx.facts.set(&shared_fact, "true")?;
+            }
             ctx.facts.set(J::FACT, &id)?;
             id
         }
@@ -125,6 +145,10 @@ pub async fn run<J: JobRun>(job: &J, aws: &AwsEnv, ctx: &TaskContext) -> Result<
         Err(WatchEnd::Cancelled) if ctx.handover.is_cancelled() => {
             log.line(format_args!("{what}: the run was taken over by another process; left running for it"));
             Err(TaskFailure::new(format!("the run was taken over by another process; {what} is left running for it")))
+        }
+        Err(WatchEnd::Cancelled) if shared => {
+            log.line(format_args!("{what}: task cancelled; the run is not this task's own, so it is left running"));
+            Err(TaskFailure::new(format!("cancelled; {what} (not this task's own) is left running")))
         }
         Err(WatchEnd::Cancelled) => {
             log.line(format_args!("{what}: task cancelled; stopping the run"));

@@ -142,49 +142,75 @@ mod aws {
     use aws_sdk_databrew::Client;
 
     use super::RenderedDatabrewJob;
-    use crate::aws::{AwsEnv, AwsError, Phase};
+    use crate::aws::{AwsEnv, AwsError, Phase, s3};
     use crate::kinds::aws_job::{self, JobRun, Started};
     use crate::task::{TaskContext, TaskFailure};
 
     /// Runs the DataBrew job to its end. DataBrew job runs take no parameters: the job's
-    /// dataset and recipe (deployed by infra/) decide what it reads, and DataBrew runs one run
-    /// of a job at a time. The run id is saved before polling; a retry re-attaches. A start
-    /// refused because the job is already running attaches to that run only when it started
-    /// after this task's input was ready (recorded as the fact `databrew_ready_at` before the
-    /// first start, so a run of an earlier attempt whose id was not saved is found): such a run
-    /// reads the input. A run that started before (another day's, in a backfill) may not have
-    /// seen it: the task waits for that run to end and starts one of its own.
+    /// dataset and recipe (deployed by infra/) decide what it reads (the dataset reads every
+    /// `dt=` partition of the clean zone), and DataBrew runs one run of a job at a time. So a
+    /// run reads this task's input exactly when it started after that input was written. The
+    /// input's time is S3's: the newest LastModified of the data objects under
+    /// `input/dt=DATE/`, compared with DataBrew's StartedOn (both AWS clocks; the host's clock
+    /// plays no part).
+    ///
+    /// Before its first start the task records the newest run the job had (the fact
+    /// `databrew_runs_before`). A start then uses, rather than starts: a run newer than that
+    /// one which reads the input and is going or SUCCEEDED (this task's own, started in the
+    /// instant before a crash, before its id was saved; or one another task started since), or
+    /// any going run that reads the input. A going run that started before the input was
+    /// written (another day's, in a backfill) is waited out, then the task starts its own. A
+    /// run that ended before the task first looked is never taken: it may predate a recipe fix.
+    /// The run id is saved before polling; a retry re-attaches. A run that is not known to be
+    /// this task's own is never stopped.
     pub async fn run(r: &RenderedDatabrewJob, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
         ctx.log.line(format_args!(
             "DataBrew job {} (its dataset and the recipe {} are deployed by infra/; the run takes no parameters)",
             r.job_name,
             r.recipe.display()
         ));
-        let ready_at = match ctx.facts.get(READY_AT)?.and_then(|v| v.parse::<f64>().ok()) {
-            Some(t) => t,
+        let part = format!("{}/dt={}", r.input, r.date);
+        let loc = aws.locate(&part).map_err(TaskFailure::permanent)?;
+        let dir = loc.dir();
+        let objects = s3::list(&aws.clients.s3, &dir).await.map_err(|e| TaskFailure::new(e.to_string()))?;
+        let ready_at = objects
+            .iter()
+            .filter(|o| s3::is_data(&dir.key, &o.key))
+            .filter_map(|o| o.last_modified)
+            .reduce(f64::max)
+            .ok_or_else(|| {
+                TaskFailure::new(format!(
+                    "the recipe job's input {} holds no data objects: nothing to enrich",
+                    dir.uri()
+                ))
+            })?;
+        ctx.log.line(format_args!("input {} last written at {ready_at:.3} (S3's clock)", dir.uri()));
+        let mut job =
+            DatabrewJobRun { client: aws.clients.databrew.clone(), job: r.job_name.clone(), ready_at, seen: None };
+        job.seen = match ctx.facts.get(RUNS_BEFORE)? {
+            Some(id) => Some(id),
             None => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
-                ctx.facts.set(READY_AT, &format!("{now:.3}"))?;
-                now
+                let newest =
+                    job.runs().await.map_err(|e| TaskFailure::new(e.to_string()))?.first().map(|r| r.0.clone());
+                let newest = newest.unwrap_or_default();
+                ctx.facts.set(RUNS_BEFORE, &newest)?;
+                Some(newest)
             }
         };
-        let job = DatabrewJobRun { client: aws.clients.databrew.clone(), job: r.job_name.clone(), ready_at };
         let id = aws_job::run(&job, aws, ctx).await?;
         Ok(format!("DataBrew job {} run {id} SUCCEEDED", r.job_name))
     }
 
-    /// The fact: when this task's input was ready (epoch seconds, this host's clock).
-    const READY_AT: &str = "databrew_ready_at";
+    /// The fact: the newest run the job had before this task first started one ("" for none).
+    const RUNS_BEFORE: &str = "databrew_runs_before";
 
-    /// How far apart this host's clock and DataBrew's may be: a run is taken to have started
-    /// after the input was ready only when its StartedOn is at least this much later.
-    const CLOCK_SKEW_SECS: f64 = 15.0;
+    /// How far apart S3's and DataBrew's clocks, and S3's whole-second LastModified, may put
+    /// the two times: a run is taken to have started after the input was written only when its
+    /// StartedOn is at least this much later than the input's LastModified.
+    const CLOCK_SKEW_SECS: f64 = 1.0;
 
-    /// Whether a run that started at `started_on` (DataBrew's clock) read an input that was
-    /// ready at `ready_at` (ours).
+    /// Whether a run that started at `started_on` (DataBrew's clock) read an input that S3
+    /// last wrote at `ready_at`.
     pub(super) fn reads_input(started_on: Option<f64>, ready_at: f64) -> bool {
         started_on.is_some_and(|t| t >= ready_at + CLOCK_SKEW_SECS)
     }
@@ -193,11 +219,45 @@ mod aws {
         client: Client,
         job: String,
         ready_at: f64,
+        /// The newest run before this task first started one ("" for none).
+        seen: Option<String>,
+    }
+
+    /// What the job's runs offer a task whose input was written at `ready_at`.
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Offer {
+        /// A run that reads the input: going, or SUCCEEDED since the task first looked.
+        Reads(String),
+        /// A run that is going but started before the input was written.
+        Going(String),
+        /// Nothing going, nothing usable.
+        Nothing,
+    }
+
+    /// Chooses from runs listed newest first as (id, state, StartedOn); `seen` is the newest
+    /// run before the task first started one ("" for none).
+    pub(super) fn offer(runs: &[(String, String, Option<f64>)], ready_at: f64, seen: Option<&str>) -> Offer {
+        let phase = |state: &str| Phase::databrew_job_run(state, None);
+        let newer = match seen {
+            Some(id) if !id.is_empty() => runs.iter().position(|r| r.0 == id).unwrap_or(runs.len()),
+            Some(_) => runs.len(),
+            None => 0,
+        };
+        if let Some((id, _, _)) =
+            runs[..newer].iter().find(|(_, state, at)| phase(state) == Phase::Succeeded && reads_input(*at, ready_at))
+        {
+            return Offer::Reads(id.clone());
+        }
+        match runs.iter().find(|(_, state, _)| !phase(state).is_terminal()) {
+            Some((id, _, at)) if reads_input(*at, ready_at) => Offer::Reads(id.clone()),
+            Some((id, _, _)) => Offer::Going(id.clone()),
+            None => Offer::Nothing,
+        }
     }
 
     impl DatabrewJobRun {
-        /// The newest run of the job that is still going, and when it started.
-        async fn running(&self) -> Result<Option<(String, Option<f64>)>, AwsError> {
+        /// The job's recent runs, newest first: (id, state, StartedOn).
+        async fn runs(&self) -> Result<Vec<(String, String, Option<f64>)>, AwsError> {
             let out = self
                 .client
                 .list_job_runs()
@@ -205,11 +265,21 @@ mod aws {
                 .send()
                 .await
                 .map_err(|e| AwsError::new("databrew:ListJobRuns", &self.job, e))?;
-            Ok(out
+            let mut runs: Vec<_> = out
                 .job_runs()
                 .iter()
-                .find(|r| !Phase::databrew_job_run(r.state().map(|s| s.as_str()).unwrap_or(""), None).is_terminal())
-                .and_then(|r| r.run_id().map(|id| (id.to_string(), r.started_on().map(|t| t.as_secs_f64())))))
+                .filter_map(|r| {
+                    let id = r.run_id()?.to_string();
+                    let state = r.state().map(|s| s.as_str().to_string()).unwrap_or_default();
+                    Some((id, state, r.started_on().map(|t| t.as_secs_f64())))
+                })
+                .collect();
+            runs.sort_by(|a, b| b.2.unwrap_or(0.0).total_cmp(&a.2.unwrap_or(0.0)));
+            Ok(runs)
+        }
+
+        fn offer(&self, runs: &[(String, String, Option<f64>)]) -> Offer {
+            offer(runs, self.ready_at, self.seen.as_deref())
         }
     }
 
@@ -236,16 +306,20 @@ mod aws {
 
         async fn start(&self) -> Result<Started, AwsError> {
             let j = &self.job;
+            if let Offer::Reads(id) = self.offer(&self.runs().await?) {
+                return Ok(Started::Shared(id));
+            }
             match self.client.start_job_run().name(j).send().await {
                 Ok(out) => Ok(Started::New(out.run_id().to_string())),
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|s| s.is_conflict_exception() || s.is_service_quota_exceeded_exception()) =>
                 {
-                    match self.running().await? {
-                        Some((id, started)) if reads_input(started, self.ready_at) => Ok(Started::Existing(id)),
-                        Some((id, _)) => Ok(Started::Busy(id)),
-                        None => Err(AwsError::new("databrew:StartJobRun", j, e)),
+                    // A run started between the listing and the start: look again.
+                    match self.offer(&self.runs().await?) {
+                        Offer::Reads(id) => Ok(Started::Shared(id)),
+                        Offer::Going(id) => Ok(Started::Busy(id)),
+                        Offer::Nothing => Err(AwsError::new("databrew:StartJobRun", j, e)),
                     }
                 }
                 Err(e) => Err(AwsError::new("databrew:StartJobRun", j, e)),
@@ -268,12 +342,54 @@ mod aws {
     #[cfg(test)]
     mod tests {
         #[test]
-        fn a_running_run_reads_the_input_only_when_it_started_after_it_was_ready_beyond_the_clock_skew() {
+        fn a_run_reads_the_input_only_when_it_started_after_s3_wrote_it_beyond_the_clock_skew() {
             let ready = 1_000_000.0;
-            assert!(super::reads_input(Some(ready + 16.0), ready), "started well after: it reads the input");
-            assert!(!super::reads_input(Some(ready + 5.0), ready), "within the skew: maybe not");
+            assert!(super::reads_input(Some(ready + 1.5), ready), "started after: it reads the input");
+            assert!(!super::reads_input(Some(ready + 0.5), ready), "within the skew: maybe not");
             assert!(!super::reads_input(Some(ready - 60.0), ready), "started before: another day's run");
             assert!(!super::reads_input(None, ready), "no start time: not known to read it");
+        }
+
+        #[test]
+        fn a_run_is_used_when_it_reads_the_input_and_is_going_or_succeeded_since_the_task_first_looked() {
+            use super::{Offer, offer};
+            let ready = 1_000_000.0;
+            let run = |id: &str, state: &str, at: f64| (id.to_string(), state.to_string(), Some(at));
+            let none = Some("");
+            assert_eq!(offer(&[], ready, none), Offer::Nothing);
+            // This task's own run, started in the instant before a crash: going or already done.
+            assert_eq!(offer(&[run("own", "RUNNING", ready + 5.0)], ready, none), Offer::Reads("own".into()));
+            assert_eq!(offer(&[run("own", "STARTING", ready + 5.0)], ready, none), Offer::Reads("own".into()));
+            assert_eq!(
+                offer(&[run("own", "SUCCEEDED", ready + 5.0), run("x", "SUCCEEDED", ready - 50.0)], ready, Some("x")),
+                Offer::Reads("own".into())
+            );
+            // A success the task saw before it first started (it may predate a recipe fix) is not
+            // taken, nor one that did not read the input, nor one that failed or was stopped.
+            assert_eq!(offer(&[run("old", "SUCCEEDED", ready + 5.0)], ready, Some("old")), Offer::Nothing);
+            assert_eq!(offer(&[run("early", "SUCCEEDED", ready - 5.0)], ready, none), Offer::Nothing);
+            assert_eq!(
+                offer(&[run("f", "FAILED", ready + 5.0), run("s", "STOPPED", ready + 2.0)], ready, none),
+                Offer::Nothing
+            );
+            // A going run that reads the input is used, whoever started it.
+            assert_eq!(
+                offer(&[run("going", "RUNNING", ready + 5.0)], ready, Some("going")),
+                Offer::Reads("going".into())
+            );
+            // One that is going but started before the input was written: wait it out.
+            assert_eq!(
+                offer(&[run("other", "RUNNING", ready - 3.0)], ready, Some("other")),
+                Offer::Going("other".into())
+            );
+            assert_eq!(
+                offer(
+                    &[run("new", "SUCCEEDED", ready + 8.0), run("other", "RUNNING", ready - 3.0)],
+                    ready,
+                    Some("other")
+                ),
+                Offer::Reads("new".into())
+            );
         }
     }
 }

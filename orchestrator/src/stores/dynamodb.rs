@@ -680,11 +680,16 @@ impl DynamoStore {
         Ok(run.is_some_and(|r| text(&r, "owner") == Some(owner) && owner_alive(owner, time(&r, "lease_until"))))
     }
 
-    /// A run's facts of `task`, as delete actions.
+    /// A run's facts of `task` that a fresh queueing forgets (all but the `leftover.` ones), as
+    /// delete actions.
     fn fact_deletes(&self, run_id: &str, task: &str) -> Result<Vec<TransactWriteItem>, StoreError> {
         let (pk, prefix) = (run_pk(run_id), format!("FACT#{task}#"));
         let facts = self.call(move |c, t| async move { items_of(&c, &t, &pk, &prefix).await })?;
-        Ok(facts.iter().filter_map(|f| Some(delete(&self.table, text(f, "pk")?, text(f, "sk")?))).collect())
+        Ok(facts
+            .iter()
+            .filter(|f| !text(f, "key").is_some_and(crate::engine::store::survives_requeue))
+            .filter_map(|f| Some(delete(&self.table, text(f, "pk")?, text(f, "sk")?)))
+            .collect())
     }
 }
 
@@ -2385,6 +2390,7 @@ mod tests {
         assert_eq!(attempts.len(), 1);
         assert_eq!((attempts[0].exit_code, attempts[0].summary.as_deref()), (Some(0), Some("fine")));
         s.set_fact(&c.run_id, "a", "job_run_id", "jr_1").expect("fact");
+        s.set_fact(&c.run_id, "a", "leftover.athena_ctas", "[1]").expect("fact");
         assert_eq!(s.fact(&c.run_id, "a", "job_run_id").expect("fact").as_deref(), Some("jr_1"));
         s.finish(&c.run_id, RunState::Success).expect("finish");
         let run = s.run(&c.run_id).expect("run").expect("a run");
@@ -2402,6 +2408,10 @@ mod tests {
             Some("jr_1"),
             "kept with the success"
         );
+        // A rerun queues the task afresh: its facts are forgotten, but the leftover ones.
+        s.claim(&Claim { rerun: true, ..claim(&tasks) }).expect("rerun");
+        assert_eq!(s.fact(&c.run_id, "a", "job_run_id").expect("fact"), None, "forgotten");
+        assert_eq!(s.fact(&c.run_id, "a", "leftover.athena_ctas").expect("fact").as_deref(), Some("[1]"), "kept");
     }
 
     #[test]

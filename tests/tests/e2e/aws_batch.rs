@@ -186,62 +186,146 @@ fn crawlers_run_attach_to_a_running_crawl_and_report_a_failed_crawl() {
     assert!(log.contains("glue:StartCrawler on missing failed: no such crawler"), "{log}");
 }
 
-/// Orchestration only: the recipe job is tagged to do no work (re-attach, a failed run's message).
+/// Orchestration only: the recipe jobs do no work (the saved run id, re-attaching after a crash
+/// before the id was saved — to the orphan going or done —, waiting out a run that cannot read
+/// the input, not taking an earlier success, never stopping a run that may be another task's,
+/// no input, a failed run's message). The input's time is S3's LastModified of
+/// `clean/events/dt=DAY/`, so each day's input object is put where the test needs it.
 #[test]
 fn a_databrew_job_run_is_reattached_after_a_crash_and_a_failed_run_fails_the_task() {
     let Some(moto) = Moto::start() else { return };
     setup(
         &moto,
         "s3.create_bucket(Bucket='lake')\n\
+         s3.put_object(Bucket='lake', Key='clean/events/dt=2019-10-01/part-0.parquet', Body=b'day one')\n\
          brew.create_dataset(Name='clean', Input={'S3InputDefinition': {'Bucket': 'lake', 'Key': 'clean/events/'}})\n\
          brew.create_recipe(Name='enrich', Steps=[{'Action': {'Operation': 'LOWER_CASE', 'Parameters': {'sourceColumn': 'brand'}}}])\n\
          for name, tags in [('enrich', {'emulator': 'orchestration-only'}), ('enrich-broken', {'emulator-fail': 'Recipe step 3: column category_code not found'})]:\n\
          \x20   brew.create_recipe_job(Name=name, DatasetName='clean', RecipeReference={'Name': 'enrich'}, RoleArn='arn:aws:iam::123456789012:role/brew',\n\
          \x20     Outputs=[{'Location': {'Bucket': 'lake', 'Key': 'enriched/events/'}}], Tags=tags)",
     );
+    let put_input = |day: &str| {
+        setup(
+            &moto,
+            &format!("s3.put_object(Bucket='lake', Key='clean/events/dt={day}/part-0.parquet', Body=b'{day}')"),
+        );
+    };
+    let starts = || moto.calls("POST /jobs/enrich/startJobRun");
+    let state_of = |id: &str| {
+        moto.boto3(&format!(
+            "import boto3\nprint(boto3.client('databrew').describe_job_run(Name='enrich', RunId='{id}')['State'])"
+        ))
+        .trim()
+        .to_string()
+    };
     moto.pace("databrew::job_run", 2);
     let p = Project::new();
     p.write("cartflow.yaml", CONFIG);
     p.write("recipe.json", &cartflow_e2e_repo_file("glue-scripts/databrew/enrich_events.json"));
-    let dag = |id: &str, job: &str| {
+    let dag = |id: &str, job: &str, more: &str| {
         format!(
-            "id: {id}\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: enrich\n    kind: databrew_job\n    job_name: {job}\n    recipe: recipe.json\n    input: clean/events\n    output: enriched/events\n"
+            "id: {id}\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: enrich\n    kind: databrew_job\n    job_name: {job}\n    recipe: recipe.json\n    input: clean/events\n    output: enriched/events\n{more}"
         )
     };
-    p.dag("e.yaml", &dag("e", "enrich"));
+    p.dag("e.yaml", &dag("e", "enrich", ""));
     let mut child = spawn(&p, &moto, &["run", "e", "--date", "2019-10-01", "--backend", "aws"]);
     wait_for("the saved run id", Duration::from_secs(30), || fact(&p, "enrich", "databrew_run_id").is_some());
     kill(child.id(), "KILL");
     let _ = child.wait();
     run(&p, &moto, &["run", "e", "--date", "2019-10-01", "--backend", "aws"]).expect_code(0);
-    assert_eq!(moto.calls("POST /jobs/enrich/startJobRun"), 1, "a single StartJobRun");
+    assert_eq!(starts(), 1, "a single StartJobRun");
     let log = logs(&p, &moto, "e@2019-10-01T00:00:00Z", "enrich", 2);
     assert!(log.contains("re-attaching to run db_"), "{log}");
 
     // A run already going when the task starts (another day's, started before this day's input
-    // was ready) is not this task's: the task waits for it to end and starts its own run.
+    // was written) is not this task's: the task waits for it to end and starts its own run.
     let other = moto.boto3("import boto3\nprint(boto3.client('databrew').start_job_run(Name='enrich')['RunId'])");
-    let other = other.trim();
+    let other = other.trim().to_string();
+    put_input("2019-10-02");
     run(&p, &moto, &["run", "e", "--date", "2019-10-02", "--backend", "aws"]).expect_code(0);
     let log = logs(&p, &moto, "e@2019-10-02T00:00:00Z", "enrich", 1);
     assert!(log.contains(&format!("run {other} is running but started before this task's input was ready")), "{log}");
-    let own = {
-        let db = p.store();
-        db.query_row(
-            "SELECT value FROM task_facts WHERE run_id = 'e@2019-10-02T00:00:00Z' AND task_id = 'enrich' AND key = 'databrew_run_id'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .expect("the run id")
+    let fact_of = |run_id: &str, key: &str| {
+        p.store()
+            .query_row(
+                "SELECT value FROM task_facts WHERE run_id = ?1 AND task_id = 'enrich' AND key = ?2",
+                [run_id, key],
+                |r| r.get::<_, String>(0),
+            )
+            .ok()
     };
+    let own = fact_of("e@2019-10-02T00:00:00Z", "databrew_run_id").expect("the run id");
     assert_ne!(own, other, "the task's own run, not the one that was going");
-    assert_eq!(
-        moto.calls("POST /jobs/enrich/startJobRun"),
-        4,
-        "the first day's, the other one, the refused start, its own"
-    );
+    assert_eq!(starts(), 4, "the first day's, the other one, the refused start, its own");
 
-    p.dag("b.yaml", &dag("b", "enrich-broken"));
+    // A crash right after StartJobRun, before the run id is saved: the resumed run finds its
+    // own run going (it started after the input was written) and uses it, starting no other.
+    put_input("2019-10-03");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut crash = p.command(&["run", "e", "--date", "2019-10-03", "--backend", "aws"]);
+    moto.configure(&mut crash);
+    crash.env("CARTFLOW_CRASH_AT", "job.started");
+    let crashed = Run::from(crash.output().expect("cartflow"));
+    assert!(crashed.stderr.contains("crash point `job.started`"), "{}", crashed.stderr);
+    assert_eq!(starts(), 5, "the crashed attempt started one run");
+    assert_eq!(fact_of("e@2019-10-03T00:00:00Z", "databrew_run_id"), None, "its id was not saved");
+    run(&p, &moto, &["run", "e", "--date", "2019-10-03", "--backend", "aws"]).expect_code(0);
+    assert_eq!(starts(), 5, "the resumed run started none: it used the orphaned one");
+    let log = logs(&p, &moto, "e@2019-10-03T00:00:00Z", "enrich", 2);
+    assert!(log.contains("which started after this task's input was ready"), "{log}");
+
+    // The same, but the orphaned run has ended (SUCCEEDED) before the run resumes: it is newer
+    // than the newest run the task saw before it first started one, so it is the task's.
+    let newest_state = || {
+        moto.boto3("import boto3\nprint(boto3.client('databrew').list_job_runs(Name='enrich')['JobRuns'][0]['State'])")
+            .trim()
+            .to_string()
+    };
+    put_input("2019-10-05");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut crash = p.command(&["run", "e", "--date", "2019-10-05", "--backend", "aws"]);
+    moto.configure(&mut crash);
+    crash.env("CARTFLOW_CRASH_AT", "job.started");
+    let crashed = Run::from(crash.output().expect("cartflow"));
+    assert!(crashed.stderr.contains("crash point `job.started`"), "{}", crashed.stderr);
+    assert_eq!(starts(), 6);
+    wait_for("the orphaned run to end", Duration::from_secs(30), || newest_state() == "SUCCEEDED");
+    run(&p, &moto, &["run", "e", "--date", "2019-10-05", "--backend", "aws"]).expect_code(0);
+    assert_eq!(starts(), 6, "the orphan's success is taken, not run again");
+
+    // A run that succeeded after the input was written but before the task first looked (one
+    // before a recipe fix, say) is not taken: the task starts its own.
+    put_input("2019-10-06");
+    std::thread::sleep(Duration::from_millis(1500));
+    setup(&moto, "brew.start_job_run(Name='enrich')");
+    wait_for("the earlier run to end", Duration::from_secs(30), || newest_state() == "SUCCEEDED");
+    run(&p, &moto, &["run", "e", "--date", "2019-10-06", "--backend", "aws"]).expect_code(0);
+    assert_eq!(starts(), 8, "the earlier run and the task's own");
+
+    // A task that used a run it may not own (here one started by someone else after the input
+    // was written) leaves it running when it is cancelled (timed out).
+    moto.pace("databrew::job_run", 600);
+    put_input("2019-10-04");
+    std::thread::sleep(Duration::from_millis(1500));
+    let foreign = moto.boto3("import boto3\nprint(boto3.client('databrew').start_job_run(Name='enrich')['RunId'])");
+    let foreign = foreign.trim().to_string();
+    p.dag("t.yaml", &dag("t", "enrich", "    timeout: 3s\n"));
+    run(&p, &moto, &["run", "t", "--date", "2019-10-04", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "t@2019-10-04T00:00:00Z", "enrich", 1);
+    assert!(log.contains(&format!("using run {foreign}")), "{log}");
+    assert!(log.contains("left running"), "{log}");
+    let state = state_of(&foreign);
+    assert!(state == "STARTING" || state == "RUNNING", "the run that is not the task's own is not stopped: {state}");
+    setup(&moto, &format!("brew.stop_job_run(Name='enrich', RunId='{foreign}')"));
+
+    // No input: the task fails saying so, and starts nothing.
+    let before = starts();
+    run(&p, &moto, &["run", "e", "--date", "2019-10-09", "--backend", "aws"]).expect_code(1);
+    let log = logs(&p, &moto, "e@2019-10-09T00:00:00Z", "enrich", 1);
+    assert!(log.contains("s3://lake/clean/events/dt=2019-10-09/ holds no data objects"), "{log}");
+    assert_eq!(starts(), before);
+
+    p.dag("b.yaml", &dag("b", "enrich-broken", ""));
     moto.pace("databrew::job_run", 0);
     run(&p, &moto, &["run", "b", "--date", "2019-10-01", "--backend", "aws"]).expect_code(1);
     let log = logs(&p, &moto, "b@2019-10-01T00:00:00Z", "enrich", 1);
@@ -1101,4 +1185,134 @@ fn a_cancelled_athena_ctas_stops_its_query_and_leaves_nothing_behind() {
     assert_eq!(state, "['CANCELLED']\n['enriched_events']\n", "the query was stopped; no table, temporary or target");
     let log = logs(&p, &moto, "i@2019-10-01T00:00:00Z", "top", 1);
     assert!(log.contains("task cancelled; query stopped"), "{log}");
+}
+
+/// The emulator's Athena, asked directly (boto3): the rules and error names it promises
+/// (`tests/python/emu_athena.py`) are what a statement gets — Athena's error name first, a
+/// failed CTAS writes nothing, and DataScannedInBytes shrinks when a partition predicate prunes.
+#[test]
+fn the_emulated_athena_refuses_what_athena_refuses_and_prunes_partitions() {
+    let Some(moto) = Moto::start() else { return };
+    let _p = athena_project(&moto, 0);
+    let out = setup(
+        &moto,
+        "import time\n\
+         s3.put_object(Bucket='lake', Key='taken/part-0', Body=b'x')\n\
+         def q(case, sql):\n\
+         \x20   qid = athena.start_query_execution(QueryString=sql, QueryExecutionContext={'Database': 'ecommerce'},\n\
+         \x20       ResultConfiguration={'OutputLocation': 's3://lake/_athena/'})['QueryExecutionId']\n\
+         \x20   while True:\n\
+         \x20       e = athena.get_query_execution(QueryExecutionId=qid)['QueryExecution']\n\
+         \x20       if e['Status']['State'] in ('SUCCEEDED', 'FAILED', 'CANCELLED'): break\n\
+         \x20       time.sleep(0.05)\n\
+         \x20   reason = e['Status'].get('StateChangeReason', '')\n\
+         \x20   print(case, e['Status']['State'], reason.split(':')[0] if reason else '-', e.get('Statistics', {}).get('DataScannedInBytes', 0), '|', reason)\n\
+         q('taken', \"CREATE TABLE t1 WITH (format = 'PARQUET', external_location = 's3://lake/taken/') AS SELECT 1 AS x\")\n\
+         q('nobucket', \"CREATE TABLE t2 WITH (format = 'PARQUET', external_location = 's3://nowhere/t2/') AS SELECT 1 AS x\")\n\
+         q('exists', \"CREATE TABLE enriched_events WITH (format = 'PARQUET', external_location = 's3://lake/fresh/') AS SELECT 1 AS x\")\n\
+         q('syntax', 'SELECT category_code FROM enriched_events WHERE')\n\
+         q('table', 'SELECT category_code FROM missing_table')\n\
+         q('column', 'SELECT no_such_column FROM enriched_events')\n\
+         q('twostatements', 'SELECT 1; SELECT 2')\n\
+         q('ddl', 'DROP TABLE enriched_events')\n\
+         q('all', 'SELECT count(*) FROM enriched_events')\n\
+         q('oneday', \"SELECT count(*) FROM enriched_events WHERE dt = '2019-10-01'\")\n\
+         print('objects', sorted(o['Key'] for o in s3.list_objects_v2(Bucket='lake').get('Contents', []) if not o['Key'].startswith(('enriched/', '_athena/'))))\n\
+         print('tables', sorted(t['Name'] for t in glue.get_tables(DatabaseName='ecommerce')['TableList']))",
+    );
+    let line = |case: &str| {
+        out.lines().find(|l| l.starts_with(&format!("{case} "))).unwrap_or_else(|| panic!("{case}: {out}")).to_string()
+    };
+    let fails = |case: &str, code: &str, text: &str| {
+        let l = line(case);
+        assert!(l.starts_with(&format!("{case} FAILED {code} ")), "{case} must fail with {code}: {l}");
+        assert!(l.contains(text), "{case}: {l}");
+    };
+    fails(
+        "taken",
+        "HIVE_PATH_ALREADY_EXISTS",
+        "Target directory for table 'ecommerce.t1' already exists: s3://lake/taken/",
+    );
+    fails("nobucket", "HIVE_PATH_NOT_FOUND", "s3://nowhere/t2/");
+    fails(
+        "exists",
+        "TABLE_ALREADY_EXISTS",
+        "Destination table 'awsdatacatalog.ecommerce.enriched_events' already exists",
+    );
+    fails("syntax", "SYNTAX_ERROR", "line 1:");
+    fails("table", "TABLE_NOT_FOUND", "Table 'awsdatacatalog.ecommerce.missing_table' does not exist");
+    fails("column", "COLUMN_NOT_FOUND", "Column 'no_such_column' cannot be resolved");
+    fails("twostatements", "SYNTAX_ERROR", "Only one sql statement is allowed");
+    fails("ddl", "NOT_SUPPORTED", "CREATE TABLE ... AS SELECT and queries only");
+    let scanned = |case: &str| -> u64 {
+        let l = line(case);
+        assert!(l.starts_with(&format!("{case} SUCCEEDED - ")), "{l}");
+        l.split(' ').nth(3).and_then(|n| n.parse().ok()).expect("bytes")
+    };
+    let (all, one) = (scanned("all"), scanned("oneday"));
+    assert!(one > 0 && one < all, "the dt predicate reads one of three partitions: {one} of {all} bytes");
+    assert!(out.contains("objects ['taken/part-0']"), "failed CTAS wrote nothing: {out}");
+    assert!(out.contains("tables ['enriched_events']"), "failed CTAS registered nothing: {out}");
+}
+
+/// A CTAS whose query succeeded but whose swap failed leaves its temporary table and its
+/// location behind; the task's next execution (queued afresh, which forgets the task's other
+/// facts) drops them, and leaves the live data alone.
+#[test]
+fn a_ctas_swap_that_failed_leaves_nothing_behind_after_the_next_execution() {
+    let Some(moto) = Moto::start() else { return };
+    let p = athena_project(&moto, 0);
+    p.write("visitors.sql", "SELECT count(DISTINCT user_id) AS unique_visitors, dt\nFROM ecommerce.enriched_events\nWHERE dt = '{{ ds }}'\nGROUP BY dt\n");
+    p.dag(
+        "i.yaml",
+        "id: i\nschedule: '@daily'\ndefaults:\n  retries: 0\ntasks:\n  - id: visitors\n    kind: athena_ctas\n    sql: visitors.sql\n    table: daily_visitors\n    partitioned_by: dt\n",
+    );
+    // A table of that name partitioned by another column: the query runs, the swap refuses.
+    setup(
+        &moto,
+        "glue.create_table(DatabaseName='ecommerce', TableInput={'Name': 'daily_visitors', 'PartitionKeys': [{'Name': 'day', 'Type': 'string'}],\n\
+         \x20 'StorageDescriptor': {'Columns': [{'Name': 'unique_visitors', 'Type': 'bigint'}], 'Location': 's3://lake/curated/daily_visitors/'}})",
+    );
+    let args = ["run", "i", "--date", "2019-10-01", "--backend", "aws"];
+    run(&p, &moto, &args).expect_code(1);
+    let log = logs(&p, &moto, "i@2019-10-01T00:00:00Z", "visitors", 1);
+    assert!(log.contains("the table is partitioned by [\"day\"]"), "{log}");
+    let tmp_tables = || {
+        moto.boto3(
+            "import boto3\nprint(sorted(t['Name'] for t in boto3.client('glue').get_tables(DatabaseName='ecommerce')['TableList'] if '__ctas_' in t['Name']))",
+        )
+        .trim()
+        .to_string()
+    };
+    let objects = || {
+        moto.boto3(
+            "import boto3\nprint(sorted(o['Key'] for o in boto3.client('s3').list_objects_v2(Bucket='lake', Prefix='curated/').get('Contents', [])))",
+        )
+        .trim()
+        .to_string()
+    };
+    let left = tmp_tables();
+    assert!(left.starts_with("['daily_visitors__ctas_"), "the failed swap left its temporary table: {left}");
+    assert_ne!(objects(), "[]", "and the query's output");
+
+    // The user drops the wrong table and runs the day again: a new execution, which drops
+    // what the first one left and publishes its own.
+    setup(&moto, "glue.delete_table(DatabaseName='ecommerce', Name='daily_visitors')");
+    run(&p, &moto, &args).expect_code(0);
+    let log = logs(&p, &moto, "i@2019-10-01T00:00:00Z", "visitors", 2);
+    assert!(log.contains("dropped what an earlier execution left: ecommerce.daily_visitors__ctas_"), "{log}");
+    assert_eq!(tmp_tables(), "[]", "no temporary table is left");
+    let live = moto.boto3(
+        "import boto3\nprint([p['StorageDescriptor']['Location'] for p in boto3.client('glue').get_partitions(DatabaseName='ecommerce', TableName='daily_visitors')['Partitions']])",
+    );
+    let live = live.trim().trim_start_matches("['").trim_end_matches("']").to_string();
+    let objects = objects();
+    let key_prefix = live.trim_start_matches("s3://lake/");
+    for key in objects.trim_start_matches('[').trim_end_matches(']').split(", ") {
+        let key = key.trim_matches('\'');
+        assert!(
+            key.starts_with(key_prefix),
+            "only the live version's objects remain under curated/: {key} ({objects}, live {live})"
+        );
+    }
 }

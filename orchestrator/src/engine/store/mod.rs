@@ -39,7 +39,7 @@ pub use notify::{DeadlineRow, Delivery, DeliveryState, NewNotification, Notifica
 pub use overview::{BackfillRow, GridQuery, GridRun, TaskSuccess, attempt_log};
 pub use owner::{LEASE, SELF_STOP, describe as describe_owner, host, my_token};
 pub use query::{AttemptRow, RunRow, TaskRow};
-pub use runs::{Claim, ClaimedRun, Op};
+pub use runs::{Claim, ClaimedRun, Op, survives_requeue};
 
 /// What another store's implementation shares with SQLite's, so that both decide the same way:
 /// the owner ids and their lease, what a claim does to each task, what an interrupted attempt
@@ -650,6 +650,26 @@ mod tests {
         assert!(
             matches!(s.attempts(&c.run_id, None), Err(StoreError::Corrupt { what, .. }) if what.contains("melted"))
         );
+    }
+
+    #[test]
+    fn a_fresh_queueing_forgets_a_tasks_facts_but_the_leftover_ones() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        let tasks = [("a", true)];
+        let c = s.claim(&manual_claim(&tasks)).expect("claim");
+        let facts =
+            |s: &SqliteStore| ["athena_ctas", "leftover.athena_ctas"].map(|k| s.fact(&c.run_id, "a", k).expect("get"));
+        s.set_fact(&c.run_id, "a", "athena_ctas", "{}").expect("set");
+        s.set_fact(&c.run_id, "a", "leftover.athena_ctas", "[1]").expect("set");
+        let ok = TaskState::Queued.start(1, Utc::now()).and_then(|r| r.succeed(Utc::now())).expect("ok");
+        s.apply(&c.run_id, &[Op::Task { task_id: "a".into(), state: ok, attempts: 1, failures: 0 }]).expect("apply");
+        s.finish(&c.run_id, RunState::Success).expect("finish");
+        s.claim(&Claim { rerun: true, ..manual_claim(&tasks) }).expect("rerun");
+        assert_eq!(facts(&s), [None, Some("[1]".to_string())], "a rerun (claim) keeps only the leftover");
+        s.set_fact(&c.run_id, "a", "athena_ctas", "{}").expect("set");
+        s.restart_fresh(&c.run_id, &["a".to_string()]).expect("restart");
+        assert_eq!(facts(&s), [None, Some("[1]".to_string())], "so does a fresh restart");
     }
 
     #[test]

@@ -14,6 +14,16 @@ use super::owner::{describe, lease_end, my_token, owner_alive};
 use super::{SqliteStore, StoreError, parse_ts, run_id, ts};
 use crate::engine::state::{AttemptOutcome, RunState, TaskState, Trigger};
 use crate::process::{self, Leftover};
+
+/// Forgets a task's facts when it is queued afresh, but the `leftover.` ones: what an earlier
+/// execution began and must still clean up (a CTAS's temporary table), which the next
+/// execution reads and clears itself.
+const FORGET_FACTS: &str = "DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2 AND key NOT LIKE 'leftover.%'";
+
+/// Whether a fact survives its task being queued afresh (see [`FORGET_FACTS`]).
+pub fn survives_requeue(key: &str) -> bool {
+    key.starts_with("leftover.")
+}
 use crate::schedule::DataInterval;
 
 /// How long a takeover waits for the killed processes of a crashed attempt to end.
@@ -307,8 +317,7 @@ impl SqliteStore {
                 interrupted.push(task.to_string());
             }
             if d.fresh {
-                tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
-                    .map_err(&e)?;
+                tx.execute(FORGET_FACTS, params![run_id, task]).map_err(&e)?;
             }
             let json = serde_json::to_string(&d.state).unwrap_or_default();
             tx.execute(
@@ -420,7 +429,8 @@ impl SqliteStore {
         }
         Ok(())
     }
-    /// Queues `tasks` of `run_id` (this process's run) afresh: no retry spent, no saved facts —
+    /// Queues `tasks` of `run_id` (this process's run) afresh: no retry spent, no saved facts
+    /// (but the `leftover.` ones, see [`FORGET_FACTS`]) —
     /// what a claim does to a task it clears, for the skipped tasks the executor decides again.
     pub fn restart_fresh(&mut self, run_id: &str, tasks: &[String]) -> Result<(), StoreError> {
         let path = self.path.clone();
@@ -432,8 +442,7 @@ impl SqliteStore {
             return Err(StoreError::LeaseLost { run_id: run_id.to_string(), owner });
         }
         for task in tasks {
-            tx.execute("DELETE FROM task_facts WHERE run_id = ?1 AND task_id = ?2", params![run_id, task])
-                .map_err(&e)?;
+            tx.execute(FORGET_FACTS, params![run_id, task]).map_err(&e)?;
             tx.execute(
                 "UPDATE task_instances SET state = 'queued', state_json = ?3, failures = 0, updated_at = ?4 WHERE run_id = ?1 AND task_id = ?2",
                 params![run_id, task, json, now],

@@ -49,6 +49,100 @@ pub struct Record {
 
 const FACT: &str = "athena_ctas";
 
+/// The materializations begun and not yet finished or discarded, newest last. A `leftover.`
+/// fact survives the task being queued afresh (`--rerun`, `--reprocess`), which forgets
+/// [`FACT`]: the next execution drops what they left (the temporary table, and the location
+/// unless the target points at it) instead of leaking it.
+const LEFTOVERS: &str = "leftover.athena_ctas";
+
+fn leftovers(ctx: &TaskContext) -> Result<Vec<Record>, TaskFailure> {
+    Ok(ctx.facts.get(LEFTOVERS)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+}
+
+fn keep_leftovers(ctx: &TaskContext, list: &[Record]) -> Result<(), TaskFailure> {
+    if list.is_empty() {
+        ctx.facts.clear(LEFTOVERS)
+    } else {
+        ctx.facts.set(LEFTOVERS, &serde_json::to_string(list).unwrap_or_default())
+    }
+}
+
+/// Records `r` as begun (before its query can start).
+fn begun(ctx: &TaskContext, r: &Record) -> Result<(), TaskFailure> {
+    let mut list = leftovers(ctx)?;
+    if !list.iter().any(|l| l.tmp == r.tmp) {
+        list.push(r.clone());
+    }
+    keep_leftovers(ctx, &list)
+}
+
+/// Records `r` as finished or discarded.
+fn ended(ctx: &TaskContext, r: &Record) -> Result<(), TaskFailure> {
+    let mut list = leftovers(ctx)?;
+    let before = list.len();
+    list.retain(|l| l.tmp != r.tmp);
+    if list.len() == before { Ok(()) } else { keep_leftovers(ctx, &list) }
+}
+
+/// Whether the target table (or one of its partitions) points into `location`.
+async fn target_points_at(clients: &Clients, c: &Ctas, location: &str) -> Result<bool, AwsError> {
+    let g = &clients.glue;
+    let Some(target) = glue::get_table(g, &c.database, &c.table).await? else { return Ok(false) };
+    if target.location().is_some_and(|l| l.starts_with(location)) {
+        return Ok(true);
+    }
+    if c.partition.is_some() {
+        return Ok(glue::partitions(g, &c.database, &c.table).await?.iter().any(|p| p.location.starts_with(location)));
+    }
+    Ok(false)
+}
+
+/// Drops what earlier executions of this task began and never finished (all but `current`):
+/// their temporary tables, and their locations unless the target points at one (a swap that
+/// got that far). One that cannot be cleaned now stays listed for the next attempt.
+async fn drop_leftovers(
+    clients: &Clients,
+    c: &Ctas,
+    current: Option<&Record>,
+    ctx: &TaskContext,
+) -> Result<(), TaskFailure> {
+    let list = leftovers(ctx)?;
+    let mut keep = Vec::new();
+    for r in list {
+        if current.is_some_and(|cur| cur.tmp == r.tmp) {
+            keep.push(r);
+            continue;
+        }
+        let cleaned = async {
+            glue::delete_table(&clients.glue, &c.database, &r.tmp).await?;
+            let live = target_points_at(clients, c, &r.location).await?;
+            let removed = match (live, S3Loc::parse(&r.location)) {
+                (false, Ok(loc)) => s3::delete_prefix(&clients.s3, &loc).await?,
+                _ => 0,
+            };
+            Ok::<_, AwsError>((live, removed))
+        }
+        .await;
+        match cleaned {
+            Ok((live, removed)) => ctx.log.line(format_args!(
+                "dropped what an earlier execution left: {}.{}{}",
+                c.database,
+                r.tmp,
+                if live {
+                    format!(" (its location {} is live: kept)", r.location)
+                } else {
+                    format!(" and {removed} object(s) at {}", r.location)
+                }
+            )),
+            Err(e) => {
+                ctx.log.line(format_args!("could not drop what an earlier execution left ({}): {e}", r.tmp));
+                keep.push(r);
+            }
+        }
+    }
+    keep_leftovers(ctx, &keep)
+}
+
 fn fnv(seed: u64, parts: &[&str]) -> u64 {
     let mut h = seed;
     for p in parts {
@@ -187,7 +281,9 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
     let clients = &aws.clients;
     let log = &ctx.log;
     let fail = |e: AwsError| TaskFailure::new(e.to_string());
-    let mut rec = match ctx.facts.get(FACT)?.and_then(|s| serde_json::from_str::<Record>(&s).ok()) {
+    let saved = ctx.facts.get(FACT)?.and_then(|s| serde_json::from_str::<Record>(&s).ok());
+    drop_leftovers(clients, c, saved.as_ref(), ctx).await?;
+    let mut rec = match saved {
         Some(r) => {
             log.line(format_args!(
                 "resuming the materialization an earlier attempt began (query {}, location {})",
@@ -200,6 +296,7 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
             let interval = ctx.interval.start.to_rfc3339();
             let r = Record::new(c, &ctx.dag_id, &ctx.task_id, &interval, &stamp);
+            begun(ctx, &r)?;
             ctx.facts.set(FACT, &serde_json::to_string(&r).unwrap_or_default())?;
             r
         }
@@ -252,6 +349,7 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
         Ok(Phase::Failed(reason)) | Ok(Phase::Stopped(reason)) => {
             discard(clients, c, &rec, ctx).await;
             ctx.facts.clear(FACT)?;
+            ended(ctx, &rec)?;
             let msg = format!(
                 "{what} (CTAS for {}.{}) failed: {reason}; {}.{} is unchanged",
                 c.database, c.table, c.database, c.table
@@ -274,6 +372,7 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
             log.line(format_args!("{what}: task cancelled; query stopped"));
             discard(clients, c, &rec, ctx).await;
             ctx.facts.clear(FACT)?;
+            ended(ctx, &rec)?;
             return Err(TaskFailure::new(format!("cancelled; {what} was stopped")));
         }
         Err(WatchEnd::Unreachable(e)) => return Err(TaskFailure::new(format!("lost track of {what}: {e}"))),
@@ -281,6 +380,7 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
     let scanned = end.map_or(0, |q| q.scanned);
     let summary = swap(clients, c, &rec, ctx).await.map_err(fail)?;
     ctx.facts.clear(FACT)?;
+    ended(ctx, &rec)?;
     Ok(format!("{summary} (query {id}, {scanned} bytes scanned)"))
 }
 
