@@ -82,8 +82,13 @@ fn main() {
     let mut clean_rows = 0;
     for date in &dates {
         let s = Instant::now();
-        let c = compact(&CompactConfig { lake: lake.clone(), date: date.clone(), target_file_bytes: 128 << 20 })
-            .expect("compact");
+        let c = compact(&CompactConfig {
+            lake: lake.clone(),
+            date: date.clone(),
+            target_file_bytes: 128 << 20,
+            stop: Default::default(),
+        })
+        .expect("compact");
         assert_eq!(c.rows_in, c.rows_out);
         t_compact += s.elapsed().as_secs_f64();
         let s = Instant::now();

@@ -658,6 +658,7 @@ mod tests {
             lake: lake.path().to_path_buf(),
             date: "2019-10-01".into(),
             target_file_bytes: 1 << 27,
+            stop: Default::default(),
         })
         .expect("compact");
         assert_eq!(c.rows_out, truth.rows);

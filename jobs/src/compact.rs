@@ -48,6 +48,9 @@ pub enum CompactError {
     /// The partition has no objects.
     #[error("raw partition dt={0} has no objects")]
     Empty(String),
+    /// Asked to stop (see [`crate::stop`]).
+    #[error("compaction {0}")]
+    Stopped(#[from] crate::stop::Stopped),
     /// Rows went missing (a bug: nothing is published).
     #[error("compaction of dt={date} read {rows_in} rows but wrote {rows_out}; nothing was published")]
     NotLossless {
@@ -69,6 +72,8 @@ pub struct CompactConfig {
     pub date: String,
     /// Target size of a part file in bytes (default 128 MiB), measured on the gzip input.
     pub target_file_bytes: u64,
+    /// Checked before each raw object and before publishing.
+    pub stop: crate::stop::Stop,
 }
 
 /// What compaction did.
@@ -76,10 +81,12 @@ pub struct CompactConfig {
 pub struct CompactReport {
     /// Raw objects read.
     pub files_in: u64,
-    /// Lines read (rows).
+    /// Lines read (rows; blank lines are not rows).
     pub rows_in: u64,
-    /// Rows written.
+    /// Rows written, as the footers of the part files read back say.
     pub rows_out: u64,
+    /// Empty lines skipped (they carry no event; counted, not lost silently).
+    pub blank_lines: u64,
     /// Lines that were not a JSON object (kept in `_raw`).
     pub unparsable: u64,
     /// Part files written.
@@ -226,12 +233,19 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
             .with_row_group_size(Some(512 * 1024))
             .finish(&mut df)
             .map_err(|source| CompactError::Polars { path: path.clone(), source })?;
-        report.rows_out += df.height() as u64;
+        // What the file holds, read back from its footer: not the frame's height.
+        report.rows_out +=
+            crate::parquet_rows(&path).map_err(|source| CompactError::Polars { path: path.clone(), source })?;
         report.files_out += 1;
         report.bytes_out += bytes;
         Ok(())
     };
+    let stopped = |e: crate::stop::Stopped| {
+        let _ = std::fs::remove_dir_all(&fresh);
+        CompactError::Stopped(e)
+    };
     for input in &inputs {
+        cfg.stop.check("reading the next raw object").map_err(stopped)?;
         let meta = std::fs::metadata(input).map_err(io(input))?;
         let source = input.strip_prefix(&cfg.lake).unwrap_or(input).to_string_lossy().into_owned();
         let file = std::fs::File::open(input).map_err(io(input))?;
@@ -244,6 +258,7 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
             }
             let l = line.trim_end_matches(['\n', '\r']);
             if l.is_empty() {
+                report.blank_lines += 1;
                 continue;
             }
             report.rows_in += 1;
@@ -267,6 +282,7 @@ pub fn compact(cfg: &CompactConfig) -> Result<CompactReport, CompactError> {
             rows_out: report.rows_out,
         });
     }
+    cfg.stop.check("publishing").map_err(stopped)?;
     // Publish: fsynced, exchanged with the live version in one step, the old one dropped.
     crate::crash::point("compact.written");
     crate::swap::swap_in(&fresh, &live).map_err(swap_err(&live))?;
@@ -301,8 +317,12 @@ mod tests {
             GOOD,
         ];
         let lake = lake_with(&lines);
-        let cfg =
-            CompactConfig { lake: lake.path().to_path_buf(), date: "2019-10-01".into(), target_file_bytes: 1 << 27 };
+        let cfg = CompactConfig {
+            lake: lake.path().to_path_buf(),
+            date: "2019-10-01".into(),
+            target_file_bytes: 1 << 27,
+            stop: Default::default(),
+        };
         let r = compact(&cfg).expect("compact");
         assert_eq!((r.rows_in, r.rows_out, r.unparsable, r.files_out), (4, 4, 1, 1));
         assert!(r.files_in >= 2, "many small inputs: {}", r.files_in);
@@ -346,8 +366,12 @@ mod tests {
         let lines: Vec<String> = (0..200).map(|_| GOOD.to_string()).collect();
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let lake = lake_with(&refs);
-        let cfg =
-            CompactConfig { lake: lake.path().to_path_buf(), date: "2019-10-01".into(), target_file_bytes: 2_000 };
+        let cfg = CompactConfig {
+            lake: lake.path().to_path_buf(),
+            date: "2019-10-01".into(),
+            target_file_bytes: 2_000,
+            stop: Default::default(),
+        };
         let r = compact(&cfg).expect("compact");
         assert!(r.files_out > 1, "{r:?}");
         assert_eq!(r.rows_out, 200);
@@ -356,8 +380,12 @@ mod tests {
     #[test]
     fn a_crash_between_the_renames_is_recovered() {
         let lake = lake_with(&[GOOD]);
-        let cfg =
-            CompactConfig { lake: lake.path().to_path_buf(), date: "2019-10-01".into(), target_file_bytes: 1 << 27 };
+        let cfg = CompactConfig {
+            lake: lake.path().to_path_buf(),
+            date: "2019-10-01".into(),
+            target_file_bytes: 1 << 27,
+            stop: Default::default(),
+        };
         compact(&cfg).expect("first");
         let staged = lake.path().join("staged/events");
         // Simulate: the old version was moved aside, the new one never arrived.
@@ -370,5 +398,31 @@ mod tests {
         assert!(staged.join("dt=2019-10-01/part-00000.parquet").exists(), "the partition is back");
         assert_eq!(std::fs::read_dir(&staging).expect("ls").count(), 0, "staging is empty");
         assert!(matches!(compact(&CompactConfig { date: "2019-10-09".into(), ..cfg }), Err(CompactError::Empty(_))));
+    }
+
+    #[test]
+    fn a_requested_stop_ends_the_job_before_the_next_object_and_publishes_nothing() {
+        let lake = lake_with(&[GOOD, GOOD, GOOD]);
+        let stop = crate::stop::Stop::new();
+        stop.request();
+        let cfg = CompactConfig {
+            lake: lake.path().to_path_buf(),
+            date: "2019-10-01".into(),
+            target_file_bytes: 1 << 27,
+            stop,
+        };
+        let err = compact(&cfg).expect_err("stopped");
+        assert!(matches!(err, CompactError::Stopped(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "compaction stopped on request before reading the next raw object; nothing was published"
+        );
+        let staged = lake.path().join(STAGED_EVENTS);
+        let left: Vec<_> =
+            std::fs::read_dir(&staged).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "no partition and no staging folder left: {left:?}");
+        // Not requested: the same job runs.
+        let cfg = CompactConfig { stop: crate::stop::Stop::new(), ..cfg };
+        assert_eq!(compact(&cfg).expect("compact").rows_out, 3);
     }
 }

@@ -90,6 +90,14 @@ pub struct GroundTruth {
     pub by_type: Vec<(String, u64)>,
     /// Malformed rows per kind.
     pub malformed: Vec<(Malformation, u64)>,
+    /// Malformed rows per day (`YYYY-MM-DD` → rows).
+    pub malformed_per_day: Vec<(String, u64)>,
+    /// Well-formed rows per day that repeat an earlier well-formed row of that day exactly
+    /// (every field equal: the repeated cart rows, a bot's views of one product in one
+    /// second) — what cleaning drops as exact duplicates.
+    pub duplicates_per_day: Vec<(String, u64)>,
+    /// All such duplicates.
+    pub duplicates: u64,
     /// The bot bursts.
     pub bursts: Vec<Burst>,
     /// The seed.
@@ -422,11 +430,24 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
         // Time order, stable within a second (the order the funnel produced).
         let mut order: Vec<(i64, u32)> = rows.iter().enumerate().map(|(i, r)| (r.time, i as u32)).collect();
         order.sort_unstable();
+        // A row's fields all follow from (time, type, product, session): equal tuples are
+        // exact duplicates.
+        let mut distinct: std::collections::HashSet<(i64, u8, u32, u32)> =
+            std::collections::HashSet::with_capacity(rows.len());
+        let (mut day_malformed, mut day_duplicates) = (0u64, 0u64);
         for &(_, i) in &order {
             let r = rows[i as usize];
             match r.bad {
-                Some(m) => malformed[MALFORMATIONS.iter().position(|x| *x == m).unwrap_or(0)] += 1,
-                None => by_type[r.kind as usize] += 1,
+                Some(m) => {
+                    malformed[MALFORMATIONS.iter().position(|x| *x == m).unwrap_or(0)] += 1;
+                    day_malformed += 1;
+                }
+                None => {
+                    by_type[r.kind as usize] += 1;
+                    if !distinct.insert((r.time, r.kind as u8, r.product, r.session)) {
+                        day_duplicates += 1;
+                    }
+                }
             }
             line.clear();
             let p = &catalog.products[r.product as usize];
@@ -449,6 +470,9 @@ pub fn generate(cfg: &GenConfig, sink: &mut Sink<'_>) -> Result<GroundTruth, Gen
             }
         }
         truth.rows_per_day.push((date_of(day * 86_400), rows.len() as u64));
+        truth.malformed_per_day.push((date_of(day * 86_400), day_malformed));
+        truth.duplicates_per_day.push((date_of(day * 86_400), day_duplicates));
+        truth.duplicates += day_duplicates;
         truth.rows += rows.len() as u64;
     }
     truth.by_type = [EventType::View, EventType::Cart, EventType::RemoveFromCart, EventType::Purchase]

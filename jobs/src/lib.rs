@@ -24,13 +24,14 @@ pub mod recipe;
 pub mod sql;
 #[cfg(feature = "sql")]
 mod sql_distinct;
+pub mod stop;
 pub mod swap;
 
 pub use alloc::Allocator;
 
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{DataFrame, ParquetCompression, ParquetWriter};
+use polars::prelude::{DataFrame, ParquetCompression, ParquetReader, ParquetWriter, SerReader};
 
 /// The visible `*.parquet` files of a folder, sorted (dot- and underscore-files are skipped).
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
@@ -44,6 +45,13 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The rows a Parquet file holds, from its footer: what was written, counted independently of
+/// the frame that was written.
+pub fn parquet_rows(path: &Path) -> polars::prelude::PolarsResult<u64> {
+    let file = std::fs::File::open(path)?;
+    Ok(ParquetReader::new(file).num_rows()? as u64)
 }
 
 /// Writes a frame as one zstd Parquet file. Not fsynced: publishing the folder that holds it

@@ -43,3 +43,31 @@ pub const REGISTRY: &[KindEntry] = &[
 pub fn lookup(name: &str) -> Option<&'static KindEntry> {
     REGISTRY.iter().find(|k| k.name == name)
 }
+
+/// Runs an in-process job (Polars, on a blocking thread) for a task: when the task is
+/// cancelled or times out, the job's [`Stop`](cartflow_jobs::stop::Stop) is requested and the
+/// attempt waits for the job to end at its next check (within one input file), so that no job
+/// runs on, or publishes, after its attempt has ended. `what` names the job in messages.
+pub(crate) async fn in_process<T, F>(
+    ctx: &crate::task::TaskContext,
+    what: &str,
+    stop: cartflow_jobs::stop::Stop,
+    job: F,
+) -> Result<T, crate::task::TaskFailure>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    use crate::task::TaskFailure;
+    let mut handle = tokio::task::spawn_blocking(job);
+    let panicked = |e: tokio::task::JoinError| TaskFailure::new(format!("{what} panicked: {e}"));
+    tokio::select! {
+        done = &mut handle => done.map_err(panicked),
+        () = ctx.cancel.cancelled() => {
+            stop.request();
+            ctx.log.line(format_args!("{what}: asked to stop; waiting for it to end at its next check"));
+            let _ = handle.await.map_err(panicked)?;
+            Err(TaskFailure::new(format!("cancelled; {what} was asked to stop and has ended")))
+        }
+    }
+}

@@ -88,27 +88,29 @@ impl Kind for PolarsJob {
                 aws::compact(aws, &r.date, r.target_file_mib * 1024 * 1024, &ctx).await?
             }
             (JobName::Compact, Env::Local(local)) => {
+                let stop = cartflow_jobs::stop::Stop::new();
                 let cfg = cartflow_jobs::compact::CompactConfig {
                     lake: local.lake.clone(),
                     date: r.date.clone(),
                     target_file_bytes: r.target_file_mib * 1024 * 1024,
+                    stop: stop.clone(),
                 };
                 ctx.log.line(format_args!("compacting raw/events/dt={} in {}", r.date, local.lake.display()));
-                tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
-                    .await
-                    .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
+                super::in_process(&ctx, "compaction", stop, move || cartflow_jobs::compact::compact(&cfg))
+                    .await?
                     .map_err(|e| TaskFailure::new(e.to_string()))?
             }
         };
         let summary = format!(
-            "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}",
+            "rows in {} = rows out {} ({} unparsable kept in _raw); {} raw object(s) -> {} part(s), {} bytes at {}; {} blank line(s) skipped",
             report.rows_in,
             report.rows_out,
             report.unparsable,
             report.files_in,
             report.files_out,
             report.bytes_out,
-            report.location
+            report.location,
+            report.blank_lines
         );
         ctx.log.line(&summary);
         Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
@@ -140,14 +142,15 @@ mod aws {
             .map_err(|e| TaskFailure::new(format!("scratch folder: {e}")))?;
         let files = s3::download(&clients.s3, &raw, &scratch.path().join(&rel_raw)).await.map_err(fail)?;
         ctx.log.line(format_args!("downloaded {} raw object(s) from {}", files.len(), raw.dir()));
+        let stop = cartflow_jobs::stop::Stop::new();
         let cfg = cartflow_jobs::compact::CompactConfig {
             lake: scratch.path().to_path_buf(),
             date: date.to_string(),
             target_file_bytes,
+            stop: stop.clone(),
         };
-        let report = tokio::task::spawn_blocking(move || cartflow_jobs::compact::compact(&cfg))
-            .await
-            .map_err(|e| TaskFailure::new(format!("compaction panicked: {e}")))?
+        let report = crate::kinds::in_process(ctx, "compaction", stop, move || cartflow_jobs::compact::compact(&cfg))
+            .await?
             .map_err(|e| TaskFailure::new(e.to_string()))?;
         let old: Vec<String> = s3::list(&clients.s3, &staged).await.map_err(fail)?.into_iter().map(|o| o.key).collect();
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");

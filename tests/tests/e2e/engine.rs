@@ -557,3 +557,44 @@ fn typed_params_refuse_a_value_of_another_type_before_anything_runs() {
     p.run(&["run", "t", "--date", "2019-10-01", "-p", "n=-12", "-p", "mode=full"]).expect_code(0);
     assert_eq!(p.read("out"), "-12 2019-10-01 full\n");
 }
+
+/// An in-process job (here the Polars compaction) that times out is asked to stop and ends at
+/// its next raw object: the attempt fails, and nothing is published (before, the job ran on on
+/// its blocking thread through the attempt's grace period and published once done).
+#[test]
+fn a_timed_out_compaction_stops_at_its_next_file_and_publishes_nothing() {
+    let p = Project::new();
+    p.run(&[
+        "generate",
+        "--days",
+        "1",
+        "--events-per-day",
+        "200000",
+        "--format",
+        "raw",
+        "--out",
+        ".cartflow/lake",
+        "--buffer-seconds",
+        "300",
+    ])
+    .expect_code(0);
+    p.dag(
+        "c.yaml",
+        "id: c\nschedule: '@daily'\ntasks:\n  - id: compact\n    kind: polars_job\n    job: compact\n    date: '{{ ds }}'\n    timeout: 1s\n    retries: 0\n",
+    );
+    let r = p.run(&["run", "c", "--date", "2019-10-01"]);
+    r.expect_code(1);
+    let log = p.run(&["logs", "c@2019-10-01T00:00:00Z", "compact"]);
+    assert!(
+        log.stdout.contains("compaction: asked to stop; waiting for it to end at its next check"),
+        "{}",
+        log.stdout
+    );
+    let staged = p.path().join(".cartflow/lake/staged/events");
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&staged)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(listing(), Vec::<String>::new(), "nothing published, no staging folder left");
+}

@@ -319,6 +319,66 @@ fn three_days_of_raw_events_are_compacted_cataloged_and_cleaned_without_losing_a
     );
 }
 
+/// Conservation counted independently of the code's own counters: the generator's truth (rows,
+/// malformed rows and exact duplicates per day, computed while generating) against what DuckDB
+/// reads back from the clean and quarantine files, with blank lines added to the raw zone.
+/// Every raw line is a clean row, a quarantined row or a dropped duplicate — none is lost,
+/// none is counted twice — and a blank line is counted as skipped, not as a row.
+#[test]
+fn raw_lines_are_clean_quarantined_or_duplicates_as_the_files_read_back_say() {
+    let Some(python) = cartflow_e2e::venv_python_with("duckdb") else { return };
+    let p = Project::new();
+    install_daily(&p);
+    let generate = [
+        "generate",
+        "--days",
+        "2",
+        "--events-per-day",
+        "3000",
+        "--format",
+        "raw",
+        "--out",
+        ".cartflow/lake",
+        "--malformed-rate",
+        "0.03",
+        "--seed",
+        "7",
+    ];
+    p.run(&generate).expect_code(0);
+    let truth: serde_json::Value =
+        serde_json::from_str(&p.read(".cartflow/lake/raw/events/_truth.json")).expect("truth");
+    let per_day = |key: &str| -> Vec<u64> {
+        truth[key].as_array().expect(key).iter().map(|d| d[1].as_u64().expect("n")).collect()
+    };
+    let (rows, malformed, duplicates) =
+        (per_day("rows_per_day"), per_day("malformed_per_day"), per_day("duplicates_per_day"));
+    assert!(malformed.iter().all(|&n| n > 0) && duplicates.iter().all(|&n| n > 0), "{truth}");
+    // Blank lines (an empty gzip member's worth, and a CRLF one) in the first raw object of each day.
+    let py = |code: &str| {
+        let out = std::process::Command::new(&python).args(["-c", code]).output().expect("python");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let lake = p.path().join(".cartflow/lake").display().to_string();
+    py(&format!(
+        "import glob, gzip\nfor d in ['2019-10-01', '2019-10-02']:\n    f = sorted(glob.glob('{lake}/raw/events/dt=' + d + '/*/*.gz'))[0]\n    gzip.open(f, 'ab').write(b'\\n\\n\\r\\n')"
+    ));
+    p.run(&["backfill", "ecommerce_daily", "--from", "2019-10-01", "--to", "2019-10-02"]).expect_code(0);
+    let counts = py(&format!(
+        "import duckdb\nfor d in ['2019-10-01', '2019-10-02']:\n    n = lambda z: duckdb.sql(f\"SELECT count(*) FROM read_parquet('{lake}/{{z}}/events/dt={{d}}/*.parquet')\").fetchall()[0][0]\n    print(n('clean'), n('quarantine'))"
+    ));
+    let counts: Vec<Vec<u64>> = counts.lines().map(|l| l.split(' ').map(|n| n.parse().expect("n")).collect()).collect();
+    for (i, c) in counts.iter().enumerate() {
+        let day = i + 1;
+        assert_eq!(c[1], malformed[i], "day {day}: quarantine holds the malformed rows");
+        assert_eq!(c[0], rows[i] - malformed[i] - duplicates[i], "day {day}: clean = rows - malformed - duplicates");
+    }
+    for ((_, s), n) in summaries(&p, "compact").iter().zip(&rows) {
+        assert!(s.starts_with(&format!("rows in {n} = rows out {n} ")), "the blank lines are not rows: {s}");
+        assert!(s.ends_with("; 3 blank line(s) skipped"), "and are counted: {s}");
+    }
+}
+
 /// The real files' quirks, in Kaggle's CSV format: views by known users with an empty
 /// `user_session` (one with a session too, one without any), a cart and a purchase without a
 /// session, no brand, no category code, a price of 0. None of them is an error: every row
