@@ -111,6 +111,25 @@ impl<'g> Printer<'g> {
                 if let Some(job) = &plan.continues {
                     println!("continuing backfill job {job}, which did not finish");
                 }
+                if let Some(last) = cartflow::engine::backfill::last_run(&r.dag, &plan.items) {
+                    let once: Vec<&str> = r
+                        .dag
+                        .tasks
+                        .iter()
+                        .filter(|t| t.refresh == cartflow::dag::Refresh::Latest)
+                        .map(|t| t.id.as_str())
+                        .collect();
+                    let ds = plan
+                        .items
+                        .iter()
+                        .find(|i| i.interval.start == last)
+                        .map(|i| i.interval.ds())
+                        .unwrap_or_default();
+                    println!(
+                        "refresh: latest — {} run once, in the run of {ds}, after the other runs have ended (skipped in the others)",
+                        once.join(", ")
+                    );
+                }
                 if self.dry_run {
                     let mut t = table::new(&["ds", "interval start", "run id", "action"]);
                     for i in &plan.items {

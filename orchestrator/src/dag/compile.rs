@@ -172,7 +172,8 @@ const DAG_KEYS: &[&str] = &[
 ];
 
 /// Keys every task has, whatever its kind.
-const TASK_KEYS: &[&str] = &["id", "kind", "description", "depends_on", "trigger_rule", "notify", "deadline"];
+const TASK_KEYS: &[&str] =
+    &["id", "kind", "description", "depends_on", "trigger_rule", "notify", "deadline", "refresh"];
 
 /// Keys that `defaults:` sets and each task may override.
 const OVERRIDE_KEYS: &[&str] =
@@ -463,6 +464,7 @@ struct RawTask {
     config: Node,
     depends_on: Vec<(String, Pos)>,
     trigger_rule: TriggerRule,
+    refresh: crate::dag::Refresh,
     overrides: Overrides,
     /// The task's own `defaults` keys, with their values' positions.
     overrides_node: Node,
@@ -786,6 +788,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
             pool,
             notify: t.notify.clone(),
             deadline: t.deadline.map(|(d, _)| d),
+            refresh: t.refresh,
             pos: t.pos,
         });
     }
@@ -830,6 +833,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     let mut kind_node: Option<&Node> = None;
     let mut depends_on = Vec::new();
     let mut trigger_rule = TriggerRule::AllSuccess;
+    let mut refresh = crate::dag::Refresh::Every;
     let mut override_entries = Vec::new();
     let mut config_entries = Vec::new();
     let mut notify = Vec::new();
@@ -873,6 +877,11 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
             "trigger_rule" => {
                 if let Some(r) = cx.typed::<TriggerRule>("`trigger_rule`", v) {
                     trigger_rule = r;
+                }
+            }
+            "refresh" => {
+                if let Some(r) = cx.typed::<crate::dag::Refresh>("`refresh`", v) {
+                    refresh = r;
                 }
             }
             "notify" => notify = cx.notify(v),
@@ -969,6 +978,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         config,
         depends_on,
         trigger_rule,
+        refresh,
         overrides,
         overrides_node,
         notify,

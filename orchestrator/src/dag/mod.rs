@@ -119,8 +119,24 @@ pub struct Task {
     pub notify: Vec<crate::notify::Rule>,
     /// The task must have succeeded this long after the interval's end (`deadline:`).
     pub deadline: Option<Duration>,
+    /// Whether the task runs for every interval or, in a backfill, once (`refresh:`).
+    pub refresh: Refresh,
     /// Where the task is declared.
     pub pos: Pos,
+}
+
+/// How often a task runs within a backfill (`refresh:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refresh {
+    /// For every interval (default).
+    #[default]
+    Every,
+    /// The task summarises all intervals (a full-history table, a dashboard): within a
+    /// backfill it runs once, in the backfill's last run, which starts after every other run
+    /// of the backfill has ended; in the other runs it is skipped. A run outside a backfill
+    /// (`run`, the scheduler) runs it as usual.
+    Latest,
 }
 
 impl Task {

@@ -292,40 +292,16 @@ pub async fn execute(
     let limit = Arc::new(Semaphore::new(max_active_runs.max(1)));
     let mut set: JoinSet<Outcome> = JoinSet::new();
     let mut outcomes = Vec::new();
-    for p in plan.items {
-        if !p.action.runs() {
-            let o = Outcome { planned: p, state: None, elapsed: None, failed_tasks: Vec::new(), error: None };
-            on_done(&o);
-            outcomes.push(o);
-            continue;
-        }
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.ok(),
-            () = cancel.cancelled() => None,
-        };
-        // Collect what finished while we waited.
-        while let Some(done) = set.try_join_next() {
-            if let Ok(o) = done {
-                on_done(&o);
-                outcomes.push(o);
-            }
-        }
-        let Some(permit) = permit else {
-            let o = Outcome {
-                planned: p,
-                state: None,
-                elapsed: None,
-                failed_tasks: Vec::new(),
-                error: Some("not started: cancelled".into()),
-            };
-            on_done(&o);
-            outcomes.push(o);
-            continue;
-        };
-        let opts = ExecOptions { trigger: Trigger::Backfill, rerun: p.action == Action::Rerun, ..base.clone() };
+    // `refresh: latest` tasks run once, in the last run (in time) of those that run; it starts
+    // after all the others have ended, so that it sees every interval's data.
+    let latest = last_run(&dag, &plan.items);
+    let mut held: Option<Planned> = None;
+    let launch = |p: Planned, permit: Option<tokio::sync::OwnedSemaphorePermit>, defer_latest: bool| {
+        let opts =
+            ExecOptions { trigger: Trigger::Backfill, rerun: p.action == Action::Rerun, defer_latest, ..base.clone() };
         let (dag, pools, cancel, store_at, job) =
             (dag.clone(), pools.clone(), cancel.clone(), store_at.clone(), job.clone());
-        set.spawn(async move {
+        async move {
             let started = std::time::Instant::now();
             let r = executor::execute(dag, p.interval, &store_at, pools, &opts, cancel, &mut |_| {}).await;
             // Record the outcome in the job before the next run may start, so that a crash
@@ -358,13 +334,55 @@ pub async fn execute(
                     error: Some(e.to_string()),
                 },
             }
-        });
+        }
+    };
+    let not_started = |planned: Planned| Outcome {
+        planned,
+        state: None,
+        elapsed: None,
+        failed_tasks: Vec::new(),
+        error: Some("not started: cancelled".into()),
+    };
+    for p in plan.items {
+        if !p.action.runs() {
+            let o = Outcome { planned: p, state: None, elapsed: None, failed_tasks: Vec::new(), error: None };
+            on_done(&o);
+            outcomes.push(o);
+            continue;
+        }
+        if latest == Some(p.interval.start) {
+            held = Some(p);
+            continue;
+        }
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.ok(),
+            () = cancel.cancelled() => None,
+        };
+        // Collect what finished while we waited.
+        while let Some(done) = set.try_join_next() {
+            if let Ok(o) = done {
+                on_done(&o);
+                outcomes.push(o);
+            }
+        }
+        let Some(permit) = permit else {
+            let o = not_started(p);
+            on_done(&o);
+            outcomes.push(o);
+            continue;
+        };
+        set.spawn(launch(p, Some(permit), latest.is_some()));
     }
     while let Some(done) = set.join_next().await {
         if let Ok(o) = done {
             on_done(&o);
             outcomes.push(o);
         }
+    }
+    if let Some(p) = held {
+        let o = if cancel.is_cancelled() { not_started(p) } else { launch(p, None, false).await };
+        on_done(&o);
+        outcomes.push(o);
     }
     let unfinished = outcomes
         .iter()
@@ -374,6 +392,15 @@ pub async fn execute(
     }
     outcomes.sort_by_key(|o| o.planned.interval.start);
     Ok(outcomes)
+}
+
+/// The interval whose run runs the DAG's `refresh: latest` tasks in a backfill: the last (in
+/// time) of the planned runs that run. `None` when the DAG has no such task.
+pub fn last_run(dag: &Dag, items: &[Planned]) -> Option<DateTime<Utc>> {
+    if !dag.tasks.iter().any(|t| t.refresh == crate::dag::Refresh::Latest) {
+        return None;
+    }
+    items.iter().filter(|p| p.action.runs()).map(|p| p.interval.start).max()
 }
 
 /// Records a finished run in its job (success or failure; a cancelled run stays open so

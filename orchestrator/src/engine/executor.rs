@@ -127,6 +127,8 @@ pub struct ExecOptions {
     pub trigger: Trigger,
     /// Where notifications go and how they are delivered (`notify:` of cartflow.yaml).
     pub notify: Arc<notify::Settings>,
+    /// Skip the `refresh: latest` tasks: this run is a backfill's, not its last (which runs them).
+    pub defer_latest: bool,
 }
 
 /// Runs in the current folder on the local backend, whose places are the default ones relative
@@ -148,6 +150,7 @@ impl Default for ExecOptions {
             require_existing: false,
             trigger: Trigger::Manual,
             notify: Arc::new(notify::Settings::default()),
+            defer_latest: false,
         }
     }
 }
@@ -956,8 +959,14 @@ impl RunLoop<'_> {
     fn evaluate(&mut self, i: usize, work: &mut Vec<usize>) -> Result<(), ExecError> {
         let task_id = &self.dag.tasks[i].id;
         let slot = &mut self.slots[i];
+        let deferred = self.opts.defer_latest && self.dag.tasks[i].refresh == crate::dag::Refresh::Latest;
         let next = match decide(self.dag.tasks[i].trigger_rule, slot.tally) {
             Decision::Wait => return Ok(()),
+            // `refresh: latest` in a backfill run that is not the last: the last one runs it.
+            Decision::Run if deferred => {
+                info!(dag = %self.dag.id, run = %self.run_id, task = %task_id, "refresh: latest: skipped here, runs once in the backfill's last run");
+                slot.state.skip()
+            }
             Decision::Run => {
                 slot.decided = true;
                 self.ready.push_back(i);

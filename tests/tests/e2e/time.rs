@@ -69,6 +69,50 @@ fn backfill_dry_run_prints_the_plan_and_runs_nothing() {
     assert_eq!(p.read("ran"), "2019-10-02\n", "only the manual run ran");
 }
 
+/// `refresh: latest`: in a backfill the summary task runs once, in the last run, after every
+/// other run of the backfill has ended (here with 3 runs at once, and the other days slower);
+/// in the other runs it is skipped, and what depends on it too. Outside a backfill it runs.
+#[test]
+fn a_refresh_latest_task_runs_once_per_backfill_after_every_other_run() {
+    let p = Project::new();
+    let dag = format!(
+        "id: daily\nschedule: '@daily'\nstart_date: 2019-10-01\nmax_active_runs: 3\ntasks:\n{}{}    refresh: latest\n{}",
+        // The last day is quick, the others slow: a last run that did not wait for them would
+        // write its summary before their days.
+        sh("day", "", "[ {{ ds }} = 2019-10-03 ] || sleep 2; echo day {{ ds }} >> $DIR/ran"),
+        sh("summary", "day", "echo summary {{ ds }} >> $DIR/ran"),
+        sh("publish", "summary", "echo publish {{ ds }} >> $DIR/ran"),
+    );
+    p.dag("d.yaml", &dag);
+    // The last interval already ran: the summary goes in the last run that runs (2019-10-03).
+    p.run(&["run", "daily", "--date", "2019-10-04"]).expect_code(0);
+    assert_eq!(p.read("ran"), "day 2019-10-04\nsummary 2019-10-04\npublish 2019-10-04\n", "outside a backfill it runs");
+    std::fs::remove_file(p.path().join("ran")).expect("rm");
+
+    let dry = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-04", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout
+            .contains("refresh: latest — summary run once, in the run of 2019-10-03, after the other runs have ended"),
+        "{}",
+        dry.stdout
+    );
+    let r = p.run(&["backfill", "daily", "--from", "2019-10-01", "--to", "2019-10-04"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("3 run(s), 3 succeeded"), "{}", r.stdout);
+    let ran = p.read("ran");
+    let lines: Vec<&str> = ran.lines().collect();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("summary")).count(), 1, "{ran}");
+    assert_eq!(&lines[lines.len() - 2..], ["summary 2019-10-03", "publish 2019-10-03"], "after every day: {ran}");
+    let mut days: Vec<&str> = lines[..lines.len() - 2].to_vec();
+    days.sort();
+    assert_eq!(days, ["day 2019-10-01", "day 2019-10-02", "day 2019-10-03"], "{ran}");
+    let tasks = p.run(&["tasks", "daily@2019-10-01T00:00:00Z"]);
+    for t in ["summary", "publish"] {
+        assert!(tasks.stdout.lines().any(|l| l.contains(t) && l.contains("skipped")), "{}", tasks.stdout);
+    }
+}
+
 #[test]
 fn backfill_only_plans_complete_intervals() {
     let p = Project::new();
