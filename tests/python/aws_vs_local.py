@@ -195,8 +195,10 @@ def main():
             n_local = len(rows_of(parquet_under(os.path.join(lake, prefix, d)), {}))
             files = [download(b, k)[0] for b, k in objects(f"s3://lake/{prefix}/{d}/")]
             n_aws = len(rows_of(files, {}))
-            report(f"rows {zone} {d}", None if n_local == n_aws else f"{n_local} locally, {n_aws} on aws",
-                   f" ({n_aws})")
+            problem = None if n_local == n_aws else f"{n_local} locally, {n_aws} on aws"
+            if n_local == 0 and not problem:
+                problem = "no rows on either side (the comparison would prove nothing)"
+            report(f"rows {zone} {d}", problem, f" ({n_aws})")
     print(f"{checks} checks, {checks - failed} equal")
     sys.exit(1 if failed else 0)
 

@@ -5,7 +5,9 @@ Parquet and registered in the Glue catalog.
 What is modelled (the text of each error is Athena's error name, then the message):
 
 - Parsing: the statement is parsed with sqlglot's Trino dialect; what it cannot parse is
-  `SYNTAX_ERROR: line L:C: ...`. One statement per query; a CTAS or a query (SELECT / WITH /
+  `SYNTAX_ERROR: line L:C: ...`; so is what sqlglot's Trino dialect accepts but Trino does not
+  have (PostgreSQL's `x::int` cast, ILIKE). Other syntax sqlglot is laxer about than Trino is
+  not modelled. One statement per query; a CTAS or a query (SELECT / WITH /
   UNION); anything else is `NOT_SUPPORTED` (the emulator does not run DDL or DML).
 - Functions: every name called as a function must be one of Trino's (the list below, Trino's
   documented functions): a DuckDB- or Spark-only function (`strftime`, `list_value`, `ifnull`)
@@ -19,13 +21,17 @@ What is modelled (the text of each error is Athena's error name, then the messag
   partitions (their objects are not read).
 - Execution: DuckDB runs the transpiled query (time zone UTC); its errors become Athena's
   (`COLUMN_NOT_FOUND`, `TYPE_MISMATCH`, `FUNCTION_NOT_FOUND`, `INVALID_CAST_ARGUMENT`, else
-  `GENERIC_USER_ERROR` with DuckDB's message). DataScannedInBytes is the size of the objects
+  `GENERIC_USER_ERROR` with DuckDB's message); an operator over types it does not take is
+  `TYPE_MISMATCH: Cannot apply operator`; a cast DuckDB cannot do is `INVALID_CAST_ARGUMENT`, even
+  where Trino says `NUMERIC_VALUE_OUT_OF_RANGE` (an out-of-range integer cast). The mapping reads
+  DuckDB's message texts, which a DuckDB upgrade may change (the test then goes red). DataScannedInBytes is the size of the objects
   read (Athena counts the bytes its readers fetch, often less: column pruning is not modelled).
 - CTAS: `WITH (format = 'PARQUET' | 'JSON', write_compression, external_location,
   partitioned_by = ARRAY[...])`. The target table must not exist (`TABLE_ALREADY_EXISTS`) and
   its location must be empty (`HIVE_PATH_ALREADY_EXISTS`); the partition columns must be the
   SELECT's last columns, in `partitioned_by` order (`HIVE_COLUMN_ORDER_MISMATCH`); at most 100
-  partitions (`HIVE_TOO_MANY_OPEN_PARTITIONS`). The output is written when the query ends:
+  partitions (`HIVE_TOO_MANY_OPEN_PARTITIONS`). A CTAS whose location's bucket does not exist is
+  `HIVE_PATH_NOT_FOUND` here (the emulator's choice: what Athena answers was not verified). The output is written when the query ends:
   objects named like Trino's (`<query id>_<uuid>`, no extension) under the location (and
   `k=v/` folders), the Glue table (Glue type names: bigint, double, string, boolean, ...) and
   one Glue partition per partition written; nothing is written for a failed or cancelled
@@ -182,11 +188,31 @@ def check_functions(sql):
             raise _err("FUNCTION_NOT_FOUND", f"line {t.line}:{col}: Function '{t.text.lower()}' not registered")
 
 
+# What sqlglot's Trino dialect accepts but Trino's parser rejects: PostgreSQL's `::` cast and
+# ILIKE (Trino has neither).
+_NOT_TRINO = {"DCOLON", "ILIKE"}
+
+
+def check_syntax(sql):
+    """SYNTAX_ERROR for the tokens Trino does not have, at their line and column."""
+    import sqlglot
+
+    try:
+        tokens = sqlglot.tokenize(sql, read="trino")
+    except Exception:
+        return  # the parser below reports it
+    for t in tokens:
+        if t.token_type.name in _NOT_TRINO:
+            col = t.col - len(t.text) + 1
+            raise _err("SYNTAX_ERROR", f"line {t.line}:{col}: mismatched input '{t.text}'")
+
+
 def parse(sql):
     """The one statement of `sql`, parsed as Trino."""
     import sqlglot
     from sqlglot import exp
 
+    check_syntax(sql)
     try:
         statements = [s for s in sqlglot.parse(sql, read="trino") if s is not None]
     except sqlglot.errors.ParseError as e:
@@ -557,6 +583,10 @@ class Query:
         m = re.search(r'Table with name (\S+) does not exist', msg)
         if m:
             return _err("TABLE_NOT_FOUND", f"Table '{m.group(1)}' does not exist")
+        m = re.search(r"""(?:No function matches the given name and argument types|function call) ["']([-+*/%=<>!|]+)\((.*?)\)""", msg)
+        if m:
+            # An operator over types it does not take: Trino's "Cannot apply operator".
+            return _err("TYPE_MISMATCH", f"Cannot apply operator: {m.group(1)}({m.group(2).lower()})")
         if "No function matches" in msg or "does not exist" in msg and "Function" in msg:
             return _err("FUNCTION_NOT_FOUND", text)
         if "Cannot compare values" in msg or "Cannot mix values" in msg or "type mismatch" in msg.lower():
