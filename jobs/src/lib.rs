@@ -25,6 +25,7 @@ pub mod sql;
 #[cfg(feature = "sql")]
 mod sql_distinct;
 pub mod swap;
+pub mod words;
 
 pub use alloc::Allocator;
 
