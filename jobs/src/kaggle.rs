@@ -284,8 +284,8 @@ pub fn ingest(path: &Path, lake: &Path, name: &str) -> Result<IngestReport, Kagg
 
 fn remove_objects(lake: &Path, name: &str) -> Result<u64, KaggleError> {
     let root = lake.join(RAW_EVENTS);
-    crate::swap::beneath(lake, &root)
-        .map_err(|m| KaggleError::Io { path: root.clone(), source: std::io::Error::other(m) })?;
+    // A link out of the lake is the lake's problem, not the input's: the raw zone's error.
+    crate::swap::beneath(lake, &root).map_err(|m| KaggleError::RawZone(RawZoneError::Link(m)))?;
     let mut removed = 0;
     let Ok(days) = std::fs::read_dir(&root) else { return Ok(0) };
     // A link planted among the partitions is not followed: nothing outside the lake is deleted.

@@ -26,6 +26,7 @@ pub mod sql;
 mod sql_distinct;
 pub mod stop;
 pub mod swap;
+pub mod words;
 
 pub use alloc::Allocator;
 

@@ -5,8 +5,9 @@
 //! partition and a buffer becomes one object when it reaches a size or an age (in event
 //! time), and at shutdown. An object is written under a dot-name and renamed into place, so a
 //! reader never sees half a file. The partition of a record is its event time, so a replay of
-//! historical data lands in its own dates. The generator and the streaming archiver both use
-//! this writer.
+//! historical data lands in its own dates. The generator, the Kaggle ingest and the streaming
+//! archiver use this writer; it does not write through a symbolic link that leads out of the
+//! lake ([`crate::swap::beneath`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,6 +33,10 @@ pub enum RawZoneError {
         #[source]
         source: std::io::Error,
     },
+    /// A folder of the raw zone is a symbolic link that leads out of the lake: nothing is
+    /// written through it.
+    #[error("{0}")]
+    Link(String),
 }
 
 /// The partition folder of an event time, relative to the lake root.
@@ -162,6 +167,9 @@ impl RawZoneWriter {
             return Ok(None);
         }
         let dir = self.root.join(partition_dir(key.0 * 86_400 + key.1 * 3600));
+        // A link planted in the raw zone (`raw/events/dt=…` -> /elsewhere) does not lead the
+        // object, or the folders made for it, out of the lake.
+        crate::swap::beneath(&self.root, &dir).map_err(RawZoneError::Link)?;
         std::fs::create_dir_all(&dir).map_err(|source| RawZoneError::Io { path: dir.clone(), source })?;
         let (final_path, tag) = match buf.first_seq {
             Some(seq) => (dir.join(format!("{}-{seq:012}.json.gz", self.name)), format!("{seq:012}")),
@@ -336,5 +344,47 @@ mod tests {
             lines += s.lines().count();
         }
         assert_eq!(lines, 20);
+    }
+
+    /// Count of entries below `dir`, recursively (what a writer left there).
+    fn entries_below(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| 1 + if e.path().is_dir() { entries_below(&e.path()) } else { 0 }).sum())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_link_out_of_the_lake_is_not_written_through() {
+        let t0 = 1_569_888_000; // 2019-10-01T00:00:00Z
+        for link_at in ["raw", "raw/events", "raw/events/dt=2019-10-01", "raw/events/dt=2019-10-01/hour=00"] {
+            let lake = tempfile::tempdir().expect("lake");
+            let outside = tempfile::tempdir().expect("outside");
+            let link = lake.path().join(link_at);
+            std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+            std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
+            // Every way an object is written: published at once, and staged for a checkpoint.
+            let mut w = RawZoneWriter::new(lake.path(), "a", 1 << 20, 3600);
+            w.append(b"{}", t0).expect("buffered");
+            let err = w.flush_all().expect_err("the link is refused");
+            assert!(matches!(err, RawZoneError::Link(_)), "{link_at}: {err}");
+            assert!(err.to_string().contains("is a symbolic link to"), "{err}");
+            let mut w = RawZoneWriter::new(lake.path(), "a", 1 << 20, 3600);
+            w.append_seq(b"{}", t0, 7).expect("buffered");
+            assert!(matches!(w.stage_all(), Err(RawZoneError::Link(_))), "{link_at}");
+            assert_eq!(entries_below(outside.path()), 0, "{link_at}: nothing written outside the lake");
+        }
+        // A lake that is itself a link, and a link inside the lake to a folder of the lake, are
+        // written through.
+        let real = tempfile::tempdir().expect("real");
+        let holder = tempfile::tempdir().expect("holder");
+        let lake = holder.path().join("lake");
+        std::os::unix::fs::symlink(real.path(), &lake).expect("symlink");
+        std::fs::create_dir_all(real.path().join("elsewhere")).expect("mkdir");
+        std::fs::create_dir_all(real.path().join("raw")).expect("mkdir");
+        std::os::unix::fs::symlink(real.path().join("elsewhere"), real.path().join("raw/events")).expect("symlink");
+        let mut w = RawZoneWriter::new(&lake, "a", 1 << 20, 3600);
+        w.append(b"{}", t0).expect("buffered");
+        assert_eq!(w.close().expect("written").files, 1);
+        assert_eq!(list_partition(&lake, "2019-10-01").expect("list").len(), 1);
     }
 }

@@ -49,11 +49,16 @@ pub const SUPPORTED: &[&str] = &[
     "REMOVE_VALUES",
 ];
 
+/// `file:line:column`, or `file` when the parser knows no position (line 0).
+fn at(file: &str, line: usize, column: usize) -> String {
+    if line == 0 { file.to_string() } else { format!("{file}:{line}:{column}") }
+}
+
 /// A recipe that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecipeError {
     /// The file is not JSON of the recipe's shape.
-    #[error("{file}:{line}:{column}: {message}")]
+    #[error("{}: {message}", at(file, *line, *column))]
     Json {
         /// The recipe file.
         file: String,
@@ -251,9 +256,12 @@ impl Recipe {
             line: e.line(),
             column: e.column(),
             message: if e.is_data() {
-                format!("{e}; a recipe is a list of steps {{\"Action\": {{\"Operation\": …, \"Parameters\": {{…}}}}}}")
+                format!(
+                    "{}; a recipe is a list of steps {{\"Action\": {{\"Operation\": …, \"Parameters\": {{…}}}}}}",
+                    crate::words::plain(&e.to_string())
+                )
             } else {
-                e.to_string()
+                crate::words::plain(&e.to_string())
             },
         })?;
         let steps = match raw {
@@ -666,6 +674,16 @@ mod tests {
             ],
         )
         .expect("frame")
+    }
+
+    #[test]
+    fn a_json_that_is_not_a_recipe_is_said_in_words() {
+        let e = Recipe::parse("r.json", r#"{"steps":[{"Action":{"Operation":5}}]}"#).expect_err("not a recipe");
+        let text = e.to_string();
+        assert!(text.starts_with("r.json: not of the expected shape; a recipe is a list of steps"), "{text}");
+        assert!(!text.contains("enum") && !text.contains(":0:0"), "{text}");
+        let e = Recipe::parse("r.json", r#"[{"Action":{"Operation":"X","Parameters":5}}]"#).expect_err("bad type");
+        assert!(!e.to_string().contains("struct") && !e.to_string().contains("at line"), "{e}");
     }
 
     fn run(json: &str) -> Result<DataFrame, RecipeError> {

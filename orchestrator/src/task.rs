@@ -257,10 +257,22 @@ impl<K: Kind> CompiledTask for Compiled<K> {
     }
 }
 
-fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTask>, DeError> {
-    let config: K::Config = yaml::from_node(node)?;
-    K::validate(&config, env).map_err(|message| DeError { message, pos: Some(node.pos), hint: None })?;
-    Ok(Arc::new(Compiled::<K>(config)))
+/// Every problem of the config at once: each key serde refuses, and (when the config as
+/// written deserializes, unknown keys aside) what the kind's own checks find.
+fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTask>, Vec<DeError>> {
+    let (config, mut errors) = match yaml::from_node_all::<K::Config>(node) {
+        Ok(c) => (Some(c), Vec::new()),
+        Err((errors, rest)) => (rest, errors),
+    };
+    if let Some(c) = &config
+        && let Err(message) = K::validate(c, env)
+    {
+        errors.push(DeError { message, pos: Some(node.pos), hint: None });
+    }
+    match config {
+        Some(c) if errors.is_empty() => Ok(Arc::new(Compiled::<K>(c))),
+        _ => Err(errors),
+    }
 }
 
 /// What the compile step knows beyond a task's config.
@@ -283,8 +295,8 @@ impl CompileEnv {
     }
 }
 
-/// Deserializes and checks one task's config.
-pub type CompileFn = fn(&Node, &CompileEnv) -> Result<Arc<dyn CompiledTask>, DeError>;
+/// Deserializes and checks one task's config; every problem is returned.
+pub type CompileFn = fn(&Node, &CompileEnv) -> Result<Arc<dyn CompiledTask>, Vec<DeError>>;
 
 /// A kind as the compile step sees it.
 #[derive(Debug, Clone, Copy)]

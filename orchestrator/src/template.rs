@@ -897,7 +897,7 @@ pub fn params_in_shell_script(program: &str, args: &[&str]) -> Vec<String> {
         .filter_map(|p| match p {
             Piece::Var { name: var, offset, .. } if var.starts_with("params.") => Some(format!(
                 "`{{{{ {var} }}}}` is spliced into the `{name} {}` script (at {}): a param is untrusted text and \
-                 would run as shell code; pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
+                 would run as shell code: pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
                  or through `env:` and quote it (\"$VAR\")",
                 args[i],
                 Position::of(script, offset)

@@ -116,8 +116,13 @@ pub fn parse(src: &str) -> Result<Node, SyntaxError> {
     if src.trim().is_empty() || src.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         return Ok(Node { pos: Pos { line: 1, column: 1 }, value: Value::Null });
     }
-    match serde_saphyr::from_str::<Spanned<RawValue>>(src) {
-        Ok(spanned) => Ok(from_spanned(spanned, src)),
+    // YAML 1.2 booleans only: YAML 1.1 reads `y`, `n`, `yes`, `no`, `on`, `off` (in any case)
+    // as booleans, which would turn a param `n` or an env var `N` into `false`, and a value
+    // `brand: no` into "false". Those words are text, keys and values alike; only
+    // `true` / `false` (`True`, `FALSE`, …) are booleans.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    match serde_saphyr::from_str_with_options::<Spanned<RawValue>>(src, options) {
+        Ok(spanned) => Ok(from_spanned(spanned)),
         Err(err) => {
             let pos = err
                 .location()
@@ -145,7 +150,7 @@ fn clean_message(msg: &str) -> String {
     first.to_string()
 }
 
-fn from_spanned(s: Spanned<RawValue>, src: &str) -> Node {
+fn from_spanned(s: Spanned<RawValue>) -> Node {
     let pos = Pos { line: s.referenced.line() as u32, column: s.referenced.column() as u32 };
     let value = match s.value {
         RawValue::Null => Value::Null,
@@ -154,30 +159,12 @@ fn from_spanned(s: Spanned<RawValue>, src: &str) -> Node {
         RawValue::UInt(u) => Value::UInt(u),
         RawValue::Float(f) => Value::Float(f),
         RawValue::Str(s) => Value::Str(s),
-        RawValue::Seq(items) => Value::Seq(items.into_iter().map(|i| from_spanned(i, src)).collect()),
-        RawValue::Map(entries) => Value::Map(
-            entries.into_iter().map(|(k, v)| (key_node(from_spanned(k, src), src), from_spanned(v, src))).collect(),
-        ),
+        RawValue::Seq(items) => Value::Seq(items.into_iter().map(from_spanned).collect()),
+        RawValue::Map(entries) => {
+            Value::Map(entries.into_iter().map(|(k, v)| (from_spanned(k), from_spanned(v))).collect())
+        }
     };
     Node { pos, value }
-}
-
-/// A mapping key as written: YAML 1.1 reads `y`, `n`, `yes`, `no`, `on`, `off` (in any case)
-/// as booleans, which would turn a param `n` or an env var `N` into `false`; such a key is the
-/// word written (only `true` / `false` stay booleans).
-fn key_node(k: Node, src: &str) -> Node {
-    if !matches!(k.value, Value::Bool(_)) {
-        return k;
-    }
-    let word: Option<String> = src.lines().nth((k.pos.line as usize).saturating_sub(1)).map(|line| {
-        line.chars().skip((k.pos.column as usize).saturating_sub(1)).take_while(|c| c.is_ascii_alphabetic()).collect()
-    });
-    match word {
-        Some(w) if !w.is_empty() && !w.eq_ignore_ascii_case("true") && !w.eq_ignore_ascii_case("false") => {
-            Node { pos: k.pos, value: Value::Str(w) }
-        }
-        _ => k,
-    }
 }
 
 /// What serde-saphyr hands us: a value whose children are spanned.
@@ -309,14 +296,25 @@ fn list(expected: &[&str]) -> String {
     expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// The words YAML 1.1 reads as booleans and cartflow reads as text.
+const YAML11_BOOLEANS: [&str; 6] = ["y", "n", "yes", "no", "on", "off"];
+
 /// What serde expected, in words for a person, not a Rust type (`u32` is "a whole number ≥ 0").
 fn plain_expected(exp: &dyn de::Expected) -> String {
     let expected = exp.to_string();
     match expected.as_str() {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number ≥ 0".to_string(),
-        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number ≥ 0".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_string(),
         "f32" | "f64" => "a number".to_string(),
         "a boolean" | "bool" => "true or false".to_string(),
+        "a sequence" => "a list".to_string(),
+        "a map" | "map" => "a mapping".to_string(),
+        "path string" => "a path".to_string(),
+        "char" | "a character" => "a single character".to_string(),
+        "option" => "a value".to_string(),
+        // serde's derive names the Rust type (`struct CommandConfig`, `enum LocalJob`).
+        e if e.starts_with("struct ") || e.starts_with("tuple struct ") => "a mapping".to_string(),
+        e if e.starts_with("enum ") => "one of the names this key takes".to_string(),
         _ => expected,
     }
 }
@@ -327,7 +325,17 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        DeError { message: format!("invalid type: {unexp}, expected {}", plain_expected(exp)), pos: None, hint: None }
+        let expected = plain_expected(exp);
+        // `clear_env: yes`: YAML 1.1 would have read a boolean; cartflow reads the word.
+        let hint = match unexp {
+            de::Unexpected::Str(w)
+                if expected == "true or false" && YAML11_BOOLEANS.iter().any(|b| b.eq_ignore_ascii_case(w)) =>
+            {
+                Some(format!("`{w}` is text in cartflow (YAML 1.2): write `true` or `false`"))
+            }
+            _ => None,
+        };
+        DeError { message: format!("invalid type: {unexp}, expected {expected}"), pos: None, hint }
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
@@ -363,6 +371,54 @@ impl de::Error for DeError {
 /// Deserializes a typed value from a node; errors point at the innermost offending node.
 pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, DeError> {
     T::deserialize(NodeDe(node)).map_err(|e| e.at(node.pos))
+}
+
+/// [`from_node`] for a mapping that reports every problem of its entries, not only the first:
+/// an entry serde refuses (an unknown key, a value of the wrong type) is set aside and the rest
+/// is deserialized again, until it deserializes or a problem is not one entry's (a missing
+/// required key). The problems come in the order found; with them, the value of the rest when
+/// only unknown keys were set aside (it is then the config as written, so the checks after
+/// serde's can run on it and report theirs too).
+pub fn from_node_all<T: DeserializeOwned>(node: &Node) -> Result<T, (Vec<DeError>, Option<T>)> {
+    let mut e = match from_node::<T>(node) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let Value::Map(entries) = &node.value else { return Err((vec![e], None)) };
+    let mut errors = Vec::new();
+    let mut aside = vec![false; entries.len()];
+    let mut only_unknown_keys = true;
+    loop {
+        // The entry the problem is in: the last one that starts at or before it.
+        let entry = match (e.message.starts_with("missing required key"), e.pos) {
+            (false, Some(p)) => entries
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, _))| !aside[*i] && k.pos <= p)
+                .max_by_key(|(_, (k, _))| k.pos)
+                .map(|(i, _)| i),
+            _ => None,
+        };
+        only_unknown_keys &= e.message.starts_with("unknown key");
+        errors.push(e);
+        let Some(i) = entry else { return Err((errors, None)) };
+        aside[i] = true;
+        let rest: Vec<(Node, Node)> =
+            entries.iter().zip(&aside).filter(|(_, set_aside)| !**set_aside).map(|(kv, _)| kv.clone()).collect();
+        match from_node::<T>(&Node { pos: node.pos, value: Value::Map(rest) }) {
+            Ok(v) => return Err((errors, only_unknown_keys.then_some(v))),
+            Err(next) => {
+                // A required key set aside for its value is missing now: reported already.
+                let missing = next.message.strip_prefix("missing required key `").and_then(|s| s.strip_suffix('`'));
+                if missing
+                    .is_some_and(|k| entries.iter().zip(&aside).any(|((key, _), a)| *a && key.as_str() == Some(k)))
+                {
+                    return Err((errors, None));
+                }
+                e = next;
+            }
+        }
+    }
 }
 
 /// A serde deserializer over a borrowed [`Node`].
@@ -581,6 +637,105 @@ true: 4
         assert!(matches!(entries[5].0.value, Value::Bool(true)), "`true` is still a boolean");
         let Value::Map(env) = &entries[4].1.value else { panic!("a map") };
         assert_eq!(env.iter().map(|(k, _)| k.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["N", "no"]);
+    }
+
+    #[test]
+    fn yaml_1_1_boolean_words_are_text_as_values_too() {
+        let n = parse("a: yes\nb: no\nc: on\nd: Off\ne: y\nf: N\ng: true\nh: FALSE\ni: [no, off]\n").expect("parses");
+        let Value::Map(entries) = &n.value else { panic!("a map") };
+        let values: Vec<&Value> = entries.iter().map(|(_, v)| &v.value).collect();
+        for (v, word) in values.iter().zip(["yes", "no", "on", "Off", "y", "N"]) {
+            assert_eq!(**v, Value::Str(word.into()));
+        }
+        assert_eq!(*values[6], Value::Bool(true));
+        assert_eq!(*values[7], Value::Bool(false));
+        let Value::Seq(items) = values[8] else { panic!("a list") };
+        assert_eq!(items.iter().map(|i| i.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["no", "off"]);
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Flags {
+            flag: bool,
+            brand: String,
+        }
+        let f: Flags = from_node(&parse("flag: true\nbrand: no\n").expect("parses")).expect("typed");
+        assert_eq!((f.flag, f.brand.as_str()), (true, "no"), "a brand `no` is the word, not \"false\"");
+        let e = from_node::<Flags>(&parse("flag: yes\nbrand: x\n").expect("parses")).expect_err("yes is not a boolean");
+        assert_eq!(e.message, "invalid type: string \"yes\", expected true or false");
+        assert_eq!(e.hint.as_deref(), Some("`yes` is text in cartflow (YAML 1.2): write `true` or `false`"));
+        assert_eq!(e.pos, Some(Pos { line: 1, column: 7 }));
+    }
+
+    #[test]
+    fn messages_name_no_rust_types() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Inner {
+            n: i64,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        enum Mode {
+            Fast,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            #[serde(default)]
+            count: Option<u32>,
+            #[serde(default)]
+            inner: Option<Inner>,
+            #[serde(default)]
+            list: Vec<String>,
+            #[serde(default)]
+            ratio: Option<f32>,
+            #[serde(default)]
+            mode: Option<Mode>,
+            #[serde(default)]
+            map: Option<std::collections::BTreeMap<String, String>>,
+        }
+        for (src, want) in [
+            ("count: x", "expected a whole number ≥ 0"),
+            ("count: -3", "expected a whole number ≥ 0"),
+            ("inner: 5", "expected a mapping"),
+            ("inner: {n: x}", "expected a whole number"),
+            ("list: 5", "expected a list"),
+            ("ratio: x", "expected a number"),
+            ("map: [a]", "expected a mapping"),
+            ("mode: [a, b]", "expected a name or a single-key mapping, found a list"),
+        ] {
+            let e = from_node::<Outer>(&parse(src).expect("parses")).expect_err(src);
+            assert!(e.message.contains(want), "{src}: {}", e.message);
+            for rust in ["u32", "i64", "f32", "struct", "Inner", "Vec", "BTreeMap", "option"] {
+                assert!(!e.message.contains(rust), "{src}: {}", e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn every_entry_serde_refuses_is_reported() {
+        let n = parse("cuont: 3\nname: x\ncount: lots\ntags: 5\nzz: 1\n").expect("parses");
+        let Err((errors, rest)) = from_node_all::<Cfg>(&n) else { panic!("refused") };
+        let found: Vec<(String, u32)> =
+            errors.iter().map(|e| (e.message.clone(), e.pos.map_or(0, |p| p.line))).collect();
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert_eq!(found[0], ("unknown key `cuont`".to_string(), 1));
+        assert_eq!(found[1].1, 3);
+        assert_eq!(found[2].1, 4);
+        assert_eq!(found[3], ("unknown key `zz`".to_string(), 5));
+        assert!(rest.is_none(), "values were set aside: the rest is not the config as written");
+
+        // Only unknown keys: the rest is the config as written.
+        let n = parse("name: x\ncount: 2\nextra: 1\n").expect("parses");
+        let Err((errors, rest)) = from_node_all::<Cfg>(&n) else { panic!("refused") };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(rest, Some(Cfg { name: "x".into(), count: 2, tags: Vec::new() }));
+
+        // A required key with a wrong value is one problem, not also a missing key.
+        let n = parse("name: [x]\ncount: lots\n").expect("parses");
+        let Err((errors, _)) = from_node_all::<Cfg>(&n) else { panic!("refused") };
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors.iter().all(|e| !e.message.contains("missing")), "{errors:#?}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub const EVENT_TYPES: [&str; 4] = ["view", "cart", "remove_from_cart", "purchas
 
 /// A rules file that cannot be used, with where.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: error: {message}")]
+#[error("{}: {message}", if *line == 0 { file.clone() } else { format!("{file}:{line}:{column}") })]
 pub struct RulesError {
     /// The file.
     pub file: String,
@@ -243,9 +243,9 @@ impl RuleSet {
     pub fn parse(src: &str, file: &str) -> Result<RuleSet, RulesError> {
         let raw: RawFile = serde_saphyr::from_str(src).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            let text = e.to_string();
-            // The message without the location serde-saphyr appends (we print our own).
-            let message = text.split(" at line ").next().unwrap_or(&text).to_string();
+            // The message without the location and snippet serde-saphyr adds (we print our
+            // own) and without Rust type names (`invalid u64`).
+            let message = cartflow_jobs::words::plain(&e.without_snippet().to_string());
             RulesError { file: file.into(), line, column, message }
         })?;
         let mut rules = Vec::new();
@@ -361,12 +361,21 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_no_rust_type_and_say_their_position_once() {
+        let src = "rules:\n  - name: a\n    key: user_id\n    window: { size: 10s }\n    threshold: lots\n";
+        let e = RuleSet::parse(src, "r.yaml").expect_err("not a number");
+        assert_eq!(e.to_string(), "r.yaml:5:16: not a whole number ≥ 0");
+        let e = RuleSet::load(Path::new("/nonexistent/r.yaml")).expect_err("no file");
+        assert!(e.to_string().starts_with("/nonexistent/r.yaml: cannot read: "), "{e}");
+    }
+
+    #[test]
     fn errors_point_at_the_line_and_column() {
         let src =
             "rules:\n  - name: a\n    key: user_id\n    window: { size: 10s }\n    threshold: 3\n    treshold: 4\n";
         let e = RuleSet::parse(src, "r.yaml").expect_err("unknown key");
         assert_eq!((e.line, e.column), (6, 5), "{e}");
-        assert!(e.to_string().starts_with("r.yaml:6:5: error: "), "{e}");
+        assert!(e.to_string().starts_with("r.yaml:6:5: unknown field"), "{e}");
         assert!(e.message.contains("treshold"), "{e}");
 
         let src = "rules:\n  - name: a\n    key: user_id\n    window: { size: 10s, slide: 3s }\n    threshold: 3\n";

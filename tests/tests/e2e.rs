@@ -37,6 +37,9 @@ mod state_transfer;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 
+#[path = "e2e/messages.rs"]
+mod messages;
+
 #[path = "e2e/crash.rs"]
 mod crash;
 

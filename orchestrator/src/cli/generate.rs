@@ -137,6 +137,8 @@ fn write_raw(
     let stats = w.close()?;
     anyhow::ensure!(stats.records == truth.rows, "wrote {} records of {}", stats.records, truth.rows);
     let truth_path = lake.join(cartflow_jobs::rawzone::RAW_EVENTS).join("_truth.json");
+    // Like the events beside it, not through a link that leads out of the lake.
+    cartflow_jobs::swap::beneath(lake, &truth_path).map_err(anyhow::Error::msg)?;
     std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)
         .with_context(|| format!("writing {}", truth_path.display()))?;
     Ok((truth, stats.files))

@@ -274,8 +274,23 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
     for d in project.map(ProjectError::diagnostics).unwrap_or_default() {
         eprintln!("{d}");
     }
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", chain_text(e));
     exit_code_for(e)
+}
+
+/// The error and its causes as one line (what `{:#}` prints), each cause once: an error whose
+/// message already ends with its cause's (`writing X: No such file or directory (os error 2)`
+/// over the `io::Error` it wraps) does not print the cause again.
+pub fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.ends_with(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// A usage error.
@@ -397,5 +412,28 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kinds => kinds::run(),
         Command::State(cmd) => state::run(&p, cmd),
         Command::Ui(a) => ui::run(&p, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing {path}: {source}")]
+    struct Wrapping {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        // A message that repeats its cause, under a context that repeats both.
+        let e = anyhow::Error::new(Wrapping { path: "x".into(), source: io() });
+        assert_eq!(super::chain_text(&e), format!("writing x: {}", io()));
+        let e = e.context("ingest");
+        assert_eq!(super::chain_text(&e), format!("ingest: writing x: {}", io()));
+        // A cause the message does not say is said.
+        let e = anyhow::Error::new(io()).context("reading y");
+        assert_eq!(super::chain_text(&e), format!("reading y: {}", io()));
     }
 }

@@ -7,7 +7,7 @@ use cartflow::flows::{interval_for, merged_params};
 use cartflow::project::Project;
 use cartflow::template;
 
-use super::{ParamArgs, pick_dag};
+use super::{ParamArgs, pick_dag, usage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,6 +34,7 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
         interval.ds(),
         run_id
     );
+    let mut refused = Vec::new();
     for (n, t) in dag.tasks.iter().enumerate() {
         let ups: Vec<&str> = t.upstream.iter().map(|&u| dag.tasks[u].id.as_str()).collect();
         println!();
@@ -55,8 +56,16 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
                     println!("   {line}");
                 }
             }
-            Err(e) => println!("   cannot render: {e}"),
+            Err(e) => {
+                println!("   cannot render: {e}");
+                refused.push(format!("task `{}`: {e}", t.id));
+            }
         }
+    }
+    // What `run` would refuse before anything runs is the same usage error here (exit 2): a
+    // plan whose tasks cannot render is not a plan that runs.
+    if !refused.is_empty() {
+        return Err(usage(refused.join("\n")));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -153,6 +153,9 @@ pub fn compile_file(file: &Path, opts: &CompileOptions) -> Result<Dag, (Option<S
     }
 }
 
+/// The most tasks one DAG may have: every run plans, stores and draws each of them.
+pub const MAX_TASKS: usize = 10_000;
+
 const DAG_KEYS: &[&str] = &[
     "id",
     "description",
@@ -644,6 +647,11 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
             Value::Seq(items) if items.is_empty() => {
                 cx.err(n.pos, "`tasks` is empty", Some("a DAG needs at least one task".into()))
             }
+            Value::Seq(items) if items.len() > MAX_TASKS => cx.err(
+                n.pos,
+                format!("`tasks` has {} tasks; a DAG may have at most {MAX_TASKS}", items.len()),
+                Some("split it into several DAGs".into()),
+            ),
             Value::Seq(items) => {
                 for item in items {
                     if let Some(t) = read_task(&mut cx, item, &params) {
@@ -768,9 +776,11 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         };
         let config = match (kind.compile)(&t.config, &cx.env) {
             Ok(c) => c,
-            Err(e) => {
+            Err(errors) => {
                 // Already reported in read_task; unreachable in practice.
-                cx.de("", e, t.pos);
+                for e in errors {
+                    cx.de("", e, t.pos);
+                }
                 continue;
             }
         };
@@ -924,14 +934,16 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     let config = Node { pos: node.pos, value: Value::Map(config_entries) };
     if let Some(entry) = kind {
         match (entry.compile)(&config, &cx.env) {
-            Err(mut e) => {
-                if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
-                    let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
-                    if let Some(s) = did_you_mean(field, all) {
-                        e.hint = Some(format!("did you mean `{s}`?"));
+            Err(errors) => {
+                for mut e in errors {
+                    if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
+                        let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
+                        if let Some(s) = did_you_mean(field, all) {
+                            e.hint = Some(format!("did you mean `{s}`?"));
+                        }
                     }
+                    cx.de(&format!("task `{id}` ({})", entry.name), e, node.pos);
                 }
-                cx.de(&format!("task `{id}` ({})", entry.name), e, node.pos);
             }
             // What `run` checks when it renders, checked here with the params' defaults: a path
             // the DAG's own text (or a default) sends out of its root fails `validate` as it

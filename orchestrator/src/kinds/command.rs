@@ -92,9 +92,12 @@ impl Kind for Command {
     type Config = CommandConfig;
     type Rendered = RenderedCommand;
 
+    /// Every problem of the task at once: an empty `program` does not hide a param spliced
+    /// into a shell script.
     fn validate(config: &CommandConfig, _env: &CompileEnv) -> Result<(), String> {
+        let mut problems = Vec::new();
         if config.program.0.trim().is_empty() {
-            return Err("`program` is empty".into());
+            problems.push("`program` is empty".to_string());
         }
         // Which program runs is code: a param (anyone's text) may not decide it.
         if let Some(p) = template::parse(&config.program.0).ok().and_then(|pieces| {
@@ -103,23 +106,28 @@ impl Kind for Command {
                 _ => None,
             })
         }) {
-            return Err(format!(
-                "`program`: `{{{{ {p} }}}}` would let a param choose the program that runs; name the program in the DAG and pass the param as an argument or in `env:`"
+            problems.push(format!(
+                "`program`: `{{{{ {p} }}}}` would let a param choose the program that runs (name the program in the DAG and pass the param as an argument or in `env:`)"
             ));
         }
         if config.skip_exit_code == Some(0) {
-            return Err("`skip_exit_code` cannot be 0 (0 means success)".into());
+            problems.push("`skip_exit_code` cannot be 0 (0 means success)".into());
+        }
+        // A name the environment cannot hold: the program would not start.
+        for k in config.env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                problems.push(format!(
+                    "`env`: {k:?} is not an environment variable name (it must be non-empty, without `=` or NUL)"
+                ));
+            }
         }
         // A param is untrusted text (`-p`, the web UI, an EventBridge input): spliced into a
         // shell script it would run as code. The fixed variables may stand there: cartflow makes
         // them (dates and timestamps of digits, `-`, `:`, `+`, `T`; the DAG's and task's checked
         // ids; the run id made of both).
         let args: Vec<&str> = config.args.iter().map(|a| a.0.as_str()).collect();
-        let spliced = template::params_in_shell_script(&config.program.0, &args);
-        if !spliced.is_empty() {
-            return Err(spliced.join("; "));
-        }
-        Ok(())
+        problems.extend(template::params_in_shell_script(&config.program.0, &args));
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     fn render(c: &CommandConfig, ctx: &template::Context) -> Result<RenderedCommand, TemplateError> {

@@ -55,11 +55,11 @@ pub struct RenderedDatabrewJob {
     pub date: String,
 }
 
-fn check_prefix(name: &str, p: &str) -> Result<(), String> {
+fn prefix_problem(name: &str, p: &str) -> Option<String> {
     if p.is_empty() || p.starts_with('/') || p.split('/').any(|s| s == ".." || s.is_empty()) {
-        return Err(format!("`{name}` must be a relative prefix under the lake like `clean/events`, found `{p}`"));
+        return Some(format!("`{name}` must be a relative prefix under the lake like `clean/events`, found `{p}`"));
     }
-    Ok(())
+    None
 }
 
 impl Kind for DatabrewJob {
@@ -68,15 +68,27 @@ impl Kind for DatabrewJob {
     type Config = DatabrewJobConfig;
     type Rendered = RenderedDatabrewJob;
 
+    /// Every problem of the task at once: a bad prefix does not hide a missing recipe.
     fn validate(c: &DatabrewJobConfig, env: &CompileEnv) -> Result<(), String> {
-        check_prefix("input", &c.input)?;
-        check_prefix("output", &c.output)?;
-        let path = env.resolve(&c.recipe);
-        if !path.exists() {
-            return Err(format!("recipe file {} does not exist", path.display()));
+        let mut problems = Vec::new();
+        if c.job_name.trim().is_empty() {
+            problems.push("`job_name` is empty".to_string());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("recipe file {}: {e}", path.display()))?;
-        Recipe::parse(&c.recipe.display().to_string(), &text).map(|_| ()).map_err(|e| format!("recipe: {e}"))
+        problems.extend(prefix_problem("input", &c.input));
+        problems.extend(prefix_problem("output", &c.output));
+        let path = env.resolve(&c.recipe);
+        match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!("`recipe`: file {} does not exist", path.display()));
+            }
+            Err(e) => problems.push(format!("`recipe`: file {}: {e}", path.display())),
+            Ok(text) => {
+                if let Err(e) = Recipe::parse(&c.recipe.display().to_string(), &text) {
+                    problems.push(format!("recipe: {e}"));
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     fn render(c: &DatabrewJobConfig, ctx: &template::Context) -> Result<RenderedDatabrewJob, TemplateError> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use cartflow_jobs::crawl::SchemaChangePolicy;
 
 use crate::env::{Env, LocalEnv};
-use crate::task::{Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `glue_crawler` kind.
@@ -58,6 +58,21 @@ impl Kind for GlueCrawler {
     const ABOUT: &'static str = "a Glue crawler: schema and partitions of a prefix into the catalog";
     type Config = CrawlerConfig;
     type Rendered = RenderedCrawler;
+
+    /// Every problem of the task at once: the names the catalog and the insight SQL use.
+    fn validate(c: &CrawlerConfig, _env: &CompileEnv) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if c.name.trim().is_empty() {
+            problems.push("`name` is empty".to_string());
+        }
+        for (what, v) in [("table", &c.table), ("database", &c.database)] {
+            let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                problems.push(format!("`{what}` must be a lower-case name (letters, digits, _), found `{v}`"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
 
     fn render(c: &CrawlerConfig, ctx: &template::Context) -> Result<RenderedCrawler, TemplateError> {
         Ok(RenderedCrawler {

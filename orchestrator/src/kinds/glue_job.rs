@@ -63,11 +63,16 @@ impl Kind for GlueJob {
     type Config = GlueJobConfig;
     type Rendered = RenderedGlueJob;
 
+    /// Every problem of the task at once.
     fn validate(c: &GlueJobConfig, _env: &CompileEnv) -> Result<(), String> {
-        if let Some(k) = c.arguments.keys().find(|k| !k.starts_with("--")) {
-            return Err(format!("job argument `{k}` must start with `--` (Glue's convention)"));
+        let mut problems = Vec::new();
+        if c.job_name.trim().is_empty() {
+            problems.push("`job_name` is empty".to_string());
         }
-        Ok(())
+        for k in c.arguments.keys().filter(|k| !k.starts_with("--")) {
+            problems.push(format!("job argument `{k}` must start with `--` (Glue's convention)"));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     fn render(c: &GlueJobConfig, ctx: &template::Context) -> Result<RenderedGlueJob, TemplateError> {

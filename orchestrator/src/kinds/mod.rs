@@ -24,6 +24,8 @@ pub mod wait_for_partition;
 
 #[cfg(test)]
 mod docs;
+#[cfg(test)]
+mod problems_tests;
 
 /// Every task kind cartflow knows.
 pub const REGISTRY: &[KindEntry] = &[

@@ -57,6 +57,9 @@ pub struct RenderedPolarsJob {
     pub target_file_mib: u64,
 }
 
+/// The largest `target_file_mib`: 1 TiB.
+const MAX_TARGET_MIB: u64 = 1 << 20;
+
 impl Kind for PolarsJob {
     const NAME: &'static str = "polars_job";
     const ABOUT: &'static str = "a Polars data job (compact) over the task's partition";
@@ -64,8 +67,12 @@ impl Kind for PolarsJob {
     type Rendered = RenderedPolarsJob;
 
     fn validate(c: &PolarsJobConfig, _env: &CompileEnv) -> Result<(), String> {
-        if c.target_file_mib == 0 {
-            return Err("`target_file_mib` must be at least 1".into());
+        // Bytes are MiB * 2^20: bounded so that the product fits (and means a file size).
+        if c.target_file_mib == 0 || c.target_file_mib > MAX_TARGET_MIB {
+            return Err(format!(
+                "`target_file_mib` must be between 1 and {MAX_TARGET_MIB} (1 TiB), found {}",
+                c.target_file_mib
+            ));
         }
         Ok(())
     }

@@ -127,27 +127,32 @@ impl Kind for StreamingStage {
     type Config = StreamingStageConfig;
     type Rendered = RenderedStreamingStage;
 
+    /// Every problem of the task at once: a bad `shards` does not hide a missing rules file.
     fn validate(c: &StreamingStageConfig, env: &CompileEnv) -> Result<(), String> {
+        let mut problems = Vec::new();
         if c.shards == 0 || c.shards > 256 {
-            return Err("`shards` must be between 1 and 256".into());
+            problems.push(format!("`shards` must be between 1 and 256, found {}", c.shards));
         }
         if !(0.0..=1.0).contains(&c.malformed_rate) {
-            return Err("`malformed_rate` is a share between 0 and 1".into());
+            problems.push(format!("`malformed_rate` is a share between 0 and 1, found {}", c.malformed_rate));
         }
-        if c.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-            return Err("`rate` must be a positive number of events per second".into());
+        if let Some(r) = c.rate
+            && (r.is_nan() || r <= 0.0 || r.is_infinite())
+        {
+            problems.push(format!("`rate` must be a positive number of events per second, found {r}"));
         }
         if let Some(w) = &c.webhook
             && !w.starts_with("http://")
         {
-            return Err(format!("`webhook` must be an http:// URL, found `{w}`"));
+            problems.push(format!("`webhook` must be an http:// URL, found `{w}`"));
         }
         let path = env.resolve(&c.rules);
         if !path.exists() {
-            return Err(format!("rules file {} does not exist", path.display()));
+            problems.push(format!("`rules`: file {} does not exist", path.display()));
+        } else if let Err(e) = RuleSet::load(&path) {
+            problems.push(format!("rules: {e}"));
         }
-        RuleSet::load(&path).map_err(|e| format!("rules: {e}"))?;
-        Ok(())
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     fn render(c: &StreamingStageConfig, ctx: &template::Context) -> Result<RenderedStreamingStage, TemplateError> {
