@@ -48,3 +48,6 @@ mod notify;
 
 #[path = "e2e/sql.rs"]
 mod sql;
+
+#[path = "e2e/checks.rs"]
+mod checks;

@@ -35,6 +35,31 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
     println!("{t}");
+    let mut checks = table::new(&["task", "check", "severity", "result", "detail / failing rows"]);
+    let mut any = false;
+    for (task, key, value) in store.run_facts(run_id)? {
+        if key != cartflow::checks::FACT {
+            continue;
+        }
+        let Ok(results) = serde_json::from_str::<Vec<cartflow::checks::CheckResult>>(&value) else { continue };
+        for r in results {
+            any = true;
+            let mut detail = r.detail.clone();
+            if let Some(first) = r.sample.first() {
+                detail.push_str(&format!(" — e.g. {first}"));
+            }
+            checks.add_row(vec![
+                task.clone(),
+                r.name.clone(),
+                r.severity.to_string(),
+                if r.passed { "passed" } else { "FAILED" }.to_string(),
+                table::clip(&detail, 120),
+            ]);
+        }
+    }
+    if any {
+        println!("{checks}");
+    }
     for d in store.deadlines(run_id)? {
         let what = d.task_id.as_deref().map_or("run".to_string(), |t| format!("task {t}"));
         match &d.reason {

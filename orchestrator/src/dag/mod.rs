@@ -119,6 +119,8 @@ pub struct Task {
     pub notify: Vec<crate::notify::Rule>,
     /// The task must have succeeded this long after the interval's end (`deadline:`).
     pub deadline: Option<Duration>,
+    /// Data checks on the task's staged output (`checks:`), run before it is published.
+    pub checks: Arc<[crate::checks::Check]>,
     /// Where the task is declared.
     pub pos: Pos,
 }
