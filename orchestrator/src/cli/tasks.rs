@@ -37,10 +37,9 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     println!("{t}");
     let mut checks = table::new(&["task", "check", "severity", "result", "detail / failing rows"]);
     let mut any = false;
-    for (task, key, value) in store.run_facts(run_id)? {
-        if key != cartflow::checks::FACT {
-            continue;
-        }
+    for task in store.tasks(run_id)?.into_iter().map(|t| t.task_id) {
+        // One fact per task: what every run store offers.
+        let Some(value) = store.fact(run_id, &task, cartflow::checks::FACT)? else { continue };
         let Ok(results) = serde_json::from_str::<Vec<cartflow::checks::CheckResult>>(&value) else { continue };
         for r in results {
             any = true;
