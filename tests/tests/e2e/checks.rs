@@ -214,7 +214,8 @@ fn the_daily_dag_passes_its_checks_and_a_corrupted_day_is_stopped_before_the_ins
     install_daily(&p);
     generate(&p, "2019-10-01", "3000", "0.01");
     generate(&p, "2019-10-02", "3000", "0.01");
-    let r = p.run(&["backfill", "ecommerce_daily", "--from", "2019-10-01", "--to", "2019-10-02", "--max-active-runs", "1"]);
+    let r =
+        p.run(&["backfill", "ecommerce_daily", "--from", "2019-10-01", "--to", "2019-10-02", "--max-active-runs", "1"]);
     r.expect_code(0);
     let run2 = "ecommerce_daily@2019-10-02T00:00:00Z";
     let rows = results(&p, run2);
@@ -362,8 +363,14 @@ fn athena_checks_on_aws_read_the_temporary_table_and_a_failure_keeps_the_partiti
     // One staged row (the temporary table is read), 7 > 5 of the partition before.
     assert_eq!(verdicts, [("row_count", true), ("small", true), ("grew", false)], "{r:#?}");
     let read = |day: &str| {
-        let q =
-            run(&["sql", "--backend", "aws", "--format", "csv", &format!("SELECT n FROM ecommerce.daily WHERE dt = '{day}'")]);
+        let q = run(&[
+            "sql",
+            "--backend",
+            "aws",
+            "--format",
+            "csv",
+            &format!("SELECT n FROM ecommerce.daily WHERE dt = '{day}'"),
+        ]);
         q.expect_code(0);
         q.stdout
     };
