@@ -250,21 +250,22 @@ fn swap_err(path: &Path) -> impl Fn(String) -> CleanError + '_ {
     move |m| CleanError::Io { path: path.to_path_buf(), source: std::io::Error::other(m) }
 }
 
-/// Publishes the clean rows and their quarantine together: after a crash anywhere, the next
-/// run finds both new or both as they were (see [`crate::swap::publish_together`]).
-fn publish(outputs: [(&mut DataFrame, &Path); 2]) -> Result<(), CleanError> {
+/// Writes the clean rows and their quarantine to fresh folders, to be published together:
+/// after a crash anywhere, the next run finds both new or both as they were (see
+/// [`crate::swap::publish_together`]).
+fn write_staged(outputs: [(&mut DataFrame, &Path); 2]) -> Result<crate::swap::Staged, CleanError> {
     for (_, live) in &outputs {
         crate::swap::recover(live).map_err(swap_err(live))?;
     }
-    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    let mut staged = crate::swap::Staged::new(Vec::new());
     for (df, live) in outputs {
         let fresh = crate::swap::fresh(live).map_err(swap_err(live))?;
+        // Owned by `staged` at once: an error below deletes what was written.
+        staged.push(fresh.clone(), live.to_path_buf());
         crate::write_part(df, &fresh.join("part-00000.parquet")).map_err(swap_err(live))?;
-        staged.push((fresh, live));
     }
     crate::crash::point("clean.written");
-    let pairs: Vec<(&Path, &Path)> = staged.iter().map(|(fresh, live)| (fresh.as_path(), *live)).collect();
-    crate::swap::publish_together(&pairs).map_err(swap_err(pairs[0].1))
+    Ok(staged)
 }
 
 /// What one slice of a staged frame became: its valid rows (typed, in order) with their
@@ -386,10 +387,12 @@ fn validate_slice(
     Ok(Slice { rows_in: n as u64, clean, keys, quarantine, reasons })
 }
 
-/// Cleans one staged partition. Rows are validated in parallel slices (one per core); the
-/// de-duplication then runs over the slices in row order, so the first of equal rows is kept
-/// whatever the number of cores.
-pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
+/// Cleans one staged partition into fresh folders, not yet published: output 0 of the
+/// [`Staged`](crate::swap::Staged) is the clean rows, output 1 their quarantine (audit them,
+/// then publish, or drop to discard). Rows are validated in parallel slices (one per core);
+/// the de-duplication then runs over the slices in row order, so the first of equal rows is
+/// kept whatever the number of cores.
+pub fn stage(lake: &Path, date: &str) -> Result<(CleanReport, crate::swap::Staged), CleanError> {
     let d = chrono_free_date(date).ok_or_else(|| CleanError::BadDate(date.to_string()))?;
     let inputs = crate::parquet_files(&lake.join(STAGED_EVENTS).join(format!("dt={date}")));
     if inputs.is_empty() {
@@ -462,7 +465,15 @@ pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
     }
     let mut clean_df = stack(clean_parts, &live)?;
     let mut q_df = stack(q_parts, &qlive)?;
-    publish([(&mut clean_df, &live), (&mut q_df, &qlive)])?;
+    let staged = write_staged([(&mut clean_df, &live), (&mut q_df, &qlive)])?;
+    Ok((report, staged))
+}
+
+/// Cleans one staged partition and publishes the clean rows with their quarantine.
+pub fn clean(lake: &Path, date: &str) -> Result<CleanReport, CleanError> {
+    let (report, staged) = stage(lake, date)?;
+    let live = lake.join(&report.location);
+    staged.publish().map_err(swap_err(&live))?;
     Ok(report)
 }
 

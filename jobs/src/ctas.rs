@@ -90,6 +90,162 @@ pub fn partition_value_problem(value: &str) -> Option<&'static str> {
 /// Runs the query and publishes its rows. The location and the partition value are checked
 /// first: nothing outside the lake is ever written or deleted.
 pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<CtasReport, SqlError> {
+    stage(lake, catalog_path, spec).await?.publish()
+}
+
+/// A query's rows written to a fresh folder and not yet published (write-audit-publish):
+/// [`StagedCtas::publish`] swaps them in and updates the catalog; dropping the value deletes
+/// them and leaves the table as it was.
+#[derive(Debug)]
+pub struct StagedCtas {
+    lake: PathBuf,
+    catalog_path: PathBuf,
+    spec: CtasSpec,
+    rows: u64,
+    columns: Vec<Column>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Insert-overwrite of one partition: the fresh folder, swapped in by `staged`.
+    Partition { staged: crate::swap::Staged, key: String, value: String },
+    /// Full refresh: a new version folder the catalog does not name yet (deleted on drop
+    /// unless published), and the location the catalog names now.
+    Full { rel: String, dir: Option<PathBuf>, current: Option<String> },
+}
+
+impl Drop for StagedCtas {
+    fn drop(&mut self) {
+        if let Mode::Full { dir: Some(dir), .. } = &self.mode
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "an unpublished version folder was not deleted");
+        }
+    }
+}
+
+impl StagedCtas {
+    /// Rows written.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The folder of the staged rows (Parquet). A partition's rows are written without their
+    /// partition column (the folder's name holds it): see [`StagedCtas::partition`].
+    pub fn dir(&self) -> PathBuf {
+        match &self.mode {
+            Mode::Partition { staged, .. } => staged.fresh(0).map(Path::to_path_buf).unwrap_or_default(),
+            Mode::Full { rel, .. } => self.lake.join(rel),
+        }
+    }
+
+    /// The partition key and value of an insert-overwrite.
+    pub fn partition(&self) -> Option<(&str, &str)> {
+        match &self.mode {
+            Mode::Partition { key, value, .. } => Some((key, value)),
+            Mode::Full { .. } => None,
+        }
+    }
+
+    /// What the staged rows replace, to compare with: the table's previous partition (the
+    /// greatest published value below this run's, see [`crate::swap::previous_partition`]),
+    /// or the version of a full-refresh table the catalog names now.
+    pub fn previous(&self) -> Option<PathBuf> {
+        match &self.mode {
+            Mode::Partition { staged, .. } => staged.live(0).and_then(crate::swap::previous_partition),
+            Mode::Full { current, .. } => current
+                .as_deref()
+                .filter(|c| location_problem(c).is_none())
+                .map(|c| self.lake.join(c))
+                .filter(|p| p.is_dir()),
+        }
+    }
+
+    /// Swaps the rows in and updates the catalog.
+    pub fn publish(mut self) -> Result<CtasReport, SqlError> {
+        let spec = self.spec.clone();
+        let (lake, catalog_path, rows, columns) =
+            (self.lake.clone(), self.catalog_path.clone(), self.rows, std::mem::take(&mut self.columns));
+        let mut catalog = Catalog::open(&catalog_path)?;
+        let qualified = format!("{}.{}", spec.database, spec.table);
+        let mode = std::mem::replace(&mut self.mode, Mode::Full { rel: String::new(), dir: None, current: None });
+        match mode {
+            Mode::Partition { staged, key, value } => {
+                let part_spec = format!("{key}={value}");
+                let live = staged.live(0).map(Path::to_path_buf).unwrap_or_default();
+                staged.publish().map_err(|m| SqlError::Io { path: live.clone(), message: m })?;
+                crate::crash::point("ctas.swapped");
+                let partition_keys = vec![Column::new(&key, "string")];
+                let existing = catalog.table(&qualified, &spec.database)?;
+                let version = match existing {
+                    Some(t)
+                        if t.columns == columns
+                            && t.partition_keys == partition_keys
+                            && t.location == spec.location =>
+                    {
+                        t.version
+                    }
+                    Some(t) => {
+                        catalog.put_table(&Table { columns, partition_keys, location: spec.location.clone(), ..t })?
+                    }
+                    None => catalog.put_table(&Table {
+                        database: spec.database.clone(),
+                        name: spec.table.clone(),
+                        location: spec.location.clone(),
+                        format: "parquet".into(),
+                        columns,
+                        partition_keys,
+                        parameters: [("classification".to_string(), "parquet".to_string())].into(),
+                        version: 0,
+                    })?,
+                };
+                let location = format!("{}/{part_spec}", spec.location);
+                catalog.put_partitions(
+                    &qualified,
+                    &spec.database,
+                    &[Partition { values: vec![value.clone()], location: location.clone() }],
+                )?;
+                crate::crash::point("ctas.cataloged");
+                Ok(CtasReport { rows, location, version, removed: Vec::new() })
+            }
+            Mode::Full { rel, dir, .. } => {
+                // Published from here on: nothing deletes the folder.
+                let dir = dir.unwrap_or_else(|| lake.join(&rel));
+                // On disk before the catalog names it: a crash after the catalog's commit must
+                // not leave the table pointing at a folder whose files were never flushed.
+                let serr = |m: String| SqlError::Io { path: dir.clone(), message: m };
+                crate::swap::sync_tree(&dir).map_err(serr)?;
+                crate::swap::sync_dir(dir.parent().unwrap_or(&lake)).map_err(serr)?;
+                let version = match catalog.table(&qualified, &spec.database)? {
+                    Some(t) => {
+                        catalog.put_table(&Table { columns, location: rel.clone(), partition_keys: Vec::new(), ..t })?
+                    }
+                    None => catalog.put_table(&Table {
+                        database: spec.database.clone(),
+                        name: spec.table.clone(),
+                        location: rel.clone(),
+                        format: "parquet".into(),
+                        columns,
+                        partition_keys: Vec::new(),
+                        parameters: [("classification".to_string(), "parquet".to_string())].into(),
+                        version: 0,
+                    })?,
+                };
+                crate::crash::point("ctas.cataloged");
+                let removed =
+                    prune_versions(&lake, &catalog, &qualified, &spec.database, &spec.location, spec.keep_versions)?;
+                crate::crash::point("ctas.pruned");
+                Ok(CtasReport { rows, location: rel, version, removed })
+            }
+        }
+    }
+}
+
+/// Runs the query and writes its rows to a fresh folder, not yet published (see
+/// [`StagedCtas`]). The location and the partition value are checked first: nothing outside
+/// the lake is ever written or deleted.
+pub async fn stage(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<StagedCtas, SqlError> {
     if let Some(why) = location_problem(&spec.location) {
         return Err(SqlError::Query(format!("table location {:?} is refused: {why}", spec.location)));
     }
@@ -110,11 +266,19 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
     let (schema, batches) = engine.query(&spec.sql).await?;
     let (schema, batches) = normalize(&schema, batches)?;
     drop(engine);
-    let mut catalog = Catalog::open(catalog_path)?;
+    let catalog = Catalog::open(catalog_path)?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let qualified = format!("{}.{}", spec.database, spec.table);
     let root = lake.join(&spec.location);
     crate::swap::beneath(lake, &root).map_err(|m| SqlError::Io { path: root.clone(), message: m })?;
+    let base = |columns, mode| StagedCtas {
+        lake: lake.to_path_buf(),
+        catalog_path: catalog_path.to_path_buf(),
+        spec: spec.clone(),
+        rows,
+        columns,
+        mode,
+    };
     match &spec.partition {
         Some((key, value)) => {
             let Ok(idx) = schema.index_of(key) else {
@@ -139,80 +303,26 @@ pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<C
                 .iter()
                 .map(|b| b.project(&keep).map_err(|e| SqlError::Query(e.to_string())))
                 .collect::<Result<_, _>>()?;
-            let part_spec = format!("{key}={value}");
-            let live = root.join(&part_spec);
+            let live = root.join(format!("{key}={value}"));
             let serr = |m: String| SqlError::Io { path: live.clone(), message: m };
             crate::swap::guard(lake, &live).map_err(serr)?;
             crate::swap::recover(&live).map_err(serr)?;
             let fresh = crate::swap::fresh(&live).map_err(serr)?;
+            let staged = crate::swap::Staged::new(vec![(fresh.clone(), live.clone())]);
             write_parquet(&fresh.join("part-00000.parquet"), data_schema.clone(), &data)?;
             crate::crash::point("ctas.written");
-            crate::swap::swap_in(&fresh, &live).map_err(serr)?;
-            crate::crash::point("ctas.swapped");
-            let columns = columns_of(&data_schema);
-            let partition_keys = vec![Column::new(key, "string")];
-            let existing = catalog.table(&qualified, &spec.database)?;
-            let version = match existing {
-                Some(t)
-                    if t.columns == columns && t.partition_keys == partition_keys && t.location == spec.location =>
-                {
-                    t.version
-                }
-                Some(t) => {
-                    catalog.put_table(&Table { columns, partition_keys, location: spec.location.clone(), ..t })?
-                }
-                None => catalog.put_table(&Table {
-                    database: spec.database.clone(),
-                    name: spec.table.clone(),
-                    location: spec.location.clone(),
-                    format: "parquet".into(),
-                    columns,
-                    partition_keys,
-                    parameters: [("classification".to_string(), "parquet".to_string())].into(),
-                    version: 0,
-                })?,
-            };
-            let location = format!("{}/{part_spec}", spec.location);
-            catalog.put_partitions(
-                &qualified,
-                &spec.database,
-                &[Partition { values: vec![value.clone()], location: location.clone() }],
-            )?;
-            crate::crash::point("ctas.cataloged");
-            Ok(CtasReport { rows, location, version, removed: Vec::new() })
+            let mode = Mode::Partition { staged, key: key.clone(), value: value.clone() };
+            Ok(base(columns_of(&data_schema), mode))
         }
         None => {
+            let current = catalog.table(&qualified, &spec.database)?.map(|t| t.location);
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
             let rel = format!("{}/version-{stamp}-{}", spec.location, fastrand::u32(..));
             let dir = lake.join(&rel);
+            let staged = base(columns_of(&schema), Mode::Full { rel, dir: Some(dir.clone()), current });
             write_parquet(&dir.join("part-00000.parquet"), schema.clone(), &batches)?;
-            // On disk before the catalog names it: a crash after the catalog's commit must not
-            // leave the table pointing at a folder whose files were never flushed.
-            let serr = |m: String| SqlError::Io { path: dir.clone(), message: m };
-            crate::swap::sync_tree(&dir).map_err(serr)?;
-            crate::swap::sync_dir(dir.parent().unwrap_or(lake)).map_err(serr)?;
             crate::crash::point("ctas.written");
-            let columns = columns_of(&schema);
-            let version = match catalog.table(&qualified, &spec.database)? {
-                Some(t) => {
-                    catalog.put_table(&Table { columns, location: rel.clone(), partition_keys: Vec::new(), ..t })?
-                }
-                None => catalog.put_table(&Table {
-                    database: spec.database.clone(),
-                    name: spec.table.clone(),
-                    location: rel.clone(),
-                    format: "parquet".into(),
-                    columns,
-                    partition_keys: Vec::new(),
-                    parameters: [("classification".to_string(), "parquet".to_string())].into(),
-                    version: 0,
-                })?,
-            };
-            crate::crash::point("ctas.cataloged");
-            let removed =
-                prune_versions(lake, &catalog, &qualified, &spec.database, &spec.location, spec.keep_versions)?;
-            crate::crash::point("ctas.pruned");
-            Ok(CtasReport { rows, location: rel, version, removed })
+            Ok(staged)
         }
     }
 }
@@ -461,5 +571,43 @@ mod tests {
         assert!(on_disk.contains(&locations[3]) && on_disk.contains(&locations[2]), "{on_disk:?}");
         assert!(!on_disk.contains(&locations[0]) && !on_disk.contains(&locations[1]), "{on_disk:?}");
         assert!(half.exists(), "a fresh unpublished folder may be another run's: kept for an hour");
+    }
+
+    #[tokio::test]
+    async fn a_staged_materialization_dropped_unpublished_leaves_the_table_as_it_was() {
+        let (dir, cat) = lake();
+        // Full refresh: version 1 published, version 2 staged and dropped.
+        let sql = "SELECT dt, count(*) AS events FROM ecommerce.events GROUP BY dt";
+        let first = ctas(dir.path(), &cat, &spec(sql, None)).await.expect("first");
+        let before = table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows");
+        let staged = stage(dir.path(), &cat, &spec("SELECT 'x' AS dt, 0 AS events", None)).await.expect("stage");
+        assert_eq!(staged.rows(), 1);
+        assert!(staged.dir().join("part-00000.parquet").is_file(), "the rows are on disk, to be audited");
+        assert_eq!(staged.previous(), Some(dir.path().join(&first.location)), "what it would replace");
+        assert_eq!(staged.partition(), None);
+        let staged_dir = staged.dir();
+        drop(staged);
+        assert!(!staged_dir.exists(), "the staged version is deleted");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.out").await.expect("rows"), before);
+        let versions = std::fs::read_dir(dir.path().join("curated/out")).expect("ls").count();
+        assert_eq!(versions, 1);
+
+        // A partition: 2019-10-01 published, 2019-10-02 staged and dropped, then staged and published.
+        let part = |d: &str| CtasSpec {
+            table: "per_day".into(),
+            location: "curated/per_day".into(),
+            ..spec(&PER_DAY.replace("{D}", d), Some(d))
+        };
+        ctas(dir.path(), &cat, &part("2019-10-01")).await.expect("day 1");
+        let before = table_rows(dir.path(), &cat, "ecommerce.per_day").await.expect("rows");
+        let staged = stage(dir.path(), &cat, &part("2019-10-02")).await.expect("stage");
+        assert_eq!(staged.partition(), Some(("dt", "2019-10-02")));
+        assert_eq!(staged.previous(), Some(dir.path().join("curated/per_day/dt=2019-10-01")));
+        drop(staged);
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.per_day").await.expect("rows"), before);
+        assert!(!dir.path().join("curated/per_day/dt=2019-10-02").exists());
+        let report = stage(dir.path(), &cat, &part("2019-10-02")).await.expect("stage").publish().expect("publish");
+        assert_eq!(report.location, "curated/per_day/dt=2019-10-02");
+        assert_eq!(table_rows(dir.path(), &cat, "ecommerce.per_day").await.expect("rows").1.len(), 2);
     }
 }

@@ -614,6 +614,22 @@ pub fn run_job(
     output: &str,
     date: &str,
 ) -> Result<RecipeReport, RecipeJobError> {
+    let (report, staged) = stage_job(lake, recipe, input, output, date)?;
+    let live = lake.join(&report.location);
+    staged.publish().map_err(|e| RecipeJobError::Data { path: live, message: e })?;
+    Ok(report)
+}
+
+/// [`run_job`] up to the swap: the result is in a fresh folder (output 0 of the
+/// [`Staged`](crate::swap::Staged)), not yet published — audit it, then publish, or drop to
+/// discard.
+pub fn stage_job(
+    lake: &Path,
+    recipe: &Recipe,
+    input: &str,
+    output: &str,
+    date: &str,
+) -> Result<(RecipeReport, crate::swap::Staged), RecipeJobError> {
     let in_dir = lake.join(input).join(format!("dt={date}"));
     let files = crate::parquet_files(&in_dir);
     if files.is_empty() {
@@ -635,23 +651,26 @@ pub fn run_job(
     let lf = concat(frames, UnionArgs::default()).map_err(derr(&in_dir))?;
     let mut df = recipe.apply(lf)?.collect().map_err(derr(&in_dir))?;
     let live = lake.join(output).join(format!("dt={date}"));
-    let publish = |df: &mut DataFrame| -> Result<(), String> {
+    let write = |df: &mut DataFrame| -> Result<crate::swap::Staged, String> {
         crate::swap::guard(lake, &live)?;
         crate::swap::recover(&live)?;
         let fresh = crate::swap::fresh(&live)?;
+        // Owned at once: an error below deletes what was written.
+        let staged = crate::swap::Staged::new(vec![(fresh.clone(), live.clone())]);
         crate::write_part(df, &fresh.join("part-00000.parquet"))?;
         crate::crash::point("enrich.written");
-        crate::swap::swap_in(&fresh, &live)
+        Ok(staged)
     };
-    publish(&mut df).map_err(|e| RecipeJobError::Data { path: live.clone(), message: e })?;
+    let staged = write(&mut df).map_err(|e| RecipeJobError::Data { path: live.clone(), message: e })?;
     let rows_out = df.height() as u64;
-    Ok(RecipeReport {
+    let report = RecipeReport {
         rows_in,
         rows_out,
         removed: rows_in.saturating_sub(rows_out),
         columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
         location: format!("{output}/dt={date}"),
-    })
+    };
+    Ok((report, staged))
 }
 
 #[cfg(test)]

@@ -433,6 +433,40 @@ impl SqlEngine {
         Ok(true)
     }
 
+    /// Registers the Parquet files of the folder `dir` (anywhere: a staged output that no
+    /// catalog names yet) as the table `name` of the default schema, with the column `key`
+    /// holding `value` on every row when `constant` is given (a partition's rows are written
+    /// without their partition column). Returns false, registering nothing, when the folder
+    /// has no Parquet file.
+    pub async fn register_dir(&self, name: &str, dir: &Path, constant: Option<(&str, &str)>) -> Result<bool, SqlError> {
+        if !has_parquet(dir) {
+            return Ok(false);
+        }
+        let table_url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let state = self.ctx.state();
+        let config = ListingTableConfig::new(table_url).with_listing_options(options).infer_schema(&state).await?;
+        let provider: Arc<dyn datafusion::datasource::TableProvider> = Arc::new(ListingTable::try_new(config)?);
+        let provider = match constant {
+            None => provider,
+            Some((key, value)) => {
+                self.ctx.read_table(provider)?.with_column(key, datafusion::prelude::lit(value))?.into_view()
+            }
+        };
+        let _ = self.ctx.deregister_table(name);
+        self.ctx.register_table(name, provider)?;
+        Ok(true)
+    }
+
+    /// Registers the result of cartflow's own query `sql` as the view `name` of the default
+    /// schema. Never with SQL from a DAG or a user.
+    pub async fn register_view(&self, name: &str, sql: &str) -> Result<(), SqlError> {
+        let view = self.ctx.sql(sql).await?.into_view();
+        let _ = self.ctx.deregister_table(name);
+        self.ctx.register_table(name, view)?;
+        Ok(())
+    }
+
     /// Runs a query and collects its result. The query may only read: a plan that would
     /// define, change or write anything (`CREATE`, `DROP`, `INSERT`, `COPY … TO`, `SET`) is
     /// refused before it runs, as the same check as [`SessionContext::sql_with_options`] with

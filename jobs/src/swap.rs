@@ -345,6 +345,82 @@ pub fn publish_together(pairs: &[(&Path, &Path)]) -> Result<(), String> {
     complete(&intent_path)
 }
 
+/// Output written to fresh folders (each made by [`fresh`] for its live folder) and not yet
+/// published: the write of write-audit-publish. The caller audits the fresh folders (data
+/// checks), then [`Staged::publish`]es them — one by [`swap_in`], several by
+/// [`publish_together`] — or drops the value, which deletes them and leaves every live folder
+/// as it was.
+#[derive(Debug)]
+pub struct Staged {
+    /// (fresh, live) pairs, in publishing order; emptied once published.
+    pairs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    /// Fresh folders, each with the live folder it replaces.
+    pub fn new(pairs: Vec<(PathBuf, PathBuf)>) -> Staged {
+        Staged { pairs }
+    }
+
+    /// Adds a fresh folder and the live folder it replaces.
+    pub fn push(&mut self, fresh: PathBuf, live: PathBuf) {
+        self.pairs.push((fresh, live));
+    }
+
+    /// The fresh folder of output `i` (the order given to [`Staged::new`]).
+    pub fn fresh(&self, i: usize) -> Option<&Path> {
+        self.pairs.get(i).map(|(f, _)| f.as_path())
+    }
+
+    /// The live folder output `i` replaces.
+    pub fn live(&self, i: usize) -> Option<&Path> {
+        self.pairs.get(i).map(|(_, l)| l.as_path())
+    }
+
+    /// Publishes every output (all or none, for more than one).
+    pub fn publish(mut self) -> Result<(), String> {
+        let pairs = std::mem::take(&mut self.pairs);
+        match pairs.as_slice() {
+            [] => Ok(()),
+            [(fresh, live)] => swap_in(fresh, live),
+            _ => {
+                let refs: Vec<(&Path, &Path)> = pairs.iter().map(|(f, l)| (f.as_path(), l.as_path())).collect();
+                publish_together(&refs)
+            }
+        }
+    }
+}
+
+impl Drop for Staged {
+    /// Not published: the fresh folders are deleted (what is left after a crash, [`recover`]
+    /// deletes before the next write).
+    fn drop(&mut self) {
+        for (fresh, _) in &self.pairs {
+            if let Err(e) = remove(fresh) {
+                tracing::warn!(path = %fresh.display(), error = %e, "an unpublished folder was not deleted");
+            }
+        }
+    }
+}
+
+/// The partition published before `live` (`<table>/<key>=<value>`): of the folders
+/// `<table>/<key>=<v>` beside it, the one with the greatest `v` below `value` (values compare
+/// as text, so dates and zero-padded numbers compare in order). `None` for the first one.
+pub fn previous_partition(live: &Path) -> Option<PathBuf> {
+    let name = live.file_name()?.to_str()?;
+    let (key, value) = name.split_once('=')?;
+    let prefix = format!("{key}=");
+    let mut best: Option<(String, PathBuf)> = None;
+    for e in std::fs::read_dir(live.parent()?).ok()?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(v) = n.strip_prefix(&prefix) else { continue };
+        if v < value && e.path().is_dir() && best.as_ref().is_none_or(|(b, _)| v > b.as_str()) {
+            best = Some((v.to_string(), e.path()));
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
 /// Rolls a committed [`publish_together`] forward: exchanges every pair not yet live, then
 /// removes the old versions, the pointers and the intent.
 fn complete(intent_path: &Path) -> Result<(), String> {
@@ -722,5 +798,51 @@ mod tests {
         recover(&live).expect("recover");
         assert!(matches!(read_pinned(&live), Seen::Whole(4)) && !old.exists());
         assert_eq!(std::fs::read_dir(staging(&live)).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_staged_output_is_published_whole_or_deleted_with_the_live_folders_as_they_were() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, b) =
+            (dir.path().join("clean/events/dt=2019-10-01"), dir.path().join("quarantine/events/dt=2019-10-01"));
+        publish_version(&a, 1);
+        publish_version(&b, 1);
+        // Staged, then dropped (a check failed): nothing of it is left, the live folders unchanged.
+        let mut staged = Staged::new(Vec::new());
+        for live in [&a, &b] {
+            let f = fresh(live).expect("fresh");
+            write_version(&f, 2);
+            staged.push(f, live.to_path_buf());
+        }
+        let fresh_dirs: Vec<PathBuf> = (0..2).map(|i| staged.fresh(i).expect("fresh").to_path_buf()).collect();
+        drop(staged);
+        assert!(fresh_dirs.iter().all(|f| !f.exists()), "{fresh_dirs:?}");
+        assert!(matches!(read_pinned(&a), Seen::Whole(1)) && matches!(read_pinned(&b), Seen::Whole(1)));
+        // Staged, then published: both new.
+        let mut staged = Staged::new(Vec::new());
+        for live in [&a, &b] {
+            let f = fresh(live).expect("fresh");
+            write_version(&f, 3);
+            staged.push(f, live.to_path_buf());
+        }
+        staged.publish().expect("publish");
+        assert!(matches!(read_pinned(&a), Seen::Whole(3)) && matches!(read_pinned(&b), Seen::Whole(3)));
+        for live in [&a, &b] {
+            assert_eq!(std::fs::read_dir(staging(live)).expect("ls").count(), 0, "nothing left in staging");
+        }
+    }
+
+    #[test]
+    fn the_previous_partition_is_the_greatest_value_below() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = dir.path().join("daily");
+        for d in ["dt=2019-09-30", "dt=2019-10-01", "dt=2019-10-03", "other=2019-10-02", ".staging"] {
+            std::fs::create_dir_all(t.join(d)).expect("mkdir");
+        }
+        std::fs::write(t.join("dt=2019-10-02"), "a file, not a partition").expect("file");
+        assert_eq!(previous_partition(&t.join("dt=2019-10-03")), Some(t.join("dt=2019-10-01")));
+        assert_eq!(previous_partition(&t.join("dt=2019-10-02")), Some(t.join("dt=2019-10-01")), "it need not exist");
+        assert_eq!(previous_partition(&t.join("dt=2019-09-30")), None, "the first one has none");
+        assert_eq!(previous_partition(&t.join("plain")), None);
     }
 }

@@ -22,6 +22,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod checks;
 pub mod config;
 pub mod dag;
 pub mod duration;

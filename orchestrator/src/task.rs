@@ -99,6 +99,8 @@ pub struct TaskContext {
     pub project_dir: PathBuf,
     /// Small facts the task keeps across attempts and crashes (an AWS job run id).
     pub facts: Facts,
+    /// The task's data checks (`checks:`), run on its staged output before it is published.
+    pub checks: Arc<[crate::checks::Check]>,
 }
 
 /// Where facts are kept: the run store, behind this boundary so that the task contract does
@@ -165,6 +167,8 @@ pub struct TaskOutput {
     pub skipped: bool,
     /// A one-line summary for the run log (e.g. row counts).
     pub summary: Option<String>,
+    /// The `warn` data checks that failed (the output was published): raises `check_failed`.
+    pub checks_failed: Option<String>,
 }
 
 /// A failed attempt.
@@ -177,17 +181,19 @@ pub struct TaskFailure {
     pub exit_code: Option<i32>,
     /// False for failures a retry cannot fix (bad rendered config): retries are skipped.
     pub retryable: bool,
+    /// The data checks that failed and stopped the publish: raises `check_failed` too.
+    pub checks_failed: Option<String>,
 }
 
 impl TaskFailure {
     /// A retryable failure.
     pub fn new(message: impl Into<String>) -> Self {
-        TaskFailure { message: message.into(), exit_code: None, retryable: true }
+        TaskFailure { message: message.into(), exit_code: None, retryable: true, checks_failed: None }
     }
 
     /// A failure that retrying would not fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        TaskFailure { message: message.into(), exit_code: None, retryable: false }
+        TaskFailure { message: message.into(), exit_code: None, retryable: false, checks_failed: None }
     }
 }
 
@@ -195,6 +201,18 @@ impl From<TemplateError> for TaskFailure {
     fn from(e: TemplateError) -> Self {
         TaskFailure::permanent(format!("rendering the config: {e}"))
     }
+}
+
+/// What a kind publishes, and so which data checks (`checks:`) its tasks may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishes {
+    /// No table: `checks:` is refused.
+    Nothing,
+    /// A table or a partition, staged before it is swapped in: every check but
+    /// `quarantine_rate`.
+    Table,
+    /// A partition and the quarantine of the rows it refused: every check.
+    TableWithQuarantine,
 }
 
 /// A task kind.
@@ -207,6 +225,11 @@ pub trait Kind: Debug + Send + Sync + 'static {
     type Config: DeserializeOwned + Debug + Send + Sync + 'static;
     /// The config with templates rendered for one run: what `plan` prints and `run` executes.
     type Rendered: Serialize + Send + 'static;
+    /// What its tasks publish (default nothing): the data checks they may have.
+    const PUBLISHES: Publishes = Publishes::Nothing;
+    /// Whether its checks run on the aws backend too (default: local only, and a run on aws of
+    /// a task with checks is refused before it starts).
+    const CHECKS_ON_AWS: bool = false;
 
     /// Checks what serde cannot (value ranges, combinations, files the config names). Runs
     /// at compile time.
@@ -307,9 +330,19 @@ pub struct KindEntry {
     pub about: &'static str,
     /// Deserializes and checks a config.
     pub compile: CompileFn,
+    /// What its tasks publish: the data checks they may have.
+    pub publishes: Publishes,
+    /// Whether its checks run on the aws backend too.
+    pub checks_on_aws: bool,
 }
 
 /// The registry entry of kind `K`.
 pub const fn entry<K: Kind>() -> KindEntry {
-    KindEntry { name: K::NAME, about: K::ABOUT, compile: compile::<K> }
+    KindEntry {
+        name: K::NAME,
+        about: K::ABOUT,
+        compile: compile::<K>,
+        publishes: K::PUBLISHES,
+        checks_on_aws: K::CHECKS_ON_AWS,
+    }
 }

@@ -37,10 +37,15 @@ What is modelled (the text of each error is Athena's error name, then the messag
   one Glue partition per partition written; nothing is written for a failed or cancelled
   query, and an empty result writes no object.
 
+- Plain queries: the result set is kept (at most 10 000 rows) and GetQueryResults returns it in
+  one page when no result was seeded through moto's static results: the header row of column
+  names first, then each value as text (`VarCharValue`; timestamps `2019-10-01 23:00:00.000`,
+  booleans `true`/`false`), a NULL as a datum without a value.
+
 Not modelled: Trino's type rules where DuckDB is laxer (implicit casts between varchar and
 numbers, integer division of integer columns, division by zero), `varchar(n)` column types (a
-string column is registered as `string`), bucketing, ORC/Avro/text formats, plain SELECT
-results (the query runs and its errors are reported; no result set is stored), views, Iceberg.
+string column is registered as `string`), bucketing, ORC/Avro/text formats, result pages
+(`NextToken`) and result files in the output location, views, Iceberg.
 """
 
 import gzip
@@ -358,6 +363,8 @@ class Query:
         self.output_location = output_location
         self.scanned = 0
         self.trino_id = _query_id()
+        # A plain query's result: (column names, rows of text or None).
+        self.result = None
 
     def glue(self):
         from moto.glue.models import glue_backends
@@ -506,7 +513,9 @@ class Query:
             raise self._athena_error(e)
         described = con.execute("DESCRIBE __result").fetchall()
         columns = [(r[0], r[1]) for r in described]
-        if not ctas:  # a plain query: it ran; its result set is not kept
+        if not ctas:  # a plain query: its result set, as GetQueryResults returns it
+            rows = con.execute("SELECT * FROM __result").fetchmany(MAX_RESULT_ROWS)
+            self.result = ([c for c, _ in columns], [[_text(v) for v in r] for r in rows])
             con.close()
             shutil.rmtree(work, ignore_errors=True)
             return lambda: None
@@ -596,6 +605,25 @@ class Query:
         if type(e).__name__ == "OutOfRangeException":
             return _err("NUMERIC_VALUE_OUT_OF_RANGE", text)
         return _err("GENERIC_USER_ERROR", f"{text} (DuckDB: {type(e).__name__})")
+
+
+MAX_RESULT_ROWS = 10_000
+
+
+def _text(v):
+    """A value as Athena's GetQueryResults writes it (None for NULL)."""
+    import datetime
+    import decimal
+
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, datetime.datetime):
+        return v.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(v, (datetime.date, decimal.Decimal)):
+        return str(v)
+    return str(v)
 
 
 def _storage(fmt, columns, location, compression):

@@ -260,6 +260,27 @@ def _get_query_execution_response(self):
 
 
 athena_responses.AthenaResponse.get_query_execution = _get_query_execution_response
+_get_query_results = athena_models.AthenaBackend.get_query_results
+
+
+def _get_query_results_with_rows(self, exec_id):
+    """A plain query's result set as the emulator computed it, unless one was seeded."""
+    results = _get_query_results(self, exec_id)
+    work = getattr(self.executions.get(exec_id), "_cf_work", None)
+    computed = getattr(getattr(work, "query", None), "result", None)
+    if results.rows or results.column_info or computed is None:
+        return results
+    columns, rows = computed
+
+    def datum(v):
+        return {} if v is None else {"VarCharValue": v}
+
+    info = [{"Name": c, "Label": c, "Type": "varchar"} for c in columns]
+    data = [{"Data": [datum(c) for c in columns]}] + [{"Data": [datum(v) for v in r]} for r in rows]
+    return athena_models.QueryResults(rows=data, column_info=info)
+
+
+athena_models.AthenaBackend.get_query_results = _get_query_results_with_rows
 
 # --------------------------------------------------------------------------------------------
 # DataBrew job runs

@@ -51,3 +51,6 @@ mod notify;
 
 #[path = "e2e/sql.rs"]
 mod sql;
+
+#[path = "e2e/checks.rs"]
+mod checks;

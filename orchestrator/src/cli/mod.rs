@@ -262,7 +262,8 @@ pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         || e.downcast_ref::<cartflow::config::ConfigError>().is_some()
         || e.downcast_ref::<ProjectError>().is_some_and(ProjectError::is_usage)
         || e.downcast_ref::<cartflow::env::EnvError>().is_some()
-        || e.downcast_ref::<FlowError>().is_some_and(FlowError::is_usage);
+        || e.downcast_ref::<FlowError>().is_some_and(FlowError::is_usage)
+        || e.downcast_ref::<cartflow::engine::executor::ExecError>().is_some_and(|x| x.is_usage());
     if usage { ExitCode::from(2) } else { ExitCode::from(1) }
 }
 

@@ -35,6 +35,30 @@ pub fn run(p: &Project, a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("run {} · {} · interval start {}", run.run_id, run.state, fmt_ts(Some(run.interval_start)));
     println!("{t}");
+    let mut checks = table::new(&["task", "check", "severity", "result", "detail / failing rows"]);
+    let mut any = false;
+    for task in store.tasks(run_id)?.into_iter().map(|t| t.task_id) {
+        // One fact per task: what every run store offers.
+        let Some(value) = store.fact(run_id, &task, cartflow::checks::FACT)? else { continue };
+        let Ok(results) = serde_json::from_str::<Vec<cartflow::checks::CheckResult>>(&value) else { continue };
+        for r in results {
+            any = true;
+            let mut detail = r.detail.clone();
+            if let Some(first) = r.sample.first() {
+                detail.push_str(&format!(" — e.g. {first}"));
+            }
+            checks.add_row(vec![
+                task.clone(),
+                r.name.clone(),
+                r.severity.to_string(),
+                if r.passed { "passed" } else { "FAILED" }.to_string(),
+                table::clip(&detail, 120),
+            ]);
+        }
+    }
+    if any {
+        println!("{checks}");
+    }
     for d in store.deadlines(run_id)? {
         let what = d.task_id.as_deref().map_or("run".to_string(), |t| format!("task {t}"));
         match &d.reason {

@@ -176,7 +176,7 @@ const DAG_KEYS: &[&str] = &[
 
 /// Keys every task has, whatever its kind.
 const TASK_KEYS: &[&str] =
-    &["id", "kind", "description", "depends_on", "trigger_rule", "notify", "deadline", "refresh"];
+    &["id", "kind", "description", "depends_on", "trigger_rule", "notify", "deadline", "refresh", "checks"];
 
 /// Keys that `defaults:` sets and each task may override.
 const OVERRIDE_KEYS: &[&str] =
@@ -473,6 +473,7 @@ struct RawTask {
     overrides_node: Node,
     notify: Vec<crate::notify::Rule>,
     deadline: Option<(std::time::Duration, Pos)>,
+    checks: Vec<crate::checks::Check>,
 }
 
 /// Compiles DAG source text (`file` is only used in messages).
@@ -799,6 +800,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
             notify: t.notify.clone(),
             deadline: t.deadline.map(|(d, _)| d),
             refresh: t.refresh,
+            checks: t.checks.clone().into(),
             pos: t.pos,
         });
     }
@@ -848,6 +850,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     let mut config_entries = Vec::new();
     let mut notify = Vec::new();
     let mut deadline_node = None;
+    let mut checks_node = None;
     for (k, v) in entries {
         let Some(name) = k.scalar_text() else {
             cx.err(k.pos, "keys must be plain names", None);
@@ -896,6 +899,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
             }
             "notify" => notify = cx.notify(v),
             "deadline" => deadline_node = Some(v),
+            "checks" => checks_node = Some(v),
             n if OVERRIDE_KEYS.contains(&n) => override_entries.push((k.clone(), v.clone())),
             _ => config_entries.push((k.clone(), v.clone())),
         }
@@ -931,6 +935,14 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
             }
         },
     };
+    let mut checks = Vec::new();
+    if let (Some(v), Some(entry)) = (checks_node, kind) {
+        let (parsed, problems) = crate::checks::parse(v, &id, entry.name, entry.publishes, params);
+        for p in problems {
+            cx.err(p.pos, p.message, p.hint);
+        }
+        checks = parsed;
+    }
     let config = Node { pos: node.pos, value: Value::Map(config_entries) };
     if let Some(entry) = kind {
         match (entry.compile)(&config, &cx.env) {
@@ -995,6 +1007,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
         overrides_node,
         notify,
         deadline,
+        checks,
     })
 }
 

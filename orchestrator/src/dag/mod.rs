@@ -121,6 +121,8 @@ pub struct Task {
     pub deadline: Option<Duration>,
     /// Whether the task runs for every interval or, in a backfill, once (`refresh:`).
     pub refresh: Refresh,
+    /// Data checks on the task's staged output (`checks:`), run before it is published.
+    pub checks: Arc<[crate::checks::Check]>,
     /// Where the task is declared.
     pub pos: Pos,
 }

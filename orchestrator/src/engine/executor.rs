@@ -67,6 +67,14 @@ pub enum ExecError {
         /// What was refused.
         message: String,
     },
+    /// A task asks for what its backend cannot do yet (data checks on aws).
+    #[error("task `{task}`: {message}")]
+    Unsupported {
+        /// The task.
+        task: String,
+        /// What is not supported.
+        message: String,
+    },
     /// A pool a task needs is not defined.
     #[error("task `{task}` uses pool `{pool}`, which is not defined (define it under `pools:` in cartflow.yaml)")]
     UnknownPool {
@@ -78,6 +86,11 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// Whether the user has to change the DAG or the command (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ExecError::Unsupported { .. })
+    }
+
     fn transition(task: &str, e: IllegalTransition) -> ExecError {
         ExecError::Transition { task: task.to_string(), message: e.to_string() }
     }
@@ -379,6 +392,25 @@ pub async fn execute(
         {
             return Err(ExecError::UnknownPool { task: t.id.clone(), pool: p.clone() });
         }
+    }
+    // Refused before the run starts, never skipped: a check that does not run does not guard.
+    if opts.env.backend() == crate::env::Backend::Aws
+        && let Some(t) = dag
+            .tasks
+            .iter()
+            .zip(&selected)
+            .find(|(t, s)| {
+                **s && !t.checks.is_empty() && !crate::kinds::lookup(t.kind()).is_some_and(|k| k.checks_on_aws)
+            })
+            .map(|(t, _)| t)
+    {
+        return Err(ExecError::Unsupported {
+            task: t.id.clone(),
+            message: format!(
+                "`checks:` of a `{}` task are not yet supported on aws: they run on the local backend (and on athena_ctas on aws); remove them, or run with --backend local",
+                t.kind()
+            ),
+        });
     }
     let mut store = RunStore::open(store_at)?;
     // One execution of a run of one store per process at a time (the store's owner token is
@@ -762,6 +794,7 @@ impl RunLoop<'_> {
             handover: self.handover.clone(),
             project_dir: self.opts.project_dir.clone(),
             facts: Facts::new(Arc::new(AttemptFacts::new(self.store_at)), &self.run_id, &task.id),
+            checks: task.checks.clone(),
         };
         let config = task.config.clone();
         let timeout = task.timeout;
@@ -844,6 +877,8 @@ impl RunLoop<'_> {
         let mut summary = None;
         // The notification this attempt's end raises, with its error.
         let mut raised: Option<NotifyEvent> = None;
+        // The data checks that failed (`check_failed`, besides the attempt's own event).
+        let mut checks_failed: Option<String> = None;
         let (next, outcome, error) = match c.outcome {
             Outcome::Done(out) if out.skipped => {
                 exit_code = out.exit_code;
@@ -852,6 +887,7 @@ impl RunLoop<'_> {
             Outcome::Done(out) => {
                 exit_code = out.exit_code;
                 summary = out.summary;
+                checks_failed = out.checks_failed;
                 raised = Some(NotifyEvent::Success);
                 (slot.state.succeed(now).map_err(illegal)?, AttemptOutcome::Success, None)
             }
@@ -861,6 +897,7 @@ impl RunLoop<'_> {
             }
             Outcome::Failed(f, outcome) => {
                 let (message, retryable, code) = (f.message, f.retryable, f.exit_code);
+                checks_failed = f.checks_failed;
                 exit_code = code;
                 slot.failures += 1;
                 let retry = retryable && slot.failures <= task.retry.retries;
@@ -922,6 +959,10 @@ impl RunLoop<'_> {
         if let Some(event) = raised {
             // Recorded with the attempt's end, in the same transaction.
             let notes = self.notifications(Some(i), event, attempt, error.as_deref());
+            self.ops.extend(notes.into_iter().map(|n| Op::Notify(Box::new(n))));
+        }
+        if let Some(text) = checks_failed {
+            let notes = self.notifications(Some(i), NotifyEvent::CheckFailed, attempt, Some(&text));
             self.ops.extend(notes.into_iter().map(|n| Op::Notify(Box::new(n))));
         }
         let mut work = Vec::new();

@@ -57,6 +57,7 @@ impl FlowError {
     pub fn is_usage(&self) -> bool {
         match self.root() {
             FlowError::Usage(_) | FlowError::Env(_) => true,
+            FlowError::Exec(e) => e.is_usage(),
             FlowError::Project(p) => p.is_usage(),
             _ => false,
         }

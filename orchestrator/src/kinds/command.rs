@@ -214,12 +214,11 @@ impl Kind for Command {
             Some(0) => Ok(TaskOutput { exit_code: Some(0), ..TaskOutput::default() }),
             Some(code) if Some(code) == r.skip_exit_code => {
                 ctx.log.line(format_args!("exit code {code}: task skipped"));
-                Ok(TaskOutput { exit_code: Some(code), skipped: true, summary: None })
+                Ok(TaskOutput { exit_code: Some(code), skipped: true, ..TaskOutput::default() })
             }
             Some(code) => Err(TaskFailure {
-                message: format!("`{}` exited with code {code}", r.program),
                 exit_code: Some(code),
-                retryable: true,
+                ..TaskFailure::new(format!("`{}` exited with code {code}", r.program))
             }),
             None => {
                 use std::os::unix::process::ExitStatusExt;

@@ -12,7 +12,7 @@ use cartflow_jobs::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, LocalEnv};
-use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::task::{CompileEnv, Kind, Publishes, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `databrew_job` kind.
@@ -67,6 +67,7 @@ impl Kind for DatabrewJob {
     const ABOUT: &'static str = "a DataBrew recipe job (locally: the recipe JSON interpreted with Polars)";
     type Config = DatabrewJobConfig;
     type Rendered = RenderedDatabrewJob;
+    const PUBLISHES: Publishes = Publishes::Table;
 
     /// Every problem of the task at once: a bad prefix does not hide a missing recipe.
     fn validate(c: &DatabrewJobConfig, env: &CompileEnv) -> Result<(), String> {
@@ -105,18 +106,23 @@ impl Kind for DatabrewJob {
         if chrono::NaiveDate::parse_from_str(&r.date, "%Y-%m-%d").is_err() {
             return Err(TaskFailure::permanent(format!("`date` must be YYYY-MM-DD, got `{}`", r.date)));
         }
-        let summary = match &ctx.env {
+        let (summary, checks_failed) = match &ctx.env {
             Env::Local(local) => run_local(r, local, &ctx).await?,
             #[cfg(feature = "aws")]
-            Env::Aws(aws) => aws::run(&r, aws, &ctx).await?,
+            Env::Aws(aws) => (aws::run(&r, aws, &ctx).await?, None),
         };
         ctx.log.line(&summary);
-        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+        Ok(TaskOutput { summary: Some(summary), checks_failed, ..TaskOutput::default() })
     }
 }
 
-/// Local: the recipe interpreted with Polars over the lake folder.
-async fn run_local(r: RenderedDatabrewJob, local: &LocalEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+/// Local: the recipe interpreted with Polars over the lake folder, its output staged, checked
+/// (the task's `checks:`) and then published. Returns the summary and the failed `warn` checks.
+async fn run_local(
+    r: RenderedDatabrewJob,
+    local: &LocalEnv,
+    ctx: &TaskContext,
+) -> Result<(String, Option<String>), TaskFailure> {
     let path = ctx.project_dir.join(&r.recipe);
     let recipe = Recipe::load(&path).map_err(|e| TaskFailure::permanent(e.to_string()))?;
     ctx.log.line(format_args!(
@@ -129,8 +135,8 @@ async fn run_local(r: RenderedDatabrewJob, local: &LocalEnv, ctx: &TaskContext) 
         r.job_name
     ));
     let lake = local.lake.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        cartflow_jobs::recipe::run_job(&lake, &recipe, &r.input, &r.output, &r.date)
+    let (report, staged) = tokio::task::spawn_blocking(move || {
+        cartflow_jobs::recipe::stage_job(&lake, &recipe, &r.input, &r.output, &r.date)
     })
     .await
     .map_err(|e| TaskFailure::new(format!("the recipe job panicked: {e}")))?
@@ -138,14 +144,35 @@ async fn run_local(r: RenderedDatabrewJob, local: &LocalEnv, ctx: &TaskContext) 
         cartflow_jobs::recipe::RecipeJobError::Recipe(e) => TaskFailure::permanent(e.to_string()),
         other => TaskFailure::new(other.to_string()),
     })?;
-    Ok(format!(
-        "rows in {} = out {} + removed by the recipe {}; {} columns at {}",
+    let mut results = Vec::new();
+    let mut checks_failed = None;
+    if !ctx.checks.is_empty() {
+        let target = crate::checks::Staged::partition(&staged, 0);
+        let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
+        let (checks, template, end) = (ctx.checks.clone(), ctx.template.clone(), ctx.interval.end);
+        results = cartflow_jobs::sql::run_isolated(move || async move {
+            crate::checks::local::run(&lake, &catalog, &checks, &target, &template, end).await
+        })
+        .await
+        .map_err(|e| TaskFailure::new(format!("running the checks: {e}")))?;
+        // Dropping `staged` on a failed check deletes it: the partition stays as it was.
+        checks_failed = crate::checks::verdict(ctx, &results)?;
+    }
+    let live = local.lake.join(&report.location);
+    tokio::task::spawn_blocking(move || staged.publish())
+        .await
+        .map_err(|e| TaskFailure::new(format!("the recipe job panicked: {e}")))?
+        .map_err(|e| TaskFailure::new(format!("publishing {}: {e}", live.display())))?;
+    let summary = format!(
+        "rows in {} = out {} + removed by the recipe {}; {} columns at {}{}",
         report.rows_in,
         report.rows_out,
         report.removed,
         report.columns.len(),
-        report.location
-    ))
+        report.location,
+        crate::checks::summary(&results)
+    );
+    Ok((summary, checks_failed))
 }
 
 /// AWS: the recipe job's runs, started once per task and re-attached to on retry.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, LocalEnv};
-use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::task::{CompileEnv, Kind, Publishes, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 /// The `glue_job` kind.
@@ -62,6 +62,8 @@ impl Kind for GlueJob {
     const ABOUT: &'static str = "a Glue ETL job (locally: its Rust equivalent, e.g. clean_events)";
     type Config = GlueJobConfig;
     type Rendered = RenderedGlueJob;
+    /// `clean_events`, the one job, publishes clean events with their quarantine.
+    const PUBLISHES: Publishes = Publishes::TableWithQuarantine;
 
     /// Every problem of the task at once.
     fn validate(c: &GlueJobConfig, _env: &CompileEnv) -> Result<(), String> {
@@ -89,36 +91,65 @@ impl Kind for GlueJob {
     }
 
     async fn run(r: RenderedGlueJob, ctx: TaskContext) -> Result<TaskOutput, TaskFailure> {
-        let summary = match &ctx.env {
+        let (summary, checks_failed) = match &ctx.env {
             Env::Local(local) => run_local(&r, local, &ctx).await?,
             #[cfg(feature = "aws")]
-            Env::Aws(aws) => aws::run(&r, aws, &ctx).await?,
+            Env::Aws(aws) => (aws::run(&r, aws, &ctx).await?, None),
         };
         ctx.log.line(&summary);
-        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+        Ok(TaskOutput { summary: Some(summary), checks_failed, ..TaskOutput::default() })
     }
 }
 
-/// Local: the job's Rust equivalent.
-async fn run_local(r: &RenderedGlueJob, local: &LocalEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+/// Local: the job's Rust equivalent, its output staged, checked (the task's `checks:`) and
+/// then published. Returns the summary and the failed `warn` checks.
+async fn run_local(
+    r: &RenderedGlueJob,
+    local: &LocalEnv,
+    ctx: &TaskContext,
+) -> Result<(String, Option<String>), TaskFailure> {
     match r.local {
         LocalJob::CleanEvents => {
             let lake = local.lake.clone();
             let date = r.date.clone();
             ctx.log.line(format_args!("clean_events for dt={date} (local equivalent of Glue job {})", r.job_name));
-            let report = tokio::task::spawn_blocking(move || cartflow_jobs::clean::clean(&lake, &date))
+            let (report, staged) = tokio::task::spawn_blocking(move || cartflow_jobs::clean::stage(&lake, &date))
                 .await
                 .map_err(|e| TaskFailure::new(format!("clean_events panicked: {e}")))?
                 .map_err(|e| TaskFailure::new(e.to_string()))?;
+            let mut results = Vec::new();
+            let mut checks_failed = None;
+            if !ctx.checks.is_empty() {
+                let target = crate::checks::Staged {
+                    quarantine: staged.fresh(1).map(std::path::Path::to_path_buf),
+                    ..crate::checks::Staged::partition(&staged, 0)
+                };
+                let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
+                let (checks, template, end) = (ctx.checks.clone(), ctx.template.clone(), ctx.interval.end);
+                results = cartflow_jobs::sql::run_isolated(move || async move {
+                    crate::checks::local::run(&lake, &catalog, &checks, &target, &template, end).await
+                })
+                .await
+                .map_err(|e| TaskFailure::new(format!("running the checks: {e}")))?;
+                // Dropping `staged` on a failed check deletes it: the partition stays as it was.
+                checks_failed = crate::checks::verdict(ctx, &results)?;
+            }
+            let live = local.lake.join(&report.location);
+            tokio::task::spawn_blocking(move || staged.publish())
+                .await
+                .map_err(|e| TaskFailure::new(format!("clean_events panicked: {e}")))?
+                .map_err(|e| TaskFailure::new(format!("publishing {}: {e}", live.display())))?;
             let reasons: Vec<String> = report.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            Ok(format!(
-                "rows in {} = clean {} + quarantined {} + duplicates {}{}",
+            let summary = format!(
+                "rows in {} = clean {} + quarantined {} + duplicates {}{}{}",
                 report.rows_in,
                 report.clean,
                 report.quarantined,
                 report.duplicates,
-                if reasons.is_empty() { String::new() } else { format!(" (quarantine: {})", reasons.join(", ")) }
-            ))
+                if reasons.is_empty() { String::new() } else { format!(" (quarantine: {})", reasons.join(", ")) },
+                crate::checks::summary(&results)
+            );
+            Ok((summary, checks_failed))
         }
     }
 }

@@ -485,6 +485,10 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -
             let _ = write!(f, "{}", esc(s));
         }
         for (k, val) in facts.get(t.task_id.as_str()).into_iter().flatten() {
+            if *k == crate::checks::FACT {
+                let _ = write!(f, "<br>{}", checks_summary(val));
+                continue;
+            }
             let _ = write!(f, r#"<br><code>{}</code> = <code>{}</code>"#, esc(k), esc(val));
             let config = dag.as_deref().and_then(|d| rendered(d, &v.run, &t.task_id));
             if let Some(region) = &region
@@ -512,6 +516,47 @@ pub(super) async fn run(State(ui): State<Arc<Ui>>, Path(run_id): Path<String>) -
     body.push_str(&by_hand(&v.audit, None));
     let live = v.live || v.run.state == RunState::Running;
     Ok(ok_html(html::page(&ui.frame(live), Nav::Dags, &v.run.run_id, &body)))
+}
+
+/// The check results of a task instance (its `checks` fact).
+fn check_results(json: &str) -> Vec<crate::checks::CheckResult> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// `checks: 3 passed, 1 failed`, the failed count marked.
+fn checks_summary(json: &str) -> String {
+    let results = check_results(json);
+    let failed = results.iter().filter(|r| !r.passed).count();
+    let passed = results.len() - failed;
+    if failed == 0 {
+        format!("checks: {passed} passed")
+    } else {
+        format!(r#"checks: {passed} passed, <span class="err">{failed} failed</span>"#)
+    }
+}
+
+/// The data checks of a task instance as a table, or nothing.
+fn checks_table(facts: &[(String, String, String)], task_id: &str) -> String {
+    let Some((_, _, json)) = facts.iter().find(|(t, k, _)| t == task_id && k == crate::checks::FACT) else {
+        return String::new();
+    };
+    let rows = check_results(json).into_iter().map(|r| {
+        vec![
+            esc(&r.name),
+            esc(&r.severity.to_string()),
+            if r.passed {
+                format!(r#"<span class="badge {}">passed</span>"#, state_class("success"))
+            } else {
+                format!(r#"<span class="badge {}">FAILED</span>"#, state_class("failed"))
+            },
+            esc(&r.detail),
+            esc(&r.sample.join("\n")),
+        ]
+    });
+    format!(
+        "<h2>Data checks</h2>{}",
+        table("list checks", &["check", "severity", "result", "detail", "failing rows"], rows)
+    )
 }
 
 /// The audit entries of a run (or of one of its tasks) as a table, or nothing.
@@ -598,6 +643,7 @@ pub(super) async fn task(
         });
         body.push_str(&table("list", &["attempt", "state", "started", "duration", "exit", "error / summary"], rows));
     }
+    body.push_str(&checks_table(&v.facts, &task_id));
     if let Some(a) = shown {
         let _ = write!(body, "<h2>Log of attempt {}</h2>", a.attempt);
         let base = format!("{}/attempts/{}/log", html::task_href(&run_id, &task_id), a.attempt);

@@ -740,7 +740,8 @@ fn the_daily_dag_on_the_aws_backend_makes_the_tables_the_local_backend_makes() {
     assert_eq!(nulls.stdout.lines().nth(1), Some("4"), "rows without a session are clean: {}", nulls.stdout);
 
     let p = Project::new();
-    crate::lake::install_daily(&p);
+    // Without its data checks: the aws backend refuses clean's and enrich's (not yet supported).
+    crate::lake::install_daily_without_checks(&p);
     generate(&p, "gen");
     platform(&moto, &p);
     p.write("cartflow.yaml", STREAMING_CONFIG);

@@ -1048,8 +1048,13 @@ fn raw_lines(dir: &std::path::Path) -> u64 {
 
 /// The cells of the body rows of a query page's result table, unescaped.
 fn result_cells(page: &str) -> Vec<Vec<String>> {
+    table_cells(page, "list result")
+}
+
+/// The text of each cell of each body row of the first table of class `class` in `page`.
+fn table_cells(page: &str, class: &str) -> Vec<Vec<String>> {
     let table = page
-        .split(r#"<table class="list result">"#)
+        .split(&format!(r#"<table class="{class}">"#))
         .nth(1)
         .and_then(|t| t.split("</table>").next())
         .unwrap_or_default();
@@ -1113,4 +1118,31 @@ fn lake_files(p: &Project) -> Vec<(PathBuf, u64)> {
     }
     out.sort();
     out
+}
+
+/// A task's data checks on its page (a table of every check's result and failing rows) and on
+/// its run's page (how many passed and failed), after a check stopped a publish.
+#[test]
+fn the_task_page_shows_its_data_checks() {
+    let p = super::checks::ctas_project("error");
+    p.run(&["run", "chk", "--date", "2019-10-01", "-p", "n=50"]).expect_code(1);
+    let ui = Ui::start(&p, &[]);
+    let (status, page) = ui.get("/runs/chk@2019-10-01T00:00:00Z/tasks/t");
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("<h2>Data checks</h2>").expect("a data checks section");
+    let section = &page[at..];
+    let cells = table_cells(section, "list checks");
+    assert_eq!(cells.len(), 2, "{section}");
+    assert_eq!(cells[0][0], "row_count");
+    assert!(
+        cells[0][2].contains("passed") && cells[0][3] == "1 rows staged; between 1 and 1 required",
+        "{:?}",
+        cells[0]
+    );
+    assert_eq!((cells[1][0].as_str(), cells[1][1].as_str()), ("small", "error"));
+    assert!(cells[1][2].contains("FAILED") && cells[1][4] == "n=50", "{:?}", cells[1]);
+    let (status, run) = ui.get("/runs/chk@2019-10-01T00:00:00Z");
+    assert_eq!(status, 200);
+    assert!(run.contains(r#"checks: 1 passed, <span class="err">1 failed</span>"#), "{run}");
+    assert!(!run.contains("&quot;severity&quot;"), "the results, not their JSON: {run}");
 }

@@ -261,8 +261,14 @@ async fn discard(clients: &Clients, c: &Ctas, r: &Record, ctx: &TaskContext) {
     }
 }
 
-/// Materializes the rendered task on Athena: the CTAS at a fresh location, then the swap.
-pub async fn run(r: &RenderedCtas, select: String, aws: &AwsEnv, ctx: &TaskContext) -> Result<String, TaskFailure> {
+/// Materializes the rendered task on Athena: the CTAS at a fresh location, the task's checks
+/// on its temporary table, then the swap. Returns the summary and the failed `warn` checks.
+pub async fn run(
+    r: &RenderedCtas,
+    select: String,
+    aws: &AwsEnv,
+    ctx: &TaskContext,
+) -> Result<(String, Option<String>), TaskFailure> {
     let base = aws.locate(&r.location).map_err(TaskFailure::permanent)?;
     let spec = Ctas {
         database: r.database.clone(),
@@ -276,8 +282,13 @@ pub async fn run(r: &RenderedCtas, select: String, aws: &AwsEnv, ctx: &TaskConte
     materialize(aws, &spec, &label, ctx).await
 }
 
-/// Runs the CTAS and the swap. `label` says which DAG, task and interval it is for.
-async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> Result<String, TaskFailure> {
+/// Runs the CTAS, the checks and the swap. `label` says which DAG, task and interval it is for.
+async fn materialize(
+    aws: &AwsEnv,
+    c: &Ctas,
+    label: &str,
+    ctx: &TaskContext,
+) -> Result<(String, Option<String>), TaskFailure> {
     let clients = &aws.clients;
     let log = &ctx.log;
     let fail = |e: AwsError| TaskFailure::new(e.to_string());
@@ -378,10 +389,27 @@ async fn materialize(aws: &AwsEnv, c: &Ctas, label: &str, ctx: &TaskContext) -> 
         Err(WatchEnd::Unreachable(e)) => return Err(TaskFailure::new(format!("lost track of {what}: {e}"))),
     }
     let scanned = end.map_or(0, |q| q.scanned);
+    let mut results = Vec::new();
+    let mut checks_failed = None;
+    if !ctx.checks.is_empty() {
+        // Write-audit-publish: the temporary table is the staged output.
+        results = crate::checks::aws::run(aws, &c.database, &rec.tmp, &c.table, c.partition.as_ref(), &ctx.checks, ctx)
+            .await
+            .map_err(fail)?;
+        match crate::checks::verdict(ctx, &results) {
+            Ok(warned) => checks_failed = warned,
+            Err(f) => {
+                discard(clients, c, &rec, ctx).await;
+                ctx.facts.clear(FACT)?;
+                ended(ctx, &rec)?;
+                return Err(f);
+            }
+        }
+    }
     let summary = swap(clients, c, &rec, ctx).await.map_err(fail)?;
     ctx.facts.clear(FACT)?;
     ended(ctx, &rec)?;
-    Ok(format!("{summary} (query {id}, {scanned} bytes scanned)"))
+    Ok((format!("{summary} (query {id}, {scanned} bytes scanned){}", crate::checks::summary(&results)), checks_failed))
 }
 
 /// Points the target at the query's output and drops the temporary table; then retention.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, LocalEnv};
-use crate::task::{CompileEnv, Kind, TaskContext, TaskFailure, TaskOutput};
+use crate::task::{CompileEnv, Kind, Publishes, TaskContext, TaskFailure, TaskOutput};
 use crate::template::{self, Escaping, Template, TemplateError};
 
 #[cfg(feature = "aws")]
@@ -112,6 +112,8 @@ impl Kind for AthenaCtas {
         "materialize a SQL file into a table (Athena CTAS; locally DataFusion + a catalog swap)";
     type Config = AthenaCtasConfig;
     type Rendered = RenderedCtas;
+    const PUBLISHES: Publishes = Publishes::Table;
+    const CHECKS_ON_AWS: bool = true;
 
     fn validate(c: &AthenaCtasConfig, env: &CompileEnv) -> Result<(), String> {
         let mut problems = Vec::new();
@@ -199,18 +201,25 @@ impl Kind for AthenaCtas {
                 Env::Aws(_) => ", on Athena",
             }
         ));
-        let summary = match &ctx.env {
-            Env::Local(local) => run_local(&r, sql, local).await?,
+        let (summary, checks_failed) = match &ctx.env {
+            Env::Local(local) => run_local(&r, sql, local, &ctx).await?,
             #[cfg(feature = "aws")]
             Env::Aws(aws) => aws::run(&r, sql, aws, &ctx).await?,
         };
         ctx.log.line(&summary);
-        Ok(TaskOutput { summary: Some(summary), ..TaskOutput::default() })
+        Ok(TaskOutput { summary: Some(summary), checks_failed, ..TaskOutput::default() })
     }
 }
 
-/// Local: DataFusion over the local catalog, then the catalog swap.
-async fn run_local(r: &RenderedCtas, sql: String, local: &LocalEnv) -> Result<String, TaskFailure> {
+/// Local: DataFusion over the local catalog into a fresh folder, the task's checks on it, then
+/// the catalog swap (or, when an `error` check fails, nothing published). Returns the summary
+/// and the failed `warn` checks.
+async fn run_local(
+    r: &RenderedCtas,
+    sql: String,
+    local: &LocalEnv,
+    ctx: &TaskContext,
+) -> Result<(String, Option<String>), TaskFailure> {
     let spec = cartflow_jobs::ctas::CtasSpec {
         database: r.database.clone(),
         table: r.name.clone(),
@@ -220,19 +229,40 @@ async fn run_local(r: &RenderedCtas, sql: String, local: &LocalEnv) -> Result<St
         keep_versions: r.keep_versions,
     };
     let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
-    let report =
-        cartflow_jobs::sql::run_isolated(
-            move || async move { cartflow_jobs::ctas::ctas(&lake, &catalog, &spec).await },
-        )
+    let (checks, template, end) = (ctx.checks.clone(), ctx.template.clone(), ctx.interval.end);
+    let query_failed = |e: cartflow_jobs::sql::SqlError| match e {
+        cartflow_jobs::sql::SqlError::Query(m) => {
+            TaskFailure::permanent(format!("{} ({}): {m}", r.table, r.sql_file.display()))
+        }
+        other => TaskFailure::new(format!("{}: {other}", r.table)),
+    };
+    let (staged, results) = cartflow_jobs::sql::run_isolated(move || async move {
+        let staged = cartflow_jobs::ctas::stage(&lake, &catalog, &spec).await?;
+        if checks.is_empty() {
+            return Ok((staged, Vec::new()));
+        }
+        let target = crate::checks::Staged {
+            dir: staged.dir(),
+            partition: staged.partition().map(|(k, v)| (k.to_string(), v.to_string())),
+            previous: staged.previous(),
+            quarantine: None,
+        };
+        let results = crate::checks::local::run(&lake, &catalog, &checks, &target, &template, end).await?;
+        Ok((staged, results))
+    })
+    .await
+    .map_err(query_failed)?;
+    let mut checks_failed = None;
+    if !results.is_empty() {
+        // Dropping `staged` on a failed check deletes it: the table stays as it was.
+        checks_failed = crate::checks::verdict(ctx, &results)?;
+    }
+    let report = tokio::task::spawn_blocking(move || staged.publish())
         .await
-        .map_err(|e| match e {
-            cartflow_jobs::sql::SqlError::Query(m) => {
-                TaskFailure::permanent(format!("{} ({}): {m}", r.table, r.sql_file.display()))
-            }
-            other => TaskFailure::new(format!("{}: {other}", r.table)),
-        })?;
-    Ok(format!(
-        "{} rows -> {} at {} (catalog version {}){}",
+        .map_err(|e| TaskFailure::new(format!("{}: publishing panicked: {e}", r.table)))?
+        .map_err(query_failed)?;
+    let summary = format!(
+        "{} rows -> {} at {} (catalog version {}){}{}",
         report.rows,
         r.table,
         report.location,
@@ -241,8 +271,10 @@ async fn run_local(r: &RenderedCtas, sql: String, local: &LocalEnv) -> Result<St
             String::new()
         } else {
             format!("; removed {} old version(s)", report.removed.len())
-        }
-    ))
+        },
+        crate::checks::summary(&results)
+    );
+    Ok((summary, checks_failed))
 }
 
 #[cfg(test)]
