@@ -29,6 +29,7 @@ pub mod duration;
 pub mod engine;
 pub mod env;
 pub mod flows;
+pub mod ids;
 pub mod kinds;
 pub mod notify;
 pub mod process;

@@ -203,17 +203,7 @@ impl From<TemplateError> for TaskFailure {
     }
 }
 
-/// What a kind publishes, and so which data checks (`checks:`) its tasks may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publishes {
-    /// No table: `checks:` is refused.
-    Nothing,
-    /// A table or a partition, staged before it is swapped in: every check but
-    /// `quarantine_rate`.
-    Table,
-    /// A partition and the quarantine of the rows it refused: every check.
-    TableWithQuarantine,
-}
+pub use crate::checks::Publishes;
 
 /// A task kind.
 pub trait Kind: Debug + Send + Sync + 'static {
@@ -346,3 +336,5 @@ pub const fn entry<K: Kind>() -> KindEntry {
         checks_on_aws: K::CHECKS_ON_AWS,
     }
 }
+
+pub use crate::ids::valid_id;

@@ -4,18 +4,39 @@
 use super::run::{Engine, Names};
 use super::{Check, CheckResult, literal};
 use crate::aws::{AwsEnv, AwsError, glue};
-use crate::task::TaskContext;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::template;
 
 struct Athena<'a> {
     aws: &'a AwsEnv,
     database: &'a str,
-    ctx: &'a TaskContext,
+    on: &'a On<'a>,
+}
+
+/// What the checks of one attempt run under: its log, its cancel token, its template context
+/// and its interval's end (for `freshness`).
+pub struct On<'a> {
+    /// Writes a line to the attempt's log.
+    pub log: &'a (dyn Fn(&str) + Sync),
+    /// The attempt's cancel token.
+    pub cancel: &'a CancellationToken,
+    /// Renders the `sql:` checks.
+    pub template: &'a template::Context,
+    /// The interval's end.
+    pub interval_end: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for On<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("On").field("interval_end", &self.interval_end).finish_non_exhaustive()
+    }
 }
 
 impl Engine for Athena<'_> {
     async fn rows(&self, sql: &str, limit: usize) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
-        let log = |l: &str| self.ctx.log.line(l);
-        let a = crate::aws::athena_query::run(self.aws, sql, self.database, limit, &log, &self.ctx.cancel)
+        let a = crate::aws::athena_query::run(self.aws, sql, self.database, limit, self.on.log, self.on.cancel)
             .await
             .map_err(|e| e.to_string())?;
         Ok((a.columns, a.rows))
@@ -33,7 +54,7 @@ pub async fn run(
     table: &str,
     partition: Option<&(String, String)>,
     checks: &[Check],
-    ctx: &TaskContext,
+    on: &On<'_>,
 ) -> Result<Vec<CheckResult>, AwsError> {
     let g = &aws.clients.glue;
     let q = |t: &str| format!("\"{database}\".\"{t}\"");
@@ -53,6 +74,6 @@ pub async fn run(
     let previous_or_empty =
         previous.as_ref().map(|p| p.0.clone()).unwrap_or_else(|| format!("(SELECT * FROM {this} WHERE false)"));
     let names = Names { this, previous, quarantine: None, previous_or_empty };
-    let engine = Athena { aws, database, ctx };
-    Ok(super::run::run(&engine, checks, &names, &ctx.template, ctx.interval.end).await)
+    let engine = Athena { aws, database, on };
+    Ok(super::run::run(&engine, checks, &names, on.template, on.interval_end).await)
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::{HumanDuration, humanize};
-use crate::task::{Publishes, TaskContext, TaskFailure};
 use crate::template::{self, Template};
 use crate::yaml::{Node, Pos, Value, did_you_mean};
 
@@ -238,7 +237,7 @@ pub fn parse(
                     }
                 },
                 "name" => match v.scalar_text() {
-                    Some(n) if crate::dag::compile::valid_id(&n) => name = Some(n),
+                    Some(n) if crate::ids::valid_id(&n) => name = Some(n),
                     _ => {
                         err(v.pos, "a check's `name` is a plain name (letters, digits, `_ - .`)".into(), None);
                         broken = true;
@@ -571,33 +570,6 @@ impl Staged {
     }
 }
 
-/// The checks' verdict, after they ran: the results are saved (fact [`FACT`]) and logged; a
-/// failing `error` check fails the task (not retryable: the output was discarded), and the
-/// failing `warn` checks are returned, to raise `check_failed` with the task's success.
-pub fn verdict(ctx: &TaskContext, results: &[CheckResult]) -> Result<Option<String>, TaskFailure> {
-    let json = serde_json::to_string(results).unwrap_or_else(|_| "[]".into());
-    ctx.facts.set(FACT, &json)?;
-    for r in results {
-        ctx.log.line(r.line());
-    }
-    let failed = |sev: Severity| -> Vec<String> {
-        results.iter().filter(|r| !r.passed && r.severity == sev).map(CheckResult::line).collect()
-    };
-    let errors = failed(Severity::Error);
-    if !errors.is_empty() {
-        let text = errors.join("; ");
-        ctx.log.line("the staged output was discarded: the published table is unchanged");
-        return Err(TaskFailure {
-            checks_failed: Some(text.clone()),
-            ..TaskFailure::permanent(format!(
-                "{text}; the staged output was discarded (the published table is unchanged)"
-            ))
-        });
-    }
-    let warns = failed(Severity::Warn);
-    Ok((!warns.is_empty()).then(|| warns.join("; ")))
-}
-
 /// `, checks: 4 passed, 1 warned` for a task's summary.
 pub fn summary(results: &[CheckResult]) -> String {
     if results.is_empty() {
@@ -640,6 +612,18 @@ fn ident(c: &str) -> String {
 /// The template for an `sql:` check with `{{ this }}` and `{{ previous }}` replaced.
 fn sql_template(text: &str, this: &str, previous: &str) -> Template {
     Template::from(substitute(text, this, previous).as_str())
+}
+
+/// What a kind publishes, and so which data checks (`checks:`) its tasks may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishes {
+    /// No table: `checks:` is refused.
+    Nothing,
+    /// A table or a partition, staged before it is swapped in: every check but
+    /// `quarantine_rate`.
+    Table,
+    /// A partition and the quarantine of the rows it refused: every check.
+    TableWithQuarantine,
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl ProjectConfig {
             let p = e.pos.unwrap_or_default();
             err(p.line, p.column, e.message, e.hint)
         })?;
-        if let Some(name) = cfg.notify.targets.keys().find(|n| !crate::dag::compile::valid_id(n)) {
+        if let Some(name) = cfg.notify.targets.keys().find(|n| !crate::task::valid_id(n)) {
             let p = key_pos(&node, &["notify", "targets", name]).unwrap_or_default();
             return Err(err(
                 p.line,

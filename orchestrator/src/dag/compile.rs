@@ -448,14 +448,7 @@ impl Ctx<'_> {
     }
 }
 
-/// Whether `s` may be an id (of a DAG, a task, a notify target): letters, digits, `_ - .`,
-/// not starting with `.`, at most 200 characters.
-pub fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 200
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        && !s.starts_with('.')
-}
+pub use crate::task::valid_id;
 
 const ID_HINT: &str = "ids may use letters, digits, `_`, `-` and `.` (they name folders and run ids)";
 

@@ -117,23 +117,12 @@ async fn run_local(
                 .await
                 .map_err(|e| TaskFailure::new(format!("clean_events panicked: {e}")))?
                 .map_err(|e| TaskFailure::new(e.to_string()))?;
-            let mut results = Vec::new();
-            let mut checks_failed = None;
-            if !ctx.checks.is_empty() {
-                let target = crate::checks::Staged {
-                    quarantine: staged.fresh(1).map(std::path::Path::to_path_buf),
-                    ..crate::checks::Staged::partition(&staged, 0)
-                };
-                let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
-                let (checks, template, end) = (ctx.checks.clone(), ctx.template.clone(), ctx.interval.end);
-                results = cartflow_jobs::sql::run_isolated(move || async move {
-                    crate::checks::local::run(&lake, &catalog, &checks, &target, &template, end).await
-                })
-                .await
-                .map_err(|e| TaskFailure::new(format!("running the checks: {e}")))?;
-                // Dropping `staged` on a failed check deletes it: the partition stays as it was.
-                checks_failed = crate::checks::verdict(ctx, &results)?;
-            }
+            let target = crate::checks::Staged {
+                quarantine: staged.fresh(1).map(std::path::Path::to_path_buf),
+                ..crate::checks::Staged::partition(&staged, 0)
+            };
+            // A failed check returns here: dropping `staged` deletes it, the partition stays as it was.
+            let (results, checks_failed) = super::local_checks(ctx, local, target).await?;
             let live = local.lake.join(&report.location);
             tokio::task::spawn_blocking(move || staged.publish())
                 .await

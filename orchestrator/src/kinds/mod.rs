@@ -73,3 +73,58 @@ where
         }
     }
 }
+
+/// The checks' verdict, after they ran: the results are saved (fact [`FACT`]) and logged; a
+/// failing `error` check fails the task (not retryable: the output was discarded), and the
+/// failing `warn` checks are returned, to raise `check_failed` with the task's success.
+pub(crate) fn check_verdict(
+    ctx: &crate::task::TaskContext,
+    results: &[crate::checks::CheckResult],
+) -> Result<Option<String>, crate::task::TaskFailure> {
+    use crate::checks::{CheckResult, FACT, Severity};
+    use crate::task::TaskFailure;
+    let json = serde_json::to_string(results).unwrap_or_else(|_| "[]".into());
+    ctx.facts.set(FACT, &json)?;
+    for r in results {
+        ctx.log.line(r.line());
+    }
+    let failed = |sev: Severity| -> Vec<String> {
+        results.iter().filter(|r| !r.passed && r.severity == sev).map(CheckResult::line).collect()
+    };
+    let errors = failed(Severity::Error);
+    if !errors.is_empty() {
+        let text = errors.join("; ");
+        ctx.log.line("the staged output was discarded: the published table is unchanged");
+        return Err(TaskFailure {
+            checks_failed: Some(text.clone()),
+            ..TaskFailure::permanent(format!(
+                "{text}; the staged output was discarded (the published table is unchanged)"
+            ))
+        });
+    }
+    let warns = failed(Severity::Warn);
+    Ok((!warns.is_empty()).then(|| warns.join("; ")))
+}
+
+/// Runs a task's data checks (if it has any) on its staged output `target` on the local
+/// backend, and gives their results and verdict: a failing `error` check is an `Err` (the
+/// caller drops the staged output, so the partition stays as it was), failing `warn` checks the
+/// `Some` text to raise `check_failed` with.
+pub(crate) async fn local_checks(
+    ctx: &crate::task::TaskContext,
+    local: &crate::env::LocalEnv,
+    target: crate::checks::Staged,
+) -> Result<(Vec<crate::checks::CheckResult>, Option<String>), crate::task::TaskFailure> {
+    if ctx.checks.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let (lake, catalog) = (local.lake.clone(), local.catalog.clone());
+    let (checks, template, end) = (ctx.checks.clone(), ctx.template.clone(), ctx.interval.end);
+    let results = cartflow_jobs::sql::run_isolated(move || async move {
+        crate::checks::local::run(&lake, &catalog, &checks, &target, &template, end).await
+    })
+    .await
+    .map_err(|e| crate::task::TaskFailure::new(format!("running the checks: {e}")))?;
+    let warned = check_verdict(ctx, &results)?;
+    Ok((results, warned))
+}

@@ -393,10 +393,17 @@ async fn materialize(
     let mut checks_failed = None;
     if !ctx.checks.is_empty() {
         // Write-audit-publish: the temporary table is the staged output.
-        results = crate::checks::aws::run(aws, &c.database, &rec.tmp, &c.table, c.partition.as_ref(), &ctx.checks, ctx)
+        let log = |l: &str| ctx.log.line(l);
+        let on = crate::checks::aws::On {
+            log: &log,
+            cancel: &ctx.cancel,
+            template: &ctx.template,
+            interval_end: ctx.interval.end,
+        };
+        results = crate::checks::aws::run(aws, &c.database, &rec.tmp, &c.table, c.partition.as_ref(), &ctx.checks, &on)
             .await
             .map_err(fail)?;
-        match crate::checks::verdict(ctx, &results) {
+        match crate::kinds::check_verdict(ctx, &results) {
             Ok(warned) => checks_failed = warned,
             Err(f) => {
                 discard(clients, c, &rec, ctx).await;

@@ -255,7 +255,7 @@ async fn run_local(
     let mut checks_failed = None;
     if !results.is_empty() {
         // Dropping `staged` on a failed check deletes it: the table stays as it was.
-        checks_failed = crate::checks::verdict(ctx, &results)?;
+        checks_failed = crate::kinds::check_verdict(ctx, &results)?;
     }
     let report = tokio::task::spawn_blocking(move || staged.publish())
         .await
