@@ -87,6 +87,25 @@ pub fn partition_value_problem(value: &str) -> Option<&'static str> {
     None
 }
 
+/// Why `value` is not a value of the partition column's type `dt` as the engine writes it as
+/// text, if it is not. Text columns take any value ([`partition_value_problem`] still applies).
+pub fn partition_value_type_problem(value: &str, dt: &DataType) -> Option<String> {
+    if matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+        return None;
+    }
+    let text: ArrayRef = std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![value]));
+    let strict = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let typed = match datafusion::arrow::compute::cast_with_options(&text, dt, &strict) {
+        Ok(t) if t.null_count() == 0 => t,
+        _ => return Some(format!("it is not a {}", crate::sql::glue_type(dt))),
+    };
+    match as_strings(&typed).ok().and_then(|v| v.into_iter().next().flatten()) {
+        Some(back) if back == value => None,
+        Some(back) => Some(format!("a {} is written `{back}`, not `{value}`", crate::sql::glue_type(dt))),
+        None => Some(format!("it is not a {}", crate::sql::glue_type(dt))),
+    }
+}
+
 /// Runs the query and publishes its rows. The location and the partition value are checked
 /// first: nothing outside the lake is ever written or deleted.
 pub async fn ctas(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<CtasReport, SqlError> {
@@ -286,6 +305,16 @@ pub async fn stage(lake: &Path, catalog_path: &Path, spec: &CtasSpec) -> Result<
                     "the query of partitioned table {qualified} has no `{key}` column (Athena needs the partition column last)"
                 )));
             };
+            // The value names the partition's folder and stands for the column's value: it must
+            // be one of the column's type, written as the engine writes it (`2019-10-01` for a
+            // date, `7` — not `007` — for a bigint), even when the query produced no rows.
+            let column_type = schema.field(idx).data_type();
+            if let Some(why) = partition_value_type_problem(value, column_type) {
+                return Err(SqlError::Query(format!(
+                    "partition value {value:?} of `{key}` is refused: {why} (the query's `{key}` is a {})",
+                    crate::sql::glue_type(column_type)
+                )));
+            }
             for b in &batches {
                 for v in as_strings(b.column(idx))? {
                     if v.as_deref() != Some(value.as_str()) {
@@ -507,6 +536,27 @@ mod tests {
             let names: Vec<_> = std::fs::read_dir(&victim).expect("ls").flatten().map(|e| e.file_name()).collect();
             assert_eq!(names.len(), 2, "nothing written beside the victim's files: {names:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_partition_value_is_of_the_partition_column_s_type_even_with_no_rows() {
+        let (dir, cat) = lake();
+        // No rows: the row check has nothing to compare, the type check still refuses.
+        for (sql, value, why) in [
+            ("SELECT 1 AS n, DATE '2019-10-01' AS dt WHERE false", "abc", "it is not a date"),
+            ("SELECT 1 AS n, DATE '2019-10-01' AS dt WHERE false", "2019-13-01", "it is not a date"),
+            ("SELECT 1 AS n, CAST(7 AS BIGINT) AS dt WHERE false", "007", "a bigint is written `7`, not `007`"),
+            ("SELECT 1 AS n, CAST(7 AS BIGINT) AS dt WHERE false", "seven", "it is not a bigint"),
+        ] {
+            let e = ctas(dir.path(), &cat, &spec(sql, Some(value))).await.expect_err(value).to_string();
+            assert!(e.contains(&format!("partition value {value:?} of `dt` is refused: {why}")), "{value}: {e}");
+            assert!(!dir.path().join(format!("curated/out/dt={value}")).exists(), "{value}: no folder");
+        }
+        let ok = "SELECT 1 AS n, DATE '2019-10-03' AS dt WHERE false";
+        ctas(dir.path(), &cat, &spec(ok, Some("2019-10-03"))).await.expect("a date for a date column");
+        let ok = "SELECT 1 AS n, CAST(7 AS BIGINT) AS dt";
+        assert_eq!(ctas(dir.path(), &cat, &spec(ok, Some("7"))).await.expect("a bigint").rows, 1);
+        assert_eq!(partition_value_type_problem("anything", &DataType::Utf8), None);
     }
 
     #[tokio::test]

@@ -34,14 +34,16 @@ pub enum KaggleError {
         /// What is wrong.
         message: String,
     },
-    /// The first line is not the dataset's header.
-    #[error("{path}:1: expected the header `{expected}`, found `{found}`")]
+    /// The first line is not the dataset's header. The message shows the line's fields only
+    /// where they are column names of the dataset: the file may be anything a path names (a
+    /// `-p source=…` from the web UI), and its first line is not echoed into logs and pages.
+    #[error("{path}:1: expected the header `{expected}`, found {found}")]
     Header {
         /// The file.
         path: PathBuf,
         /// The header of the dataset.
         expected: String,
-        /// What the file has.
+        /// What the file has, as [`describe_header`] shows it.
         found: String,
     },
     /// Writing the raw zone failed.
@@ -182,6 +184,25 @@ pub fn record_to_json(fields: &[std::borrow::Cow<'_, str>], out: &mut Vec<u8>) {
 }
 
 /// Reads every record of a Kaggle file: `f(line_number, fields, raw_line)`, where `fields` is
+/// The longest first line read as the header.
+const MAX_HEADER_BYTES: u64 = 4096;
+
+/// A first line that is not the header, for a message: its fields where they are column names
+/// of the dataset, `?` for any other field (their text is not shown).
+pub fn describe_header(line: &str) -> String {
+    let fields: Vec<&str> = line.split(',').collect();
+    if line.is_empty() {
+        return "an empty line".into();
+    }
+    let shown: Vec<&str> = fields.iter().take(20).map(|f| if COLUMNS.contains(f) { *f } else { "?" }).collect();
+    let more = if fields.len() > 20 { ",…" } else { "" };
+    format!(
+        "a line of {} field(s): `{}{more}` (fields that are not columns of the dataset show as `?`)",
+        fields.len(),
+        shown.join(",")
+    )
+}
+
 /// `None` for a line that is not nine well-quoted fields. The header is checked.
 pub fn for_each_record(
     path: &Path,
@@ -189,17 +210,20 @@ pub fn for_each_record(
 ) -> Result<u64, KaggleError> {
     with_reader(path, |r| {
         let io = |source| KaggleError::Io { path: path.to_path_buf(), source };
-        let mut line = String::with_capacity(256);
         let mut n = 0u64;
-        if r.read_line(&mut line).map_err(io)? == 0 {
+        // The header is short: at most 4 KiB of it is read (a file without line breaks is not
+        // read whole into memory to find out).
+        let mut head = Vec::with_capacity(256);
+        if std::io::Read::take(&mut *r, MAX_HEADER_BYTES).read_until(b'\n', &mut head).map_err(io)? == 0 {
             return Ok(0);
         }
-        let header = line.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']);
-        if header != COLUMNS.join(",") {
+        let text = String::from_utf8_lossy(&head);
+        let header = text.trim_start_matches('\u{feff}').trim_end_matches(['\r', '\n']);
+        if header != COLUMNS.join(",") || (!head.ends_with(b"\n") && head.len() as u64 == MAX_HEADER_BYTES) {
             return Err(KaggleError::Header {
                 path: path.to_path_buf(),
                 expected: COLUMNS.join(","),
-                found: header.chars().take(200).collect(),
+                found: describe_header(header),
             });
         }
         let mut bytes = Vec::with_capacity(256);
@@ -387,6 +411,25 @@ this line is broken\n\
         std::fs::write(&p, "a,b,c\n1,2,3\n").expect("write");
         let e = read_all(&p).expect_err("header");
         assert!(e.to_string().contains("x.csv:1: expected the header `event_time,event_type"), "{e}");
+        assert!(e.to_string().contains("found a line of 3 field(s): `?,?,?`"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_header_is_not_echoed_only_the_dataset_s_column_names_are() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("secret.csv");
+        std::fs::write(&p, "root:x:0:0:root:/root:/bin/bash\nb\n").expect("write");
+        let e = read_all(&p).expect_err("header").to_string();
+        assert!(!e.contains("root"), "{e}");
+        assert!(e.contains("found a line of 1 field(s): `?`"), "{e}");
+        // Swapped columns: the names are the dataset's, so they are shown.
+        std::fs::write(&p, "event_type,event_time,token123,product_id\n").expect("write");
+        let e = read_all(&p).expect_err("header").to_string();
+        assert!(e.contains("`event_type,event_time,?,product_id`"), "{e}");
+        // A first line without end is read up to 4 KiB, not whole.
+        std::fs::write(&p, "x".repeat(1 << 20)).expect("write");
+        let e = read_all(&p).expect_err("header").to_string();
+        assert!(e.contains("a line of 1 field(s)") && !e.contains("xxx"), "{e}");
     }
 
     #[test]

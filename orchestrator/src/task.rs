@@ -271,8 +271,11 @@ impl<K: Kind> CompiledTask for Compiled<K> {
 }
 
 /// Every problem of the config at once: each key serde refuses, and (when the config as
-/// written deserializes, unknown keys aside) what the kind's own checks find.
-fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTask>, Vec<DeError>> {
+/// written deserializes, unknown keys aside) what the kind's own checks find. With the problems
+/// comes the config as written when it deserialized (unknown keys aside), so that the compile
+/// step can render it and report what rendering refuses too (a path leaving the lake beside a
+/// missing SQL file).
+fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTask>, CompileErrors> {
     let (config, mut errors) = match yaml::from_node_all::<K::Config>(node) {
         Ok(c) => (Some(c), Vec::new()),
         Err((errors, rest)) => (rest, errors),
@@ -284,8 +287,19 @@ fn compile<K: Kind>(node: &Node, env: &CompileEnv) -> Result<Arc<dyn CompiledTas
     }
     match config {
         Some(c) if errors.is_empty() => Ok(Arc::new(Compiled::<K>(c))),
-        _ => Err(errors),
+        Some(c) => Err(CompileErrors { errors, as_written: Some(Arc::new(Compiled::<K>(c))) }),
+        None => Err(CompileErrors { errors, as_written: None }),
     }
+}
+
+/// The problems of a task's config, and the config as written when it deserialized (unknown
+/// keys aside): it can still be rendered, for the problems rendering finds.
+#[derive(Debug)]
+pub struct CompileErrors {
+    /// Every problem serde and the kind's checks found.
+    pub errors: Vec<DeError>,
+    /// The config, for rendering only (it is not a task that may run).
+    pub as_written: Option<Arc<dyn CompiledTask>>,
 }
 
 /// What the compile step knows beyond a task's config.
@@ -309,7 +323,7 @@ impl CompileEnv {
 }
 
 /// Deserializes and checks one task's config; every problem is returned.
-pub type CompileFn = fn(&Node, &CompileEnv) -> Result<Arc<dyn CompiledTask>, Vec<DeError>>;
+pub type CompileFn = fn(&Node, &CompileEnv) -> Result<Arc<dyn CompiledTask>, CompileErrors>;
 
 /// A kind as the compile step sees it.
 #[derive(Debug, Clone, Copy)]

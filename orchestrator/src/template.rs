@@ -387,6 +387,7 @@ impl Context {
                 Piece::Var { name, offset, days } => {
                     let value = self.value_of(name, offset, days)?;
                     let value = value.as_ref();
+                    let before = last_word(&lexer.code);
                     let place = lexer.placeholder();
                     let unsafe_ = |context, why| TemplateError::Unsafe {
                         name: name.to_string(),
@@ -395,7 +396,7 @@ impl Context {
                         why,
                         at: Some(Position::of(&t.0, offset)),
                     };
-                    out.push_str(&sql_value(value, place).map_err(|(c, w)| unsafe_(c, w))?);
+                    out.push_str(&sql_value(value, place, &before).map_err(|(c, w)| unsafe_(c, w))?);
                 }
             }
         }
@@ -521,8 +522,22 @@ pub fn is_number_or_date(v: &str) -> bool {
             || chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").is_ok())
 }
 
-/// A value rendered for its place in SQL, or why it cannot stand there.
-fn sql_value(value: &str, place: SqlPlace) -> Result<String, (&'static str, &'static str)> {
+/// The last word of SQL code, lowercased (`date` of `WHERE d = DATE `).
+fn last_word(code: &str) -> String {
+    let t = code.trim_end();
+    let start = t.char_indices().rev().take_while(|(_, c)| word_char(*c)).last().map_or(t.len(), |(i, _)| i);
+    t[start..].to_lowercase()
+}
+
+/// A value rendered for its place in SQL, or why it cannot stand there. `before` is the word of
+/// code right before the placeholder.
+///
+/// Outside quotes a number stands as it is (a negative one in parentheses) and a date or a
+/// timestamp as a typed literal: `2019-10-01` bare would be arithmetic (2019 - 10 - 1 = 2008),
+/// so `{{ ds }}` renders `DATE '2019-10-01'` (`'2019-10-01'` after the author's own `DATE`),
+/// and a timestamp `TIMESTAMP '2019-10-01 00:00:00+00:00'`, which Trino and DataFusion read
+/// alike.
+fn sql_value(value: &str, place: SqlPlace, before: &str) -> Result<String, (&'static str, &'static str)> {
     match place {
         SqlPlace::Code => {
             if !is_number_or_date(value) {
@@ -532,7 +547,17 @@ fn sql_value(value: &str, place: SqlPlace) -> Result<String, (&'static str, &'st
                      quote the placeholder ('{{ … }}') to use the value as text",
                 ));
             }
-            Ok(if value.starts_with('-') { format!("({value})") } else { value.to_string() })
+            let number = value.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+                && !value.get(1..).is_some_and(|rest| rest.contains('-'));
+            if number {
+                return Ok(if value.starts_with('-') { format!("({value})") } else { value.to_string() });
+            }
+            if value.len() == 10 {
+                return Ok(if before == "date" { format!("'{value}'") } else { format!("DATE '{value}'") });
+            }
+            let ts = value.replacen('T', " ", 1);
+            let ts = ts.strip_suffix('Z').map_or(ts.clone(), |t| format!("{t}+00:00"));
+            Ok(if before == "timestamp" { format!("'{ts}'") } else { format!("TIMESTAMP '{ts}'") })
         }
         SqlPlace::Literal { escapes } => {
             if value.chars().any(char::is_control) {
@@ -874,34 +899,92 @@ fn one_query(code: &str) -> Option<String> {
 /// The shells whose `-c` argument is a script.
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"];
 
-/// The `{{ params.* }}` placeholders spliced into a shell script: the argument after `-c` (or
-/// `-ec`, `-euxc`, …) of a `command` whose program is a shell. A param there is untrusted text
+/// Interpreters that run the text of an option as a program, with that option: `python3 -c`,
+/// `perl -e`, `node -e`, ...
+const INTERPRETERS: &[(&str, &[&str])] = &[
+    ("python", &["-c"]),
+    ("pypy", &["-c"]),
+    ("perl", &["-e", "-E"]),
+    ("ruby", &["-e"]),
+    ("node", &["-e", "-p", "--eval", "--print"]),
+    ("nodejs", &["-e", "-p", "--eval", "--print"]),
+    ("php", &["-r"]),
+    ("Rscript", &["-e"]),
+];
+
+/// Programs that run another program given as one of their arguments (`env X=1 sh -c …`,
+/// `timeout 60 bash -c …`, `nice -n 5 sh -c …`): the check looks through them.
+const WRAPPERS: &[&str] = &[
+    "env", "nice", "nohup", "timeout", "stdbuf", "setsid", "sudo", "doas", "exec", "time", "ionice", "chrt", "taskset",
+    "xargs", "flock", "unbuffer", "chroot", "runuser", "su", "command", "builtin",
+];
+
+/// A program's name without its folder and an interpreter's version (`/usr/bin/python3.11` is
+/// `python`).
+fn program_name(program: &str) -> &str {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if INTERPRETERS.iter().any(|(i, _)| *i == base) { base } else { name }
+}
+
+/// The argument that holds a program's code, if the program runs code given as an argument:
+/// the one after `-c` (or `-ec`, `-euxc`, …) of a shell, after `-e` of perl, `-c` of python, ...
+fn code_argument(name: &str, args: &[&str]) -> Option<(usize, String)> {
+    if SHELLS.contains(&name) {
+        let args_from = usize::from(name == "busybox");
+        let rest = args.get(args_from..).unwrap_or_default();
+        let i = rest.iter().position(|a| {
+            a.strip_prefix('-')
+                .is_some_and(|o| !o.starts_with('-') && o.chars().all(|c| c.is_ascii_alphabetic()) && o.contains('c'))
+        })?;
+        return rest.get(i + 1).map(|_| (args_from + i + 1, format!("{name} {}", rest[i])));
+    }
+    let (_, flags) = INTERPRETERS.iter().find(|(i, _)| *i == name)?;
+    let i = args.iter().position(|a| flags.contains(a))?;
+    args.get(i + 1).map(|_| (i + 1, format!("{name} {}", args[i])))
+}
+
+/// The `{{ params.* }}` placeholders spliced into code: the script after `-c` (or `-ec`,
+/// `-euxc`, …) of a shell, the program text after `python3 -c`, `perl -e`, `node -e`, …, also
+/// behind a wrapper (`env X=1 sh -c …`, `timeout 60 bash -c …`). A param there is untrusted text
 /// run as code (`-p out_dir='x; rm -rf ~'`); it belongs in an argument (`"$1"`) or in `env:`.
 /// Returns one message per placeholder, for the compile step of `command` to report.
 pub fn params_in_shell_script(program: &str, args: &[&str]) -> Vec<String> {
-    let name = program.rsplit('/').next().unwrap_or(program);
-    if !SHELLS.contains(&name) {
-        return Vec::new();
+    let mut name = program_name(program);
+    let mut args = args;
+    // Through the wrappers: the first argument that names a shell or an interpreter is the
+    // program they run.
+    while WRAPPERS.contains(&name) {
+        let Some(i) = args.iter().position(|a| {
+            let n = program_name(a);
+            SHELLS.contains(&n) || INTERPRETERS.iter().any(|(i, _)| *i == n) || WRAPPERS.contains(&n)
+        }) else {
+            return Vec::new();
+        };
+        name = program_name(args[i]);
+        args = &args[i + 1..];
     }
-    let args = if name == "busybox" { args.get(1..).unwrap_or_default() } else { args };
-    let Some(i) = args.iter().position(|a| {
-        a.strip_prefix('-')
-            .is_some_and(|o| !o.starts_with('-') && o.chars().all(|c| c.is_ascii_alphabetic()) && o.contains('c'))
-    }) else {
-        return Vec::new();
-    };
-    let Some(script) = args.get(i + 1) else { return Vec::new() };
+    let Some((at, how)) = code_argument(name, args) else { return Vec::new() };
+    let script = args[at];
     let Ok(pieces) = parse(script) else { return Vec::new() };
+    let shell = SHELLS.contains(&name);
     pieces
         .into_iter()
         .filter_map(|p| match p {
-            Piece::Var { name: var, offset, .. } if var.starts_with("params.") => Some(format!(
-                "`{{{{ {var} }}}}` is spliced into the `{name} {}` script (at {}): a param is untrusted text and \
-                 would run as shell code: pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
-                 or through `env:` and quote it (\"$VAR\")",
-                args[i],
-                Position::of(script, offset)
-            )),
+            Piece::Var { name: var, offset, .. } if var.starts_with("params.") => Some(if shell {
+                format!(
+                    "`{{{{ {var} }}}}` is spliced into the `{how}` script (at {}): a param is untrusted text and \
+                     would run as shell code: pass it as an argument (`{name} -c '... \"$1\" ...' NAME '{{{{ {var} }}}}'`) \
+                     or through `env:` and quote it (\"$VAR\")",
+                    Position::of(script, offset)
+                )
+            } else {
+                format!(
+                    "`{{{{ {var} }}}}` is spliced into the `{how}` program (at {}): a param is untrusted text and \
+                     would run as code: pass it as an argument (`sys.argv`, `process.argv`, `@ARGV`) or through `env:`",
+                    Position::of(script, offset)
+                )
+            }),
             _ => None,
         })
         .collect()
@@ -950,7 +1033,7 @@ mod tests {
             Template::from("SELECT * FROM t WHERE dt >= '{{ ds | add_days(-6) }}' AND d < DATE {{ ds | add_days(1) }}");
         assert_eq!(
             ctx().render(&sql, Escaping::Sql).expect("renders"),
-            "SELECT * FROM t WHERE dt >= '2019-09-25' AND d < DATE 2019-10-02"
+            "SELECT * FROM t WHERE dt >= '2019-09-25' AND d < DATE '2019-10-02'"
         );
         assert!(check_sql("SELECT '{{ ds | add_days(-7) }}'").is_empty());
         let params = BTreeMap::new();
@@ -1009,7 +1092,25 @@ mod tests {
         assert_eq!(params_in_shell_script("/bin/bash", &["-euc", "a\n{{ params.x }} {{ params.y }}"]).len(), 2);
         // As an argument or in env, a param is data.
         assert!(params_in_shell_script("sh", &["-c", "test -s \"$1\"", "check", "{{ params.dir }}"]).is_empty());
-        assert!(params_in_shell_script("python3", &["-c", "print('{{ params.x }}')"]).is_empty());
+        // Code of an interpreter is code too.
+        let py = params_in_shell_script("/usr/bin/python3.11", &["-c", "print('{{ params.x }}')"]);
+        assert_eq!(py.len(), 1, "{py:?}");
+        assert!(py[0].contains("spliced into the `python -c` program"), "{py:?}");
+        assert_eq!(params_in_shell_script("perl", &["-w", "-e", "print '{{ params.x }}'"]).len(), 1);
+        assert_eq!(params_in_shell_script("node", &["--eval", "x('{{ params.x }}')"]).len(), 1);
+        assert!(params_in_shell_script("python3", &["job.py", "{{ params.x }}"]).is_empty());
+        // Behind a wrapper, the shell is still a shell.
+        for (program, args) in [
+            ("/usr/bin/env", &["sh", "-c", "echo {{ params.x }}"][..]),
+            ("env", &["-i", "A=1", "bash", "-ec", "echo {{ params.x }}"]),
+            ("timeout", &["60", "/bin/sh", "-c", "echo {{ params.x }}"]),
+            ("nice", &["-n", "5", "env", "dash", "-c", "echo {{ params.x }}"]),
+            ("sudo", &["-u", "etl", "python3", "-c", "print({{ params.x }})"]),
+        ] {
+            assert_eq!(params_in_shell_script(program, args).len(), 1, "{program} {args:?}");
+        }
+        assert!(params_in_shell_script("env", &["A={{ params.x }}", "./run.sh"]).is_empty());
+        assert!(params_in_shell_script("timeout", &["60", "./run.sh", "{{ params.x }}"]).is_empty());
         assert!(params_in_shell_script("sh", &["script.sh", "{{ params.x }}"]).is_empty());
     }
 
@@ -1019,15 +1120,29 @@ mod tests {
         let r = |t: &str| c.render(&t.into(), Escaping::Sql);
         assert_eq!(
             r("SELECT '{{ params.v }}', {{ params.n }}, {{ params.d }}").expect("ok"),
-            "SELECT 'a''b', (-2), 2019-10-01"
+            "SELECT 'a''b', (-2), DATE '2019-10-01'"
         );
+        // A date outside quotes is a typed literal, never arithmetic (2019-10-01 is 2008 bare).
+        assert_eq!(r("SELECT DATE {{ ds }}, date{{ ds }}").expect("ok"), "SELECT DATE '2019-10-01', date'2019-10-01'");
+        assert_eq!(r("WHERE dt = {{ ds_nodash }}").expect("ok"), "WHERE dt = 20191001");
+        assert_eq!(
+            r("WHERE t >= {{ data_interval_start }} AND t < TIMESTAMP {{ data_interval_end }}").expect("ok"),
+            "WHERE t >= TIMESTAMP '2019-10-01 00:00:00+00:00' AND t < TIMESTAMP '2019-10-02 00:00:00+00:00'"
+        );
+        let z = with(&[("t", "2019-10-01T05:06:07Z"), ("naive", "2019-10-01T05:06:07")]);
+        assert_eq!(
+            z.render(&"SELECT {{ params.t }}, {{ params.naive }}".into(), Escaping::Sql).expect("ok"),
+            "SELECT TIMESTAMP '2019-10-01 05:06:07+00:00', TIMESTAMP '2019-10-01 05:06:07'"
+        );
+        assert_eq!(last_word("x = DATE  \n"), "date");
+        assert_eq!(last_word(""), "");
         // A quote doubled in the text does not end the literal; the literal's end does.
         assert_eq!(r("SELECT 'it''s {{ params.v }}'").expect("ok"), "SELECT 'it''s a''b'");
         assert!(r("SELECT 'x' || {{ params.v }}").is_err());
         assert!(r("SELECT 'x''{{ params.v }}'").is_ok());
         assert_eq!(r("SELECT x -{{ params.n }}").expect("ok"), "SELECT x -(-2)");
         // Comments and quoted identifiers.
-        assert_eq!(r("SELECT 1 -- {{ params.v }}\n, {{ ds }}").expect("ok"), "SELECT 1 -- a'b\n, 2019-10-01");
+        assert_eq!(r("SELECT 1 -- {{ params.v }}\n, {{ ds }}").expect("ok"), "SELECT 1 -- a'b\n, DATE '2019-10-01'");
         assert!(r("SELECT 1 -- x\n, {{ params.v }}").is_err(), "the comment ended at the line break");
         assert!(r("SELECT /* {{ params.v }} */ {{ params.v }}").is_err());
         assert_eq!(r("SELECT \"{{ params.d }}\" FROM t").expect("ok"), "SELECT \"2019-10-01\" FROM t");

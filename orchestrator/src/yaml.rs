@@ -326,6 +326,17 @@ impl de::Error for DeError {
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
         let expected = plain_expected(exp);
+        // `retries: 99999999999999999999999` reaches here as a float: say what it is.
+        if let de::Unexpected::Float(f) = unexp
+            && expected.starts_with("a whole number")
+        {
+            let message = if !f.is_finite() || f.abs() >= 9.2e18 {
+                format!("a number too large ({f:e}), expected {expected}")
+            } else {
+                format!("{f} is not a whole number, expected {expected}")
+            };
+            return DeError { message, pos: None, hint: None };
+        }
         // `clear_env: yes`: YAML 1.1 would have read a boolean; cartflow reads the word.
         let hint = match unexp {
             de::Unexpected::Str(w)

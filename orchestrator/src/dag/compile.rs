@@ -353,7 +353,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// `params:`: each a scalar (its default, any text), or `{type: string|int|date, default: V}`
+    /// `params:`: each a scalar (its default, any text), or `{type: string|int|date|path, default: V}`
     /// or `{enum: [A, B, …], default: V}`; a default that is not of its type is an error.
     fn params(
         &mut self,
@@ -375,7 +375,7 @@ impl Ctx<'_> {
                     None => self.err(
                         v.pos,
                         format!("param `{name}`: a scalar value, or {{type: …, default: …}}"),
-                        Some("types: string, int, date, or enum: [A, B]".into()),
+                        Some("types: string, int, date, path, or enum: [A, B]".into()),
                     ),
                 }
                 continue;
@@ -395,11 +395,12 @@ impl Ctx<'_> {
                     Some("string") => ParamType::String,
                     Some("int") => ParamType::Int,
                     Some("date") => ParamType::Date,
+                    Some("path") => ParamType::Path,
                     _ => {
                         self.err(
                             t.pos,
                             format!("param `{name}`: unknown type"),
-                            Some("string, int or date (or enum: [A, B])".into()),
+                            Some("string, int, date or path (or enum: [A, B])".into()),
                         );
                         continue;
                     }
@@ -435,6 +436,20 @@ impl Ctx<'_> {
             types.insert(name, ty);
         }
         out
+    }
+
+    /// [`Ctx::typed`] for a mapping: every entry's problem is reported, not only the first, and
+    /// the entries without one are kept.
+    fn typed_all<T: serde::de::DeserializeOwned>(&mut self, what: &str, node: &Node) -> Option<T> {
+        match yaml::from_node_all::<T>(node) {
+            Ok(v) => Some(v),
+            Err((errors, rest)) => {
+                for e in errors {
+                    self.de(what, e, node.pos);
+                }
+                rest
+            }
+        }
     }
 
     fn typed<T: serde::de::DeserializeOwned>(&mut self, what: &str, node: &Node) -> Option<T> {
@@ -619,7 +634,7 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
     let notify = fields.get("notify").map(|n| cx.notify(n)).unwrap_or_default();
     let deadline = fields.get("deadline").and_then(|n| cx.deadline("", n).map(|d| (d, n.pos)));
     let defaults: Overrides =
-        fields.get("defaults").and_then(|n| cx.typed::<Overrides>("`defaults`", n)).unwrap_or_default();
+        fields.get("defaults").and_then(|n| cx.typed_all::<Overrides>("`defaults`", n)).unwrap_or_default();
     let base = defaults.apply(&(RetryPolicy::default(), None, None));
     if let (Some(max), Some(n)) = (defaults.max_retry_delay, fields.get("defaults"))
         && max.0 < base.0.delay
@@ -770,9 +785,9 @@ pub fn compile_source(file: &Path, src: &str, opts: &CompileOptions) -> Result<D
         };
         let config = match (kind.compile)(&t.config, &cx.env) {
             Ok(c) => c,
-            Err(errors) => {
+            Err(e) => {
                 // Already reported in read_task; unreachable in practice.
-                for e in errors {
+                for e in e.errors {
                     cx.de("", e, t.pos);
                 }
                 continue;
@@ -905,7 +920,7 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     };
     let deadline = deadline_node.and_then(|v| cx.deadline(&format!("task `{id}`: "), v).map(|d| (d, v.pos)));
     let overrides_node = Node { pos: node.pos, value: Value::Map(override_entries) };
-    let overrides = cx.typed::<Overrides>(&format!("task `{id}`"), &overrides_node).unwrap_or_default();
+    let overrides = cx.typed_all::<Overrides>(&format!("task `{id}`"), &overrides_node).unwrap_or_default();
     let kind = match kind_node {
         None => {
             cx.err(node.pos, format!("task `{id}` is missing required key `kind`"), Some(kinds_hint()));
@@ -938,8 +953,28 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
     }
     let config = Node { pos: node.pos, value: Value::Map(config_entries) };
     if let Some(entry) = kind {
+        // What `run` checks when it renders, checked here with the params' defaults: a path the
+        // DAG's own text (or a default) sends out of its root fails `validate` as it would fail
+        // the run — also beside the kind's own problems, so that they do not hide it. (Template
+        // syntax errors are reported below, once.)
+        let render_check = |cx: &mut Ctx<'_>, task: &Arc<dyn crate::task::CompiledTask>| {
+            let interval = crate::schedule::DataInterval::daily_utc(
+                chrono::NaiveDate::from_ymd_opt(2019, 10, 1).unwrap_or_default(),
+            );
+            let ctx = template::Context::new("validate", "validate", &interval, params).for_task(&id);
+            match task.render_json(&ctx) {
+                Err(
+                    template::TemplateError::Unclosed { .. }
+                    | template::TemplateError::BadName { .. }
+                    | template::TemplateError::BadFilter { .. }
+                    | template::TemplateError::UnknownVariable { .. },
+                )
+                | Ok(_) => {}
+                Err(e) => cx.err(node.pos, format!("task `{id}` ({}): {e}", entry.name), None),
+            }
+        };
         match (entry.compile)(&config, &cx.env) {
-            Err(errors) => {
+            Err(crate::task::CompileErrors { errors, as_written }) => {
                 for mut e in errors {
                     if let Some(field) = e.message.strip_prefix("unknown key `").and_then(|s| s.strip_suffix('`')) {
                         let all: Vec<&str> = TASK_KEYS.iter().chain(OVERRIDE_KEYS).copied().collect();
@@ -949,26 +984,11 @@ fn read_task(cx: &mut Ctx, node: &Node, params: &BTreeMap<String, String>) -> Op
                     }
                     cx.de(&format!("task `{id}` ({})", entry.name), e, node.pos);
                 }
-            }
-            // What `run` checks when it renders, checked here with the params' defaults: a path
-            // the DAG's own text (or a default) sends out of its root fails `validate` as it
-            // would fail the run. (Template syntax errors are reported below, once.)
-            Ok(task) => {
-                let interval = crate::schedule::DataInterval::daily_utc(
-                    chrono::NaiveDate::from_ymd_opt(2019, 10, 1).unwrap_or_default(),
-                );
-                let ctx = template::Context::new("validate", "validate", &interval, params).for_task(&id);
-                match task.render_json(&ctx) {
-                    Err(
-                        template::TemplateError::Unclosed { .. }
-                        | template::TemplateError::BadName { .. }
-                        | template::TemplateError::BadFilter { .. }
-                        | template::TemplateError::UnknownVariable { .. },
-                    )
-                    | Ok(_) => {}
-                    Err(e) => cx.err(node.pos, format!("task `{id}` ({}): {e}", entry.name), None),
+                if let Some(task) = as_written {
+                    render_check(cx, &task);
                 }
             }
+            Ok(task) => render_check(cx, &task),
         }
     }
     // Templates: every string of the kind's config.

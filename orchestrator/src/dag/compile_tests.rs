@@ -393,7 +393,7 @@ fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
     let ok = compile_source(
         Path::new("dags/t.yaml"),
         &format!(
-            "id: d\nparams:\n  who: cartflow\n  n: {{type: int, default: 7}}\n  day: {{type: date, default: 2019-10-01}}\n  mode: {{enum: [fast, full], default: fast, description: how}}\n  s: {{type: string, default: x}}\ntasks:\n{OK_TASK}"
+            "id: d\nparams:\n  who: cartflow\n  n: {{type: int, default: 7}}\n  day: {{type: date, default: 2019-10-01}}\n  mode: {{enum: [fast, full], default: fast, description: how}}\n  s: {{type: string, default: x}}\n  out: {{type: path, default: reports/a.txt}}\ntasks:\n{OK_TASK}"
         ),
         &CompileOptions::default(),
     )
@@ -403,8 +403,20 @@ fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
     assert_eq!(ok.param_types.get("n"), Some(&crate::dag::ParamType::Int));
     assert_eq!(ok.param_types.get("mode"), Some(&crate::dag::ParamType::Enum(vec!["fast".into(), "full".into()])));
     assert!(!ok.param_types.contains_key("who"), "an undeclared type is any text");
+    assert_eq!(ok.param_types.get("out"), Some(&crate::dag::ParamType::Path));
+    for (v, why) in [
+        ("../x", "`..` components"),
+        ("/etc/passwd", "absolute paths"),
+        ("a/\nb", "control characters"),
+        ("", "it is empty"),
+    ] {
+        let got = crate::dag::ParamType::Path.problem(v).unwrap_or_default();
+        assert!(got.contains("is not a path inside its root") && got.contains(why), "{v:?}: {got}");
+    }
+    assert!(crate::dag::ParamType::Path.problem(&"a/".repeat(600)).is_some_and(|w| w.contains("1,024 bytes")));
+    assert_eq!(crate::dag::ParamType::Path.problem("raw/a b/ç.txt"), None);
     let e = errors(&format!(
-        "id: d\nparams:\n  n: {{type: int, default: seven}}\n  d: {{type: date, default: 2019-13-01}}\n  m: {{enum: [a, b], default: c}}\n  t: {{type: float, default: 1}}\n  u: {{type: int}}\n  v: {{type: int, enum: [1], default: 1}}\n  w: {{type: int, default: 1, min: 0}}\n  x: [1, 2]\ntasks:\n{OK_TASK}"
+        "id: d\nparams:\n  n: {{type: int, default: seven}}\n  d: {{type: date, default: 2019-13-01}}\n  m: {{enum: [a, b], default: c}}\n  t: {{type: float, default: 1}}\n  u: {{type: int}}\n  v: {{type: int, enum: [1], default: 1}}\n  w: {{type: int, default: 1, min: 0}}\n  x: [1, 2]\n  p: {{type: path, default: ../up}}\ntasks:\n{OK_TASK}"
     ));
     for want in [
         "dags/t.yaml:3:27: error: param `n` (int): the default `seven` is not a whole number",
@@ -415,6 +427,7 @@ fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
         "param `v`: `type` or `enum`, not both",
         "param `w`: unknown key `min`",
         "dags/t.yaml:10:6: error: param `x`: a scalar value, or {type: …, default: …}",
+        "param `p` (path): the default \"../up\" is not a path inside its root: `..` components are not allowed",
     ] {
         assert!(e.contains(want), "`{want}` not in\n{e}");
     }
@@ -424,7 +437,32 @@ fn params_may_declare_a_type_and_their_defaults_must_be_of_it() {
 fn messages_name_no_rust_type() {
     let e = errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    retries: -1\n");
     assert!(e.contains("`retries`: invalid value: integer `-1`, expected a whole number ≥ 0"), "{e}");
+    // A number too large for any integer is not called "floating point".
+    let e = errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    retries: 99999999999999999999999\n");
+    assert!(e.contains("`retries`: a number too large (1e23), expected a whole number ≥ 0"), "{e}");
+    assert!(!e.contains("floating point"), "{e}");
+    let e = errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    retries: 1.5\n");
+    assert!(e.contains("`retries`: 1.5 is not a whole number, expected a whole number ≥ 0"), "{e}");
     for rust in ["u8", "u16", "u32", "u64", "usize", "i64", "f64"] {
         assert!(!e.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == rust), "{rust} in {e}");
     }
+}
+
+#[test]
+fn every_problem_of_the_common_task_keys_and_of_rendering_is_reported_at_once() {
+    // Three bad common keys: three errors, not the first.
+    let e =
+        errors("id: d\ntasks:\n  - id: a\n    kind: noop\n    retries: -1\n    timeout: soon\n    retry_delay: 1.5\n");
+    for want in ["`retries`", "`timeout`", "`retry_delay`"] {
+        assert!(e.contains(want), "{want} not in\n{e}");
+    }
+    let e = errors("id: d\ndefaults:\n  retries: -1\n  timeout: soon\ntasks:\n  - id: a\n    kind: noop\n");
+    assert!(e.contains("`retries`") && e.contains("`timeout`"), "{e}");
+    // The kind's own problem (a missing SQL file) does not hide what rendering refuses (a
+    // partition value from the param's default that would name a folder out of the table).
+    let e = errors(
+        "id: d\nparams:\n  pv: a/../../b\ntasks:\n  - id: a\n    kind: athena_ctas\n    database: db\n    table: t\n    sql: missing.sql\n    partitioned_by: dt\n    partition_value: '{{ params.pv }}'\n",
+    );
+    assert!(e.contains("missing.sql"), "{e}");
+    assert!(e.contains("partition value \"a/../../b\" is refused"), "{e}");
 }

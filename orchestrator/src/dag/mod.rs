@@ -317,6 +317,10 @@ pub enum ParamType {
     Int,
     /// A date, `YYYY-MM-DD` (years 0001 to 9999).
     Date,
+    /// A relative path that stays inside its root: not absolute, no `..` component, no control
+    /// characters, at most 1,024 bytes ([`crate::template::path_problem`]). Where the value goes
+    /// the rendered path is checked again, with the DAG's text around it.
+    Path,
     /// One of these values.
     Enum(Vec<String>),
 }
@@ -331,6 +335,16 @@ impl ParamType {
                 .filter(|_| v.len() == 10)
                 .is_none()
                 .then(|| format!("`{v}` is not a date (YYYY-MM-DD)")),
+            ParamType::Path => {
+                let why = if v.is_empty() {
+                    Some("it is empty")
+                } else if v.len() > 1024 {
+                    Some("it is longer than 1,024 bytes")
+                } else {
+                    crate::template::path_problem(v)
+                };
+                why.map(|why| format!("{} is not a path inside its root: {why}", crate::template::clip(v)))
+            }
             ParamType::Enum(values) => (!values.iter().any(|x| x == v)).then(|| {
                 format!(
                     "`{v}` is not one of {}",
@@ -340,12 +354,13 @@ impl ParamType {
         }
     }
 
-    /// `string`, `int`, `date` or `enum`.
+    /// `string`, `int`, `date`, `path` or `enum`.
     pub fn name(&self) -> &'static str {
         match self {
             ParamType::String => "string",
             ParamType::Int => "int",
             ParamType::Date => "date",
+            ParamType::Path => "path",
             ParamType::Enum(_) => "enum",
         }
     }

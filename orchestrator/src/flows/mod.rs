@@ -100,10 +100,20 @@ pub fn usage(msg: impl Into<String>) -> FlowError {
     FlowError::Usage(msg.into())
 }
 
-/// The DAG's params with the `-p NAME=VALUE` overrides applied; an unknown name is refused.
+/// The DAG's params with the `-p NAME=VALUE` overrides applied (from the CLI, the web UI, a
+/// backfill request): an unknown name, a value longer than [`crate::template::MAX_PARAM_BYTES`]
+/// and a value not of the param's declared type are refused.
 pub fn merged_params(dag: &Dag, overrides: &[(String, String)]) -> Result<BTreeMap<String, String>, FlowError> {
     let mut params = dag.params.clone();
+    let max = crate::template::MAX_PARAM_BYTES;
     for (k, v) in overrides {
+        if v.len() > max {
+            return Err(usage(format!(
+                "the value of param `{}` is {} bytes long; a param value may have at most {max} bytes",
+                crate::template::clip(k).trim_matches('"'),
+                v.len()
+            )));
+        }
         if !dag.params.contains_key(k) {
             let hint = crate::yaml::hint(k, dag.params.keys().map(String::as_str));
             return Err(usage(format!("DAG `{}` declares no param `{k}`{hint}", dag.id)));

@@ -18,7 +18,7 @@ fn problems(kind: &str, config: &str, files: &[(&str, &str)]) -> Vec<String> {
     let entry = super::lookup(kind).expect("a kind");
     match (entry.compile)(&node, &env) {
         Ok(t) => panic!("{kind} compiled: {t:?}"),
-        Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
+        Err(e) => e.errors.iter().map(|e| e.message.clone()).collect(),
     }
 }
 

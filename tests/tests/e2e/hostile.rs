@@ -627,9 +627,18 @@ fn harmless(field: &str, v: &str, r: &serde_json::Value) -> bool {
         "cmd_wd" => stays_inside(&s("working_dir")),
         "sql_lit" => plain_sql && s("sql") == format!("SELECT '{}' AS v\n", v.replace('\'', "''")),
         "sql_num" => {
-            s("sql") == format!("SELECT {v} AS n\n")
-                && v.chars().all(|c| c.is_ascii_digit() || "-+.:T ()".contains(c))
-                && !v.contains("--")
+            // A number as it is; a date or a timestamp as a typed literal (bare, `2019-10-01`
+            // would be arithmetic), its text only digits and `- + . : T Z`.
+            let sql = s("sql");
+            let ts = v.replacen('T', " ", 1);
+            let ts = ts.strip_suffix('Z').map_or(ts.clone(), |t| format!("{t}+00:00"));
+            let literal = [
+                format!("SELECT {v} AS n\n"),
+                format!("SELECT ({v}) AS n\n"),
+                format!("SELECT DATE '{v}' AS n\n"),
+                format!("SELECT TIMESTAMP '{ts}' AS n\n"),
+            ];
+            literal.contains(&sql) && v.chars().all(|c| c.is_ascii_digit() || "-+.:TZ".contains(c)) && !v.contains("--")
         }
         "sql_ident" => plain_sql && !v.contains('"') && s("sql") == format!("SELECT 1 AS \"{v}\"\n"),
         "ctas_pv" => {

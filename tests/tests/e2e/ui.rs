@@ -214,6 +214,14 @@ fn the_ui_refuses_public_binds_without_a_token_forged_posts_and_paths_that_name_
     // The same form with the token is accepted (so the refusals above are the token's doing).
     let (status, head, _) = ui.http("POST", "/preview", &[ct], &format!("{form}&csrf={}", ui.csrf()));
     assert_eq!(status, 200, "{head}");
+    // A param from the form is untrusted input, bounded as a `-p` on the command line is.
+    let long = "x".repeat(5000);
+    for path in ["/preview", "/start"] {
+        let f = format!("{form}&csrf={}&params={}", ui.csrf(), form_value(&format!("who={long}")));
+        let (status, _, page) = ui.http("POST", path, &[ct], &f);
+        assert_eq!(status, 400, "{path}: {}", &page[..page.len().min(400)]);
+        assert!(page.contains("a param value may have at most 4096 bytes") && !page.contains(&long), "{path}");
+    }
 
     // Path parameters that name nothing: 404, and no file content.
     for path in [

@@ -159,8 +159,10 @@ impl Kind for StreamingStage {
         let num = |what: &str, t: &Template| -> Result<u64, TemplateError> {
             let s = ctx.render(t, Escaping::None)?;
             s.trim().parse().map_err(|_| {
+                let digits = !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit());
                 TemplateError::Invalid(format!(
-                    "`{what}` must be a whole number, got {}{}",
+                    "`{what}` must be a whole number ≥ 0{}, got {}{}",
+                    if digits { " (at most 18446744073709551615)" } else { "" },
                     template::clip(&s),
                     template::names_in(t)
                 ))
