@@ -260,6 +260,10 @@ pub enum Escaping {
     /// The HTML file a task writes in the project folder (the dashboard): a [`Escaping::Path`]
     /// that also keeps clear of the project's own files ([`html_out_problem`]).
     HtmlOut,
+    /// A calendar day (`date` of the data jobs, the dashboard's `from`/`to`): the rendered text
+    /// must be one, `YYYY-MM-DD` (years 0001 to 9999), so a value that is not a date is refused
+    /// before anything runs (it also names a partition folder `dt=<date>`).
+    Date,
     /// A file a task only reads, which may be anywhere (a Kaggle CSV to replay): a relative
     /// [`Escaping::Path`], or an absolute path of a `.csv`, `.csv.gz` or `.csv.zip` file
     /// ([`input_file_problem`]). `none` and `generate` pass as they are.
@@ -336,6 +340,8 @@ impl Context {
         let problem = match escaping {
             Escaping::Path => path_problem(&rendered).map(|why| ("path", why)),
             Escaping::InputFile => input_file_problem(&rendered).map(|why| ("source file", why)),
+            Escaping::Date => (rendered.len() != 10 || crate::schedule::parse_ymd(&rendered).is_none())
+                .then_some(("date", "it must be a calendar day, YYYY-MM-DD")),
             Escaping::HtmlOut => {
                 path_problem(&rendered).or_else(|| html_out_problem(&rendered)).map(|why| ("output file", why))
             }
@@ -346,7 +352,12 @@ impl Context {
                 for (name, value) in &values {
                     sql_literal_value(name, value)?;
                 }
-                None
+                // A Glue argument may be a location (`--clean s3://lake/...`): no `..` component,
+                // which Spark's paths would resolve out of the lake.
+                rendered
+                    .split(['/', '\\'])
+                    .any(|seg| seg == "..")
+                    .then_some(("argument", "`..` components are not allowed (a location must stay inside the lake)"))
             }
             Escaping::None | Escaping::Sql => None,
         };
@@ -915,8 +926,36 @@ const INTERPRETERS: &[(&str, &[&str])] = &[
 /// Programs that run another program given as one of their arguments (`env X=1 sh -c …`,
 /// `timeout 60 bash -c …`, `nice -n 5 sh -c …`): the check looks through them.
 const WRAPPERS: &[&str] = &[
-    "env", "nice", "nohup", "timeout", "stdbuf", "setsid", "sudo", "doas", "exec", "time", "ionice", "chrt", "taskset",
-    "xargs", "flock", "unbuffer", "chroot", "runuser", "su", "command", "builtin",
+    "env",
+    "nice",
+    "nohup",
+    "timeout",
+    "stdbuf",
+    "setsid",
+    "sudo",
+    "doas",
+    "exec",
+    "time",
+    "ionice",
+    "chrt",
+    "taskset",
+    "xargs",
+    "flock",
+    "unbuffer",
+    "chroot",
+    "runuser",
+    "su",
+    "command",
+    "builtin",
+    "find",
+    "watch",
+    "parallel",
+    "strace",
+    "firejail",
+    "unshare",
+    "nsenter",
+    "systemd-run",
+    "script",
 ];
 
 /// A program's name without its folder and an interpreter's version (`/usr/bin/python3.11` is
@@ -939,8 +978,38 @@ fn code_argument(name: &str, args: &[&str]) -> Option<(usize, String)> {
         })?;
         return rest.get(i + 1).map(|_| (args_from + i + 1, format!("{name} {}", rest[i])));
     }
+    // `flock FILE -c CMD`, `su -c CMD`, `runuser -c CMD`: the command is a shell script.
+    if matches!(name, "flock" | "su" | "runuser") {
+        let i = args.iter().position(|a| *a == "-c" || *a == "--command")?;
+        return args.get(i + 1).map(|_| (i + 1, format!("{name} {}", args[i])));
+    }
+    // awk's program is its first argument that is not an option (or the one after `-e`).
+    if matches!(name, "awk" | "gawk" | "mawk" | "nawk") {
+        let mut i = 0;
+        while let Some(a) = args.get(i) {
+            match *a {
+                "-f" => return None,
+                "-F" | "-v" => i += 2,
+                "-e" | "--source" => return args.get(i + 1).map(|_| (i + 1, format!("{name} {a}"))),
+                a if a.starts_with('-') && a.len() > 1 => i += 1,
+                _ => return Some((i, name.to_string())),
+            }
+        }
+        return None;
+    }
     let (_, flags) = INTERPRETERS.iter().find(|(i, _)| *i == name)?;
-    let i = args.iter().position(|a| flags.contains(a))?;
+    // The flag alone (`-c`), or last in a cluster of short options (`-Ic`, `-le`).
+    let i = args.iter().position(|a| {
+        flags.contains(a)
+            || flags.iter().any(|f| {
+                f.len() == 2
+                    && a.len() > 2
+                    && a.starts_with('-')
+                    && !a.starts_with("--")
+                    && a.chars().skip(1).all(|c| c.is_ascii_alphabetic())
+                    && a.ends_with(&f[1..])
+            })
+    })?;
     args.get(i + 1).map(|_| (i + 1, format!("{name} {}", args[i])))
 }
 
@@ -954,10 +1023,13 @@ pub fn params_in_shell_script(program: &str, args: &[&str]) -> Vec<String> {
     let mut args = args;
     // Through the wrappers: the first argument that names a shell or an interpreter is the
     // program they run.
-    while WRAPPERS.contains(&name) {
+    while WRAPPERS.contains(&name) && code_argument(name, args).is_none() {
         let Some(i) = args.iter().position(|a| {
             let n = program_name(a);
-            SHELLS.contains(&n) || INTERPRETERS.iter().any(|(i, _)| *i == n) || WRAPPERS.contains(&n)
+            SHELLS.contains(&n)
+                || INTERPRETERS.iter().any(|(i, _)| *i == n)
+                || WRAPPERS.contains(&n)
+                || matches!(n, "awk" | "gawk" | "mawk" | "nawk")
         }) else {
             return Vec::new();
         };
@@ -1109,6 +1181,18 @@ mod tests {
         ] {
             assert_eq!(params_in_shell_script(program, args).len(), 1, "{program} {args:?}");
         }
+        // Option clusters, wrappers with a command of their own, awk programs, find -exec.
+        for (program, args) in [
+            ("perl", &["-le", "print '{{ params.x }}'"][..]),
+            ("python3", &["-Ic", "print('{{ params.x }}')"]),
+            ("flock", &["/tmp/lock", "-c", "echo {{ params.x }}"]),
+            ("su", &["etl", "-c", "echo {{ params.x }}"]),
+            ("awk", &["-F", ",", "BEGIN { system(\"{{ params.x }}\") }"]),
+            ("find", &[".", "-exec", "sh", "-c", "echo {{ params.x }}", ";"]),
+        ] {
+            assert_eq!(params_in_shell_script(program, args).len(), 1, "{program} {args:?}");
+        }
+        assert!(params_in_shell_script("awk", &["-f", "prog.awk", "{{ params.x }}"]).is_empty());
         assert!(params_in_shell_script("env", &["A={{ params.x }}", "./run.sh"]).is_empty());
         assert!(params_in_shell_script("timeout", &["60", "./run.sh", "{{ params.x }}"]).is_empty());
         assert!(params_in_shell_script("sh", &["script.sh", "{{ params.x }}"]).is_empty());
@@ -1279,6 +1363,21 @@ mod tests {
             crate::schedule::DataInterval::daily_utc(chrono::NaiveDate::from_ymd_opt(2019, 10, 1).expect("date"));
         let params: BTreeMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Context::new("daily", "daily@2019-10-01T00:00:00Z", &interval, &params).for_task("load")
+    }
+
+    #[test]
+    fn a_date_field_must_render_a_calendar_day_and_a_glue_argument_no_climb() {
+        let c = with(&[("d", "a/b"), ("ok", "2019-10-03"), ("up", "../../other-bucket/x")]);
+        let e = c.render(&"{{ params.d }}".into(), Escaping::Date).expect_err("a/b").to_string();
+        assert!(e.contains("date \"a/b\" is refused: it must be a calendar day") && e.contains("`params.d`"), "{e}");
+        for bad in [".", "~/x", "2019-10-1", "2019-13-01", "20191001", "2019-10-01' OR '1'='1"] {
+            assert!(with(&[("d", bad)]).render(&"{{ params.d }}".into(), Escaping::Date).is_err(), "{bad}");
+        }
+        assert_eq!(c.render(&"{{ params.ok }}".into(), Escaping::Date).expect("a day"), "2019-10-03");
+        assert_eq!(c.render(&"{{ ds | add_days(-1) }}".into(), Escaping::Date).expect("a day"), "2019-09-30");
+        let e = c.render(&"s3://lake/{{ params.up }}".into(), Escaping::SqlLiteral).expect_err("climb").to_string();
+        assert!(e.contains("argument") && e.contains("`..` components"), "{e}");
+        assert!(c.render(&"s3://lake/clean/{{ ds }}".into(), Escaping::SqlLiteral).is_ok());
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Kind for Dashboard {
     type Rendered = RenderedDashboard;
 
     fn render(c: &DashboardConfig, ctx: &template::Context) -> Result<RenderedDashboard, TemplateError> {
-        let opt = |t: &Option<Template>| t.as_ref().map(|t| ctx.render(t, Escaping::Path)).transpose();
+        let opt = |t: &Option<Template>| t.as_ref().map(|t| ctx.render(t, Escaping::Date)).transpose();
         Ok(RenderedDashboard {
             out: PathBuf::from(ctx.render(&c.out, Escaping::HtmlOut)?),
             from: opt(&c.from)?,

@@ -98,7 +98,7 @@ impl Kind for DatabrewJob {
             recipe: c.recipe.clone(),
             input: c.input.clone(),
             output: c.output.clone(),
-            date: ctx.render(&c.date, Escaping::Path)?,
+            date: ctx.render(&c.date, Escaping::Date)?,
         })
     }
 

@@ -81,7 +81,7 @@ impl Kind for GlueJob {
         Ok(RenderedGlueJob {
             job_name: c.job_name.clone(),
             local: c.local,
-            date: ctx.render(&c.date, Escaping::Path)?,
+            date: ctx.render(&c.date, Escaping::Date)?,
             arguments: c
                 .arguments
                 .iter()

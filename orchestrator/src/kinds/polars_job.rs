@@ -80,7 +80,7 @@ impl Kind for PolarsJob {
     fn render(c: &PolarsJobConfig, ctx: &template::Context) -> Result<RenderedPolarsJob, TemplateError> {
         Ok(RenderedPolarsJob {
             job: c.job,
-            date: ctx.render(&c.date, Escaping::Path)?,
+            date: ctx.render(&c.date, Escaping::Date)?,
             target_file_mib: c.target_file_mib,
         })
     }
